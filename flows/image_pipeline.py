@@ -1,0 +1,233 @@
+"""One image, end to end: optimize, then the seed's enhanced loop of generate -> dedup -> score.
+
+The loop keeps going until ``count`` variations are accepted or ``count x
+max_attempts_per_variation`` attempts are spent. Attempts go out in waves (as many as are still
+wanted, within the budget) so a paid backend has several calls in flight; their results are
+judged in attempt order, so acceptance and diversity are the same as one-at-a-time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from storage import Store
+from tasks.dedup import dedup_variation
+from tasks.generate import (
+    AttemptContext,
+    BackendSpec,
+    GenerationResult,
+    RetryableGenerationError,
+    generate_variation,
+)
+from tasks.optimize import optimize
+from tasks.score import score_variation
+from varflow.acceptance import judge
+from varflow.dedup import KnownImage
+from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
+from varflow.imageio import ImageReadError, sha256_file
+from varflow.records import ImageRecord, VariationRecord, stable_id, utcnow
+from varflow.settings import LevelSettings, Settings
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    run_id: str
+    store_home: str
+    source_path: str
+    output_stem: str  # OUTPUT-relative path without suffix, e.g. "trips/beach" -> beach-v01.png
+    output_dir: str
+    work_dir: str
+    count: int
+    variation_type: str
+    prompt: str
+    seed: int
+    backend: BackendSpec
+    model: str
+    level: LevelSettings
+    settings: Settings
+    keep_rejected: bool = False
+
+
+@dataclass
+class ImageOutcome:
+    """What the flow needs of an image: counts for the summary and the adaptive policy."""
+
+    path: str
+    image_id: str | None
+    status: str  # ok | error | skipped
+    error: str | None = None
+    quality_level: str | None = None
+    accepted: int = 0
+    attempts: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    duplicates: int = 0
+    generation_failures: int = 0
+    fatal_outcome: str | None = None
+    fatal_message: str | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    accepted_scores: list[dict] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.accepted / self.attempts if self.attempts else None
+
+
+def variation_id_for(job: ImageJob, image_id: str, attempt: int) -> str:
+    """Stable across runs: the same image, parameters and attempt give the same id."""
+    return stable_id(
+        image_id, job.backend.name, job.model, job.variation_type, job.prompt, job.seed,
+        job.level.name, job.level.max_image_size, attempt,
+    )
+
+
+def _accepted_path(job: ImageJob, n: int) -> Path:
+    return Path(job.output_dir) / f"{job.output_stem}-v{n:02d}.png"
+
+
+def _rejected_path(job: ImageJob, attempt: int, reason: str) -> Path:
+    first = reason.split(";")[0]
+    return Path(job.output_dir) / "_rejected" / f"{job.output_stem}-a{attempt:02d}-{first}.png"
+
+
+def _settle_file(src: str, dest: Path | None) -> str | None:
+    """Move a generated file to its final place, or delete it when ``dest`` is None."""
+    if dest is None:
+        Path(src).unlink(missing_ok=True)
+        return None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(src, dest)
+    return str(dest)
+
+
+@task(name="process-image", cache_policy=NONE, task_run_name="image {job.output_stem}")
+def process_image(job: ImageJob) -> ImageOutcome:
+    store = Store(job.store_home)
+    started = utcnow()
+    t_start = time.perf_counter()
+    level = job.level
+    try:
+        image_id = sha256_file(job.source_path)
+    except OSError as exc:
+        outcome = ImageOutcome(job.source_path, None, "error", f"{job.source_path}: cannot be read ({exc.strerror}); check the path and permissions")
+        store.write_image_result(ImageRecord(job.run_id, stable_id(job.source_path), job.source_path, None, None, "error", outcome.error, started_at=started, finished_at=utcnow()))
+        return outcome
+
+    outcome = ImageOutcome(job.source_path, image_id, "ok", quality_level=level.name)
+    ms = Counter()
+    work = Path(job.work_dir) / image_id[:16]
+    optimized_path = work / "optimized.png"
+    variations: list[VariationRecord] = []
+    accepted: list[KnownImage] = []
+    opt = None
+    try:
+        t0 = time.perf_counter()
+        try:
+            opt = optimize(job.source_path, str(optimized_path), max_side=level.max_image_size,
+                           image_id=image_id, limits=job.settings.limits)
+        except ImageReadError as exc:
+            outcome.status, outcome.error = "error", str(exc)
+            return outcome
+        finally:
+            ms["optimize"] += (time.perf_counter() - t0) * 1000
+
+        budget = job.count * level.max_attempts_per_variation
+        attempt = 0
+        while len(accepted) < job.count and attempt < budget and outcome.fatal_outcome is None:
+            wave = range(attempt, attempt + min(job.count - len(accepted), budget - attempt))
+            attempt = wave.stop
+            t0 = time.perf_counter()
+            futures = []
+            for a in wave:
+                seed = derive_seed(job.seed, image_id, a)
+                vtype = resolve_variation_type(job.variation_type, seed)
+                vid = variation_id_for(job, image_id, a)
+                request = VariationRequest(
+                    image_id=image_id, source_path=opt.optimized_path, variation_type=vtype,
+                    prompt=job.prompt, seed=seed, attempt=a,
+                    output_path=str(work / f"attempt-{a:03d}.png"),
+                )
+                ctx = AttemptContext(job.run_id, job.store_home, vid, level.name)
+                futures.append((a, seed, vtype, vid, generate_variation.submit(request, job.backend, ctx)))
+            results: list[GenerationResult] = []
+            for *_, fut in futures:
+                try:
+                    results.append(fut.result())
+                except RetryableGenerationError as exc:  # retries exhausted
+                    results.append(exc.result)
+            ms["generate"] += (time.perf_counter() - t0) * 1000
+
+            for (a, seed, vtype, vid, _), result in zip(futures, results):
+                outcome.attempts += 1
+                if not result.ok:
+                    outcome.generation_failures += 1
+                    if result.fatal and outcome.fatal_outcome is None:
+                        outcome.fatal_outcome, outcome.fatal_message = result.outcome, result.error
+                    continue
+                t0 = time.perf_counter()
+                dedup = dedup_variation(result.output_path, list(accepted), job.settings.dedup)
+                ms["dedup"] += (time.perf_counter() - t0) * 1000
+                scores = None
+                if dedup.duplicate is not None:
+                    reasons = "duplicate"
+                    outcome.duplicates += 1
+                else:
+                    t0 = time.perf_counter()
+                    scores = score_variation(opt.optimized_path, result.output_path, [k.path for k in accepted])
+                    ms["score"] += (time.perf_counter() - t0) * 1000
+                    verdict = judge(scores, thresholds=job.settings.thresholds, level=level)
+                    reasons = verdict.reason_text
+                if reasons is None:
+                    final = _settle_file(result.output_path, _accepted_path(job, len(accepted) + 1))
+                    accepted.append(KnownImage(vid, dedup.hashes, final))
+                    outcome.accepted_scores.append(scores.as_dict())
+                else:
+                    for r in reasons.split(";"):
+                        outcome.rejected[r] = outcome.rejected.get(r, 0) + 1
+                    keep = _rejected_path(job, a, reasons) if job.keep_rejected else None
+                    final = _settle_file(result.output_path, keep)
+                s = scores.as_dict() if scores else {}
+                variations.append(VariationRecord(
+                    run_id=job.run_id, image_id=image_id, variation_id=vid, attempt=a,
+                    variation_type=vtype, similarity=s.get("similarity"), diversity=s.get("diversity"),
+                    aesthetic=s.get("aesthetic"), color_variance=s.get("color_variance"),
+                    contrast=s.get("contrast"), brightness_balance=s.get("brightness_balance"),
+                    sharpness=s.get("sharpness"), object_integrity=s.get("object_integrity"),
+                    overall_quality=s.get("overall_quality"), accepted=reasons is None,
+                    reject_reason=reasons, ahash=dedup.hashes.ahash, phash=dedup.hashes.phash,
+                    dhash=dedup.hashes.dhash,
+                    duplicate_of=dedup.duplicate.duplicate_of if dedup.duplicate else None,
+                    output_path=final, backend=job.backend.name, model=result.model,
+                    prompt=result.prompt_sent, seed=seed, quality_level=level.name, created_at=utcnow(),
+                ))
+        return outcome
+    except Exception as exc:  # one image's failure must not cost the others
+        outcome.status = "error"
+        outcome.error = f"{job.source_path}: processing failed ({type(exc).__name__}: {exc})"
+        return outcome
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        outcome.accepted = len(accepted)
+        ms["total"] = (time.perf_counter() - t_start) * 1000
+        outcome.stage_ms = dict(ms)
+        store.write_image_result(
+            ImageRecord(
+                run_id=job.run_id, image_id=image_id, path=job.source_path,
+                width=opt.width if opt else None, height=opt.height if opt else None,
+                status=outcome.status, error=outcome.error,
+                optimized_width=opt.optimized_width if opt else None,
+                optimized_height=opt.optimized_height if opt else None,
+                source_bytes=opt.source_bytes if opt else None, quality_level=level.name,
+                requested=job.count, accepted=outcome.accepted, attempts=outcome.attempts,
+                success_rate=outcome.success_rate, optimize_ms=ms.get("optimize"),
+                generate_ms=ms.get("generate"), score_ms=ms.get("score"), dedup_ms=ms.get("dedup"),
+                total_ms=ms["total"], started_at=started, finished_at=utcnow(),
+            ),
+            variations,
+        )

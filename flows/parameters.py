@@ -1,0 +1,78 @@
+"""The run's parameters: typed, with defaults and descriptions (the Prefect UI renders a form)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from varflow.discovery import normalize_extensions
+from varflow.settings import (
+    IMAGE_EXTENSIONS,
+    DedupSettings,
+    LoadLimits,
+    QualityThresholds,
+    Settings,
+)
+
+VariationType = Literal["random", "object_rearrange", "object_add", "object_remove", "style_change", "composition"]
+
+
+class Thresholds(BaseModel):
+    """The acceptance thresholds (the seed's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    similarity_min: float = Field(0.3, ge=0, le=1, description="Lowest SSIM to the original a variation may have.")
+    similarity_max: float = Field(0.9, ge=0, le=1, description="Highest SSIM to the original (above: too close a copy).")
+    diversity_min: float = Field(0.2, ge=0, le=1, description="Lowest mean (1 - SSIM) to the image's accepted variations.")
+    aesthetic_min: float = Field(0.6, ge=0, le=1, description="Lowest aesthetic score.")
+    object_integrity_min: float = Field(0.7, ge=0, le=1, description="Lowest object-integrity score.")
+    overall_min: float = Field(0.6, ge=0, le=1, description="Lowest overall quality (the level's threshold applies too).")
+
+    def to_core(self) -> QualityThresholds:
+        return QualityThresholds(**self.model_dump())
+
+
+class RunParameters(BaseModel):
+    """Everything a run of ``varflow run`` (or a deployment's run from the UI) takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_dir: str = Field(..., description="Folder of images to vary (walked recursively).")
+    output_dir: str = Field("variations", description="Where accepted variations are written.")
+    count: int = Field(4, ge=1, le=64, description="Accepted variations wanted per image.")
+    variation_type: VariationType = Field("random", description="What kind of change to make.")
+    prompt: str = Field("", max_length=2000, description="What the variations should look like.")
+    seed: int = Field(0, ge=0, description="Same seed, same variations.")
+    backend: Literal["local", "gemini"] = Field("local", description="local (offline) or gemini (paid API).")
+    model: str | None = Field(None, description="Model name for the backend; empty for its default.")
+    level: Literal["high", "medium", "low"] = Field(
+        "high", description="Quality level to start at (the seed starts at high)."
+    )
+    adaptive: bool = Field(True, description="Let the success rate move the quality level (the seed's rules).")
+    keep_rejected: bool = Field(False, description="Keep rejected variations under OUTPUT/_rejected for review.")
+    home: str | None = Field(None, description="varflow data directory; default $VARFLOW_HOME or ~/.local/share/varflow.")
+    extensions: list[str] = Field(
+        default_factory=lambda: [e.lstrip(".") for e in IMAGE_EXTENSIONS],
+        description="File extensions treated as images.",
+    )
+    images_in_flight: int = Field(2, ge=1, le=64, description="Most images processed at once.")
+    generation_concurrency: int = Field(2, ge=1, le=256, description="Most generation calls in flight at once.")
+    max_memory_mb: int = Field(2048, ge=64, description="Memory budget for images in flight (MiB).")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="Acceptance thresholds.")
+    dedup_max_hamming: int = Field(10, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
+    dedup_ssim: float = Field(0.95, ge=-1, le=1, description="SSIM above which a candidate is a duplicate.")
+    max_pixels: int = Field(100_000_000, ge=1, description="Larger images are refused (decompression bombs).")
+
+    @field_validator("extensions")
+    @classmethod
+    def _exts(cls, v: list[str]) -> list[str]:
+        return [e.lstrip(".") for e in normalize_extensions(v)]
+
+    def settings(self) -> Settings:
+        return Settings(
+            thresholds=self.thresholds.to_core(),
+            dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
+            limits=LoadLimits(max_pixels=self.max_pixels),
+        )

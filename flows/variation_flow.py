@@ -1,0 +1,189 @@
+"""The flow: discover a folder's images and run each through the image pipeline.
+
+Images are admitted in a sliding window bounded by a memory budget (the seed's batch formula,
+fixed: see varflow/memory.py) and a count; each finished image is recorded at once, feeds the
+adaptive quality level, and frees its place for the next one. The task runner's pool holds the
+images in flight plus the generation calls they submit, so the two never starve each other.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+from prefect.futures import as_completed
+from prefect.runtime import flow_run as runtime_flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.image_pipeline import ImageJob, ImageOutcome, process_image
+from flows.parameters import RunParameters
+from flows.report import RunSummary
+from storage import Store
+from tasks.generate import BackendSpec, backend_for
+from varflow.adaptive import AdaptiveQuality
+from varflow.discovery import discover_images
+from varflow.imageio import sha256_file, upright_size
+from varflow.memory import MemoryWindow, estimate_image_bytes
+from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
+from varflow.settings import default_home
+
+DEFAULT_POOL = 8
+
+
+def output_stems(paths: list[Path], input_dir: Path) -> list[str]:
+    """OUTPUT-relative names without suffix; same-stem files (a.jpg, a.png) keep their suffix."""
+    rel = [p.relative_to(input_dir) if p != input_dir else Path(p.name) for p in paths]
+    base = [r.with_suffix("").as_posix() for r in rel]
+    clash = {b for b in base if base.count(b) > 1}
+    return [f"{b}-{r.suffix.lstrip('.').lower()}" if b in clash else b for b, r in zip(base, rel)]
+
+
+def _pool_size() -> int:
+    ctx = FlowRunContext.get()
+    return getattr(getattr(ctx, "task_runner", None), "_max_workers", None) or DEFAULT_POOL
+
+
+@flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL), persist_result=False)
+def variation_run(params: RunParameters) -> dict:
+    """Turn a folder of images into scored, de-duplicated variations; returns the run summary."""
+    logger = get_run_logger()
+    t_start = time.perf_counter()
+    home = Path(params.home).expanduser() if params.home else default_home()
+    store = Store(home).initialize()
+    store.vacuum()
+    flow_run_id = runtime_flow_run.id
+    run_id = str(flow_run_id or uuid.uuid4())
+    input_dir = Path(params.input_dir).expanduser().resolve()
+    output_dir = Path(params.output_dir).expanduser().resolve()
+    settings = params.settings()
+
+    spec = BackendSpec(params.backend, (("model", params.model),) if params.model else ())
+    backend = backend_for(spec)  # fails before any work on a bad backend setup (e.g. no key)
+    adaptive = AdaptiveQuality(level=params.level)
+    scope = f"{backend.name}/{backend.model}"
+
+    paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home])
+    stems = output_stems(paths, input_dir)
+    started = utcnow()
+    record = dict(
+        run_id=run_id, flow_run_id=str(flow_run_id) if flow_run_id else None,
+        parameters=params.model_dump_json(), input_dir=str(input_dir), output_dir=str(output_dir),
+        backend=backend.name, model=backend.model, started_at=started,
+    )
+    store.write_run(RunRecord(**record, finished_at=None, status="running", images_total=len(paths)))
+    logger.info("run %s: %d images in %s -> %s (%s)", run_id, len(paths), input_dir, output_dir, scope)
+
+    pool = _pool_size()
+    in_flight_max = min(params.images_in_flight, max(1, pool - 1))
+    if in_flight_max < params.images_in_flight:
+        logger.warning("images_in_flight %d lowered to %d to fit the task runner's %d workers",
+                       params.images_in_flight, in_flight_max, pool)
+    window = MemoryWindow(budget_bytes=params.max_memory_mb * 2**20, max_images=in_flight_max)
+    work_dir = home / "work" / run_id
+    outcomes: list[ImageOutcome] = []
+    level_changes = 0
+    pending: dict = {}  # future -> reserved bytes
+    abort: ImageOutcome | None = None
+
+    def finish(fut) -> None:
+        nonlocal level_changes, abort
+        window.leave(pending.pop(fut))
+        outcome: ImageOutcome = fut.result()
+        outcomes.append(outcome)
+        if outcome.fatal_outcome and abort is None:
+            abort = outcome
+        if params.adaptive and outcome.status == "ok" and outcome.attempts:
+            change = adaptive.record(outcome.success_rate)
+            if change:
+                level_changes += 1
+                logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
+                store.write_level_change(QualityLevelChangeRecord(
+                    run_id=run_id, image_id=outcome.image_id, changed_at=utcnow(),
+                    from_level=change.from_level, to_level=change.to_level,
+                    window_average=change.window_average, reason=change.reason, scope=scope,
+                ))
+
+    try:
+        for path, stem in zip(paths, stems):
+            if abort is not None:
+                outcomes.append(ImageOutcome(str(path), None, "skipped", _skip_reason(abort)))
+                store.write_image_result(_skipped_record(run_id, path, _skip_reason(abort)))
+                continue
+            level = adaptive.settings
+            w, h = upright_size(path) or (level.max_image_size, level.max_image_size)
+            cost = estimate_image_bytes(w, h, max_side=level.max_image_size, count=params.count)
+            while pending and not window.admits(cost):
+                finish(next(as_completed(list(pending))))
+            job = ImageJob(
+                run_id=run_id, store_home=str(store.home), source_path=str(path), output_stem=stem,
+                output_dir=str(output_dir), work_dir=str(work_dir), count=params.count,
+                variation_type=params.variation_type, prompt=params.prompt, seed=params.seed,
+                backend=spec, model=backend.model, level=level, settings=settings,
+                keep_rejected=params.keep_rejected,
+            )
+            window.enter(cost)
+            pending[process_image.submit(job)] = cost
+        while pending:
+            finish(next(as_completed(list(pending))))
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    summary = RunSummary.from_outcomes(
+        outcomes, run_id=run_id, status="", input_dir=str(input_dir), output_dir=str(output_dir),
+        home=str(store.home), duckdb_path=str(store.duckdb_path), backend=backend.name, model=backend.model,
+    )
+    summary.variations_requested = params.count * (summary.images_ok)
+    summary.final_level = adaptive.level
+    summary.level_changes = level_changes
+    summary.wall_seconds = time.perf_counter() - t_start
+    if not paths:
+        summary.status = "no_images"
+        summary.message = f"no images with extensions {', '.join(params.extensions)} found in {input_dir}"
+    elif summary.images_ok == 0:
+        summary.status = "failed"
+        summary.message = "no image succeeded; see the errors above"
+    else:
+        summary.status = "completed"
+    if abort is not None:
+        summary.message = f"stopped early: {abort.fatal_message}"
+    store.write_run(RunRecord(
+        **record, finished_at=utcnow(), status=summary.status, images_total=summary.images_total,
+        images_ok=summary.images_ok, images_error=summary.images_error,
+        images_skipped=summary.images_skipped, variations_accepted=summary.variations_accepted,
+        variations_rejected=summary.variations_rejected, duplicates=summary.duplicates,
+        attempts=summary.attempts, wall_seconds=summary.wall_seconds, message=summary.message,
+    ))
+    store.compact_run(run_id)
+    try:
+        create_markdown_artifact(
+            key="varflow-run-report", markdown=summary.render_markdown(),
+            description=f"varflow run {run_id}",
+        )
+    except Exception as exc:  # a report must never fail a run whose results are recorded
+        logger.warning("could not publish the run report artifact: %s", exc)
+    logger.info("\n%s", summary.render_text())
+    return summary.as_dict()
+
+
+def _skipped_record(run_id: str, path: Path, reason: str) -> ImageRecord:
+    try:
+        image_id = sha256_file(path)
+    except OSError:
+        image_id = stable_id(str(path))
+    return ImageRecord(run_id, image_id, str(path), None, None, "skipped", reason, finished_at=utcnow())
+
+
+def _skip_reason(abort: ImageOutcome) -> str:
+    return f"not processed: the run stopped after {abort.fatal_outcome} ({abort.fatal_message})"
+
+
+def run_local(params: RunParameters) -> dict:
+    """Run the flow with a task-runner pool sized for these parameters (the CLI's entry)."""
+    pool = params.images_in_flight + params.generation_concurrency
+    return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(params)

@@ -1,0 +1,75 @@
+"""Column types of every table. SCHEMA.md beside this file says what each column means.
+
+Names are a public interface (notebooks and users query them): add columns, never rename.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from varflow.records import (
+    AttemptRecord,
+    ImageRecord,
+    QualityLevelChangeRecord,
+    RunRecord,
+    VariationRecord,
+)
+
+SCHEMA_VERSION = 1
+_TS = pa.timestamp("us", tz="UTC")
+_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+_TYPES: dict[str, dict[str, pa.DataType]] = {
+    "runs": {
+        "run_id": _S, "flow_run_id": _S, "parameters": _S, "input_dir": _S, "output_dir": _S,
+        "backend": _S, "model": _S, "started_at": _TS, "finished_at": _TS, "status": _S,
+        "images_total": _I, "images_ok": _I, "images_error": _I, "images_skipped": _I,
+        "variations_accepted": _I, "variations_rejected": _I, "duplicates": _I, "attempts": _I,
+        "wall_seconds": _F, "message": _S,
+    },
+    "images": {
+        "run_id": _S, "image_id": _S, "path": _S, "width": _I, "height": _I, "status": _S,
+        "error": _S, "optimized_width": _I, "optimized_height": _I, "source_bytes": _I,
+        "quality_level": _S, "requested": _I, "accepted": _I, "attempts": _I,
+        "success_rate": _F, "optimize_ms": _F, "generate_ms": _F, "score_ms": _F,
+        "dedup_ms": _F, "total_ms": _F, "started_at": _TS, "finished_at": _TS,
+    },
+    "variations": {
+        "run_id": _S, "image_id": _S, "variation_id": _S, "attempt": _I, "variation_type": _S,
+        "similarity": _F, "diversity": _F, "aesthetic": _F, "color_variance": _F,
+        "contrast": _F, "brightness_balance": _F, "sharpness": _F, "object_integrity": _F,
+        "overall_quality": _F, "accepted": _B, "reject_reason": _S, "ahash": _S, "phash": _S,
+        "dhash": _S, "duplicate_of": _S, "output_path": _S, "backend": _S, "model": _S,
+        "prompt": _S, "seed": _I, "quality_level": _S, "created_at": _TS,
+    },
+    "attempts": {
+        "run_id": _S, "image_id": _S, "variation_id": _S, "attempt": _I, "try_number": _I,
+        "backend": _S, "model": _S, "prompt": _S, "outcome": _S, "error": _S,
+        "latency_ms": _F, "quality_level": _S, "started_at": _TS, "http_status": _I,
+        "prompt_tokens": _I, "output_tokens": _I, "total_tokens": _I, "cost_usd": _F,
+        "retry_delay_s": _F, "cache_hit": _B,
+    },
+    "quality_level_changes": {
+        "run_id": _S, "image_id": _S, "changed_at": _TS, "from_level": _S, "to_level": _S,
+        "window_average": _F, "reason": _S, "scope": _S,
+    },
+}
+
+RECORD_TYPES = {
+    "runs": RunRecord,
+    "images": ImageRecord,
+    "variations": VariationRecord,
+    "attempts": AttemptRecord,
+    "quality_level_changes": QualityLevelChangeRecord,
+}
+
+TABLES = tuple(_TYPES)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    name: pa.schema([pa.field(col, typ) for col, typ in cols.items()]) for name, cols in _TYPES.items()
+}
+
+
+def to_arrow(table: str, rows: list[dict]) -> pa.Table:
+    schema = SCHEMAS[table]
+    return pa.Table.from_pylist(rows, schema=schema)

@@ -1,0 +1,187 @@
+"""Parquet is the record, DuckDB is the SQL lens.
+
+Layout under the data directory (``VARFLOW_HOME``)::
+
+    varflow.duckdb                                  views over the Parquet files (no data)
+    tables/<table>/_schema.parquet                  zero rows: the table's columns and types
+    tables/<table>/run-<run_id>/parts/<key>.parquet written as each image finishes
+    tables/<table>/run-<run_id>/compacted.parquet   all parts of a finished run, in one file
+
+Every file is written to a temp name and renamed, so a reader never sees half a file and a
+killed run loses at most the images in flight. A part's name is derived from the row's stable
+id, so writing the same result twice replaces the file instead of adding rows. The views drop
+the parts of any run that has a compacted file, so a run is never counted twice while its parts
+wait to be deleted. Nothing holds the DuckDB file open during a run: a notebook can open it (or
+``Store.lens()``) and query while a flow writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+import duckdb
+import pyarrow.parquet as pq
+
+from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from varflow.records import (
+    AttemptRecord,
+    ImageRecord,
+    QualityLevelChangeRecord,
+    RunRecord,
+    VariationRecord,
+)
+
+log = logging.getLogger(__name__)
+
+DUCKDB_FILE = "varflow.duckdb"
+PARTS_GRACE_SECONDS = 600  # parts of a compacted run are deleted after this (readers may hold them)
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _safe(name: str) -> str:
+    return _SAFE.sub("_", name)[:120]
+
+
+def _write_parquet_atomic(table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """varflow's data directory: one instance per process, cheap to create from a path."""
+
+    def __init__(self, home: str | Path):
+        self.home = Path(home).expanduser().resolve()
+        self.tables_dir = self.home / "tables"
+        self.duckdb_path = self.home / DUCKDB_FILE
+
+    # -- set-up -----------------------------------------------------------------------------
+    def initialize(self) -> "Store":
+        """Create the folders, the schema files and the DuckDB views (idempotent)."""
+        for table in TABLES:
+            d = self.tables_dir / table
+            d.mkdir(parents=True, exist_ok=True)
+            marker = d / "_schema.parquet"
+            existing = pq.read_schema(marker) if marker.exists() else None
+            if existing is None or not existing.equals(SCHEMAS[table]):
+                _write_parquet_atomic(SCHEMAS[table].empty_table(), marker)
+        try:
+            con = duckdb.connect(str(self.duckdb_path))
+        except duckdb.IOException as exc:
+            # Another process (a notebook) holds the file; its views were made by an earlier run.
+            log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
+            return self
+        try:
+            self._create_views(con)
+        finally:
+            con.close()
+        return self
+
+    def view_sql(self, table: str) -> str:
+        base = (self.tables_dir / table).as_posix().replace("'", "''")
+        return f"""
+            SELECT * EXCLUDE (filename)
+            FROM read_parquet('{base}/**/*.parquet', union_by_name = true, filename = true)
+            WHERE filename NOT LIKE '%/parts/%'
+               OR regexp_extract(filename, '/run-([^/]+)/parts/', 1) NOT IN (
+                    SELECT regexp_extract(file, '/run-([^/]+)/compacted.parquet', 1)
+                    FROM glob('{base}/run-*/compacted.parquet'))
+        """
+
+    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        for table in TABLES:
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS {self.view_sql(table)}")
+        con.execute(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {SCHEMA_VERSION} AS schema_version, "
+                    f"'{self.home.as_posix()}' AS home")
+        # Hamming distance between two 16-hex-digit perceptual hashes.
+        con.execute(
+            "CREATE OR REPLACE MACRO hamming(a, b) AS "
+            "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))"
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+    def lens(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with the same views: never blocked by a file lock."""
+        con = duckdb.connect()
+        self._create_views(con)
+        return con
+
+    def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """The DuckDB file itself, as a notebook or the duckdb CLI would open it."""
+        if not self.duckdb_path.exists():
+            self.initialize()
+        return duckdb.connect(str(self.duckdb_path), read_only=read_only)
+
+    def query(self, sql: str, params: Iterable | None = None) -> list[dict]:
+        con = self.lens()
+        try:
+            cur = con.execute(sql, list(params) if params is not None else None)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+        finally:
+            con.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def _part_path(self, table: str, run_id: str, key: str) -> Path:
+        return self.tables_dir / table / f"run-{_safe(run_id)}" / "parts" / f"{_safe(key)}.parquet"
+
+    def _write(self, table: str, run_id: str, key: str, rows: list) -> None:
+        record_type = RECORD_TYPES[table]
+        dict_rows = []
+        for r in rows:
+            if not isinstance(r, record_type):
+                raise TypeError(f"{table} takes {record_type.__name__} rows, got {type(r).__name__}")
+            dict_rows.append(r.as_row())
+        _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key))
+
+    def write_run(self, run: RunRecord) -> None:
+        self._write("runs", run.run_id, "run", [run])
+
+    def write_attempt(self, attempt: AttemptRecord) -> None:
+        self._write("attempts", attempt.run_id, f"{attempt.image_id[:16]}-{attempt.attempt_key[:32]}", [attempt])
+
+    def write_image_result(self, image: ImageRecord, variations: list[VariationRecord] = ()) -> None:
+        """One image's rows; the image row goes last, so a present image row means all of it landed."""
+        key = image.image_id
+        if variations:
+            self._write("variations", image.run_id, key, list(variations))
+        self._write("images", image.run_id, key, [image])
+
+    def write_level_change(self, change: QualityLevelChangeRecord) -> None:
+        self._write("quality_level_changes", change.run_id, f"{change.image_id}", [change])
+
+    # -- compaction ---------------------------------------------------------------------------
+    def compact_run(self, run_id: str) -> None:
+        """Merge a finished run's parts into one file per table; the parts go later (vacuum)."""
+        for table in TABLES:
+            run_dir = self.tables_dir / table / f"run-{_safe(run_id)}"
+            parts = sorted((run_dir / "parts").glob("*.parquet")) if run_dir.exists() else []
+            if not parts:
+                continue
+            merged = pq.ParquetDataset([str(p) for p in parts], schema=SCHEMAS[table]).read()
+            _write_parquet_atomic(merged, run_dir / "compacted.parquet")
+
+    def vacuum(self, *, grace_seconds: float = PARTS_GRACE_SECONDS) -> int:
+        """Delete the parts of runs compacted more than ``grace_seconds`` ago; returns how many."""
+        removed = 0
+        now = time.time()
+        for compacted in self.tables_dir.glob("*/run-*/compacted.parquet"):
+            parts = compacted.parent / "parts"
+            if parts.exists() and now - compacted.stat().st_mtime > grace_seconds:
+                removed += sum(1 for _ in parts.glob("*.parquet"))
+                shutil.rmtree(parts, ignore_errors=True)
+        return removed

@@ -1,0 +1,28 @@
+"""Stage 4: perceptual hashes of a variation and the accepted variation it duplicates, if any."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NONE
+from PIL import Image
+
+from varflow.dedup import DuplicateMatch, KnownImage, find_duplicate
+from varflow.hashing import ImageHashes, compute_hashes
+from varflow.imageio import load_grey
+from varflow.settings import DedupSettings
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    hashes: ImageHashes
+    duplicate: DuplicateMatch | None
+
+
+@task(name="dedup", cache_policy=NONE)
+def dedup_variation(variation_path: str, known: list[KnownImage], settings: DedupSettings) -> DedupResult:
+    with Image.open(variation_path) as im:
+        hashes = compute_hashes(im.convert("RGB"))
+    match = find_duplicate(hashes, load_grey(variation_path), known, settings=settings, load_grey=load_grey)
+    return DedupResult(hashes, match)

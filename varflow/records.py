@@ -1,0 +1,151 @@
+"""The rows varflow records, as plain dataclasses.
+
+storage/ maps them to Parquet columns (storage/SCHEMA.md documents every column); keeping them
+here lets tasks build records without knowing how they are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def stable_id(*parts: object) -> str:
+    """A full-length SHA-256 hex id over ``parts``: the same inputs always give the same id."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Row:
+    def as_row(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class RunRecord(Row):
+    run_id: str
+    flow_run_id: str | None
+    parameters: str  # JSON of the run's parameters (no secrets)
+    input_dir: str
+    output_dir: str
+    backend: str
+    model: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str  # running | completed | failed | no_images
+    images_total: int = 0
+    images_ok: int = 0
+    images_error: int = 0
+    images_skipped: int = 0
+    variations_accepted: int = 0
+    variations_rejected: int = 0
+    duplicates: int = 0
+    attempts: int = 0
+    wall_seconds: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord(Row):
+    run_id: str
+    image_id: str  # SHA-256 of the file's bytes
+    path: str
+    width: int | None
+    height: int | None
+    status: str  # ok | error | skipped
+    error: str | None
+    optimized_width: int | None = None
+    optimized_height: int | None = None
+    source_bytes: int | None = None
+    quality_level: str | None = None
+    requested: int = 0
+    accepted: int = 0
+    attempts: int = 0
+    success_rate: float | None = None
+    optimize_ms: float | None = None
+    generate_ms: float | None = None
+    score_ms: float | None = None
+    dedup_ms: float | None = None
+    total_ms: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class VariationRecord(Row):
+    run_id: str
+    image_id: str
+    variation_id: str
+    attempt: int
+    variation_type: str
+    similarity: float | None
+    diversity: float | None
+    aesthetic: float | None
+    color_variance: float | None
+    contrast: float | None
+    brightness_balance: float | None
+    sharpness: float | None
+    object_integrity: float | None
+    overall_quality: float | None
+    accepted: bool
+    reject_reason: str | None
+    ahash: str | None
+    phash: str | None
+    dhash: str | None
+    duplicate_of: str | None
+    output_path: str | None
+    backend: str
+    model: str
+    prompt: str
+    seed: int
+    quality_level: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptRecord(Row):
+    run_id: str
+    image_id: str
+    variation_id: str
+    attempt: int  # the image's attempt index (the enhanced loop's counter)
+    try_number: int  # 1 for the first call of this attempt, 2+ for retries of it
+    backend: str
+    model: str
+    prompt: str
+    outcome: str  # ok | error | ... (see storage/SCHEMA.md)
+    error: str | None
+    latency_ms: float
+    quality_level: str
+    started_at: datetime
+    http_status: int | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cost_usd: float | None = None
+    retry_delay_s: float | None = None
+    cache_hit: bool = False
+
+    @property
+    def attempt_key(self) -> str:
+        return stable_id(self.run_id, self.variation_id, self.try_number)
+
+
+@dataclass(frozen=True)
+class QualityLevelChangeRecord(Row):
+    run_id: str
+    image_id: str  # the image whose result triggered the change
+    changed_at: datetime
+    from_level: str
+    to_level: str
+    window_average: float
+    reason: str
+    scope: str  # what the level belongs to, e.g. "local/local-v1"
