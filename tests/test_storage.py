@@ -1,0 +1,116 @@
+"""The store: Parquet parts written atomically, DuckDB views, idempotent rewrites, compaction."""
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from storage import SCHEMAS, TABLES, Store
+from storage.schema import RECORD_TYPES
+from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, VariationRecord
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+
+def variation(run_id, image_id, n, accepted=True):
+    return VariationRecord(
+        run_id, image_id, f"{image_id}-v{n}", n, "style_change", 0.6, None, 0.7, 1.0, 0.5, 0.9, 0.4,
+        0.8, 0.7, accepted, None if accepted else "aesthetic_low", "ff00ff00ff00ff00",
+        "0f0f0f0f0f0f0f0f", "00000000ffffffff", None, f"/out/{image_id}-v{n}.png", "local",
+        "local-v1", "golden hour", 7, "medium", NOW,
+    )
+
+
+def image(run_id, image_id, status="ok", error=None):
+    return ImageRecord(run_id, image_id, f"/in/{image_id}.png", 640, 480, status, error)
+
+
+def test_every_record_field_is_a_column_and_back():
+    for table in TABLES:
+        assert RECORD_TYPES[table].columns() == SCHEMAS[table].names, table
+
+
+def test_rows_round_trip_through_parquet_and_duckdb(tmp_path):
+    store = Store(tmp_path).initialize()
+    store.write_run(RunRecord("r1", None, json.dumps({"count": 4}), "/in", "/out", "local", "local-v1", NOW, None, "running"))
+    store.write_image_result(image("r1", "a"), [variation("r1", "a", 0), variation("r1", "a", 1, accepted=False)])
+    store.write_image_result(image("r1", "b", "error", "/in/b.png: is empty (0 bytes); remove it"))
+    store.write_level_change(QualityLevelChangeRecord("r1", "a", NOW, "high", "medium", 0.42, "mean < 0.5", "local/local-v1"))
+    rows = store.query("SELECT variation_id, accepted, reject_reason, diversity FROM variations ORDER BY attempt")
+    assert rows == [
+        {"variation_id": "a-v0", "accepted": True, "reject_reason": None, "diversity": None},
+        {"variation_id": "a-v1", "accepted": False, "reject_reason": "aesthetic_low", "diversity": None},
+    ]
+    assert store.query("SELECT status, error FROM images WHERE image_id = 'b'") == [
+        {"status": "error", "error": "/in/b.png: is empty (0 bytes); remove it"}]
+    assert store.query("SELECT to_level FROM quality_level_changes") == [{"to_level": "medium"}]
+    assert store.query("SELECT hamming(ahash, dhash) AS d FROM variations LIMIT 1") == [{"d": 32}]
+
+
+def test_writing_the_same_result_twice_adds_no_rows(tmp_path):
+    store = Store(tmp_path).initialize()
+    for _ in range(3):
+        store.write_image_result(image("r1", "a"), [variation("r1", "a", 0)])
+    assert store.query("SELECT count(*) AS n FROM variations")[0]["n"] == 1
+    assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 1
+
+
+def test_compaction_never_double_counts_and_vacuum_removes_parts(tmp_path):
+    store = Store(tmp_path).initialize()
+    for i in range(5):
+        store.write_image_result(image("r1", f"i{i}"), [variation("r1", f"i{i}", 0)])
+    store.write_image_result(image("r2", "x"), [variation("r2", "x", 0)])
+    store.compact_run("r1")
+    assert store.query("SELECT run_id, count(*) AS n FROM images GROUP BY run_id ORDER BY run_id") == [
+        {"run_id": "r1", "n": 5}, {"run_id": "r2", "n": 1}]
+    assert store.vacuum(grace_seconds=3600) == 0  # too recent: a reader may still hold the parts
+    assert store.vacuum(grace_seconds=0) == 10
+    assert store.query("SELECT count(*) AS n FROM variations")[0]["n"] == 6
+    assert pq.read_table(tmp_path / "tables" / "images" / "run-r1" / "compacted.parquet").num_rows == 5
+
+
+def test_empty_store_queries_return_no_rows(tmp_path):
+    store = Store(tmp_path).initialize()
+    for table in TABLES:
+        assert store.query(f"SELECT count(*) AS n FROM {table}") == [{"n": 0}]
+
+
+def test_the_duckdb_file_is_a_lens_other_processes_can_open(tmp_path):
+    store = Store(tmp_path).initialize()
+    store.write_image_result(image("r1", "a"), [variation("r1", "a", 0)])
+    code = (
+        "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True);"
+        "print(c.execute('SELECT count(*) FROM variations').fetchone()[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(store.duckdb_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+    # a writer holding nothing open: a second reader in this process works alongside
+    with duckdb.connect(str(store.duckdb_path), read_only=True) as con:
+        store.write_image_result(image("r1", "b"), [variation("r1", "b", 0)])
+        assert con.execute("SELECT count(*) FROM variations").fetchone()[0] == 2
+
+
+def test_initialize_tolerates_a_notebook_holding_the_file(tmp_path):
+    store = Store(tmp_path).initialize()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)",
+         str(store.duckdb_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        Store(tmp_path).initialize()  # must not raise
+        store.write_image_result(image("r1", "a"))
+        assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_rows_of_the_wrong_type_are_refused(tmp_path):
+    store = Store(tmp_path).initialize()
+    with pytest.raises(TypeError, match="images takes ImageRecord rows"):
+        store._write("images", "r1", "k", [variation("r1", "a", 0)])
