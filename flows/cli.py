@@ -50,7 +50,19 @@ def _params(args, input_dir: str, output_dir: str):
         raise SystemExit(f"varflow: invalid arguments: {problems}")
 
 
+def _check_backend(params) -> None:
+    """Build the backend once before Prefect starts, so a setup mistake is one clear line."""
+    from varflow.generators import make_backend
+
+    options = {"model": params.model} if params.model else {}
+    try:
+        make_backend(params.backend, **options)
+    except (ValueError, ImportError) as exc:
+        raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}")
+
+
 def _run(params, as_json: bool) -> int:
+    _check_backend(params)
     from flows.variation_flow import run_local
 
     summary = run_local(params)

@@ -31,7 +31,7 @@ from tasks.score import score_variation
 from varflow.acceptance import judge
 from varflow.dedup import KnownImage
 from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
-from varflow.imageio import ImageReadError, sha256_file
+from varflow.imageio import ImageReadError
 from varflow.records import ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.settings import LevelSettings, Settings
 
@@ -41,6 +41,7 @@ class ImageJob:
     run_id: str
     store_home: str
     source_path: str
+    image_id: str  # SHA-256 of the source's bytes, computed once by the flow
     output_stem: str  # OUTPUT-relative path without suffix, e.g. "trips/beach" -> beach-v01.png
     output_dir: str
     work_dir: str
@@ -112,13 +113,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
     started = utcnow()
     t_start = time.perf_counter()
     level = job.level
-    try:
-        image_id = sha256_file(job.source_path)
-    except OSError as exc:
-        outcome = ImageOutcome(job.source_path, None, "error", f"{job.source_path}: cannot be read ({exc.strerror}); check the path and permissions")
-        store.write_image_result(ImageRecord(job.run_id, stable_id(job.source_path), job.source_path, None, None, "error", outcome.error, started_at=started, finished_at=utcnow()))
-        return outcome
-
+    image_id = job.image_id
     outcome = ImageOutcome(job.source_path, image_id, "ok", quality_level=level.name)
     ms = Counter()
     work = Path(job.work_dir) / image_id[:16]

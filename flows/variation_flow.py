@@ -90,6 +90,7 @@ def variation_run(params: RunParameters) -> dict:
     level_changes = 0
     pending: dict = {}  # future -> reserved bytes
     abort: ImageOutcome | None = None
+    seen: dict[str, str] = {}  # image_id -> first path with that content
 
     def finish(fut) -> None:
         nonlocal level_changes, abort
@@ -109,22 +110,39 @@ def variation_run(params: RunParameters) -> dict:
                     window_average=change.window_average, reason=change.reason, scope=scope,
                 ))
 
+    def not_processed(path: Path, image_id: str, status: str, message: str) -> None:
+        outcomes.append(ImageOutcome(str(path), image_id, status, message))
+        store.write_image_result(
+            ImageRecord(run_id, image_id, str(path), None, None, status, message, finished_at=utcnow()),
+            key=stable_id(image_id, str(path)),
+        )
+
     try:
         for path, stem in zip(paths, stems):
-            if abort is not None:
-                outcomes.append(ImageOutcome(str(path), None, "skipped", _skip_reason(abort)))
-                store.write_image_result(_skipped_record(run_id, path, _skip_reason(abort)))
+            try:
+                image_id = sha256_file(path)
+            except OSError as exc:
+                not_processed(path, stable_id(str(path)), "error",
+                              f"{path}: cannot be read ({exc.strerror}); check the path and permissions")
                 continue
-            level = adaptive.settings
-            w, h = upright_size(path) or (level.max_image_size, level.max_image_size)
-            cost = estimate_image_bytes(w, h, max_side=level.max_image_size, count=params.count)
+            if image_id in seen:  # the same bytes twice: pay for them once
+                not_processed(path, image_id, "skipped", f"same content as {seen[image_id]}; its variations stand for both")
+                continue
+            seen[image_id] = str(path)
+            max_side = adaptive.settings.max_image_size
+            w, h = upright_size(path) or (max_side, max_side)
+            cost = estimate_image_bytes(w, h, max_side=max_side, count=params.count)
             while pending and not window.admits(cost):
                 finish(next(as_completed(list(pending))))
+            if abort is not None:
+                not_processed(path, image_id, "skipped",
+                              f"not processed: the run stopped after {abort.fatal_outcome} ({abort.fatal_message})")
+                continue
             job = ImageJob(
-                run_id=run_id, store_home=str(store.home), source_path=str(path), output_stem=stem,
-                output_dir=str(output_dir), work_dir=str(work_dir), count=params.count,
+                run_id=run_id, store_home=str(store.home), source_path=str(path), image_id=image_id,
+                output_stem=stem, output_dir=str(output_dir), work_dir=str(work_dir), count=params.count,
                 variation_type=params.variation_type, prompt=params.prompt, seed=params.seed,
-                backend=spec, model=backend.model, level=level, settings=settings,
+                backend=spec, model=backend.model, level=adaptive.settings, settings=settings,
                 keep_rejected=params.keep_rejected,
             )
             window.enter(cost)
@@ -169,18 +187,6 @@ def variation_run(params: RunParameters) -> dict:
         logger.warning("could not publish the run report artifact: %s", exc)
     logger.info("\n%s", summary.render_text())
     return summary.as_dict()
-
-
-def _skipped_record(run_id: str, path: Path, reason: str) -> ImageRecord:
-    try:
-        image_id = sha256_file(path)
-    except OSError:
-        image_id = stable_id(str(path))
-    return ImageRecord(run_id, image_id, str(path), None, None, "skipped", reason, finished_at=utcnow())
-
-
-def _skip_reason(abort: ImageOutcome) -> str:
-    return f"not processed: the run stopped after {abort.fatal_outcome} ({abort.fatal_message})"
 
 
 def run_local(params: RunParameters) -> dict:

@@ -154,9 +154,15 @@ class Store:
     def write_attempt(self, attempt: AttemptRecord) -> None:
         self._write("attempts", attempt.run_id, f"{attempt.image_id[:16]}-{attempt.attempt_key[:32]}", [attempt])
 
-    def write_image_result(self, image: ImageRecord, variations: list[VariationRecord] = ()) -> None:
-        """One image's rows; the image row goes last, so a present image row means all of it landed."""
-        key = image.image_id
+    def write_image_result(
+        self, image: ImageRecord, variations: list[VariationRecord] = (), *, key: str | None = None
+    ) -> None:
+        """One image's rows; the image row goes last, so a present image row means all of it landed.
+
+        ``key`` names the part (default: the image id); a run processes each content once, so
+        only rows about a second path with the same bytes need their own key.
+        """
+        key = key or image.image_id
         if variations:
             self._write("variations", image.run_id, key, list(variations))
         self._write("images", image.run_id, key, [image])

@@ -1,0 +1,172 @@
+"""Never pay twice: generated variations kept by the content of the request that made them.
+
+The seed's VariationCache done right:
+
+* the key is a full SHA-256 (the seed truncated two md5 digests to 8 hex digits each) over
+  everything that changes the output: the source's bytes (its SHA-256), the backend, model,
+  concrete variation type, prompt, per-attempt seed, and the size the source is optimized to;
+  ``generation_key`` is the one function that computes it;
+* eviction counts the bytes of the files it deletes (the seed subtracted the *length of the
+  path strings*, so it never got back under its limit) and stops at 80% of the limit;
+* an entry whose file vanished is dropped when looked up;
+* the index is a SQLite database (WAL): every update is one transaction, so a crash or two runs
+  at once never leave it half-written, and the file is written before its entry, so an entry
+  never points at a missing file except after someone deleted it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+EVICT_TO = 0.8  # after eviction the cache holds at most this fraction of its limit
+
+
+def generation_key(
+    *,
+    image_id: str,
+    backend: str,
+    model: str,
+    variation_type: str,
+    prompt: str,
+    seed: int,
+    max_image_size: int,
+    extra: dict | None = None,
+) -> str:
+    """The cache key of one generation request (full-length SHA-256 hex)."""
+    payload = {
+        "v": 1,
+        "image_id": image_id,
+        "backend": backend,
+        "model": model,
+        "variation_type": variation_type,
+        "prompt": prompt,
+        "seed": seed,
+        "max_image_size": max_image_size,
+        "extra": extra or {},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    path: Path
+    size: int
+    meta: dict
+
+
+class VariationCache:
+    """A size-bounded, content-addressed store of generated images (thread and process safe)."""
+
+    def __init__(self, root: str | Path, *, max_bytes: int = 2 * 2**30):
+        if max_bytes <= 0:
+            raise ValueError(f"cache limit {max_bytes} must be positive (bytes)")
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.files = self.root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, relpath TEXT NOT NULL, "
+                "size INTEGER NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS by_use ON entries (last_used)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return _Tx(db)
+
+    def _path_for(self, key: str, suffix: str) -> Path:
+        return self.files / key[:2] / f"{key}{suffix}"
+
+    def get(self, key: str) -> CacheEntry | None:
+        with self._db() as db:
+            row = db.execute("SELECT relpath, size, meta FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            path = self.root / row[0]
+            if not path.is_file():
+                db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                return None
+            db.execute("UPDATE entries SET last_used = ? WHERE key = ?", (time.time(), key))
+        return CacheEntry(key, path, row[1], json.loads(row[2]))
+
+    def put(self, key: str, source: str | Path, meta: dict | None = None) -> CacheEntry:
+        """Copy ``source`` into the cache under ``key`` and evict down to 80% if over the limit."""
+        source = Path(source)
+        dest = self._path_for(key, source.suffix.lower() or ".bin")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        size = dest.stat().st_size
+        now = time.time()
+        meta = meta or {}
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO entries (key, relpath, size, meta, created, last_used) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, dest.relative_to(self.root).as_posix(), size, json.dumps(meta, sort_keys=True), now, now),
+            )
+        self.evict()
+        return CacheEntry(key, dest, size, meta)
+
+    def total_bytes(self) -> int:
+        with self._db() as db:
+            return db.execute("SELECT coalesce(sum(size), 0) FROM entries").fetchone()[0]
+
+    def __len__(self) -> int:
+        with self._db() as db:
+            return db.execute("SELECT count(*) FROM entries").fetchone()[0]
+
+    def evict(self) -> list[str]:
+        """Least recently used entries out until the cache is at most 80% of its limit."""
+        removed: list[str] = []
+        with self._db() as db:
+            total = db.execute("SELECT coalesce(sum(size), 0) FROM entries").fetchone()[0]
+            if total <= self.max_bytes:
+                return removed
+            target = self.max_bytes * EVICT_TO
+            for key, relpath, size in db.execute(
+                "SELECT key, relpath, size FROM entries ORDER BY last_used, created"
+            ).fetchall():
+                if total <= target:
+                    break
+                db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                (self.root / relpath).unlink(missing_ok=True)
+                total -= size  # the file's bytes, not the length of its path
+                removed.append(key)
+        return removed
+
+
+class _Tx:
+    """``with`` a connection: one IMMEDIATE transaction, committed or rolled back as a whole."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
