@@ -18,10 +18,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="same seed, same variations (default 0)")
     p.add_argument("--backend", default="local", choices=("local", "gemini"), help="generator (default local)")
     p.add_argument("--model", default=None, help="model name (default: the backend's)")
-    p.add_argument("--level", default="high", choices=("high", "medium", "low"),
-                   help="quality level to start at (default high, as the seed)")
+    p.add_argument("--level", default=None, choices=("high", "medium", "low"),
+                   help="quality level to start at (default: where the last run of this backend/model "
+                        "left it; high at first, as the seed)")
     p.add_argument("--no-adapt", dest="adaptive", action="store_false", help="keep the quality level fixed")
     p.add_argument("--keep-rejected", action="store_true", help="keep rejected variations under OUT/_rejected")
+    p.add_argument("--force", action="store_true", help="redo finished images and regenerate cached variations")
+    p.add_argument("--cache-max-mb", type=int, default=2048, help="variation cache size limit (MiB, default 2048)")
     p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     p.add_argument("--ext", default=",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS),
                    help="comma-separated image extensions")
@@ -41,7 +44,7 @@ def _params(args, input_dir: str, output_dir: str):
             input_dir=input_dir, output_dir=output_dir, count=args.count,
             variation_type=args.variation_type, prompt=args.prompt, seed=args.seed,
             backend=args.backend, model=args.model, level=args.level, adaptive=args.adaptive,
-            keep_rejected=args.keep_rejected, home=args.home, extensions=args.ext.split(","),
+            keep_rejected=args.keep_rejected, force=args.force, cache_max_mb=args.cache_max_mb, home=args.home, extensions=args.ext.split(","),
             images_in_flight=args.images_in_flight, generation_concurrency=args.concurrency,
             max_memory_mb=args.max_memory_mb,
         )

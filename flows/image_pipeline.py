@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefect import task
@@ -22,9 +22,10 @@ from tasks.dedup import dedup_variation
 from tasks.generate import (
     AttemptContext,
     BackendSpec,
+    GenerationFailed,
     GenerationResult,
-    RetryableGenerationError,
     generate_variation,
+    variation_cache,
 )
 from tasks.optimize import optimize
 from tasks.score import score_variation
@@ -32,7 +33,8 @@ from varflow.acceptance import judge
 from varflow.dedup import KnownImage
 from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
 from varflow.imageio import ImageReadError
-from varflow.records import ImageRecord, VariationRecord, stable_id, utcnow
+from varflow.cache import generation_key
+from varflow.records import AttemptRecord, ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.settings import LevelSettings, Settings
 
 
@@ -53,7 +55,12 @@ class ImageJob:
     model: str
     level: LevelSettings
     settings: Settings
+    result_storage: str  # Prefect block slug where generate's cached results live
+    cache_dir: str
+    cache_max_bytes: int
+    job_key: str  # stable id of (image, parameters): a finished job is not redone
     keep_rejected: bool = False
+    force: bool = False  # regenerate even when cached
 
 
 @dataclass
@@ -70,6 +77,7 @@ class ImageOutcome:
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
     duplicates: int = 0
     generation_failures: int = 0
+    cache_hits: int = 0
     fatal_outcome: str | None = None
     fatal_message: str | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)
@@ -107,6 +115,40 @@ def _settle_file(src: str, dest: Path | None) -> str | None:
     return str(dest)
 
 
+def _collect(job: ImageJob, fut, request: VariationRequest, ctx: AttemptContext, work_stem: Path,
+             outcome: ImageOutcome) -> GenerationResult:
+    """The attempt's result, with its image copied out of the cache into the image's work folder.
+
+    A Prefect cache hit made no call: it is recorded here as a zero-cost attempt. If the cached
+    file has since been evicted, the request is generated again (refreshing the cache).
+    """
+    try:
+        result = fut.result()
+    except GenerationFailed as exc:
+        return exc.result
+    cache = variation_cache(job.cache_dir, job.cache_max_bytes)
+    if fut.state.name == "Cached":
+        entry = cache.get(ctx.cache_key)
+        if entry is None:  # evicted since: pay for it again rather than fail
+            try:
+                result = generate_variation.with_options(result_storage=job.result_storage, refresh_cache=True)(
+                    request, job.backend, ctx)
+            except GenerationFailed as exc:
+                return exc.result
+        else:
+            outcome.cache_hits += 1
+            result = replace(result, output_path=str(entry.path), latency_ms=0.0, tries=0)
+            Store(job.store_home).write_attempt(AttemptRecord(
+                run_id=job.run_id, image_id=request.image_id, variation_id=ctx.variation_id,
+                attempt=request.attempt, try_number=0, backend=job.backend.name, model=result.model,
+                prompt=result.prompt_sent, outcome="ok", error=None, latency_ms=0.0,
+                quality_level=ctx.quality_level, started_at=utcnow(), cost_usd=0.0, cache_hit=True,
+            ))
+    private = work_stem.with_suffix(Path(result.output_path).suffix)
+    shutil.copyfile(result.output_path, private)  # eviction can't pull it from under the scorer
+    return replace(result, output_path=str(private))
+
+
 @task(name="process-image", cache_policy=NONE, task_run_name="image {job.output_stem}")
 def process_image(job: ImageJob) -> ImageOutcome:
     store = Store(job.store_home)
@@ -138,6 +180,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
             wave = range(attempt, attempt + min(job.count - len(accepted), budget - attempt))
             attempt = wave.stop
             t0 = time.perf_counter()
+            generate = generate_variation.with_options(result_storage=job.result_storage, refresh_cache=job.force)
             futures = []
             for a in wave:
                 seed = derive_seed(job.seed, image_id, a)
@@ -148,17 +191,17 @@ def process_image(job: ImageJob) -> ImageOutcome:
                     prompt=job.prompt, seed=seed, attempt=a,
                     output_path=str(work / f"attempt-{a:03d}.png"),
                 )
-                ctx = AttemptContext(job.run_id, job.store_home, vid, level.name)
-                futures.append((a, seed, vtype, vid, generate_variation.submit(request, job.backend, ctx)))
+                key = generation_key(image_id=image_id, backend=job.backend.name, model=job.model,
+                                     variation_type=vtype, prompt=job.prompt, seed=seed,
+                                     max_image_size=level.max_image_size, extra=dict(job.backend.options))
+                ctx = AttemptContext(job.run_id, job.store_home, vid, level.name, key, job.cache_dir, job.cache_max_bytes)
+                futures.append((a, seed, vtype, vid, generate.submit(request, job.backend, ctx), request, ctx))
             results: list[GenerationResult] = []
-            for *_, fut in futures:
-                try:
-                    results.append(fut.result())
-                except RetryableGenerationError as exc:  # retries exhausted
-                    results.append(exc.result)
+            for a, seed, vtype, vid, fut, request, ctx in futures:
+                results.append(_collect(job, fut, request, ctx, work / f"attempt-{a:03d}", outcome))
             ms["generate"] += (time.perf_counter() - t0) * 1000
 
-            for (a, seed, vtype, vid, _), result in zip(futures, results):
+            for (a, seed, vtype, vid, *_), result in zip(futures, results):
                 outcome.attempts += 1
                 if not result.ok:
                     outcome.generation_failures += 1
@@ -223,6 +266,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
                 success_rate=outcome.success_rate, optimize_ms=ms.get("optimize"),
                 generate_ms=ms.get("generate"), score_ms=ms.get("score"), dedup_ms=ms.get("dedup"),
                 total_ms=ms["total"], started_at=started, finished_at=utcnow(),
+                job_key=job.job_key if outcome.status == "ok" else None, cache_hits=outcome.cache_hits,
             ),
             variations,
         )

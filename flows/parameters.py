@@ -47,11 +47,13 @@ class RunParameters(BaseModel):
     seed: int = Field(0, ge=0, description="Same seed, same variations.")
     backend: Literal["local", "gemini"] = Field("local", description="local (offline) or gemini (paid API).")
     model: str | None = Field(None, description="Model name for the backend; empty for its default.")
-    level: Literal["high", "medium", "low"] = Field(
-        "high", description="Quality level to start at (the seed starts at high)."
+    level: Literal["high", "medium", "low"] | None = Field(
+        None, description="Quality level to start at; empty: where the last run of this backend/model left it (high at first)."
     )
     adaptive: bool = Field(True, description="Let the success rate move the quality level (the seed's rules).")
     keep_rejected: bool = Field(False, description="Keep rejected variations under OUTPUT/_rejected for review.")
+    force: bool = Field(False, description="Redo finished images and regenerate cached variations.")
+    cache_max_mb: int = Field(2048, ge=1, description="Size limit of the variation cache (MiB); least recently used go first.")
     home: str | None = Field(None, description="varflow data directory; default $VARFLOW_HOME or ~/.local/share/varflow.")
     extensions: list[str] = Field(
         default_factory=lambda: [e.lstrip(".") for e in IMAGE_EXTENSIONS],
@@ -69,6 +71,13 @@ class RunParameters(BaseModel):
     @classmethod
     def _exts(cls, v: list[str]) -> list[str]:
         return [e.lstrip(".") for e in normalize_extensions(v)]
+
+    def job_fingerprint(self) -> dict:
+        """What makes a finished image's result still valid: the parameters that change it."""
+        return self.model_dump(include={
+            "output_dir", "count", "variation_type", "prompt", "seed", "backend", "model",
+            "thresholds", "dedup_max_hamming", "dedup_ssim",
+        })
 
     def settings(self) -> Settings:
         return Settings(

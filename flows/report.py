@@ -29,6 +29,7 @@ class RunSummary:
     duplicates: int = 0
     generation_failures: int = 0
     attempts: int = 0
+    cache_hits: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     mean_scores: dict[str, float | None] = field(default_factory=dict)
     mean_stage_ms: dict[str, float] = field(default_factory=dict)
@@ -67,6 +68,7 @@ class RunSummary:
             s.attempts += o.attempts
             s.duplicates += o.duplicates
             s.generation_failures += o.generation_failures
+            s.cache_hits += o.cache_hits
             reasons.update(o.rejected)
             for k, v in o.stage_ms.items():
                 stage.setdefault(k, []).append(v)
@@ -88,6 +90,7 @@ class RunSummary:
             f"  variations   {self.variations_accepted} accepted of {self.variations_requested} requested; "
             f"{self.attempts} attempts ({rate} accepted), {self.variations_rejected} rejected, "
             f"{self.duplicates} duplicates, {self.generation_failures} generation failures",
+            f"  calls        {self.attempts - self.cache_hits} generation calls, {self.cache_hits} cache hits (no call)",
         ]
         if self.rejected_by_reason:
             lines.append("  rejected by  " + ", ".join(f"{k} {v}" for k, v in self.rejected_by_reason.items()))
@@ -115,6 +118,7 @@ class RunSummary:
             ("images", f"{self.images_ok} ok, {self.images_error} error, {self.images_skipped} skipped of {self.images_total}"),
             ("variations accepted", f"{self.variations_accepted} of {self.variations_requested} requested"),
             ("attempts", f"{self.attempts} ({rate} accepted)"),
+            ("generation calls / cache hits", f"{self.attempts - self.cache_hits} / {self.cache_hits}"),
             ("duplicates", str(self.duplicates)), ("generation failures", str(self.generation_failures)),
             ("final quality level", f"{self.final_level} ({self.level_changes} changes)"),
             ("wall time", f"{self.wall_seconds:.1f} s"), ("records", f"`{self.duckdb_path}`"),

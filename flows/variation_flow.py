@@ -4,11 +4,15 @@ Images are admitted in a sliding window bounded by a memory budget (the seed's b
 fixed: see varflow/memory.py) and a count; each finished image is recorded at once, feeds the
 adaptive quality level, and frees its place for the next one. The task runner's pool holds the
 images in flight plus the generation calls they submit, so the two never starve each other.
+
+Runs are incremental: an image whose content and parameters already finished in an earlier run
+is skipped, and every generation is cached on its content key, so a run killed at any point and
+started again redoes only what was in flight, and never pays for a call twice.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import shutil
 import time
 import uuid
@@ -17,6 +21,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
+from prefect.filesystems import LocalFileSystem
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -25,12 +30,13 @@ from flows.image_pipeline import ImageJob, ImageOutcome, process_image
 from flows.parameters import RunParameters
 from flows.report import RunSummary
 from storage import Store
-from tasks.generate import BackendSpec, backend_for
-from varflow.adaptive import AdaptiveQuality
+from tasks.generate import BackendSpec, backend_for, variation_cache
+from varflow.adaptive import WINDOW, AdaptiveQuality, LevelChange
 from varflow.discovery import discover_images
 from varflow.imageio import sha256_file, upright_size
 from varflow.memory import MemoryWindow, estimate_image_bytes
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
+from varflow.runlock import RunLock, is_held
 from varflow.settings import default_home
 
 DEFAULT_POOL = 8
@@ -49,35 +55,93 @@ def _pool_size() -> int:
     return getattr(getattr(ctx, "task_runner", None), "_max_workers", None) or DEFAULT_POOL
 
 
+def _result_storage(home: Path) -> str:
+    """A saved LocalFileSystem block under the data directory for generate's cached results.
+
+    Prefect only accepts saved blocks for result storage; the name is derived from the data
+    directory so two homes never share results.
+    """
+    name = "varflow-results-" + hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    LocalFileSystem(basepath=str(home / "cache" / "prefect-results")).save(name, overwrite=True)
+    return f"local-file-system/{name}"
+
+
+def prune_prefect_results(home: Path, cache) -> int:
+    """Bound Prefect's persisted results (Prefect never deletes them): keep only live cache keys."""
+    removed = 0
+    results = home / "cache" / "prefect-results"
+    for f in results.iterdir() if results.exists() else []:
+        if f.is_file() and cache.get(f.name) is None:
+            f.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def recover_interrupted_runs(store: Store, logger) -> None:
+    for run in store.running_runs():
+        if not is_held(store.home / "locks" / f"run-{run['run_id']}.lock"):
+            removed = store.recover_interrupted(run)
+            logger.info("run %s was interrupted; closed it (%d half-written image parts removed)",
+                        run["run_id"], removed)
+
+
 @flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL), persist_result=False)
 def variation_run(params: RunParameters) -> dict:
     """Turn a folder of images into scored, de-duplicated variations; returns the run summary."""
     logger = get_run_logger()
     t_start = time.perf_counter()
-    home = Path(params.home).expanduser() if params.home else default_home()
+    home = (Path(params.home).expanduser() if params.home else default_home()).resolve()
     store = Store(home).initialize()
     store.vacuum()
     flow_run_id = runtime_flow_run.id
     run_id = str(flow_run_id or uuid.uuid4())
+    lock = RunLock(home / "locks" / f"run-{run_id}.lock").acquire()
+    try:
+        recover_interrupted_runs(store, logger)
+        return _run(params, store, run_id, flow_run_id, logger, t_start)
+    finally:
+        lock.release()
+
+
+def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: str) -> AdaptiveQuality:
+    """Start where the last run of this backend/model left off, unless the run names a level."""
+    saved_level, history = store.quality_state(scope, window=WINDOW)
+    level = params.level or saved_level or "high"
+    adaptive = AdaptiveQuality(level=level, history=history)
+    if params.level and saved_level and params.level != saved_level:
+        store.write_level_change(QualityLevelChangeRecord(
+            run_id=run_id, image_id="", changed_at=utcnow(), from_level=saved_level, to_level=params.level,
+            window_average=sum(history[-WINDOW:]) / max(1, len(history[-WINDOW:])),
+            reason="set by the run's level parameter", scope=scope,
+        ))
+    return adaptive
+
+
+def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, t_start: float) -> dict:
+    home = store.home
     input_dir = Path(params.input_dir).expanduser().resolve()
     output_dir = Path(params.output_dir).expanduser().resolve()
     settings = params.settings()
-
     spec = BackendSpec(params.backend, (("model", params.model),) if params.model else ())
     backend = backend_for(spec)  # fails before any work on a bad backend setup (e.g. no key)
-    adaptive = AdaptiveQuality(level=params.level)
     scope = f"{backend.name}/{backend.model}"
+    adaptive = _initial_quality(params, store, scope, run_id)
+    fingerprint = {**params.job_fingerprint(), "model": backend.model}
+    finished = {} if params.force else store.finished_jobs()
+    cache_dir = home / "cache" / "variations"
+    cache_max_bytes = params.cache_max_mb * 2**20
+    result_storage = _result_storage(home)
 
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home])
     stems = output_stems(paths, input_dir)
-    started = utcnow()
     record = dict(
         run_id=run_id, flow_run_id=str(flow_run_id) if flow_run_id else None,
         parameters=params.model_dump_json(), input_dir=str(input_dir), output_dir=str(output_dir),
-        backend=backend.name, model=backend.model, started_at=started,
+        backend=backend.name, model=backend.model, started_at=utcnow(),
     )
     store.write_run(RunRecord(**record, finished_at=None, status="running", images_total=len(paths)))
-    logger.info("run %s: %d images in %s -> %s (%s)", run_id, len(paths), input_dir, output_dir, scope)
+    logger.info("run %s: %d images in %s -> %s (%s, level %s)", run_id, len(paths), input_dir,
+                output_dir, scope, adaptive.level)
 
     pool = _pool_size()
     in_flight_max = min(params.images_in_flight, max(1, pool - 1))
@@ -100,7 +164,7 @@ def variation_run(params: RunParameters) -> dict:
         if outcome.fatal_outcome and abort is None:
             abort = outcome
         if params.adaptive and outcome.status == "ok" and outcome.attempts:
-            change = adaptive.record(outcome.success_rate)
+            change: LevelChange | None = adaptive.record(outcome.success_rate)
             if change:
                 level_changes += 1
                 logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
@@ -129,6 +193,11 @@ def variation_run(params: RunParameters) -> dict:
                 not_processed(path, image_id, "skipped", f"same content as {seen[image_id]}; its variations stand for both")
                 continue
             seen[image_id] = str(path)
+            job_key = stable_id(image_id, stem, fingerprint)
+            if job_key in finished:
+                not_processed(path, image_id, "skipped",
+                              f"unchanged since run {finished[job_key]} (same content and parameters); --force redoes it")
+                continue
             max_side = adaptive.settings.max_image_size
             w, h = upright_size(path) or (max_side, max_side)
             cost = estimate_image_bytes(w, h, max_side=max_side, count=params.count)
@@ -139,11 +208,12 @@ def variation_run(params: RunParameters) -> dict:
                               f"not processed: the run stopped after {abort.fatal_outcome} ({abort.fatal_message})")
                 continue
             job = ImageJob(
-                run_id=run_id, store_home=str(store.home), source_path=str(path), image_id=image_id,
+                run_id=run_id, store_home=str(home), source_path=str(path), image_id=image_id,
                 output_stem=stem, output_dir=str(output_dir), work_dir=str(work_dir), count=params.count,
                 variation_type=params.variation_type, prompt=params.prompt, seed=params.seed,
                 backend=spec, model=backend.model, level=adaptive.settings, settings=settings,
-                keep_rejected=params.keep_rejected,
+                result_storage=result_storage, cache_dir=str(cache_dir), cache_max_bytes=cache_max_bytes,
+                job_key=job_key, keep_rejected=params.keep_rejected, force=params.force,
             )
             window.enter(cost)
             pending[process_image.submit(job)] = cost
@@ -154,20 +224,23 @@ def variation_run(params: RunParameters) -> dict:
 
     summary = RunSummary.from_outcomes(
         outcomes, run_id=run_id, status="", input_dir=str(input_dir), output_dir=str(output_dir),
-        home=str(store.home), duckdb_path=str(store.duckdb_path), backend=backend.name, model=backend.model,
+        home=str(home), duckdb_path=str(store.duckdb_path), backend=backend.name, model=backend.model,
     )
-    summary.variations_requested = params.count * (summary.images_ok)
+    summary.variations_requested = params.count * summary.images_ok
     summary.final_level = adaptive.level
     summary.level_changes = level_changes
     summary.wall_seconds = time.perf_counter() - t_start
+    processed = summary.images_ok + summary.images_error
     if not paths:
         summary.status = "no_images"
         summary.message = f"no images with extensions {', '.join(params.extensions)} found in {input_dir}"
-    elif summary.images_ok == 0:
+    elif summary.images_ok == 0 and summary.images_error > 0:
         summary.status = "failed"
         summary.message = "no image succeeded; see the errors above"
     else:
         summary.status = "completed"
+        if processed == 0:
+            summary.message = "nothing new: every image was already done with these parameters (--force redoes them)"
     if abort is not None:
         summary.message = f"stopped early: {abort.fatal_message}"
     store.write_run(RunRecord(
@@ -178,6 +251,7 @@ def variation_run(params: RunParameters) -> dict:
         attempts=summary.attempts, wall_seconds=summary.wall_seconds, message=summary.message,
     ))
     store.compact_run(run_id)
+    prune_prefect_results(home, variation_cache(str(cache_dir), cache_max_bytes))
     try:
         create_markdown_artifact(
             key="varflow-run-report", markdown=summary.render_markdown(),
@@ -185,7 +259,9 @@ def variation_run(params: RunParameters) -> dict:
         )
     except Exception as exc:  # a report must never fail a run whose results are recorded
         logger.warning("could not publish the run report artifact: %s", exc)
-    logger.info("\n%s", summary.render_text())
+    logger.info("run %s %s: %d/%d images ok, %d variations accepted of %d attempts, %.1f s",
+                run_id, summary.status, summary.images_ok, summary.images_total,
+                summary.variations_accepted, summary.attempts, summary.wall_seconds)
     return summary.as_dict()
 
 

@@ -32,7 +32,8 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
         "error": _S, "optimized_width": _I, "optimized_height": _I, "source_bytes": _I,
         "quality_level": _S, "requested": _I, "accepted": _I, "attempts": _I,
         "success_rate": _F, "optimize_ms": _F, "generate_ms": _F, "score_ms": _F,
-        "dedup_ms": _F, "total_ms": _F, "started_at": _TS, "finished_at": _TS,
+        "dedup_ms": _F, "total_ms": _F, "started_at": _TS, "finished_at": _TS, "job_key": _S,
+        "cache_hits": _I,
     },
     "variations": {
         "run_id": _S, "image_id": _S, "variation_id": _S, "attempt": _I, "variation_type": _S,

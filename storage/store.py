@@ -135,6 +135,60 @@ class Store:
         finally:
             con.close()
 
+    # -- state that outlives a run --------------------------------------------------------------
+    def finished_jobs(self) -> dict[str, str]:
+        """job_key -> run_id of every image that finished ``ok`` (what an incremental run skips)."""
+        rows = self.query("SELECT job_key, any_value(run_id) AS run_id FROM images "
+                          "WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY job_key")
+        return {r["job_key"]: r["run_id"] for r in rows}
+
+    def quality_state(self, scope: str, *, window: int) -> tuple[str | None, list[float]]:
+        """The adaptive level last set for ``scope`` and the latest ``window`` success rates.
+
+        Derived from what runs recorded (no separate state to drift): the level is the target of
+        the scope's latest change, the history the success rates of its latest finished images.
+        """
+        backend, _, model = scope.partition("/")
+        level = self.query(
+            "SELECT to_level FROM quality_level_changes WHERE scope = ? ORDER BY changed_at DESC LIMIT 1", [scope])
+        rates = self.query(
+            "SELECT i.success_rate FROM images i JOIN runs r USING (run_id) "
+            "WHERE r.backend = ? AND r.model = ? AND i.status = 'ok' AND i.success_rate IS NOT NULL "
+            "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, window])
+        return (level[0]["to_level"] if level else None), [r["success_rate"] for r in reversed(rates)]
+
+    def running_runs(self) -> list[dict]:
+        return self.query("SELECT * FROM runs WHERE status = 'running'")
+
+    def recover_interrupted(self, run: dict) -> int:
+        """Close a run that was killed: drop its half-written images, compact, mark it.
+
+        An image's rows are written variations-first, image-row-last, so variations without an
+        image row belong to an image that was in flight when the process died; that image is
+        redone by the next run, so those rows are removed. Returns how many parts were removed.
+        """
+        run_id = run["run_id"]
+        done = {r["image_id"] for r in self.query("SELECT image_id FROM images WHERE run_id = ?", [run_id])}
+        removed = 0
+        parts = self.tables_dir / "variations" / f"run-{_safe(run_id)}" / "parts"
+        for part in parts.glob("*.parquet") if parts.exists() else []:
+            if part.stem not in done:
+                part.unlink(missing_ok=True)
+                removed += 1
+        counts = self.query(
+            "SELECT count(*) AS total, count(*) FILTER (status = 'ok') AS ok, "
+            "count(*) FILTER (status = 'error') AS err, count(*) FILTER (status = 'skipped') AS skipped, "
+            "coalesce(sum(accepted), 0) AS accepted, coalesce(sum(attempts), 0) AS attempts FROM images WHERE run_id = ?",
+            [run_id])[0]
+        fields = {k: run[k] for k in RunRecord.columns() if k in run}
+        fields.update(status="interrupted", finished_at=run.get("finished_at"), images_ok=counts["ok"],
+                      images_error=counts["err"], images_skipped=counts["skipped"],
+                      variations_accepted=counts["accepted"], attempts=counts["attempts"],
+                      message="the process stopped before the run finished; its finished images are kept")
+        self.write_run(RunRecord(**fields))
+        self.compact_run(run_id)
+        return removed
+
     # -- writing ----------------------------------------------------------------------------
     def _part_path(self, table: str, run_id: str, key: str) -> Path:
         return self.tables_dir / table / f"run-{_safe(run_id)}" / "parts" / f"{_safe(key)}.parquet"

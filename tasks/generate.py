@@ -2,21 +2,27 @@
 
 Each call of the backend is one row, written before the task returns or retries, so a paid call
 is on record even if the process dies right after it. Retryable failures raise
-``RetryableGenerationError`` for Prefect's task retries (the only retry layer); the rest come
-back as a failed ``GenerationResult`` so the image's loop can go on.
+``RetryableGenerationError`` for Prefect's task retries (the only retry layer); other failures
+raise ``GenerationFailed``. Only successes return, so only successes are cached.
+
+Caching: Prefect caches the task on the request's content key (``GenerationKey``, see
+varflow/cache.py), never on paths or pixels; the image itself goes into the size-bounded
+``VariationCache`` and the task returns where it is there. A cache hit makes no call.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NONE
+from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run as runtime_task_run
 
 from storage import Store
+from varflow.cache import VariationCache
 from varflow.generators import GenerationError, GeneratorBackend, VariationRequest, make_backend
 from varflow.records import AttemptRecord, utcnow
 
@@ -41,6 +47,9 @@ class AttemptContext:
     store_home: str
     variation_id: str
     quality_level: str
+    cache_key: str  # varflow.cache.generation_key of the request
+    cache_dir: str  # the VariationCache root
+    cache_max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,39 @@ class GenerationResult:
         return self.outcome in FATAL_OUTCOMES
 
 
-class RetryableGenerationError(Exception):
-    """Raised for Prefect to retry; carries the failed result for the last try."""
+class GenerationFailed(Exception):
+    """A failed attempt; carries its result. Raised (not returned) so it is never cached."""
 
     def __init__(self, result: GenerationResult, retry_after_s: float | None = None):
         super().__init__(result.error or result.outcome)
         self.result = result
         self.retry_after_s = retry_after_s
+
+    def __reduce__(self):  # Prefect may persist a failed state: keep it picklable
+        return (type(self), (self.result, self.retry_after_s))
+
+
+class RetryableGenerationError(GenerationFailed):
+    """A failure worth another try of the same request (rate limit, 5xx, timeout)."""
+
+
+@dataclass
+class GenerationKey(CachePolicy):
+    """Prefect cache policy: the request's content key, computed by the caller."""
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
+        return inputs["context"].cache_key
+
+
+_caches: dict[tuple[str, int], VariationCache] = {}
+
+
+def variation_cache(root: str, max_bytes: int) -> VariationCache:
+    with _backends_lock:
+        cache = _caches.get((root, max_bytes))
+        if cache is None:
+            cache = _caches[(root, max_bytes)] = VariationCache(root, max_bytes=max_bytes)
+        return cache
 
 
 _backends: dict[BackendSpec, GeneratorBackend] = {}
@@ -92,7 +127,7 @@ def _try_number() -> int:
         return 1
 
 
-@task(name="generate", cache_policy=NONE)
+@task(name="generate", cache_policy=GenerationKey(), persist_result=True)
 def generate_variation(request: VariationRequest, backend: BackendSpec, context: AttemptContext) -> GenerationResult:
     gen = backend_for(backend)
     try_number = _try_number()
@@ -136,9 +171,14 @@ def generate_variation(request: VariationRequest, backend: BackendSpec, context:
             retry_delay_s=retry_after,
         )
     )
-    if retryable:
-        raise RetryableGenerationError(result, retry_after)
-    return result
+    if not result.ok:
+        raise (RetryableGenerationError if retryable else GenerationFailed)(result, retry_after)
+    entry = variation_cache(context.cache_dir, context.cache_max_bytes).put(
+        context.cache_key, result.output_path,
+        {"image_id": request.image_id, "prompt": result.prompt_sent, "model": result.model},
+    )
+    Path(result.output_path).unlink(missing_ok=True)
+    return replace(result, output_path=str(entry.path))
 
 
 def retry_only_retryable(task, task_run, state) -> bool:

@@ -78,6 +78,8 @@ class ImageRecord(Row):
     total_ms: float | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    job_key: str | None = None  # stable id of (image, output-changing parameters)
+    cache_hits: int = 0
 
 
 @dataclass(frozen=True)
