@@ -127,7 +127,7 @@ def _collect(job: ImageJob, fut, request: VariationRequest, ctx: AttemptContext,
     except GenerationFailed as exc:
         return exc.result
     cache = variation_cache(job.cache_dir, job.cache_max_bytes)
-    if fut.state.name == "Cached":
+    if fut.state.name == "Cached" or result.from_cache:
         entry = cache.get(ctx.cache_key)
         if entry is None:  # evicted since: pay for it again rather than fail
             try:
@@ -194,7 +194,8 @@ def process_image(job: ImageJob) -> ImageOutcome:
                 key = generation_key(image_id=image_id, backend=job.backend.name, model=job.model,
                                      variation_type=vtype, prompt=job.prompt, seed=seed,
                                      max_image_size=level.max_image_size, extra=dict(job.backend.options))
-                ctx = AttemptContext(job.run_id, job.store_home, vid, level.name, key, job.cache_dir, job.cache_max_bytes)
+                ctx = AttemptContext(job.run_id, job.store_home, vid, level.name, key, job.cache_dir,
+                                     job.cache_max_bytes, force=job.force)
                 futures.append((a, seed, vtype, vid, generate.submit(request, job.backend, ctx), request, ctx))
             results: list[GenerationResult] = []
             for a, seed, vtype, vid, fut, request, ctx in futures:

@@ -50,6 +50,7 @@ class AttemptContext:
     cache_key: str  # varflow.cache.generation_key of the request
     cache_dir: str  # the VariationCache root
     cache_max_bytes: int
+    force: bool = False  # regenerate even if the image is cached
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class GenerationResult:
     detail: str = ""
     tries: int = 1
     cost_usd: float | None = None
+    from_cache: bool = False  # served from the VariationCache: no call was made
 
     @property
     def fatal(self) -> bool:
@@ -129,6 +131,16 @@ def _try_number() -> int:
 
 @task(name="generate", cache_policy=GenerationKey(), persist_result=True)
 def generate_variation(request: VariationRequest, backend: BackendSpec, context: AttemptContext) -> GenerationResult:
+    cache = variation_cache(context.cache_dir, context.cache_max_bytes)
+    if not context.force:
+        # Prefect writes its cached result only after the task ends; the image is cached the
+        # moment it exists, so a run killed in between still never pays for it twice.
+        entry = cache.get(context.cache_key)
+        if entry is not None:
+            return GenerationResult(
+                ok=True, outcome="ok", output_path=str(entry.path), prompt_sent=entry.meta.get("prompt", request.prompt),
+                model=entry.meta.get("model", ""), latency_ms=0.0, tries=0, from_cache=True,
+            )
     gen = backend_for(backend)
     try_number = _try_number()
     started = utcnow()
@@ -173,7 +185,7 @@ def generate_variation(request: VariationRequest, backend: BackendSpec, context:
     )
     if not result.ok:
         raise (RetryableGenerationError if retryable else GenerationFailed)(result, retry_after)
-    entry = variation_cache(context.cache_dir, context.cache_max_bytes).put(
+    entry = cache.put(
         context.cache_key, result.output_path,
         {"image_id": request.image_id, "prompt": result.prompt_sent, "model": result.model},
     )
