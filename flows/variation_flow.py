@@ -104,17 +104,22 @@ def variation_run(params: RunParameters) -> dict:
 
 
 def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: str) -> AdaptiveQuality:
-    """Start where the last run of this backend/model left off, unless the run names a level."""
+    """Start where the last run of this backend/model left off (high at first).
+
+    A level named by the run replaces it and is recorded as a change, so the next run that
+    names none goes on from there.
+    """
     saved_level, history = store.quality_state(scope, window=WINDOW)
-    level = params.level or saved_level or "high"
-    adaptive = AdaptiveQuality(level=level, history=history)
-    if params.level and saved_level and params.level != saved_level:
+    current = saved_level or "high"
+    level = params.level or current
+    if level != current:
+        recent = history[-WINDOW:]
         store.write_level_change(QualityLevelChangeRecord(
-            run_id=run_id, image_id="", changed_at=utcnow(), from_level=saved_level, to_level=params.level,
-            window_average=sum(history[-WINDOW:]) / max(1, len(history[-WINDOW:])),
+            run_id=run_id, image_id="", changed_at=utcnow(), from_level=current, to_level=level,
+            window_average=sum(recent) / len(recent) if recent else float("nan"),
             reason="set by the run's level parameter", scope=scope,
         ))
-    return adaptive
+    return AdaptiveQuality(level=level, history=history)
 
 
 def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, t_start: float) -> dict:
