@@ -2,17 +2,18 @@
 #   make demo   - create .venv, install varflow, run it on bundled sample photos
 #   make test   - create .venv, install varflow with test tools, run the test suite
 PYTHON ?= python3
-VENV   := .venv
+ROOT   := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+VENV   := $(ROOT)/.venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cksum $(ROOT)/pyproject.toml | cut -d' ' -f1)
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(ROOT)/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "varflow needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '$(ROOT)[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -22,11 +23,11 @@ demo: $(STAMP)
 	$(BIN)/varflow demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	cd $(ROOT) && $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps imagededup
-	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in $(ROOT)/bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) varflow-demo .pytest_cache

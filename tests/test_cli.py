@@ -1,0 +1,114 @@
+"""The command line as a user runs it: the README's main-job command, errors, a reader beside a writer."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, make_photo_folder
+from storage import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_command(name: str) -> list[str]:
+    """The README's command for ``name`` (demo or test), as a user would copy it."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"^(make {name})\s", text, re.MULTILINE)
+    assert match, f"the README no longer shows `make {name}`"
+    return match.group(1).split()
+
+
+def test_readme_main_job_command_runs_the_demo_and_the_summary_matches_the_store(tmp_path, prefect_api):
+    cmd = readme_command("demo")
+    home = tmp_path / "home"
+    env = {**prefect_api, "VARFLOW_HOME": str(home)}
+    # run from a scratch folder, as a user in their own directory: make -f finds the project
+    out = subprocess.run([cmd[0], "-s", "-f", str(ROOT / "Makefile"), *cmd[1:]], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert "varflow demo: 6 sample photos" in text
+    line = lambda label: re.search(rf"^  {label}\s+(.*)$", text, re.MULTILINE).group(1)
+    images = re.match(r"(\d+) found: (\d+) ok, (\d+) error, (\d+) skipped", line("images")).groups()
+    assert images == ("6", "6", "0", "0")
+    accepted, requested, attempts = map(int, re.match(r"(\d+) accepted of (\d+) requested; (\d+) attempts",
+                                                      line("variations")).groups())
+    store = Store(home)
+    assert str(store.duckdb_path) in line("records")
+    db = store.query("SELECT count(*) FILTER (accepted) AS a, count(*) AS judged FROM variations")[0]
+    assert db["a"] == accepted
+    assert store.query("SELECT count(*) AS n FROM attempts")[0]["n"] == attempts
+    assert requested == 6 * 4
+    files = [p for p in (tmp_path / "varflow-demo" / "variations").rglob("*.png")]
+    assert len(files) == accepted
+    assert store.query("SELECT status FROM runs") == [{"status": "completed"}]
+
+
+def test_wrong_arguments_exit_2_with_what_to_fix(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "nope")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path), "--count", "0"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "count" in (out.stderr + out.stdout)
+
+
+def test_no_image_succeeding_exits_1(tmp_path, prefect_api):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "broken.png").write_bytes((FIXTURES / "bad" / "truncated.png").read_bytes())
+    env = {**prefect_api, "VARFLOW_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    assert summary["status"] == "failed" and "truncated or corrupt" in summary["errors"][0]
+
+
+READER = """
+import duckdb, json, sys, time, pathlib
+db, stop = sys.argv[1], pathlib.Path(sys.argv[2])
+while not stop.exists():
+    try:
+        con = duckdb.connect(db, read_only=True)
+        n = con.execute("SELECT count(*) FROM images").fetchone()[0]
+        v = con.execute("SELECT count(*) FROM variations").fetchone()[0]
+        con.close()
+        print(json.dumps({"images": n, "variations": v}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"error": repr(exc)}), flush=True)
+    time.sleep(0.1)
+"""
+
+
+def test_a_notebook_can_query_while_a_flow_is_writing(tmp_path, prefect_api):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos, 10)
+    home = tmp_path / "home"
+    Store(home).initialize()  # the file a notebook opens exists before the run
+    env = {**prefect_api, "VARFLOW_HOME": str(home)}
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(home / "varflow.duckdb"), str(stop)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        writer = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(tmp_path / "o"),
+                                 "--count", "2", "--level", "medium", "--images-in-flight", "1"],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert writer.returncode == 0, writer.stdout[-2000:] + writer.stderr[-2000:]
+        time.sleep(0.5)
+    finally:
+        stop.touch()
+        observed = [json.loads(line) for line in reader.communicate(timeout=30)[0].splitlines()]
+    errors = [o for o in observed if "error" in o]
+    assert errors == []
+    counts = [o["images"] for o in observed]
+    assert counts == sorted(counts)  # rows only ever appear
+    assert counts[-1] == 10
+    assert any(0 < c < 10 for c in counts), f"never saw the run half-way: {sorted(set(counts))}"
