@@ -55,8 +55,9 @@ def make_photos(folder: Path, n: int) -> list[Path]:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         big = im.resize((3000, 2000), Image.Resampling.BICUBIC)
         arr = np.asarray(big, dtype=np.int16)
-        tint = np.array([(i * 7) % 21 - 10, (i * 13) % 21 - 10, (i * 17) % 21 - 10], dtype=np.int16)
-        Image.fromarray(np.clip(arr + tint, 0, 255).astype(np.uint8)).save(path, quality=90)
+        rng = np.random.default_rng(i)  # sensor-like noise: every file distinct
+        arr = arr + rng.integers(-12, 13, size=3, dtype=np.int16) + rng.integers(-4, 5, size=arr.shape, dtype=np.int16)
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
     return out
 
 

@@ -270,7 +270,17 @@ class _GreyLRU:
         return grey
 
 
-GREY_CACHE = _GreyLRU(max_bytes=256 * 2**20)
+    def forget(self, paths=(), *, under: str | Path | None = None) -> None:
+        """Drop the entries of ``paths`` and of every file below ``under`` (a finished image's)."""
+        drop = {str(p) for p in paths}
+        prefix = str(under).rstrip("/") + "/" if under else None
+        with self._lock:
+            for key in [k for k in self._items if k[0] in drop or (prefix and k[0].startswith(prefix))]:
+                _, cost = self._items.pop(key)
+                self._bytes -= cost
+
+
+GREY_CACHE = _GreyLRU(max_bytes=128 * 2**20)
 
 
 def load_grey(path: str | Path):
