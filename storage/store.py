@@ -51,7 +51,8 @@ def _safe(name: str) -> str:
 
 def _write_parquet_atomic(table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    # The temp name must not match the views' ``*.parquet`` glob, or a reader could open it half-written.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet-partial", dir=path.parent)
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")

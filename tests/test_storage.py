@@ -114,3 +114,11 @@ def test_rows_of_the_wrong_type_are_refused(tmp_path):
     store = Store(tmp_path).initialize()
     with pytest.raises(TypeError, match="images takes ImageRecord rows"):
         store._write("images", "r1", "k", [variation("r1", "a", 0)])
+
+
+def test_a_file_being_written_is_invisible_to_readers(tmp_path):
+    store = Store(tmp_path).initialize()
+    store.write_image_result(image("r1", "a"))
+    parts = tmp_path / "tables" / "images" / "run-r1" / "parts"
+    (parts / ".tmp-abc.parquet-partial").write_bytes(b"PAR1 half written")  # as a writer mid-way leaves it
+    assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 1
