@@ -116,9 +116,19 @@ def test_rows_of_the_wrong_type_are_refused(tmp_path):
         store._write("images", "r1", "k", [variation("r1", "a", 0)])
 
 
-def test_a_file_being_written_is_invisible_to_readers(tmp_path):
+def test_a_file_being_written_is_invisible_to_readers(tmp_path, monkeypatch):
+    import storage.store as store_module
+
     store = Store(tmp_path).initialize()
     store.write_image_result(image("r1", "a"))
-    parts = tmp_path / "tables" / "images" / "run-r1" / "parts"
-    (parts / ".tmp-abc.parquet-partial").write_bytes(b"PAR1 half written")  # as a writer mid-way leaves it
-    assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 1
+    seen = []
+    real_replace = store_module.os.replace
+
+    def replace_after_a_read(src, dst):  # a reader queries while the new part sits under its temp name
+        seen.append(store.query("SELECT count(*) AS n FROM images")[0]["n"])
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store_module.os, "replace", replace_after_a_read)
+    store.write_image_result(image("r1", "b"))
+    assert seen == [1]
+    assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 2
