@@ -144,19 +144,22 @@ class Store:
         return {r["job_key"]: r["run_id"] for r in rows}
 
     def quality_state(self, scope: str, *, window: int) -> tuple[str | None, list[float]]:
-        """The adaptive level last set for ``scope`` and the latest ``window`` success rates.
+        """The adaptive level last set for ``scope`` and the success rates that count toward it.
 
         Derived from what runs recorded (no separate state to drift): the level is the target of
-        the scope's latest change, the history the success rates of its latest finished images.
+        the scope's latest change; the history is the latest ``window`` success rates of images
+        processed at that level since that change (varflow/adaptive.py explains why).
         """
         backend, _, model = scope.partition("/")
-        level = self.query(
-            "SELECT to_level FROM quality_level_changes WHERE scope = ? ORDER BY changed_at DESC LIMIT 1", [scope])
+        last = self.query("SELECT to_level, changed_at FROM quality_level_changes WHERE scope = ? "
+                          "ORDER BY changed_at DESC LIMIT 1", [scope])
+        level, since = (last[0]["to_level"], last[0]["changed_at"]) if last else (None, None)
         rates = self.query(
             "SELECT i.success_rate FROM images i JOIN runs r USING (run_id) "
             "WHERE r.backend = ? AND r.model = ? AND i.status = 'ok' AND i.success_rate IS NOT NULL "
-            "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, window])
-        return (level[0]["to_level"] if level else None), [r["success_rate"] for r in reversed(rates)]
+            "  AND i.quality_level = ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR i.finished_at > ?) "
+            "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, level or "high", since, since, window])
+        return level, [r["success_rate"] for r in reversed(rates)]
 
     def running_runs(self) -> list[dict]:
         return self.query("SELECT * FROM runs WHERE status = 'running'")

@@ -16,13 +16,22 @@ def test_no_change_before_five_images():
 
 def test_downgrade_is_one_step_at_a_time_and_restore_goes_straight_to_high():
     q = AdaptiveQuality()
-    changes = [q.record(0.2) for _ in range(6)]
-    assert [(c.from_level, c.to_level) for c in changes if c] == [("high", "medium"), ("medium", "low")]
-    assert changes[4].window_average == pytest.approx(0.2)
-    for _ in range(3):
-        assert q.record(1.0) is None  # window [0.2, 0.2, 1, 1, 1]: mean 0.68 <= 0.8
-    change = q.record(1.0)  # window [0.2, 1, 1, 1, 1]: mean 0.84
+    changes = [q.record(0.2) for _ in range(5)]
+    assert (changes[4].from_level, changes[4].to_level, changes[4].window_average) == ("high", "medium", pytest.approx(0.2))
+    # the window restarts: medium is judged on five images of its own, not on high's
+    assert [q.record(0.2) for _ in range(4)] == [None] * 4
+    change = q.record(0.2)
+    assert (change.from_level, change.to_level, q.level) == ("medium", "low", "low")
+    for _ in range(4):
+        assert q.record(1.0) is None
+    change = q.record(1.0)
     assert (change.from_level, change.to_level, q.level) == ("low", "high", "high")
+
+
+def test_results_produced_at_another_level_do_not_count():
+    q = AdaptiveQuality(level="medium")
+    assert all(q.record(0.0, level="high") is None for _ in range(10))
+    assert q.level == "medium" and q.history == []
 
 
 def test_between_thresholds_nothing_moves():

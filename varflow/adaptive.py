@@ -2,8 +2,13 @@
 
 Each processed image contributes its success rate (accepted / attempts). Once five are known,
 the mean of the last five moves the level: below 0.5 at high -> medium; below 0.3 at medium ->
-low (one step at a time); above 0.8 anywhere below high -> straight back to high. The window is
-not cleared after a change, exactly as in the seed.
+low (one step at a time); above 0.8 anywhere below high -> straight back to high.
+
+Deviation from the seed: the seed never cleared its window, so right after high -> medium the
+same five results (produced at *high*) immediately pushed medium -> low, one image later; the
+"one step at a time" downgrade cascaded on stale evidence. Here a level is judged only on images
+processed at that level: the window restarts at every change, and a result produced at another
+level (an image already in flight when the level changed) is not counted.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ class AdaptiveQuality:
     def settings(self) -> LevelSettings:
         return level_settings(self.level)
 
-    def record(self, success_rate: float) -> LevelChange | None:
+    def record(self, success_rate: float, *, level: str | None = None) -> LevelChange | None:
+        """Add one image's success rate (``level``: the level it was processed at)."""
         if not 0.0 <= success_rate <= 1.0:
             raise ValueError(f"success rate {success_rate} must lie in [0, 1]")
+        if level is not None and level != self.level:
+            return None  # evidence about another level
         self.history.append(success_rate)
         if len(self.history) > 100 * self.window:  # only the window matters; keep it bounded
             del self.history[: -self.window]
@@ -56,6 +64,7 @@ class AdaptiveQuality:
             return None
         change = LevelChange(self.level, new, avg, reason)
         self.level = new
+        self.history.clear()
         return change
 
 
