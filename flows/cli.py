@@ -32,6 +32,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=2, help="most generation calls at once (default 2)")
     p.add_argument("--max-memory-mb", type=int, default=2048, help="memory budget for images in flight")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("paid backends (gemini)")
+    g.add_argument("--retries", type=int, default=4,
+                   help="retries of a call that failed transiently (429, 5xx, timeout, no image; default 4)")
+    g.add_argument("--retry-backoff", type=float, default=2.0,
+                   help="first retry delay in seconds, doubling per retry, plus jitter (default 2)")
+    g.add_argument("--rpm", type=float, default=None,
+                   help="most calls started per minute, shared by all runs on this data directory (default: no limit)")
+    g.add_argument("--timeout", type=float, default=120.0, help="timeout of one API request in seconds (default 120)")
+    g.add_argument("--max-cost", type=float, default=None, metavar="USD",
+                   help="no call starts once the run's estimated spend would pass this (default: no cap)")
+    g.add_argument("--api-key-secret", default=None, metavar="BLOCK",
+                   help="Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print how many calls the run would make and their estimated cost; make none")
 
 
 def _params(args, input_dir: str, output_dir: str):
@@ -46,7 +60,9 @@ def _params(args, input_dir: str, output_dir: str):
             backend=args.backend, model=args.model, level=args.level, adaptive=args.adaptive,
             keep_rejected=args.keep_rejected, force=args.force, cache_max_mb=args.cache_max_mb, home=args.home, extensions=args.ext.split(","),
             images_in_flight=args.images_in_flight, generation_concurrency=args.concurrency,
-            max_memory_mb=args.max_memory_mb,
+            max_memory_mb=args.max_memory_mb, retries=args.retries, retry_backoff_s=args.retry_backoff,
+            requests_per_minute=args.rpm, request_timeout_s=args.timeout, max_cost_usd=args.max_cost,
+            api_key_secret=args.api_key_secret,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -54,28 +70,77 @@ def _params(args, input_dir: str, output_dir: str):
 
 
 def _check_backend(params) -> None:
-    """Build the backend once before Prefect starts, so a setup mistake is one clear line."""
+    """Build the backend once before Prefect starts, so a setup mistake is one clear line.
+
+    A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
+    which also fails before any work when the block is missing.
+    """
     from varflow.generators import make_backend
 
     options = {"model": params.model} if params.model else {}
+    if params.backend != "local" and params.max_cost_usd is not None:
+        from flows.variation_flow import default_model
+        from varflow.generators.gemini import estimate_cost
+
+        model = default_model(params.backend, params.model)
+        if estimate_cost(model) is None:
+            raise SystemExit(f"varflow: --max-cost cannot be enforced: no price is known for model {model!r}")
+    if params.backend != "local" and params.api_key_secret:
+        return
     try:
         make_backend(params.backend, **options)
     except (ValueError, ImportError) as exc:
         raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}")
 
 
-def _run(params, as_json: bool) -> int:
+def _print_plan(plan: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(plan, indent=2))
+        return
+    usd = lambda v: "unknown (no price for this model)" if v is None else f"${v:.2f}"
+    lines = [
+        f"varflow dry run ({plan['backend']} / {plan['model']}, level {plan['level']}): no call made",
+        f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
+        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
+        f"  calls        expected {plan['calls_expected']} (images x count {plan['count']}); worst case "
+        f"{plan['calls_worst_case']} (x {plan['max_attempts_per_variation']} attempts per variation"
+        f" x {plan['max_tries_per_attempt']} tries per attempt)",
+        f"  cost         expected {usd(plan['cost_expected_usd'])}, worst case {usd(plan['cost_worst_case_usd'])}"
+        + (f" at ${plan['usd_per_call']:.3f} per call (estimate)" if plan["usd_per_call"] else ""),
+    ]
+    if plan["max_cost_usd"] is not None:
+        room = (f" (room for about {int(plan['max_cost_usd'] // plan['usd_per_call'])} calls)"
+                if plan["usd_per_call"] else "")
+        lines.append(f"  cap          --max-cost ${plan['max_cost_usd']:.2f}: no call starts past it{room}")
+    print("\n".join(lines))
+
+
+def _run(params, as_json: bool, dry_run: bool = False) -> int:
+    if dry_run:
+        from flows.variation_flow import plan_run
+
+        _print_plan(plan_run(params), as_json)
+        return 0
     _check_backend(params)
     from flows.variation_flow import run_local
 
-    summary = run_local(params)
+    try:
+        summary = run_local(params)
+    except ValueError as exc:  # a setup problem found by the run (missing key or secret, ...)
+        raise SystemExit(f"varflow: cannot run: {exc}")
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
+        import dataclasses
+
         from flows.report import RunSummary
 
-        fields = {k: v for k, v in summary.items() if k != "acceptance_rate"}
-        print(RunSummary(**fields).render_text())
+        names = {f.name for f in dataclasses.fields(RunSummary)}
+        print(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text())
+        if summary.get("backend") != "local" and summary.get("calls"):
+            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls")
+    if summary["images_ok"] == 0 and summary.get("stop_outcome"):
+        print(f"varflow: {summary['message']}", file=sys.stderr)
     return 0 if summary["images_ok"] > 0 else 1
 
 
@@ -84,7 +149,7 @@ def cmd_run(args) -> int:
     if not input_dir.exists():
         print(f"varflow: input folder {input_dir} does not exist; pass a folder of images", file=sys.stderr)
         return 2
-    return _run(_params(args, str(input_dir), args.out), args.json)
+    return _run(_params(args, str(input_dir), args.out), args.json, args.dry_run)
 
 
 def cmd_demo(args) -> int:
@@ -93,7 +158,7 @@ def cmd_demo(args) -> int:
     base = Path(args.dir)
     photos = export_samples(base / "photos")
     print(f"varflow demo: {len(photos)} sample photos in {base / 'photos'}", flush=True)
-    return _run(_params(args, str(base / "photos"), str(base / "variations")), args.json)
+    return _run(_params(args, str(base / "photos"), str(base / "variations")), args.json, args.dry_run)
 
 
 def cmd_samples(args) -> int:
@@ -101,6 +166,43 @@ def cmd_samples(args) -> int:
 
     for p in export_samples(args.dest):
         print(p)
+    return 0
+
+
+def cmd_models(args) -> int:
+    """The image models the key can use (``client.models.list()``), or why they can't be listed."""
+    from varflow.generators import GenerationError
+    from varflow.generators.gemini import MissingApiKeyError, list_image_models
+
+    api_key = None
+    if args.api_key_secret:
+        from tasks.generate import load_secret
+
+        try:
+            api_key = load_secret(args.api_key_secret)
+        except ValueError as exc:
+            print(f"varflow models: {exc}", file=sys.stderr)
+            return 2
+    try:
+        models = list_image_models(api_key, timeout_s=args.timeout)
+    except MissingApiKeyError as exc:
+        print(f"varflow models: {exc}", file=sys.stderr)
+        return 2
+    except GenerationError as exc:
+        hint = {"auth": "the key was refused", "connection": "cannot reach the API",
+                "timeout": "the API did not answer in time"}.get(exc.outcome, exc.outcome)
+        print(f"varflow models: cannot list models ({hint}): {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([{"name": m.name, "display_name": m.display_name, "description": m.description,
+                           "supported_actions": list(m.supported_actions)} for m in models], indent=2))
+        return 0
+    if not models:
+        print("no image-capable models are available to this key")
+        return 1
+    width = max(len(m.name) for m in models)
+    for m in models:
+        print(f"{m.name:<{width}}  {m.display_name}" + (f" - {m.description}" if m.description else ""))
     return 0
 
 
@@ -118,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="varflow-demo", help="where the photos and variations go (default ./varflow-demo)")
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the Gemini image models your API key can use")
+    p.add_argument("--api-key-secret", default=None, metavar="BLOCK",
+                   help="Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY)")
+    p.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds (default 30)")
+    p.add_argument("--json", action="store_true", help="print the models as JSON")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("samples", help="copy the bundled sample photos into a folder")
     p.add_argument("dest")

@@ -22,9 +22,12 @@ from tasks.dedup import dedup_variation
 from tasks.generate import (
     AttemptContext,
     BackendSpec,
+    CallPolicy,
     GenerationFailed,
     GenerationResult,
     generate_variation,
+    run_control,
+    storage_block,
     variation_cache,
 )
 from tasks.optimize import optimize
@@ -32,7 +35,7 @@ from tasks.score import score_variation
 from varflow.acceptance import judge
 from varflow.dedup import KnownImage
 from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
-from varflow.imageio import ImageReadError
+from varflow.imageio import GREY_CACHE, ImageReadError
 from varflow.cache import generation_key
 from varflow.records import AttemptRecord, ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.settings import LevelSettings, Settings
@@ -61,6 +64,11 @@ class ImageJob:
     job_key: str  # stable id of (image, parameters): a finished job is not redone
     keep_rejected: bool = False
     force: bool = False  # regenerate even when cached
+    policy: CallPolicy = CallPolicy()  # retries, rate limit and budget of the generation calls
+
+    def generate_task(self, *, refresh: bool):
+        return generate_variation.with_options(result_storage=storage_block(self.result_storage), refresh_cache=refresh,
+                                               **self.policy.task_options())
 
 
 @dataclass
@@ -80,6 +88,7 @@ class ImageOutcome:
     cache_hits: int = 0
     fatal_outcome: str | None = None
     fatal_message: str | None = None
+    stopped: str | None = None  # why the run stopped this image before it finished
     stage_ms: dict[str, float] = field(default_factory=dict)
     accepted_scores: list[dict] = field(default_factory=list)
 
@@ -131,8 +140,7 @@ def _collect(job: ImageJob, fut, request: VariationRequest, ctx: AttemptContext,
         entry = cache.get(ctx.cache_key)
         if entry is None:  # evicted since: pay for it again rather than fail
             try:
-                result = generate_variation.with_options(result_storage=job.result_storage, refresh_cache=True)(
-                    request, job.backend, ctx)
+                result = job.generate_task(refresh=True)(request, job.backend, replace(ctx, force=True))
             except GenerationFailed as exc:
                 return exc.result
         else:
@@ -176,11 +184,15 @@ def process_image(job: ImageJob) -> ImageOutcome:
 
         budget = job.count * level.max_attempts_per_variation
         attempt = 0
-        while len(accepted) < job.count and attempt < budget and outcome.fatal_outcome is None:
+        control = run_control(job.run_id, job.policy.max_cost_usd)
+        while len(accepted) < job.count and attempt < budget and outcome.stopped is None:
+            if control.stopped:  # another image's answer (or the budget) stopped the run
+                outcome.stopped = f"the run stopped ({control.stop_outcome}): {control.stop_message}"
+                break
             wave = range(attempt, attempt + min(job.count - len(accepted), budget - attempt))
             attempt = wave.stop
             t0 = time.perf_counter()
-            generate = generate_variation.with_options(result_storage=job.result_storage, refresh_cache=job.force)
+            generate = job.generate_task(refresh=job.force)
             futures = []
             for a in wave:
                 seed = derive_seed(job.seed, image_id, a)
@@ -195,7 +207,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
                                      variation_type=vtype, prompt=job.prompt, seed=seed,
                                      max_image_size=level.max_image_size, extra=dict(job.backend.options))
                 ctx = AttemptContext(job.run_id, job.store_home, vid, level.name, key, job.cache_dir,
-                                     job.cache_max_bytes, force=job.force)
+                                     job.cache_max_bytes, force=job.force, policy=job.policy)
                 futures.append((a, seed, vtype, vid, generate.submit(request, job.backend, ctx), request, ctx))
             results: list[GenerationResult] = []
             for a, seed, vtype, vid, fut, request, ctx in futures:
@@ -203,11 +215,15 @@ def process_image(job: ImageJob) -> ImageOutcome:
             ms["generate"] += (time.perf_counter() - t0) * 1000
 
             for (a, seed, vtype, vid, *_), result in zip(futures, results):
+                if result.cancelled:  # never started (the run stopped): not an attempt
+                    outcome.stopped = outcome.stopped or result.error
+                    continue
                 outcome.attempts += 1
                 if not result.ok:
                     outcome.generation_failures += 1
                     if result.fatal and outcome.fatal_outcome is None:
                         outcome.fatal_outcome, outcome.fatal_message = result.outcome, result.error
+                        outcome.stopped = result.error
                     continue
                 t0 = time.perf_counter()
                 dedup = dedup_variation(result.output_path, list(accepted), job.settings.dedup)
@@ -245,6 +261,11 @@ def process_image(job: ImageJob) -> ImageOutcome:
                     output_path=final, backend=job.backend.name, model=result.model,
                     prompt=result.prompt_sent, seed=seed, quality_level=level.name, created_at=utcnow(),
                 ))
+        if outcome.stopped is not None:
+            # Cut short by a run stop: not finished (no job_key), so the next run redoes it;
+            # what was generated is cached and costs nothing then.
+            outcome.status = "error" if outcome.attempts else "skipped"
+            outcome.error = f"{job.source_path}: not finished: {outcome.stopped}"
         return outcome
     except Exception as exc:  # one image's failure must not cost the others
         outcome.status = "error"
@@ -252,6 +273,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
         return outcome
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        GREY_CACHE.forget([k.path for k in accepted], under=work)
         outcome.accepted = len(accepted)
         ms["total"] = (time.perf_counter() - t_start) * 1000
         outcome.stage_ms = dict(ms)
@@ -267,7 +289,11 @@ def process_image(job: ImageJob) -> ImageOutcome:
                 success_rate=outcome.success_rate, optimize_ms=ms.get("optimize"),
                 generate_ms=ms.get("generate"), score_ms=ms.get("score"), dedup_ms=ms.get("dedup"),
                 total_ms=ms["total"], started_at=started, finished_at=utcnow(),
-                job_key=job.job_key if outcome.status == "ok" else None, cache_hits=outcome.cache_hits,
+                # Finished: every variation accepted, or every attempt judged. An image whose
+                # calls failed (5xx, timeouts, blocks...) is redone by the next run.
+                job_key=job.job_key if outcome.status == "ok" and (
+                    outcome.accepted >= job.count or outcome.generation_failures == 0) else None,
+                cache_hits=outcome.cache_hits,
             ),
             variations,
         )

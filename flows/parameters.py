@@ -66,6 +66,13 @@ class RunParameters(BaseModel):
     dedup_max_hamming: int = Field(10, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
     dedup_ssim: float = Field(0.95, ge=-1, le=1, description="SSIM above which a candidate is a duplicate.")
     max_pixels: int = Field(100_000_000, ge=1, description="Larger images are refused (decompression bombs).")
+    # Paid backends (gemini): retries, pacing, budget, key. None of these change the output.
+    retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try (gemini; local: 0). Worst case per variation: the level's max attempts x (1 + retries) calls.")
+    retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up to 50% jitter. A 429's retryDelay wins when longer.")
+    requests_per_minute: float | None = Field(None, gt=0, description="Most generation calls started per minute, shared by every run using the same data directory (empty: no limit).")
+    request_timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one API request (s).")
+    max_cost_usd: float | None = Field(None, ge=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap).")
+    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY).")
 
     @field_validator("extensions")
     @classmethod

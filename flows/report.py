@@ -123,6 +123,8 @@ class RunSummary:
             ("final quality level", f"{self.final_level} ({self.level_changes} changes)"),
             ("wall time", f"{self.wall_seconds:.1f} s"), ("records", f"`{self.duckdb_path}`"),
         ]
+        if self.message:
+            rows.insert(1, ("note", self.message.replace("|", "\\|")))
         md = [f"# varflow run `{self.run_id}`", "", "| | |", "|---|---|"]
         md += [f"| {k} | {v} |" for k, v in rows]
         if self.rejected_by_reason:

@@ -30,11 +30,22 @@ from flows.image_pipeline import ImageJob, ImageOutcome, process_image
 from flows.parameters import RunParameters
 from flows.report import RunSummary
 from storage import Store
-from tasks.generate import BackendSpec, backend_for, variation_cache
+from tasks.generate import (
+    FATAL_OUTCOMES,
+    BackendSpec,
+    CallPolicy,
+    backend_for,
+    estimated_call_cost,
+    preflight,
+    release_backend,
+    release_run_control,
+    run_control,
+    variation_cache,
+)
 from varflow.adaptive import WINDOW, AdaptiveQuality, LevelChange
 from varflow.discovery import discover_images
 from varflow.imageio import sha256_file, upright_size
-from varflow.memory import MemoryWindow, estimate_image_bytes
+from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runlock import RunLock, is_held
 from varflow.settings import default_home
@@ -90,6 +101,7 @@ def variation_run(params: RunParameters) -> dict:
     """Turn a folder of images into scored, de-duplicated variations; returns the run summary."""
     logger = get_run_logger()
     t_start = time.perf_counter()
+    tune_allocator()
     home = (Path(params.home).expanduser() if params.home else default_home()).resolve()
     store = Store(home).initialize()
     store.vacuum()
@@ -122,14 +134,46 @@ def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: st
     return AdaptiveQuality(level=level, history=history)
 
 
+def backend_spec(params: RunParameters) -> BackendSpec:
+    """What to build: the model is an output-changing option; timeout and secret name are not."""
+    options = (("model", params.model),) if params.model else ()
+    if params.backend == "local":
+        return BackendSpec("local", options)
+    return BackendSpec(params.backend, options, timeout_s=params.request_timeout_s,
+                       api_key_secret=params.api_key_secret)
+
+
+def call_policy(params: RunParameters, home: Path) -> CallPolicy:
+    """Retries, pacing and budget of the run's calls (the local backend is never retried)."""
+    if params.backend == "local":
+        return CallPolicy(retries=0, max_cost_usd=params.max_cost_usd, concurrency=params.generation_concurrency)
+    return CallPolicy(retries=params.retries, backoff_s=params.retry_backoff_s,
+                      rpm=params.requests_per_minute, rate_dir=str(home / "ratelimit"),
+                      max_cost_usd=params.max_cost_usd, concurrency=params.generation_concurrency)
+
+
 def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, t_start: float) -> dict:
+    spec = backend_spec(params)
+    try:
+        return _run_backend(params, store, run_id, flow_run_id, logger, t_start, spec)
+    finally:
+        release_run_control(run_id)
+        release_backend(spec)
+
+
+def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, t_start: float,
+                 spec: BackendSpec) -> dict:
     home = store.home
     input_dir = Path(params.input_dir).expanduser().resolve()
     output_dir = Path(params.output_dir).expanduser().resolve()
     settings = params.settings()
-    spec = BackendSpec(params.backend, (("model", params.model),) if params.model else ())
     backend = backend_for(spec)  # fails before any work on a bad backend setup (e.g. no key)
     scope = f"{backend.name}/{backend.model}"
+    policy = call_policy(params, home)
+    if policy.max_cost_usd is not None and estimated_call_cost(backend) is None:
+        raise ValueError(f"--max-cost cannot be enforced: no price is known for model {backend.model!r} "
+                         "(see PRICES_USD_PER_IMAGE in varflow/generators/gemini.py)")
+    control = run_control(run_id, policy.max_cost_usd)
     adaptive = _initial_quality(params, store, scope, run_id)
     fingerprint = {**params.job_fingerprint(), "model": backend.model}
     finished = {} if params.force else store.finished_jobs()
@@ -147,6 +191,13 @@ def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, 
     store.write_run(RunRecord(**record, finished_at=None, status="running", images_total=len(paths)))
     logger.info("run %s: %d images in %s -> %s (%s, level %s)", run_id, len(paths), input_dir,
                 output_dir, scope, adaptive.level)
+    if paths and backend.name != "local":
+        problem = preflight(spec)  # free: is the key accepted, does the model exist?
+        if problem is not None and problem.outcome in FATAL_OUTCOMES:
+            control.stop(problem.outcome, str(problem))
+        elif problem is not None:
+            logger.warning("pre-flight check of %s failed (%s); going on, calls retry transient errors",
+                           scope, problem)
 
     pool = _pool_size()
     in_flight_max = min(params.images_in_flight, max(1, pool - 1))
@@ -169,7 +220,7 @@ def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, 
         if outcome.fatal_outcome and abort is None:
             abort = outcome
         if params.adaptive and outcome.status == "ok" and outcome.attempts:
-            change: LevelChange | None = adaptive.record(outcome.success_rate)
+            change: LevelChange | None = adaptive.record(outcome.success_rate, level=outcome.quality_level)
             if change:
                 level_changes += 1
                 logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
@@ -208,9 +259,10 @@ def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, 
             cost = estimate_image_bytes(w, h, max_side=max_side, count=params.count)
             while pending and not window.admits(cost):
                 finish(next(as_completed(list(pending))))
-            if abort is not None:
-                not_processed(path, image_id, "skipped",
-                              f"not processed: the run stopped after {abort.fatal_outcome} ({abort.fatal_message})")
+            if control.stopped or abort is not None:
+                outcome_, message_ = ((control.stop_outcome, control.stop_message) if control.stopped
+                                      else (abort.fatal_outcome, abort.fatal_message))
+                not_processed(path, image_id, "skipped", f"not processed: the run stopped ({outcome_}): {message_}")
                 continue
             job = ImageJob(
                 run_id=run_id, store_home=str(home), source_path=str(path), image_id=image_id,
@@ -218,7 +270,7 @@ def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, 
                 variation_type=params.variation_type, prompt=params.prompt, seed=params.seed,
                 backend=spec, model=backend.model, level=adaptive.settings, settings=settings,
                 result_storage=result_storage, cache_dir=str(cache_dir), cache_max_bytes=cache_max_bytes,
-                job_key=job_key, keep_rejected=params.keep_rejected, force=params.force,
+                job_key=job_key, keep_rejected=params.keep_rejected, force=params.force, policy=policy,
             )
             window.enter(cost)
             pending[process_image.submit(job)] = cost
@@ -246,8 +298,13 @@ def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, 
         summary.status = "completed"
         if processed == 0:
             summary.message = "nothing new: every image was already done with these parameters (--force redoes them)"
-    if abort is not None:
-        summary.message = f"stopped early: {abort.fatal_message}"
+    stop = ((control.stop_outcome, control.stop_message) if control.stopped
+            else (abort.fatal_outcome, abort.fatal_message) if abort is not None else None)
+    if stop is not None:
+        if summary.images_ok == 0:
+            summary.status = "failed"
+        summary.message = f"stopped early ({stop[0]}): {stop[1]}"
+        logger.error("run %s %s", run_id, summary.message)
     store.write_run(RunRecord(
         **record, finished_at=utcnow(), status=summary.status, images_total=summary.images_total,
         images_ok=summary.images_ok, images_error=summary.images_error,
@@ -267,7 +324,87 @@ def _run(params: RunParameters, store: Store, run_id: str, flow_run_id, logger, 
     logger.info("run %s %s: %d/%d images ok, %d variations accepted of %d attempts, %.1f s",
                 run_id, summary.status, summary.images_ok, summary.images_total,
                 summary.variations_accepted, summary.attempts, summary.wall_seconds)
-    return summary.as_dict()
+    result = summary.as_dict()
+    result.update(cost_usd=round(control.spent_usd, 6), calls=control.calls,
+                  stop_outcome=stop[0] if stop else None)
+    return result
+
+
+def default_model(backend: str, model: str | None) -> str:
+    """The model name a run would record, without building the backend (no key needed)."""
+    if model:
+        return model.strip().removeprefix("models/")
+    if backend == "local":
+        from varflow.generators.local import LocalGenerator
+
+        return LocalGenerator.model
+    from varflow.generators.gemini import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def plan_run(params: RunParameters) -> dict:
+    """What ``varflow run`` would call and spend, computed without running anything.
+
+    No flow run, no Prefect server, no API call and no key: the images are discovered and
+    hashed, those an earlier run finished with the same parameters are left out (as the run
+    would), and the number of calls is bounded from the enhanced loop and the retry policy:
+
+    * expected = images to do x count (every first attempt accepted, no retry);
+    * worst case = images to do x count x the level's max attempts per variation x (1 + retries).
+
+    Generations already in the variation cache would be free; the plan does not subtract them,
+    so it errs high.
+    """
+    from varflow.settings import QUALITY_LEVELS, level_settings
+
+    home = (Path(params.home).expanduser() if params.home else default_home()).resolve()
+    input_dir = Path(params.input_dir).expanduser().resolve()
+    output_dir = Path(params.output_dir).expanduser().resolve()
+    model = default_model(params.backend, params.model)
+    scope = f"{params.backend}/{model}"
+    store = Store(home).initialize() if (home / "tables").exists() else None
+    finished = {} if (params.force or store is None) else store.finished_jobs()
+    saved_level = store.quality_state(scope, window=WINDOW)[0] if store is not None else None
+    level = level_settings(params.level or saved_level or "high")
+    fingerprint = {**params.job_fingerprint(), "model": model}
+    paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home])
+    todo, done, same = 0, 0, 0
+    seen: set[str] = set()
+    for path, stem in zip(paths, output_stems(paths, input_dir)):
+        try:
+            image_id = sha256_file(path)
+        except OSError:
+            continue
+        if image_id in seen:
+            same += 1
+            continue
+        seen.add(image_id)
+        if stable_id(image_id, stem, fingerprint) in finished:
+            done += 1
+            continue
+        todo += 1
+    retries = 0 if params.backend == "local" else params.retries
+    # The adaptive policy may move back up to high during the run: its attempts bound the worst case.
+    max_attempts = max(QUALITY_LEVELS["high"].max_attempts_per_variation, level.max_attempts_per_variation) \
+        if params.adaptive else level.max_attempts_per_variation
+    expected = todo * params.count
+    worst = expected * max_attempts * (1 + retries)
+    if params.backend == "local":
+        per_call: float | None = 0.0
+    else:
+        from varflow.generators.gemini import estimate_cost
+
+        per_call = estimate_cost(model)
+    cost = (lambda n: round(n * per_call, 6) if per_call is not None else None)
+    return {
+        "backend": params.backend, "model": model, "level": level.name, "images_found": len(paths),
+        "images_to_do": todo, "images_already_done": done, "images_same_content": same,
+        "count": params.count, "max_attempts_per_variation": max_attempts,
+        "max_tries_per_attempt": 1 + retries, "calls_expected": expected, "calls_worst_case": worst,
+        "usd_per_call": per_call, "cost_expected_usd": cost(expected), "cost_worst_case_usd": cost(worst),
+        "max_cost_usd": params.max_cost_usd,
+    }
 
 
 def run_local(params: RunParameters) -> dict:

@@ -17,6 +17,7 @@ wait to be deleted. Nothing holds the DuckDB file open during a run: a notebook 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -80,16 +81,22 @@ class Store:
             existing = pq.read_schema(marker) if marker.exists() else None
             if existing is None or not existing.equals(SCHEMAS[table]):
                 _write_parquet_atomic(SCHEMAS[table].empty_table(), marker)
+        # Open the file read-write only when its views must change: a reader (a notebook) that
+        # connects while a writer holds the file open would get "Could not set lock".
+        marker = self.home / (DUCKDB_FILE + ".views")
+        digest = hashlib.sha256(self._views_script().encode()).hexdigest()
+        if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
+            return self
         try:
             con = duckdb.connect(str(self.duckdb_path))
         except duckdb.IOException as exc:
-            # Another process (a notebook) holds the file; its views were made by an earlier run.
             log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
             return self
         try:
-            self._create_views(con)
+            con.execute(self._views_script())
         finally:
             con.close()
+        marker.write_text(digest)
         return self
 
     def view_sql(self, table: str) -> str:
@@ -103,22 +110,20 @@ class Store:
                     FROM glob('{base}/run-*/compacted.parquet'))
         """
 
-    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        for table in TABLES:
-            con.execute(f"CREATE OR REPLACE VIEW {table} AS {self.view_sql(table)}")
-        con.execute(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {SCHEMA_VERSION} AS schema_version, "
-                    f"'{self.home.as_posix()}' AS home")
+    def _views_script(self) -> str:
+        statements = [f"CREATE OR REPLACE VIEW {table} AS {self.view_sql(table)}" for table in TABLES]
+        statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {SCHEMA_VERSION} AS schema_version, "
+                          f"'{self.home.as_posix()}' AS home")
         # Hamming distance between two 16-hex-digit perceptual hashes.
-        con.execute(
-            "CREATE OR REPLACE MACRO hamming(a, b) AS "
-            "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))"
-        )
+        statements.append("CREATE OR REPLACE MACRO hamming(a, b) AS "
+                          "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
+        return ";\n".join(statements) + ";"
 
     # -- reading ----------------------------------------------------------------------------
     def lens(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with the same views: never blocked by a file lock."""
         con = duckdb.connect()
-        self._create_views(con)
+        con.execute(self._views_script())
         return con
 
     def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:

@@ -132,3 +132,12 @@ def test_a_file_being_written_is_invisible_to_readers(tmp_path, monkeypatch):
     store.write_image_result(image("r1", "b"))
     assert seen == [1]
     assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 2
+
+
+def test_initialize_leaves_the_file_alone_when_its_views_are_current(tmp_path):
+    store = Store(tmp_path).initialize()
+    with duckdb.connect(str(store.duckdb_path), read_only=True) as reader:
+        before = store.duckdb_path.stat().st_mtime_ns
+        Store(tmp_path).initialize()  # a run starting while a notebook reads
+        assert store.duckdb_path.stat().st_mtime_ns == before
+        assert reader.execute("SELECT count(*) FROM images").fetchone()[0] == 0

@@ -50,12 +50,14 @@ class GenerationError(Exception):
     """
 
     def __init__(self, message: str, *, outcome: str = "error", retryable: bool = False,
-                 http_status: int | None = None, retry_after_s: float | None = None):
+                 http_status: int | None = None, retry_after_s: float | None = None,
+                 usage: "TokenUsage | None" = None):
         super().__init__(message)
         self.outcome = outcome
         self.retryable = retryable
         self.http_status = http_status
         self.retry_after_s = retry_after_s
+        self.usage = usage  # token usage of an answer that came back without a usable image
 
 
 @runtime_checkable
