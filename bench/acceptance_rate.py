@@ -41,18 +41,10 @@ from varflow.generators.base import (  # noqa: E402
     resolve_variation_type,
 )
 from varflow.generators.local import LocalGenerator  # noqa: E402
-from varflow.samples import sample_dir  # noqa: E402
+from varflow.samples import SAMPLE_FILES, sample_dir  # noqa: E402
 from varflow.settings import LEVEL_ORDER, QUALITY_LEVELS, QualityThresholds  # noqa: E402
 
-PHOTOS = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "hubble_deep_field.jpg",
-    "retina.jpg",
-)
+PHOTOS = SAMPLE_FILES + ("retina.jpg",)  # the demo photos plus a large one
 PROMPTS = ("", "golden hour", "cool winter morning", "vintage film", "vivid colours",
            "black and white", "watercolor", "cartoon")
 

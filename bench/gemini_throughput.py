@@ -229,26 +229,13 @@ def flow_bench(tmp: Path, rpm: float | None, images: int, count: int) -> dict:
     return measure(home, rpm, wall, cpu0, cpu_seconds(), load0, summary["status"])
 
 
-LIMITER_CHILD = """
-import sys, time, json
-sys.path.insert(0, sys.argv[1])
-from varflow.ratelimit import RateLimiter
-lim = RateLimiter(sys.argv[2], rpm=float(sys.argv[3]))
-go = float(sys.argv[5])
-while time.time() < go:
-    time.sleep(0.001)
-out = []
-for _ in range(int(sys.argv[4])):
-    lim.acquire()
-    out.append(time.time())
-print(json.dumps(out))
-"""
+LIMITER_CHILD = str(Path(__file__).resolve().parents[1] / "tests" / "limiter_child.py")
 
 
 def limiter_bench(tmp: Path, rpm: float, per_process: int, procs: int = 3) -> dict:
     state = tmp / "limiter" / "state.json"
     go = time.time() + 1.0
-    children = [subprocess.Popen([sys.executable, "-c", LIMITER_CHILD, str(ROOT), str(state), str(rpm),
+    children = [subprocess.Popen([sys.executable, LIMITER_CHILD, str(ROOT), str(state), str(rpm),
                                   str(per_process), str(go)], stdout=subprocess.PIPE, text=True)
                 for _ in range(procs)]
     starts = sorted(t for c in children for t in json.loads(c.communicate(timeout=300)[0]))

@@ -339,27 +339,14 @@ def assert_paced(starts: list[float], interval: float, slack: float) -> None:
         assert t - starts[0] >= i * interval - slack, (i, [round(s - starts[0], 3) for s in starts])
 
 
-LIMITER_CHILD = """
-import sys, time, json
-sys.path.insert(0, sys.argv[1])
-from varflow.ratelimit import RateLimiter
-lim = RateLimiter(sys.argv[2], rpm=float(sys.argv[3]))
-go = float(sys.argv[5])
-while time.time() < go:
-    time.sleep(0.001)
-out = []
-for _ in range(int(sys.argv[4])):
-    lim.acquire()
-    out.append(time.time())
-print(json.dumps(out))
-"""
+LIMITER_CHILD = str(Path(__file__).resolve().parents[1] / "tests" / "limiter_child.py")
 
 
 def test_rate_limit_holds_across_processes(tmp_path):
     rpm, per_process, procs = 600, 6, 3  # 10 starts/s shared by three processes
     state = tmp_path / "rl" / "gemini.json"
     go = time.time() + 1.5
-    children = [subprocess.Popen([sys.executable, "-c", LIMITER_CHILD, str(ROOT), str(state), str(rpm),
+    children = [subprocess.Popen([sys.executable, LIMITER_CHILD, str(ROOT), str(state), str(rpm),
                                   str(per_process), str(go)], stdout=subprocess.PIPE, text=True)
                 for _ in range(procs)]
     starts = sorted(t for c in children for t in json.loads(c.communicate(timeout=60)[0]))
