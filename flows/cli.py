@@ -206,6 +206,55 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from varflow.imageio import ImageReadError
+    from varflow.inspect import score_files
+    from varflow.settings import QualityThresholds
+
+    try:
+        rows = score_files(args.original, args.variations, thresholds=QualityThresholds(), level=args.level,
+                           max_side=args.max_side)
+    except ImageReadError as exc:
+        print(f"varflow: {exc}", file=sys.stderr)
+        return 2
+    verdict_code = 0 if all(r["accepted"] for r in rows) else 1  # like a linter: 1 when any fails the gate
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return verdict_code
+    print(f"against {args.original} (level {args.level}; the diversity of each variation is against the ones before it)")
+    for r in rows:
+        verdict = "accepted" if r["accepted"] else "rejected: " + ", ".join(r["reasons"])
+        div = "n/a (first)" if r["diversity"] is None else f"{r['diversity']:.4f}"
+        print(f"V{r['index']} {r['path']}  {verdict}")
+        print(f"   similarity {r['similarity']:.4f}  diversity {div}  overall {r['overall_quality']:.4f}")
+        print(f"   aesthetic {r['aesthetic']:.4f} (colour variance {r['color_variance']:.4f}, contrast {r['contrast']:.4f}, "
+              f"brightness balance {r['brightness_balance']:.4f}, sharpness {r['sharpness']:.4f})")
+        print(f"   object integrity {r['object_integrity']:.4f}  hashes a {r['ahash']} p {r['phash']} d {r['dhash']}")
+    return verdict_code
+
+
+def cmd_dedup(args) -> int:
+    from varflow.discovery import discover_images
+    from varflow.inspect import find_duplicate_groups
+
+    try:
+        paths = discover_images(args.dir)
+    except FileNotFoundError as exc:
+        print(f"varflow: {exc}", file=sys.stderr)
+        return 2
+    errors: list[tuple[str, str]] = []
+    groups = find_duplicate_groups(paths, errors=errors)
+    for path, message in errors:
+        print(f"varflow: skipped {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(groups, indent=2))
+    else:
+        print(f"{len(groups)} near-duplicate groups among {len(paths)} images")
+        for g in groups:
+            print("  " + "\n    ".join(g))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="varflow", description="Scored, de-duplicated image variations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds (default 30)")
     p.add_argument("--json", action="store_true", help="print the models as JSON")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("score", help="score variations against their original, as a run would (exit 1 if any fails)")
+    p.add_argument("original")
+    p.add_argument("variations", nargs="+", help="V1 V2 ...: diversity of Vi is measured against V1..V(i-1)")
+    p.add_argument("--level", default="medium", choices=("high", "medium", "low"), help="level for the gate (default medium)")
+    p.add_argument("--max-side", type=int, default=None, help="fit images within this size first, as a run's optimize does")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("dedup", help="find near-duplicate groups among a folder's images")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true", help="print a list of groups, each a list of file paths")
+    p.set_defaults(func=cmd_dedup)
 
     p = sub.add_parser("samples", help="copy the bundled sample photos into a folder")
     p.add_argument("dest")

@@ -65,6 +65,8 @@ class ImageJob:
     keep_rejected: bool = False
     force: bool = False  # regenerate even when cached
     policy: CallPolicy = CallPolicy()  # retries, rate limit and budget of the generation calls
+    earlier_accepted: tuple[KnownImage, ...] = ()  # accepted for this source by earlier runs
+    name_tag: str = ""  # 8 hex digits naming the parameter set in output file names
 
     def generate_task(self, *, refresh: bool):
         return generate_variation.with_options(result_storage=storage_block(self.result_storage), refresh_cache=refresh,
@@ -105,13 +107,19 @@ def variation_id_for(job: ImageJob, image_id: str, attempt: int) -> str:
     )
 
 
+def output_prefix(job: ImageJob) -> str:
+    """``<stem>-<tag>``: the tag (of the output-changing parameters) keeps runs with other
+    parameters from overwriting this image's earlier variations in the same output folder."""
+    return f"{job.output_stem}-{job.name_tag}"
+
+
 def _accepted_path(job: ImageJob, n: int) -> Path:
-    return Path(job.output_dir) / f"{job.output_stem}-v{n:02d}.png"
+    return Path(job.output_dir) / f"{output_prefix(job)}-v{n:02d}.png"
 
 
 def _rejected_path(job: ImageJob, attempt: int, reason: str) -> Path:
     first = reason.split(";")[0]
-    return Path(job.output_dir) / "_rejected" / f"{job.output_stem}-a{attempt:02d}-{first}.png"
+    return Path(job.output_dir) / "_rejected" / f"{output_prefix(job)}-a{attempt:02d}-{first}.png"
 
 
 def _settle_file(src: str, dest: Path | None) -> str | None:
@@ -226,7 +234,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
                         outcome.stopped = result.error
                     continue
                 t0 = time.perf_counter()
-                dedup = dedup_variation(result.output_path, list(accepted), job.settings.dedup)
+                dedup = dedup_variation(result.output_path, [*job.earlier_accepted, *accepted], job.settings.dedup)
                 ms["dedup"] += (time.perf_counter() - t0) * 1000
                 scores = None
                 if dedup.duplicate is not None:

@@ -43,7 +43,9 @@ from tasks.generate import (
     variation_cache,
 )
 from varflow.adaptive import WINDOW, AdaptiveQuality, LevelChange
+from varflow.dedup import KnownImage
 from varflow.discovery import discover_images
+from varflow.hashing import ImageHashes
 from varflow.imageio import sha256_file, upright_size
 from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
@@ -176,6 +178,7 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
     control = run_control(run_id, policy.max_cost_usd)
     adaptive = _initial_quality(params, store, scope, run_id)
     fingerprint = {**params.job_fingerprint(), "model": backend.model}
+    name_tag = stable_id({k: v for k, v in fingerprint.items() if k != "output_dir"})[:8]
     finished = {} if params.force else store.finished_jobs()
     cache_dir = home / "cache" / "variations"
     cache_max_bytes = params.cache_max_mb * 2**20
@@ -264,13 +267,15 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
                                       else (abort.fatal_outcome, abort.fatal_message))
                 not_processed(path, image_id, "skipped", f"not processed: the run stopped ({outcome_}): {message_}")
                 continue
+            earlier = _earlier_accepted(store, image_id, output_dir, stem, name_tag)
             job = ImageJob(
                 run_id=run_id, store_home=str(home), source_path=str(path), image_id=image_id,
                 output_stem=stem, output_dir=str(output_dir), work_dir=str(work_dir), count=params.count,
                 variation_type=params.variation_type, prompt=params.prompt, seed=params.seed,
                 backend=spec, model=backend.model, level=adaptive.settings, settings=settings,
                 result_storage=result_storage, cache_dir=str(cache_dir), cache_max_bytes=cache_max_bytes,
-                job_key=job_key, keep_rejected=params.keep_rejected, force=params.force, policy=policy,
+                job_key=job_key, keep_rejected=params.keep_rejected, force=params.force,
+                earlier_accepted=earlier, name_tag=name_tag, policy=policy,
             )
             window.enter(cost)
             pending[process_image.submit(job)] = cost
@@ -405,6 +410,19 @@ def plan_run(params: RunParameters) -> dict:
         "usd_per_call": per_call, "cost_expected_usd": cost(expected), "cost_worst_case_usd": cost(worst),
         "max_cost_usd": params.max_cost_usd,
     }
+
+
+def _earlier_accepted(store: Store, image_id: str, output_dir: Path, stem: str, name_tag: str) -> tuple:
+    """Variations earlier runs accepted for this source (files still present), as dedup knows them.
+
+    The files this job itself (re)writes are left out: a forced re-run replaces them.
+    """
+    own = str(output_dir / f"{stem}-{name_tag}-v")
+    return tuple(
+        KnownImage(r["variation_id"], ImageHashes(r["ahash"], r["phash"], r["dhash"]), r["output_path"])
+        for r in store.accepted_variations(image_id)
+        if not r["output_path"].startswith(own) and Path(r["output_path"]).is_file()
+    )
 
 
 def run_local(params: RunParameters) -> dict:

@@ -166,6 +166,12 @@ class Store:
             "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, level or "high", since, since, window])
         return level, [r["success_rate"] for r in reversed(rates)]
 
+    def accepted_variations(self, image_id: str) -> list[dict]:
+        """Every variation ever accepted for a source image: what a new one must not duplicate."""
+        return self.query(
+            "SELECT DISTINCT variation_id, ahash, phash, dhash, output_path FROM variations "
+            "WHERE image_id = ? AND accepted AND output_path IS NOT NULL ORDER BY output_path", [image_id])
+
     def running_runs(self) -> list[dict]:
         return self.query("SELECT * FROM runs WHERE status = 'running'")
 

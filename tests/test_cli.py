@@ -112,3 +112,40 @@ def test_a_notebook_can_query_while_a_flow_is_writing(tmp_path, prefect_api):
     assert counts == sorted(counts)  # rows only ever appear
     assert counts[-1] == 10
     assert any(0 < c < 10 for c in counts), f"never saw the run half-way: {sorted(set(counts))}"
+
+
+def test_score_prints_every_metric_and_the_verdict(tmp_path):
+    from conftest import skimage_photo
+
+    original = skimage_photo("chelsea.png")
+    args = [str(original), str(FIXTURES / "good" / "flipped.png"), str(FIXTURES / "good" / "resized-half.png")]
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "score", *args, "--json"], capture_output=True, text=True)
+    rows = json.loads(out.stdout)
+    assert [r["index"] for r in rows] == [1, 2]
+    assert rows[0]["diversity"] is None and rows[1]["diversity"] is not None
+    assert rows[1]["similarity"] > 0.9 and "similarity_high" in rows[1]["reasons"]  # a resized copy
+    for key in ("aesthetic", "color_variance", "contrast", "brightness_balance", "sharpness", "object_integrity",
+                "overall_quality", "ahash", "phash", "dhash"):
+        assert key in rows[0]
+    assert out.returncode == 1  # not every variation passed
+    text = subprocess.run([sys.executable, "-m", "flows.cli", "score", *args], capture_output=True, text=True).stdout
+    assert "V2" in text and "rejected: " in text and "similarity_high" in text
+
+
+def test_dedup_groups_near_copies_of_a_folder(tmp_path):
+    import shutil
+
+    from conftest import skimage_photo
+
+    for name in ("flipped.png", "resized-half.png", "grey.png", "exif-rotate-6.jpg"):
+        shutil.copy(FIXTURES / "good" / name, tmp_path / name)
+    shutil.copy(skimage_photo("chelsea.png"), tmp_path / "chelsea.png")
+    shutil.copy(skimage_photo("astronaut.png"), tmp_path / "astronaut.png")
+    shutil.copy(FIXTURES / "bad" / "truncated.png", tmp_path / "broken.png")
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "dedup", str(tmp_path), "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    groups = [[Path(p).name for p in g] for g in json.loads(out.stdout)]
+    assert ["chelsea.png", "grey.png", "resized-half.png"] in [sorted(g) for g in groups]
+    assert not any("astronaut.png" in g for g in groups)
+    assert "broken.png" in out.stderr  # unreadable files are named, not fatal

@@ -69,7 +69,10 @@ def test_accepted_files_on_disk_match_the_variations_table(mixed_run):
     assert [r["output_path"] for r in accepted] == on_disk
     assert len(on_disk) == summary["variations_accepted"] > 0
     assert all(p.startswith(str(tmp / "out")) for p in on_disk)
-    assert any("/sub/rocket-v01.png" in p for p in on_disk) or not any("rocket" in p for p in on_disk)
+    import re
+
+    assert all(re.search(r"/[a-z-]+-[0-9a-f]{8}-v0\d\.png$", p) for p in on_disk), on_disk
+    assert any("/sub/rocket-" in p for p in on_disk) or not any("rocket" in p for p in on_disk)
     for p in on_disk:
         with Image.open(p) as im:
             assert im.mode == "RGB"
@@ -147,3 +150,22 @@ def test_an_empty_folder_says_so(prefect_server, tmp_path):
     (tmp_path / "photos").mkdir()
     summary, _ = run(tmp_path / "photos", tmp_path)
     assert summary["status"] == "no_images" and "no images" in summary["message"]
+
+
+def test_a_variation_is_checked_against_every_earlier_run_of_its_source(prefect_server, photo_dir, tmp_path):
+    (photo_dir / "sub" / "rocket.jpg").unlink()
+    first, store = run(photo_dir, tmp_path, count=2, seed=5, level="medium", adaptive=False)
+    assert first["variations_accepted"] > 0
+    # other parameters (count), so not skipped; same seed, so the same variations come back (from cache)
+    second, _ = run(photo_dir, tmp_path, count=3, seed=5, level="medium", adaptive=False)
+    runs = [r["run_id"] for r in store.query("SELECT run_id FROM runs ORDER BY started_at")]
+    earlier = {r["variation_id"] for r in store.query(
+        "SELECT variation_id FROM variations WHERE run_id = ? AND accepted", [runs[0]])}
+    repeats = store.query("SELECT variation_id, accepted, reject_reason, duplicate_of FROM variations "
+                          "WHERE run_id = ? AND variation_id IN (SELECT unnest(?::VARCHAR[]))", [runs[1], sorted(earlier)])
+    assert len(repeats) == len(earlier)
+    assert all(not r["accepted"] and r["reject_reason"] == "duplicate" and r["duplicate_of"] in earlier for r in repeats)
+    assert second["duplicates"] >= len(earlier)
+    # both runs' accepted files are on disk under their own names
+    accepted = [r["output_path"] for r in store.query("SELECT output_path FROM variations WHERE accepted")]
+    assert len(set(accepted)) == len(accepted) and all(Path(p).is_file() for p in accepted)

@@ -1,19 +1,26 @@
 """The seed's DuplicationPreventer, done right.
 
 The seed joined the three hash strings and tested the joined string for set membership, which
-finds only pixel-exact copies. Here each hash is compared by Hamming distance; a pair within
-``max_hamming`` bits on any of them is a candidate, and SSIM above ``ssim_threshold`` (the
-seed's 0.95) confirms it, so a recoloured or reframed variation is not called a copy.
+finds only copies whose three hashes are all bit-identical. Here each hash is compared by
+Hamming distance: a pair within ``max_hamming`` bits on any of the three is a candidate, and
+SSIM above ``ssim_threshold`` confirms it. The SSIM is taken on both images area-averaged to
+``ssim_size`` x ``ssim_size`` pixels (20 by default), where a resize, re-encode, small crop or
+rotation leaves the picture intact but a different photo that merely looks alike does not match.
+The defaults come from bench/dedup_quality.py; docs/quality-model.md records the measurement.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
+from varflow.hashindex import HashIndex
 from varflow.hashing import ImageHashes, hash_distances
 from varflow.metrics import GreyImage, ssim
 from varflow.settings import DedupSettings
+
+HASH_KINDS = ("ahash", "phash", "dhash")
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,57 @@ class DuplicateMatch:
     ssim: float
 
 
+def confirmation_ssim(a: GreyImage, b: GreyImage, settings: DedupSettings) -> float:
+    """The SSIM that confirms a candidate pair, as ``settings`` define it."""
+    if settings.ssim_size:
+        return ssim(a.thumbnail(settings.ssim_size), b.thumbnail(settings.ssim_size))
+    return ssim(a, b)  # the seed's way: the second resized to the first's full size
+
+
+def is_candidate(a: ImageHashes, b: ImageHashes, settings: DedupSettings) -> bool:
+    return min(hash_distances(a, b)) <= settings.max_hamming
+
+
+class KnownImageIndex:
+    """Known images indexed by their three hashes, for candidate lookup among many.
+
+    ``find_duplicate`` accepts it in place of a list: the candidates then come from three
+    Hamming-radius queries (one per hash) instead of a comparison with every known image.
+    """
+
+    def __init__(self, known: Iterable[KnownImage] = ()):
+        self._items: dict[str, KnownImage] = {}
+        self._indexes = {kind: HashIndex() for kind in HASH_KINDS}
+        self._lock = threading.Lock()
+        self.add(known)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(list(self._items.values()))
+
+    def add(self, known: Iterable[KnownImage]) -> None:
+        with self._lock:
+            fresh = [k for k in known if k.key not in self._items]
+            for k in fresh:
+                self._items[k.key] = k
+            if fresh:
+                keys = [k.key for k in fresh]
+                for kind in HASH_KINDS:
+                    self._indexes[kind].add(keys, [getattr(k.hashes, kind) for k in fresh])
+
+    def candidates(self, hashes: ImageHashes, max_hamming: int) -> list[KnownImage]:
+        keys: set[str] = set()
+        for kind in HASH_KINDS:
+            keys.update(k for k, _ in self._indexes[kind].query(getattr(hashes, kind), max_hamming))
+        return [self._items[k] for k in sorted(keys)]
+
+
 def find_duplicate(
     candidate_hashes: ImageHashes,
     candidate_grey: GreyImage,
-    known: Sequence[KnownImage],
+    known: Sequence[KnownImage] | KnownImageIndex,
     *,
     settings: DedupSettings,
     load_grey: Callable[[str], GreyImage],
@@ -45,14 +99,19 @@ def find_duplicate(
     Candidates are confirmed in order of their smallest hash distance, so the first confirmed
     one is the nearest; SSIM (the expensive part) runs only on the shortlist.
     """
+    pool = (
+        known.candidates(candidate_hashes, settings.max_hamming)
+        if isinstance(known, KnownImageIndex)
+        else known
+    )
     shortlist = []
-    for item in known:
+    for item in pool:
         d = hash_distances(candidate_hashes, item.hashes)
         if min(d) <= settings.max_hamming:
             shortlist.append((min(d), sum(d), d, item))
     shortlist.sort(key=lambda t: (t[0], t[1]))
     for _, _, d, item in shortlist:
-        value = ssim(candidate_grey, load_grey(item.path))
+        value = confirmation_ssim(candidate_grey, load_grey(item.path), settings)
         if value > settings.ssim_threshold:
             return DuplicateMatch(item.key, d, value)
     return None
