@@ -25,7 +25,7 @@ anything is timed. Each image's workload then runs in every formulation in turn,
 rounds; the figures are medians over rounds (best round in brackets), and ratios are taken
 within the same run, so a busy machine slows both sides alike.
 
-    .venv/bin/python bench/score_speed.py [--rounds 5] [--sizes 1024 2048] [--diversity previous others]
+    .venv/bin/python bench/score_speed.py [--rounds 3] [--sizes 1024 2048] [--diversity previous others]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def timed(fn, *args) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--diversity", nargs="+", default=["previous", "others"],
                     choices=["previous", "others"])

@@ -218,3 +218,28 @@ def test_overall_weights_and_similarity_band_follow_the_seed():
             m = {"similarity": sim, "diversity": div, "aesthetic": 0.7, "object_integrity": 0.2}
             got = metrics.overall_quality(similarity=sim, diversity=div, aesthetic=0.7, object_integrity=0.2)
             assert got == pytest.approx(seed.seed_overall(m), abs=1e-12)
+
+
+def test_the_helper_thread_changes_no_value_and_cannot_deadlock():
+    original = photo("coffee.png")
+    e = list(edits(original).values())
+    og = metrics.GreyImage.from_image(original)
+    accepted = [metrics.GreyImage.from_image(x) for x in e[:2]]
+    for v in e[2:5]:  # same size and another size ("half" is among the first two)
+        a = metrics.score_variation(og, v, accepted=accepted, parallel=True).as_dict()
+        b = metrics.score_variation(og, v, accepted=accepted, parallel=False).as_dict()
+        assert a == b
+    nested = metrics.helper_pool().submit(
+        lambda: metrics.score_variation(og, e[3], accepted=accepted).as_dict()
+    )
+    assert nested.result(timeout=60) == metrics.score_variation(og, e[3], accepted=accepted).as_dict()
+
+
+def test_ssim_many_equals_pairwise_and_is_symmetric_for_equal_sizes():
+    original = photo("astronaut.png")
+    greys = [metrics.GreyImage.from_image(v) for v in edits(original).values()]
+    og = metrics.GreyImage.from_image(original)
+    many = metrics.ssim_many(og, greys)
+    assert many == [metrics.ssim(og, g) for g in greys]
+    same_size = [g for g in greys if g.shape == og.shape]
+    assert [metrics.ssim(g, og) for g in same_size] == [metrics.ssim(og, g) for g in same_size]

@@ -7,20 +7,22 @@ RGBA) or Pillow images; RGBA is composited on white first, exactly as ``imageio.
 
 Where the speed comes from (bench/score_speed.py measures it):
 
-* ``GreyImage`` computes each image's grey and its SSIM statistics once; a pair then costs one
-  product, one 7x7 box sum and a handful of in-cache float32 operations, done in row strips;
-* box sums of integers are exact in float32 (all partial sums stay below 2**24), so the window
-  sums need no float64;
+* ``GreyImage`` computes each image's grey and its SSIM window statistics once; a pair then costs
+  one product, one 7x7 box sum and a dozen float32 operations, in row strips that stay in cache;
+* window sums and the covariance term are exact integers (int32), so no float64 plane is needed
+  and float32 only rounds results;
+* work arrays are per-thread and reused, and the statistics planes of dead images are recycled:
+  a fresh multi-megabyte array costs a page fault per 4 KiB, more than the arithmetic;
 * aesthetic and integrity use integer OpenCV kernels (a CV_16S Laplacian is exact), and integrity
-  skips the component labelling when there are too few edge pixels for any component to count.
+  skips the component labelling when there are too few edge pixels for any component to count;
+* ``score_variation`` computes the single-image metrics on a helper thread meanwhile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import threading
 import weakref
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -153,6 +155,14 @@ class _PlanePool:
 
 
 _POOL = _PlanePool(max_bytes=192 * 2**20)
+
+
+def set_plane_pool_limit(max_bytes: int) -> None:
+    """Bytes of freed statistics planes kept for reuse (default 192 MiB; 0 keeps none)."""
+    if max_bytes < 0:
+        raise ValueError(f"plane pool limit {max_bytes} must be >= 0 bytes")
+    _POOL.max_bytes = max_bytes
+    _POOL.give([])  # trims to the new limit
 
 
 class GreyImage:
@@ -511,6 +521,7 @@ class VariationScores:
 
 _HELPER: list = []
 _HELPER_LOCK = threading.Lock()
+_HELPER_NAME = "varflow-metrics"
 
 
 def helper_pool():
@@ -524,7 +535,7 @@ def helper_pool():
             if not _HELPER:
                 from concurrent.futures import ThreadPoolExecutor
 
-                _HELPER.append(ThreadPoolExecutor(1, thread_name_prefix="varflow-metrics"))
+                _HELPER.append(ThreadPoolExecutor(1, thread_name_prefix=_HELPER_NAME))
     return _HELPER[0]
 
 
@@ -550,6 +561,8 @@ def score_variation(
     def single_image() -> tuple[AestheticScore, float]:
         return aesthetic(variation, grey=vgrey.pixels), object_integrity(vgrey.pixels)
 
+    if parallel and threading.current_thread().name.startswith(_HELPER_NAME):
+        parallel = False  # called from the helper itself: waiting on it would deadlock
     pending = helper_pool().submit(single_image) if parallel else None
     if vgrey.shape == original.shape:
         # same size: SSIM is symmetric, so the similarity joins the diversity pass
