@@ -92,21 +92,20 @@ def run_ours(
 ) -> list[dict]:
     pool = metrics.helper_pool() if parallel else None
     og = metrics.GreyImage.from_image(original)
-    rgbs = [np.asarray(v) for v in variations]
     greys = [metrics.GreyImage(metrics.to_grey(v)) for v in variations]
     out, hashes = [], []
     if mode == "previous":
-        for i, (rgb, g) in enumerate(zip(rgbs, greys)):
+        for i, (v, g) in enumerate(zip(variations, greys)):
             # the helper thread hashes and scores the single-image metrics while this one
             # computes the SSIM pairs
             hashes.append(pool.submit(compute_hashes, g) if pool else compute_hashes(g))
-            s = metrics.score_variation(og, rgb, variation_grey=g, accepted=greys[:i],
+            s = metrics.score_variation(og, v, variation_grey=g, accepted=greys[:i],
                                         parallel=parallel)
             out.append(s.as_dict())
     else:
         def single(i):
             g = greys[i]
-            return compute_hashes(g), metrics.aesthetic(rgbs[i], grey=g.pixels), \
+            return compute_hashes(g), metrics.aesthetic(variations[i], grey=g.pixels), \
                 metrics.object_integrity(g.pixels)
 
         singles = [pool.submit(single, i) for i in range(len(greys))] if pool else None
