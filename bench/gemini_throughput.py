@@ -163,13 +163,13 @@ def raw_sdk_bench(tmp: Path, images: int, count: int) -> dict:
 def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> dict:
     """The generate task inside a flow: 200 submissions of the real task (real SDK, Prefect
     retries and result persistence, the cross-process limiter, the budget tracker, the attempts
-    records and the variation cache) on a pool of ``CONCURRENCY`` threads; no scoring."""
+    records and the variation cache), ``CONCURRENCY`` call slots; no scoring."""
     import uuid
 
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.variation_flow import _result_storage
+    from flows.variation_flow import _result_storage, pool_size
     from storage import Store
     from tasks.generate import AttemptContext, BackendSpec, CallPolicy, generate_variation, storage_block
     from varflow.cache import generation_key
@@ -178,10 +178,12 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
     home = tmp / f"gen-home-{rpm or 'nolimit'}"
     Store(home).initialize()
     spec = BackendSpec("gemini", timeout_s=60.0)
-    policy = CallPolicy(retries=4, rpm=rpm, rate_dir=str(home / "ratelimit"))
+    policy = CallPolicy(retries=4, rpm=rpm, rate_dir=str(home / "ratelimit"), concurrency=CONCURRENCY)
     photos = sorted((tmp / "photos").glob("*.png"))[:images]
 
-    @flow(name="gemini-generation-bench", task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY),
+    # as in the flow: more task threads than call slots, so Prefect's bookkeeping of a task
+    # entering or leaving its call never holds one of the CONCURRENCY slots
+    @flow(name="gemini-generation-bench", task_runner=ThreadPoolTaskRunner(max_workers=pool_size(CONCURRENCY)),
           persist_result=False)
     def generation_only() -> int:
         run_id = str(uuid.uuid4())

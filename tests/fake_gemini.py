@@ -322,6 +322,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms on Linux), a cost no real server adds
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -576,7 +579,9 @@ class FakeGemini:
 
         delay = reply.delay_s
         if endpoint == "generateContent":
-            delay += self.latency_s
+            # latency is from the request's arrival, as a client sees a real server's: the fake's
+            # own parsing and image work happen inside it, not on top of it
+            delay += max(0.0, self.latency_s - (time.monotonic() - mono))
         if delay > 0 and self._stop.wait(delay):
             reply = Reply(drop=True)  # shutting down
         self._send(h, reply)
