@@ -24,6 +24,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-adapt", dest="adaptive", action="store_false", help="keep the quality level fixed")
     p.add_argument("--keep-rejected", action="store_true", help="keep rejected variations under OUT/_rejected")
     p.add_argument("--force", action="store_true", help="redo finished images and regenerate cached variations")
+    p.add_argument("--dedup-library", action="store_true",
+                   help="also reject a new variation that duplicates any variation ever accepted in the data "
+                        "directory, from any source image (default: only its own source's)")
     p.add_argument("--cache-max-mb", type=int, default=2048, help="variation cache size limit (MiB, default 2048)")
     p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     p.add_argument("--ext", default=",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS),
@@ -62,7 +65,7 @@ def _params(args, input_dir: str, output_dir: str):
             images_in_flight=args.images_in_flight, generation_concurrency=args.concurrency,
             max_memory_mb=args.max_memory_mb, retries=args.retries, retry_backoff_s=args.retry_backoff,
             requests_per_minute=args.rpm, request_timeout_s=args.timeout, max_cost_usd=args.max_cost,
-            api_key_secret=args.api_key_secret,
+            api_key_secret=args.api_key_secret, dedup_library=args.dedup_library,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

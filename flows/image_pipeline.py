@@ -33,7 +33,7 @@ from tasks.generate import (
 from tasks.optimize import optimize
 from tasks.score import score_variation
 from varflow.acceptance import judge
-from varflow.dedup import KnownImage
+from varflow.dedup import KnownImage, LibraryView
 from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
 from varflow.imageio import GREY_CACHE, ImageReadError
 from varflow.cache import generation_key
@@ -67,6 +67,7 @@ class ImageJob:
     policy: CallPolicy = CallPolicy()  # retries, rate limit and budget of the generation calls
     earlier_accepted: tuple[KnownImage, ...] = ()  # accepted for this source by earlier runs
     name_tag: str = ""  # 8 hex digits naming the parameter set in output file names
+    library: LibraryView | None = None  # --dedup-library: every accepted variation, shared by the run's jobs
 
     def generate_task(self, *, refresh: bool):
         return generate_variation.with_options(result_storage=storage_block(self.result_storage), refresh_cache=refresh,
@@ -234,7 +235,8 @@ def process_image(job: ImageJob) -> ImageOutcome:
                         outcome.stopped = result.error
                     continue
                 t0 = time.perf_counter()
-                dedup = dedup_variation(result.output_path, [*job.earlier_accepted, *accepted], job.settings.dedup)
+                dedup = dedup_variation(result.output_path, [*job.earlier_accepted, *accepted], job.settings.dedup,
+                                        job.library)
                 ms["dedup"] += (time.perf_counter() - t0) * 1000
                 scores = None
                 if dedup.duplicate is not None:
@@ -249,6 +251,8 @@ def process_image(job: ImageJob) -> ImageOutcome:
                 if reasons is None:
                     final = _settle_file(result.output_path, _accepted_path(job, len(accepted) + 1))
                     accepted.append(KnownImage(vid, dedup.hashes, final))
+                    if job.library is not None:
+                        job.library.add([accepted[-1]])
                     outcome.accepted_scores.append(scores.as_dict())
                 else:
                     for r in reasons.split(";"):

@@ -65,6 +65,10 @@ class RunParameters(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Acceptance thresholds.")
     dedup_max_hamming: int = Field(10, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
     dedup_ssim: float = Field(0.95, ge=-1, le=1, description="SSIM above which a candidate is a duplicate.")
+    dedup_library: bool = Field(
+        False, description="Also check each new variation against every variation ever accepted in this data "
+                           "directory, from any source image (default: only those of its own source).",
+    )
     max_pixels: int = Field(100_000_000, ge=1, description="Larger images are refused (decompression bombs).")
     # Paid backends (gemini): retries, pacing, budget, key. None of these change the output.
     retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try (gemini; local: 0). Worst case per variation: the level's max attempts x (1 + retries) calls.")

@@ -43,7 +43,7 @@ from tasks.generate import (
     variation_cache,
 )
 from varflow.adaptive import WINDOW, AdaptiveQuality, LevelChange
-from varflow.dedup import KnownImage
+from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.discovery import discover_images
 from varflow.hashing import ImageHashes
 from varflow.imageio import sha256_file, upright_size
@@ -180,6 +180,7 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
     fingerprint = {**params.job_fingerprint(), "model": backend.model}
     name_tag = stable_id({k: v for k, v in fingerprint.items() if k != "output_dir"})[:8]
     finished = {} if params.force else store.finished_jobs()
+    library = _load_library(store, logger) if params.dedup_library else None
     cache_dir = home / "cache" / "variations"
     cache_max_bytes = params.cache_max_mb * 2**20
     result_storage = _result_storage(home)
@@ -268,6 +269,7 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
                 not_processed(path, image_id, "skipped", f"not processed: the run stopped ({outcome_}): {message_}")
                 continue
             earlier = _earlier_accepted(store, image_id, output_dir, stem, name_tag)
+            library_view = None if library is None else LibraryView(library, _own_prefix(output_dir, stem, name_tag))
             job = ImageJob(
                 run_id=run_id, store_home=str(home), source_path=str(path), image_id=image_id,
                 output_stem=stem, output_dir=str(output_dir), work_dir=str(work_dir), count=params.count,
@@ -275,7 +277,7 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
                 backend=spec, model=backend.model, level=adaptive.settings, settings=settings,
                 result_storage=result_storage, cache_dir=str(cache_dir), cache_max_bytes=cache_max_bytes,
                 job_key=job_key, keep_rejected=params.keep_rejected, force=params.force,
-                earlier_accepted=earlier, name_tag=name_tag, policy=policy,
+                earlier_accepted=earlier, name_tag=name_tag, policy=policy, library=library_view,
             )
             window.enter(cost)
             pending[process_image.submit(job)] = cost
@@ -412,17 +414,35 @@ def plan_run(params: RunParameters) -> dict:
     }
 
 
+def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:
+    """The start of every accepted file name this job writes."""
+    return str(output_dir / f"{stem}-{name_tag}-v")
+
+
 def _earlier_accepted(store: Store, image_id: str, output_dir: Path, stem: str, name_tag: str) -> tuple:
     """Variations earlier runs accepted for this source (files still present), as dedup knows them.
 
     The files this job itself (re)writes are left out: a forced re-run replaces them.
     """
-    own = str(output_dir / f"{stem}-{name_tag}-v")
+    own = _own_prefix(output_dir, stem, name_tag)
     return tuple(
         KnownImage(r["variation_id"], ImageHashes(r["ahash"], r["phash"], r["dhash"]), r["output_path"])
         for r in store.accepted_variations(image_id)
         if not r["output_path"].startswith(own) and Path(r["output_path"]).is_file()
     )
+
+
+def _load_library(store: Store, logger) -> KnownImageIndex:
+    """Every variation ever accepted in this data directory, indexed by hash (--dedup-library)."""
+    t0 = time.perf_counter()
+    cols = store.accepted_library()
+    index = KnownImageIndex(
+        KnownImage(key, ImageHashes(a, p, d), path)
+        for key, a, p, d, path in zip(cols["variation_id"], cols["ahash"], cols["phash"], cols["dhash"],
+                                      cols["output_path"])
+    )
+    logger.info("dedup library: %d accepted variations indexed in %.2f s", len(index), time.perf_counter() - t0)
+    return index
 
 
 def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:

@@ -172,6 +172,21 @@ class Store:
             "SELECT DISTINCT variation_id, ahash, phash, dhash, output_path FROM variations "
             "WHERE image_id = ? AND accepted AND output_path IS NOT NULL ORDER BY output_path", [image_id])
 
+    def accepted_library(self) -> dict[str, list]:
+        """Every variation ever accepted, from any source (``--dedup-library``), as columns:
+        variation_id, ahash, phash, dhash, output_path (the latest, if accepted in several
+        runs). Columns, not row dicts: a library of a million variations is one Arrow fetch."""
+        con = self.lens()
+        try:
+            table = con.sql(
+                "SELECT variation_id, any_value(ahash) AS ahash, any_value(phash) AS phash, "
+                "any_value(dhash) AS dhash, arg_max(output_path, created_at) AS output_path FROM variations "
+                "WHERE accepted AND output_path IS NOT NULL AND ahash IS NOT NULL "
+                "GROUP BY variation_id ORDER BY variation_id").to_arrow_table()
+        finally:
+            con.close()
+        return {name: table.column(name).to_pylist() for name in table.column_names}
+
     def running_runs(self) -> list[dict]:
         return self.query("SELECT * FROM runs WHERE status = 'running'")
 

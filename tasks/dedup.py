@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from PIL import Image
 
-from varflow.dedup import DuplicateMatch, KnownImage, find_duplicate
+from varflow.dedup import DuplicateMatch, KnownImage, LibraryView, find_duplicate
 from varflow.hashing import ImageHashes, compute_hashes
 from varflow.imageio import load_grey
 from varflow.settings import DedupSettings
@@ -21,8 +21,12 @@ class DedupResult:
 
 
 @task(name="dedup", cache_policy=NONE)
-def dedup_variation(variation_path: str, known: list[KnownImage], settings: DedupSettings) -> DedupResult:
+def dedup_variation(variation_path: str, known: list[KnownImage], settings: DedupSettings,
+                    library: LibraryView | None = None) -> DedupResult:
+    """``known``: this source's accepted variations (this run's and earlier runs'); ``library``:
+    with ``--dedup-library``, every variation ever accepted, from any source."""
     with Image.open(variation_path) as im:
         hashes = compute_hashes(im.convert("RGB"))
-    match = find_duplicate(hashes, load_grey(variation_path), known, settings=settings, load_grey=load_grey)
+    sets = (known,) if library is None else (known, library)
+    match = find_duplicate(hashes, load_grey(variation_path), *sets, settings=settings, load_grey=load_grey)
     return DedupResult(hashes, match)

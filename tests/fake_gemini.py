@@ -220,6 +220,11 @@ def vary_image(data: bytes | None, seed: int, prompt: str, fmt: str = "PNG") -> 
     return buf.getvalue()
 
 
+def image_reply(data: bytes, mime: str = "image/png", model: str = "gemini-2.5-flash-image") -> Reply:
+    """A normal answer carrying ``data`` as its image (a model that returns this picture)."""
+    return Reply(200, FakeGemini._image_body(data, mime, 300, {"modelVersion": model}))
+
+
 def _tiny_png(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), color).save(buf, format="PNG")

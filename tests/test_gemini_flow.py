@@ -20,9 +20,9 @@ import pytest
 from conftest import make_photo_folder
 
 try:
-    from tests.fake_gemini import FakeGemini
+    from tests.fake_gemini import FakeGemini, image_reply
 except ImportError:
-    from fake_gemini import FakeGemini
+    from fake_gemini import FakeGemini, image_reply
 
 from flows.parameters import RunParameters, Thresholds
 from flows.variation_flow import plan_run, run_local
@@ -427,6 +427,49 @@ def test_the_key_never_appears_in_logs_records_artifacts_caches_or_errors(prefec
     assert leaks == []  # Parquet files, DuckDB file, variation cache, Prefect results, outputs
     for table in ("runs", "images", "variations", "attempts"):
         assert KEY not in json.dumps(store.query(f"SELECT * FROM {table}"), default=str), table
+
+
+# ---------------------------------------------------------------------------------------------
+# --dedup-library: a model that answers every photo with the same picture
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dedup_library_rejects_a_copy_of_any_sources_accepted_variation(prefect_server, fake, tmp_path):
+    shots = make_photo_folder(tmp_path / "shots", 5, size=64)
+    same_picture = shots[4].read_bytes()
+    fake.script(lambda model, index, prompt: image_reply(same_picture))
+    folders = []
+    for name, files in (("one", shots[:2]), ("two", shots[2:3]), ("three", shots[3:4])):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f.name).write_bytes(f.read_bytes())
+        folders.append(tmp_path / name)
+
+    def run(folder: Path, library: bool) -> dict[str, list[dict]]:
+        summary = run_local(params(tmp_path, folder, output_dir=str(tmp_path / f"out-{folder.name}"),
+                                   dedup_library=library))
+        rows = Store(tmp_path / "home").query(
+            "SELECT v.*, i.path FROM variations v JOIN images i USING (run_id, image_id) WHERE v.run_id = ? "
+            "ORDER BY i.path, v.attempt", [summary["run_id"]])
+        by_photo: dict[str, list[dict]] = {}
+        for r in rows:
+            by_photo.setdefault(Path(r["path"]).name, []).append(r)
+        return by_photo
+
+    # one run, two photos: the second photo's picture is the first one's accepted variation
+    first = run(folders[0], library=True)
+    [kept] = first[shots[0].name]
+    assert kept["accepted"] and Path(kept["output_path"]).is_file()
+    assert first[shots[1].name] and all(
+        not r["accepted"] and r["reject_reason"] == "duplicate" and r["duplicate_of"] == kept["variation_id"]
+        for r in first[shots[1].name])
+    # a later run, another photo: the library is loaded from the store
+    second = run(folders[1], library=True)
+    assert second[shots[2].name] and all(r["duplicate_of"] == kept["variation_id"] for r in second[shots[2].name])
+    # without the flag only a photo's own variations count: the same picture is accepted again
+    third = run(folders[2], library=False)
+    assert [r["accepted"] for r in third[shots[3].name]] == [True]
+    assert third[shots[3].name][0]["duplicate_of"] is None
 
 
 # ---------------------------------------------------------------------------------------------

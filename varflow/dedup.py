@@ -11,6 +11,7 @@ The defaults come from bench/dedup_quality.py; docs/quality-model.md records the
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -86,29 +87,56 @@ class KnownImageIndex:
         return [self._items[k] for k in sorted(keys)]
 
 
+@dataclass(frozen=True)
+class LibraryView:
+    """The whole library's index as one image's job sees it (``varflow run --dedup-library``).
+
+    Leaves out the files that job itself (re)writes (``skip_prefix``: a forced re-run replaces
+    them) and files deleted since they were accepted (nothing left to confirm against). The
+    index is shared by every job of the run, which adds what it accepts (``add``), so images of
+    one run are checked against each other too.
+    """
+
+    index: KnownImageIndex
+    skip_prefix: str = ""
+
+    def candidates(self, hashes: ImageHashes, max_hamming: int) -> list[KnownImage]:
+        return [k for k in self.index.candidates(hashes, max_hamming)
+                if not (self.skip_prefix and k.path.startswith(self.skip_prefix)) and os.path.isfile(k.path)]
+
+    def add(self, known: Iterable[KnownImage]) -> None:
+        self.index.add(known)
+
+
+KnownSet = Sequence[KnownImage] | KnownImageIndex | LibraryView
+
+
 def find_duplicate(
     candidate_hashes: ImageHashes,
     candidate_grey: GreyImage,
-    known: Sequence[KnownImage] | KnownImageIndex,
-    *,
+    *known: KnownSet,
     settings: DedupSettings,
     load_grey: Callable[[str], GreyImage],
 ) -> DuplicateMatch | None:
-    """The closest confirmed duplicate among ``known``, or None.
+    """The closest confirmed duplicate among the ``known`` sets, or None.
 
-    Candidates are confirmed in order of their smallest hash distance, so the first confirmed
-    one is the nearest; SSIM (the expensive part) runs only on the shortlist.
+    Each set is a plain sequence (every item is a candidate) or an index (candidates come from
+    its Hamming-radius queries). Candidates are confirmed in order of their smallest hash
+    distance, so the first confirmed one is the nearest; SSIM (the expensive part) runs only on
+    the shortlist.
     """
-    pool = (
-        known.candidates(candidate_hashes, settings.max_hamming)
-        if isinstance(known, KnownImageIndex)
-        else known
-    )
+    seen: set[str] = set()
     shortlist = []
-    for item in pool:
-        d = hash_distances(candidate_hashes, item.hashes)
-        if min(d) <= settings.max_hamming:
-            shortlist.append((min(d), sum(d), d, item))
+    for known_set in known:
+        pool = known_set.candidates(candidate_hashes, settings.max_hamming) \
+            if isinstance(known_set, (KnownImageIndex, LibraryView)) else known_set
+        for item in pool:
+            if item.key in seen:
+                continue
+            seen.add(item.key)
+            d = hash_distances(candidate_hashes, item.hashes)
+            if min(d) <= settings.max_hamming:
+                shortlist.append((min(d), sum(d), d, item))
     shortlist.sort(key=lambda t: (t[0], t[1]))
     for _, _, d, item in shortlist:
         value = confirmation_ssim(candidate_grey, load_grey(item.path), settings)
