@@ -21,12 +21,11 @@ rate, which is why varflow does not use it for pacing.
 
     .venv/bin/python bench/gemini_throughput.py [--quick] [--no-prefect-limit]
 
-Also measured first, as a ceiling: the bare backend (SDK + fake, 16 plain threads, no Prefect)
-on this machine at this moment. On the 2-core development machine the bare SDK itself reaches
-only ~85% of 32/s (the fake, the client and the Prefect server share two cores), so the gate is
-90% of min(ideal, bare-SDK ceiling); both ratios are printed.
+Also measured first, for context: the bare backend (SDK + fake, 16 plain threads, no Prefect)
+on this machine at this moment, the ceiling of the client side. With 200 calls on 16 slots
+(13 rounds of 0.5 s for 12.5 rounds of work) even a perfect client reaches at most ~96%.
 
-Exits 1 if a generate-task setting is below 90% of min(ideal, bare-SDK ceiling).
+Exits 1 if a generate-task setting is below 90% of its ideal.
 """
 
 from __future__ import annotations
@@ -279,13 +278,13 @@ def prefect_limit_bench(rate_per_s: float, calls: int) -> dict:
 
 
 def report(title: str, results: list[dict], gate: bool, ceiling: float) -> bool:
-    """Print; with ``gate``, fail when a setting is below 90% of its ideal, the ideal being
-    min(concurrency / latency, rpm / 60) capped by what the bare SDK reached on this machine."""
+    """Print; with ``gate``, fail when a setting is below 90% of its ideal,
+    min(concurrency / latency, rpm / 60)."""
     print(f"  {title}")
     failed = False
     for r in results:
         bound = min(r["ideal_per_s"], ceiling)
-        ok = r["achieved_per_s"] >= 0.9 * bound
+        ok = r["achieved_per_s"] >= 0.9 * r["ideal_per_s"]
         failed |= gate and not ok
         verdict = ("ok" if ok else "BELOW 90%") if gate else "reported"
         print(f"    rpm {str(r['rpm'] or 'none'):>5}: {r['calls']} calls ({r['status']}) in {r['window_s']:.2f} s -> "
