@@ -123,6 +123,9 @@ def measure(home: Path, rpm: float | None, wall: float, cpu0: dict, cpu1: dict, 
             "achieved_per_s": achieved, "ideal_per_s": ideal, "ratio": achieved / ideal, "peak_in_flight": peak,
             "flow_wall_s": wall, "status": status,
             "mean_latency_s": sum(r["latency_ms"] for r in rows) / calls / 1000,
+            # achieved / (concurrency / latency) = slots busy x latency / mean call time
+            "slots_busy": sum(r["latency_ms"] for r in rows) / 1000 / (end - begin) / CONCURRENCY,
+            "ramp_s": sorted(r["s"] for r in rows)[min(CONCURRENCY, calls) - 1] - begin,
             "cpu_ms_per_call": {k: (cpu1[k] - cpu0.get(k, 0.0)) * 1000 / calls for k in cpu1},
             "cpu_cores_busy": sum(cpu1[k] - cpu0.get(k, 0.0) for k in cpu1) / wall,
             "load_before": load0, "load_after": os.getloadavg()[0], "cores": os.cpu_count()}
@@ -290,7 +293,9 @@ def report(title: str, results: list[dict], gate: bool, ceiling: float) -> bool:
         print(f"    rpm {str(r['rpm'] or 'none'):>5}: {r['calls']} calls ({r['status']}) in {r['window_s']:.2f} s -> "
               f"{r['achieved_per_s']:.1f}/s achieved vs {r['ideal_per_s']:.1f}/s ideal = {r['ratio']:.0%}, "
               f"{r['achieved_per_s'] / bound:.0%} of min(ideal, bare SDK) [{verdict}]; peak {r['peak_in_flight']} "
-              f"in flight, mean call {r['mean_latency_s']:.2f} s; flow wall {r['flow_wall_s']:.1f} s")
+              f"in flight, mean call {r['mean_latency_s']:.3f} s; flow wall {r['flow_wall_s']:.1f} s")
+        print(f"      slots busy {r['slots_busy']:.0%} of the window; the first {CONCURRENCY} calls started within "
+              f"{r['ramp_s'] * 1000:.0f} ms")
         print("      CPU per call: " + ", ".join(f"{k} {v:.0f} ms" for k, v in r["cpu_ms_per_call"].items())
               + f"; {r['cpu_cores_busy']:.1f} of {r['cores']} cores busy with this bench; machine load "
               f"{r['load_before']:.1f} -> {r['load_after']:.1f}")
