@@ -31,7 +31,6 @@ Exits 1 if a generate-task setting is below 90% of its ideal.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 KEY = "bench-fake-key-0123456789"
 LATENCY = 0.5
@@ -233,16 +233,10 @@ def flow_bench(tmp: Path, rpm: float | None, images: int, count: int) -> dict:
     return measure(home, rpm, wall, cpu0, cpu_seconds(), load0, summary["status"])
 
 
-LIMITER_CHILD = str(Path(__file__).resolve().parents[1] / "tests" / "limiter_child.py")
-
-
 def limiter_bench(tmp: Path, rpm: float, per_process: int, procs: int = 3) -> dict:
-    state = tmp / "limiter" / "state.json"
-    go = time.time() + 1.0
-    children = [subprocess.Popen([sys.executable, LIMITER_CHILD, str(ROOT), str(state), str(rpm),
-                                  str(per_process), str(go)], stdout=subprocess.PIPE, text=True)
-                for _ in range(procs)]
-    starts = sorted(t for c in children for t in json.loads(c.communicate(timeout=300)[0]))
+    from limiter_child import slot_times
+
+    starts = slot_times(tmp / "limiter" / "state.json", rpm, per_process, procs, start_in=1.0, timeout=300)
     interval = 60 / rpm
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     window = 1.0  # the busiest 1 s window vs the rpm's per-second share

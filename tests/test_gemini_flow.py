@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import make_photo_folder
+from limiter_child import slot_times
 
 try:
     from tests.fake_gemini import FakeGemini, image_reply
@@ -339,17 +337,9 @@ def assert_paced(starts: list[float], interval: float, slack: float) -> None:
         assert t - starts[0] >= i * interval - slack, (i, [round(s - starts[0], 3) for s in starts])
 
 
-LIMITER_CHILD = str(Path(__file__).resolve().parents[1] / "tests" / "limiter_child.py")
-
-
 def test_rate_limit_holds_across_processes(tmp_path):
     rpm, per_process, procs = 600, 6, 3  # 10 starts/s shared by three processes
-    state = tmp_path / "rl" / "gemini.json"
-    go = time.time() + 1.5
-    children = [subprocess.Popen([sys.executable, LIMITER_CHILD, str(ROOT), str(state), str(rpm),
-                                  str(per_process), str(go)], stdout=subprocess.PIPE, text=True)
-                for _ in range(procs)]
-    starts = sorted(t for c in children for t in json.loads(c.communicate(timeout=60)[0]))
+    starts = slot_times(tmp_path / "rl" / "gemini.json", rpm, per_process, procs, start_in=1.5, timeout=60)
     assert len(starts) == procs * per_process
     assert_paced(starts, 60 / rpm, slack=0.05)  # one shared pace whichever process asked
     span = starts[-1] - starts[0]

@@ -17,15 +17,9 @@ import seed_reference as seed
 from conftest import FIXTURES, skimage_photo
 from varflow import metrics
 from varflow.imageio import _flatten_to_rgb, load_rgb
+from varflow.samples import SAMPLE_FILES
 
-PHOTOS = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "hubble_deep_field.jpg",
-)
+PHOTOS = SAMPLE_FILES  # scikit-image's colour photos
 SSIM_TOL = 1e-4
 TOL = 1e-6
 PART_KEYS = ("color_variance", "contrast", "brightness_balance", "sharpness", "aesthetic",

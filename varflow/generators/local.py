@@ -610,6 +610,14 @@ def _op_composition(img, rng, strength):
     return _comp_mirror(img, rng, strength)
 
 
+_MAIN_OPS = {
+    "object_remove": _op_object_remove,
+    "object_add": _op_object_add,
+    "object_rearrange": _op_object_rearrange,
+    "composition": _op_composition,
+}
+
+
 def _comp_aspect(img, rng, strength):
     H, W = img.shape[:2]
     ar0 = W / H
@@ -1464,17 +1472,9 @@ class LocalGenerator:
         img = src
         rng = np.random.default_rng(plan.main_seed)
         main_desc = ""
-        if plan.vtype == "object_remove":
-            img, o, main_desc = _op_object_remove(img, rng, plan.main_strength)
-            ops += o
-        elif plan.vtype == "object_add":
-            img, o, main_desc = _op_object_add(img, rng, plan.main_strength)
-            ops += o
-        elif plan.vtype == "object_rearrange":
-            img, o, main_desc = _op_object_rearrange(img, rng, plan.main_strength)
-            ops += o
-        elif plan.vtype == "composition":
-            img, o, main_desc = _op_composition(img, rng, plan.main_strength)
+        main_op = _MAIN_OPS.get(plan.vtype)  # style_change has none: its style and grade are the change
+        if main_op is not None:
+            img, o, main_desc = main_op(img, rng, plan.main_strength)
             ops += o
         grng = np.random.default_rng(plan.grade_seed)
         for g, s in plan.grades:
