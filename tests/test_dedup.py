@@ -13,6 +13,7 @@ from conftest import skimage_photo
 from varflow.dedup import (
     KnownImage,
     KnownImageIndex,
+    LibraryView,
     confirmation_ssim,
     find_duplicate,
     is_candidate,
@@ -137,6 +138,32 @@ def test_find_duplicate_returns_the_nearest_confirmed_match_and_works_with_the_i
     stranger = GreyImage(to_grey(rgb("rocket.jpg")))
     assert find_duplicate(compute_hashes(stranger), stranger, KnownImageIndex(known),
                           settings=DEFAULTS, load_grey=greys.__getitem__) is None
+
+
+def test_the_library_view_leaves_out_the_jobs_own_files_and_deleted_ones(tmp_path):
+    original = rgb("chelsea.png")
+    e = edits(original)
+    greys, known = {}, []
+    for key, name, im in [("own", "photo-1a2b3c4d-v01.png", e["jpeg40"]), ("gone", "gone.png", e["rot2"]),
+                          ("other", "cat-v01.png", e["bright"])]:
+        path = tmp_path / name
+        im.save(path)
+        greys[str(path)] = GreyImage(to_grey(im))
+        known.append(KnownImage(key, compute_hashes(greys[str(path)]), str(path)))
+    (tmp_path / "gone.png").unlink()
+    cand = GreyImage(to_grey(original))
+    hashes = compute_hashes(cand)
+    library = KnownImageIndex(known)
+    assert find_duplicate(hashes, cand, library, settings=DEFAULTS, load_grey=greys.__getitem__).duplicate_of == "own"
+    view = LibraryView(library, skip_prefix=str(tmp_path / "photo-1a2b3c4d-v"))
+    assert [k.key for k in view.candidates(hashes, DEFAULTS.max_hamming)] == ["other"]
+    # the per-source list and the library together: the nearest confirmed of both, each key once
+    match = find_duplicate(hashes, cand, known[:1], view, settings=DEFAULTS, load_grey=greys.__getitem__)
+    assert match.duplicate_of == "own"
+    assert find_duplicate(hashes, cand, [], view, settings=DEFAULTS, load_grey=greys.__getitem__).duplicate_of == "other"
+    # what a job accepts joins the shared index at once
+    view.add([KnownImage("new", hashes, str(tmp_path / "cat-v01.png"))])
+    assert "new" in {k.key for k in LibraryView(library).candidates(hashes, 0)}
 
 
 def test_known_image_index_ignores_repeated_keys():
