@@ -16,13 +16,14 @@ from prefect.schedules import Cron
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.parameters import RunParameters
+from flows.variation_flow import pool_size as run_pool_size
 from flows.variation_flow import variation_run
 
 
 def build(*, name: str, params: RunParameters, cron: str | None = None, timezone: str = "UTC",
           pool_size: int | None = None):
     """The deployment: the flow with a pool sized for ``params`` and an optional cron schedule."""
-    pool = pool_size or params.images_in_flight + params.generation_concurrency
+    pool = pool_size or run_pool_size(params.generation_concurrency, params.images_in_flight)
     flow = variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))
     kwargs = {"schedule": Cron(cron, timezone=timezone)} if cron else {}
     return flow.to_deployment(

@@ -63,7 +63,7 @@ def output_stems(paths: list[Path], input_dir: Path) -> list[str]:
     return [f"{b}-{r.suffix.lstrip('.').lower()}" if b in clash else b for b, r in zip(base, rel)]
 
 
-def _pool_size() -> int:
+def _runner_workers() -> int:
     ctx = FlowRunContext.get()
     return getattr(getattr(ctx, "task_runner", None), "_max_workers", None) or DEFAULT_POOL
 
@@ -203,11 +203,16 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
             logger.warning("pre-flight check of %s failed (%s); going on, calls retry transient errors",
                            scope, problem)
 
-    pool = _pool_size()
+    pool = _runner_workers()
     in_flight_max = min(params.images_in_flight, max(1, pool - 1))
     if in_flight_max < params.images_in_flight:
         logger.warning("images_in_flight %d lowered to %d to fit the task runner's %d workers",
                        params.images_in_flight, in_flight_max, pool)
+    if pool < pool_size(params.generation_concurrency, in_flight_max):
+        logger.warning("the task runner's %d workers are fewer than %d images in flight plus two per call slot "
+                       "(generation_concurrency %d): fewer calls may be in flight; size the pool with "
+                       "flows.variation_flow.pool_size (deployments/nightly.py does)",
+                       pool, in_flight_max, params.generation_concurrency)
     window = MemoryWindow(budget_bytes=params.max_memory_mb * 2**20, max_images=in_flight_max)
     work_dir = home / "work" / run_id
     outcomes: list[ImageOutcome] = []
