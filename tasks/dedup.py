@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NONE
-from PIL import Image
 
 from varflow.dedup import DuplicateMatch, KnownImage, LibraryView, find_duplicate
 from varflow.hashing import ImageHashes, compute_hashes
@@ -25,8 +24,8 @@ def dedup_variation(variation_path: str, known: list[KnownImage], settings: Dedu
                     library: LibraryView | None = None) -> DedupResult:
     """``known``: this source's accepted variations (this run's and earlier runs'); ``library``:
     with ``--dedup-library``, every variation ever accepted, from any source."""
-    with Image.open(variation_path) as im:
-        hashes = compute_hashes(im.convert("RGB"))
+    grey = load_grey(variation_path)  # one decode, kept for scoring; the hashes are the grey's
+    hashes = compute_hashes(grey)
     sets = (known,) if library is None else (known, library)
-    match = find_duplicate(hashes, load_grey(variation_path), *sets, settings=settings, load_grey=load_grey)
+    match = find_duplicate(hashes, grey, *sets, settings=settings, load_grey=load_grey)
     return DedupResult(hashes, match)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
-from PIL import Image
 
-from varflow.imageio import load_grey
+from varflow.imageio import load_grey, load_rgb
 from varflow.metrics import VariationScores, score_variation as score
 
 
 @task(name="score", cache_policy=NONE)
 def score_variation(original_path: str, variation_path: str, accepted_paths: list[str]) -> VariationScores:
-    with Image.open(variation_path) as im:
-        rgb = np.asarray(im.convert("RGB"))
+    rgb = np.asarray(load_rgb(variation_path))  # upright and flattened, like its cached grey
     return score(
         load_grey(original_path),
         rgb,

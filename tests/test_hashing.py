@@ -70,3 +70,13 @@ def test_hamming_distances():
     assert hash_distances(a, b) == (4, 0, 8)
     assert hamming("ff", 0) == 8
     assert a.as_ints()[0] == 2**64 - 1
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "good").iterdir()), ids=lambda p: p.name)
+def test_a_files_grey_hashes_like_its_rgb(path):
+    """dedup hashes the cached grey of a variation file (one decode, reused by scoring): the
+    same hashes as its RGB image, whatever the file's mode (RGBA, CMYK, 16-bit, palette)."""
+    from varflow.imageio import GREY_CACHE, load_grey, load_rgb
+
+    GREY_CACHE.forget([str(path)])
+    assert compute_hashes(load_grey(str(path))) == compute_hashes(load_rgb(path))

@@ -125,3 +125,21 @@ def test_find_duplicate_groups_full_size_mode_and_empty_input(tmp_path):
     paths = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
     assert find_duplicate_groups(paths, settings=DedupSettings(ssim_size=0, ssim_threshold=0.95)) == [paths]
     assert find_duplicate_groups([]) == []
+
+
+def test_dedup_sees_a_photo_stored_sideways_as_it_is_shown(tmp_path):
+    """A camera's sideways JPEG with an EXIF orientation is the upright picture for hashing and
+    for the SSIM confirmation alike. With full-size SSIM (the seed's way, ssim_size=0) the
+    confirmation reads the grey cache, which once read the file as stored: its upright copy was
+    a candidate by hash, then refuted by SSIM."""
+    from varflow.inspect import find_duplicate_groups
+    from varflow.settings import DedupSettings
+
+    photo = Image.open(skimage_photo("chelsea.png")).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", quality=92, exif=exif.tobytes())
+    photo.save(tmp_path / "upright.png")
+    expected = [[str(tmp_path / "sideways.jpg"), str(tmp_path / "upright.png")]]
+    assert find_duplicate_groups(sorted(tmp_path.iterdir())) == expected
+    assert find_duplicate_groups(sorted(tmp_path.iterdir()), settings=DedupSettings(ssim_size=0)) == expected

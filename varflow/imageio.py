@@ -73,6 +73,14 @@ def upright_size(path: str | Path) -> tuple[int, int] | None:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def _upright(im: Image.Image) -> Image.Image:
+    """As a viewer shows it: the EXIF orientation applied."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block should not cost the pixels
+        return im
+
+
 def _flatten_to_rgb(im: Image.Image) -> Image.Image:
     """RGB, with any transparency composited on white (what a viewer shows for a transparent PNG)."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
@@ -133,11 +141,7 @@ def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: i
             raise ImageReadError(
                 path, f"is truncated or corrupt ({exc})", "re-export or re-download the file, or remove it"
             ) from None
-        try:
-            upright = ImageOps.exif_transpose(im)
-        except Exception:  # a broken EXIF block should not cost the pixels
-            upright = im
-        rgb = _flatten_to_rgb(upright)
+        rgb = _flatten_to_rgb(_upright(im))
         if rgb.width < 7 or rgb.height < 7:
             raise ImageReadError(
                 path, f"is only {rgb.width}x{rgb.height} px", "varflow needs at least 7x7 pixels to score an image"
@@ -258,7 +262,7 @@ class _GreyLRU:
                 self._items.move_to_end(key)
                 return hit[0]
         with Image.open(path) as im:
-            rgb = np.asarray(_flatten_to_rgb(im))
+            rgb = np.asarray(_flatten_to_rgb(_upright(im)))  # upright, as load_rgb reads it
         grey = GreyImage.from_image(rgb)
         cost = grey.pixels.size * 17  # uint8 + four float32 planes once statistics exist
         with self._lock:
