@@ -334,7 +334,7 @@ def main() -> int:
     failed = report("generate task inside a flow (real task, retries machinery, limiter, budget, records, cache):",
                     generation, gate=True, ceiling=raw["achieved_per_s"])
     if full:
-        report("whole `varflow run` (also optimize, dedup and score each variation; 5 Prefect tasks per call):",
+        report("whole `varflow run` (also optimize, dedup and score each variation; a task run per call and two per image):",
                full, gate=False, ceiling=raw["achieved_per_s"])
     print(f"  cross-process limiter: {limiter['processes']} processes, {limiter['calls']} acquisitions at "
           f"{limiter['rpm']:.0f}/min -> {limiter['achieved_per_min']:.0f}/min achieved; gaps "

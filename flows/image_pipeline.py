@@ -4,6 +4,14 @@ The loop keeps going until ``count`` variations are accepted or ``count x
 max_attempts_per_variation`` attempts are spent. Attempts go out in waves (as many as are still
 wanted, within the budget) so a paid backend has several calls in flight; their results are
 judged in attempt order, so acceptance and diversity are the same as one-at-a-time.
+
+Prefect task runs: one per image (this task), one for its optimize step and one per generation
+call (retries, caching, concurrency). Dedup and scoring run inside this task as plain calls of
+their task functions (``.fn``): they are pure CPU with nothing to retry or cache, and a task run
+per attempt tripled the runs a nightly folder makes (a Prefect server was measured dropping
+events at ~5,000 task runs in one flow) and cost ~8 ms of client and server CPU
+each (bench/gemini_throughput.py's whole run: 54% -> 62% of ideal). Their scores and timings
+are in the ``variations`` and ``images`` tables.
 """
 
 from __future__ import annotations
@@ -235,7 +243,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
                         outcome.stopped = result.error
                     continue
                 t0 = time.perf_counter()
-                dedup = dedup_variation(result.output_path, [*job.earlier_accepted, *accepted], job.settings.dedup,
+                dedup = dedup_variation.fn(result.output_path, [*job.earlier_accepted, *accepted], job.settings.dedup,
                                         job.library)
                 ms["dedup"] += (time.perf_counter() - t0) * 1000
                 scores = None
@@ -244,7 +252,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
                     outcome.duplicates += 1
                 else:
                     t0 = time.perf_counter()
-                    scores = score_variation(opt.optimized_path, result.output_path, [k.path for k in accepted])
+                    scores = score_variation.fn(opt.optimized_path, result.output_path, [k.path for k in accepted])
                     ms["score"] += (time.perf_counter() - t0) * 1000
                     verdict = judge(scores, thresholds=job.settings.thresholds, level=level)
                     reasons = verdict.reason_text
