@@ -144,7 +144,18 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
         print(f"varflow: {summary['message']}", file=sys.stderr)
-    return 0 if summary["images_ok"] > 0 else 1
+    return run_exit_code(summary)
+
+
+def run_exit_code(summary: dict) -> int:
+    """0 when an image succeeded or there was nothing to do (every image unchanged since a
+    finished run: a nightly run over a folder with nothing new is not a failure); 1 when nothing
+    succeeded because images failed, the run stopped, or the folder holds no images."""
+    if summary["images_ok"] > 0:
+        return 0
+    if summary.get("stop_outcome") or summary.get("images_error"):
+        return 1
+    return 0 if summary.get("images_skipped") else 1
 
 
 def cmd_run(args) -> int:

@@ -72,6 +72,20 @@ def test_no_image_succeeding_exits_1(tmp_path, prefect_api):
     assert summary["status"] == "failed" and "truncated or corrupt" in summary["errors"][0]
 
 
+def test_a_rerun_with_nothing_new_exits_0(tmp_path, prefect_api):
+    from conftest import make_photo_folder
+
+    photos = make_photo_folder(tmp_path / "photos", 1, size=64)[0].parent
+    env = {**prefect_api, "VARFLOW_HOME": str(tmp_path / "home")}
+    args = [sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--count", "1",
+            "--level", "low", "--no-adapt", "--json"]
+    runs = [subprocess.run(args, env=env, capture_output=True, text=True, timeout=300) for _ in range(2)]
+    summaries = [json.loads(r.stdout[r.stdout.index("{"):]) for r in runs]
+    assert summaries[0]["images_ok"] == 1 and runs[0].returncode == 0
+    assert summaries[1]["images_ok"] == 0 and summaries[1]["images_skipped"] == 1
+    assert runs[1].returncode == 0, "a nightly run with nothing new is not a failure"
+
+
 READER = """
 import duckdb, json, sys, time, pathlib
 db, stop = sys.argv[1], pathlib.Path(sys.argv[2])
