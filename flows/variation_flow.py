@@ -456,7 +456,9 @@ def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:
     bookkeeping before and after the call (state changes, result persistence: ~30-60 ms
     each way); with only one thread per slot that time idles a slot, which cost 10-15% of the
     concurrency-bound throughput in bench/gemini_throughput.py. The call slots
-    (``CallPolicy.concurrency``) still bound the calls themselves."""
+    (``CallPolicy.concurrency``) still bound the calls themselves. Measured on
+    bench/memory_flat.py (local backend, 30 photos of 3000 x 2000): 12% faster than one thread
+    per slot (35 s against 40 s), for 37 MiB more peak RSS (735 against 697 MiB)."""
     return images_in_flight + 2 * generation_concurrency
 
 
