@@ -37,6 +37,7 @@ from tasks.generate import (
     backend_for,
     estimated_call_cost,
     preflight,
+    quiet_expected_failures,
     release_backend,
     release_run_control,
     run_control,
@@ -104,6 +105,7 @@ def variation_run(params: RunParameters) -> dict:
     logger = get_run_logger()
     t_start = time.perf_counter()
     tune_allocator()
+    quiet_expected_failures()
     home = (Path(params.home).expanduser() if params.home else default_home()).resolve()
     store = Store(home).initialize()
     store.vacuum()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -192,6 +193,27 @@ class GenerationFailed(Exception):
 
 class RetryableGenerationError(GenerationFailed):
     """A failure worth another try of the same request (rate limit, 5xx, timeout, no image)."""
+
+
+class _ExpectedFailureLogFilter(logging.Filter):
+    """Drops the traceback Prefect attaches to a failed generate task run when the failure is one
+    docs/gemini.md expects (blocked, no image, rate limited, quota, ...): one line says what
+    happened, and the attempt's row in ``attempts`` says the rest. A failure of unknown kind
+    (outcome ``error``) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, GenerationFailed) and exc.result.outcome != "error":
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Install the filter on Prefect's task-run logger (once per process)."""
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _ExpectedFailureLogFilter) for f in logger.filters):
+        logger.addFilter(_ExpectedFailureLogFilter())
 
 
 def retry_only_retryable(task, task_run, state) -> bool:

@@ -419,6 +419,22 @@ def test_the_key_never_appears_in_logs_records_artifacts_caches_or_errors(prefec
         assert KEY not in json.dumps(store.query(f"SELECT * FROM {table}"), default=str), table
 
 
+def test_an_expected_failure_is_one_log_line_without_a_traceback(prefect_server, fake, tmp_path, caplog):
+    """A safety block is an outcome, not a crash: Prefect's ERROR line for the failed task run
+    stays, its traceback goes (the attempt's row has the details)."""
+    fake.script(["safety_block", "server_500", "ok"])
+    caplog.set_level(logging.INFO)
+    summary = run_local(params(tmp_path, photos(tmp_path, 2), retries=0))
+    assert summary["images_ok"] == 2
+    failed = [r for r in caplog.records
+              if r.name == "prefect.task_runs" and "GenerationFailed" in r.getMessage()]
+    raised = [r for r in failed if r.getMessage().startswith("Task run failed with exception")]
+    assert len(raised) == 2  # blocked, then a 500 not retried (each also ends "Finished in state Failed")
+    assert all(r.exc_info is None and r.exc_text is None for r in failed)
+    assert "Traceback" not in caplog.text
+    assert any("blocked" in r.getMessage() for r in failed)
+
+
 # ---------------------------------------------------------------------------------------------
 # --dedup-library: a model that answers every photo with the same picture
 # ---------------------------------------------------------------------------------------------
