@@ -81,10 +81,8 @@ def to_rgb(image: np.ndarray | Image.Image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(_flatten_pil(image))
     _check_uint8(image, "image")
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 1:
-        return image[:, :, 0]
+    if image.ndim == 2 or image.shape[2] == 1:
+        return image.reshape(image.shape[:2])
     if image.shape[2] == 4:
         return np.asarray(_flatten_pil(Image.fromarray(np.ascontiguousarray(image), "RGBA")))
     return image
@@ -97,16 +95,12 @@ def to_grey(image: np.ndarray | Image.Image) -> np.ndarray:
     """
     if isinstance(image, Image.Image):
         return np.asarray(_flatten_pil(image).convert("L"))
-    _check_uint8(image, "image")
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 1:
-        return image[:, :, 0]
-    if image.shape[2] == 4:
-        return np.asarray(Image.fromarray(to_rgb(image), "RGB").convert("L"))
+    rgb = to_rgb(image)
+    if rgb.ndim == 2:
+        return rgb
     # Pillow's own conversion (L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16) is the
     # reference and the fastest exact one available.
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L"))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").convert("L"))
 
 
 class _PlanePool:
