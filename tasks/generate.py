@@ -115,10 +115,6 @@ class CallPolicy:
     max_cost_usd: float | None = None
     concurrency: int | None = None
 
-    @property
-    def max_tries(self) -> int:
-        return 1 + self.retries
-
     def delays(self) -> list[float]:
         return [self.backoff_s * 2**r for r in range(min(self.retries, 50))]
 

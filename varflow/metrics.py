@@ -151,14 +151,6 @@ class _PlanePool:
 _POOL = _PlanePool(max_bytes=192 * 2**20)
 
 
-def set_plane_pool_limit(max_bytes: int) -> None:
-    """Bytes of freed statistics planes kept for reuse (default 192 MiB; 0 keeps none)."""
-    if max_bytes < 0:
-        raise ValueError(f"plane pool limit {max_bytes} must be >= 0 bytes")
-    _POOL.max_bytes = max_bytes
-    _POOL.give([])  # trims to the new limit
-
-
 class GreyImage:
     """A grey image with its SSIM statistics, computed once and reused for every pair.
 

@@ -163,7 +163,6 @@ STYLE_KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 STYLES = tuple(STYLE_KEYWORDS)
-GRADES = tuple(GRADE_KEYWORDS)
 
 _STYLE_LABEL = {
     "glass": "a stained-glass window",
