@@ -8,7 +8,7 @@ hashed into a cache key and compared, but never mutated half-way through a run.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 VARIATION_TYPES = (
@@ -22,17 +22,27 @@ VARIATION_TYPES = (
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
+# Quality profiles (varflow.profiles): the calibrated one judges by default; the seed's formulas
+# stay available, exact, and are recorded beside it for every variation.
+PROFILES = ("calibrated", "seed")
+DEFAULT_PROFILE = "calibrated"
+
+
+def _unit(help: str) -> dict:
+    """Field metadata of a setting in [0, 1]: what it means and its bounds (the UI form shows both)."""
+    return {"help": help, "ge": 0.0, "le": 1.0}
+
 
 @dataclass(frozen=True)
 class QualityThresholds:
     """The seed's acceptance thresholds (VariationQualityAnalyzer.quality_thresholds)."""
 
-    similarity_min: float = 0.3
-    similarity_max: float = 0.9
-    diversity_min: float = 0.2
-    aesthetic_min: float = 0.6
-    object_integrity_min: float = 0.7
-    overall_min: float = 0.6
+    similarity_min: float = field(default=0.3, metadata=_unit("Lowest SSIM to the original a variation may have."))
+    similarity_max: float = field(default=0.9, metadata=_unit("Highest SSIM to the original (above: too close a copy)."))
+    diversity_min: float = field(default=0.2, metadata=_unit("Lowest mean (1 - SSIM) to the image's accepted variations."))
+    aesthetic_min: float = field(default=0.6, metadata=_unit("Lowest aesthetic score."))
+    object_integrity_min: float = field(default=0.7, metadata=_unit("Lowest object-integrity score."))
+    overall_min: float = field(default=0.6, metadata=_unit("Lowest overall quality (the level's threshold applies too)."))
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -119,12 +129,10 @@ class LoadLimits:
 class Settings:
     """What a run needs beyond its parameters; one object so tasks get it in one piece."""
 
+    profile: str = DEFAULT_PROFILE
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     limits: LoadLimits = field(default_factory=LoadLimits)
-
-    def replace(self, **changes) -> "Settings":
-        return replace(self, **changes)
 
 
 def default_home() -> Path:
