@@ -102,6 +102,11 @@ class DedupSettings:
     max_hamming: int = 16
     ssim_threshold: float = 0.72
     ssim_size: int = 20
+    # Colour: two grades of one photo share every grey hash bit and their grey thumbnails' SSIM
+    # is ~1.0, yet a person sees two variations. A pair is a duplicate only when its colour
+    # signatures (CIELAB a*, b* on an 8 x 8 grid) also lie within this mean distance; copies
+    # (re-encode, resize, crop, noise, blur, +20% brightness) stay under it. None: grey only.
+    max_colour_distance: float | None = 7.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_hamming <= 64:
@@ -110,6 +115,8 @@ class DedupSettings:
             )
         if not -1.0 <= self.ssim_threshold <= 1.0:
             raise ValueError(f"ssim_threshold={self.ssim_threshold} must be within [-1, 1]")
+        if self.max_colour_distance is not None and self.max_colour_distance < 0:
+            raise ValueError(f"max_colour_distance={self.max_colour_distance} must be >= 0 (or None: grey only)")
         if self.ssim_size != 0 and self.ssim_size < 7:
             raise ValueError(
                 f"ssim_size={self.ssim_size} is below SSIM's 7x7 window; use 0 (full size) "
