@@ -45,6 +45,7 @@ _SMOOTH_SIGMA = 1.5  # working-size pre-blur: tolerance for resampling and sub-p
 _ORB_FEATURES = 500
 _MIN_INLIERS = 12  # a homography with fewer RANSAC inliers is not trusted
 _RANSAC_PX = 4.0
+_IN_PLACE_ENOUGH = 0.9  # in-place coarse correlation above which no alignment is sought
 _ADDED_GAIN = 2.5  # a variation gradient this many times the original's nearby one is new ...
 _ADDED_FLOOR = 8.0  # ... and above this many grey levels per pixel
 _ADDED_CELL = 0.2  # a cell is "drawn over" when that much of its gradient energy is new
@@ -171,8 +172,8 @@ class ImageFeatures:
     def keypoints(self, *, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """ORB keypoints (N x 2, in this image's working coordinates) and descriptors.
 
-        ``mirrored``: detected on the left-right mirror image, coordinates mapped back, so a
-        homography fitted on them contains the flip.
+        ``mirrored``: detected on the left-right mirror image, in its coordinates (robust
+        homography estimators reject orientation-reversing fits, so the flip is composed after).
         """
         if mirrored not in self._orb:
             grey = np.ascontiguousarray(self.grey[:, ::-1]) if mirrored else self.grey
@@ -180,8 +181,6 @@ class ImageFeatures:
                                  patchSize=15)
             kps, desc = orb.detectAndCompute(grey, None)
             pts = np.float32([k.pt for k in kps]).reshape(-1, 2)
-            if mirrored and len(pts):
-                pts[:, 0] = self.shape[1] - 1 - pts[:, 0]
             self._orb[mirrored] = (pts, desc)
         return self._orb[mirrored]
 
@@ -278,9 +277,12 @@ def _match(o: ImageFeatures, v: ImageFeatures, mirrored: bool):
         return None, 0
     src = np.float32([pv[m.queryIdx] for m in good])
     dst = np.float32([po[m.trainIdx] for m in good])
-    H, mask = cv2.findHomography(src, dst, cv2.RANSAC, _RANSAC_PX)
+    H, mask = cv2.findHomography(src, dst, cv2.USAC_FAST, _RANSAC_PX)
     if H is None:
         return None, 0
+    if mirrored:  # variation -> its mirror image -> original
+        flip = np.array([[-1.0, 0.0, v.shape[1] - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        H = H @ flip
     return H, int(mask.sum())
 
 
@@ -320,14 +322,16 @@ def _align(o: ImageFeatures, v: ImageFeatures) -> _Aligned:
     h, w = o.shape
     stretch = np.array([[w / v.shape[1], 0, 0], [0, h / v.shape[0], 0], [0, 0, 1]], np.float64)
     best = _try_alignment(o, v, stretch, 0, False)
+    if best is not None and best.coarse >= _IN_PLACE_ENOUGH:
+        return best  # already in place: no homography could win by the margin that counts
     for mirrored in (False, True):
         H, n = _match(o, v, mirrored)
         if H is not None and n >= _MIN_INLIERS:
             cand = _try_alignment(o, v, H, n, mirrored)
             if cand is not None and (best is None or cand.coarse > best.coarse + 0.02):
                 best = cand
-        if not mirrored and best is not None and best.inliers >= 60 and best.coarse > 0.8:
-            break  # a clear direct match: the mirror cannot do better
+            if not mirrored and cand is not None and n >= 60 and cand.coarse > 0.8:
+                break  # a clear direct match: the mirror image cannot do better
     assert best is not None  # in place always covers the whole frame
     return best
 
