@@ -140,13 +140,13 @@ def _scale(a: np.ndarray) -> float:
 # ---- good edits -----------------------------------------------------------------------------
 
 def warm_grade(a, rng, **_):
-    gains = np.array([rng.uniform(1.06, 1.2), rng.uniform(0.98, 1.04), rng.uniform(0.75, 0.92)])
+    gains = np.array([rng.uniform(1.05, 1.2), rng.uniform(0.98, 1.04), rng.uniform(0.75, 0.92)])
     f = _saturate(a, rng.uniform(0.95, 1.3)) * gains
     return _u8(255.0 * (np.clip(f, 0, 255) / 255.0) ** rng.uniform(0.85, 1.1))
 
 
 def cool_grade(a, rng, **_):
-    gains = np.array([rng.uniform(0.75, 0.92), rng.uniform(0.96, 1.04), rng.uniform(1.06, 1.22)])
+    gains = np.array([rng.uniform(0.75, 0.93), rng.uniform(0.96, 1.04), rng.uniform(1.05, 1.22)])
     f = _saturate(a, rng.uniform(0.8, 1.15)) * gains
     return _u8(255.0 * (np.clip(f, 0, 255) / 255.0) ** rng.uniform(0.9, 1.15))
 
@@ -288,7 +288,7 @@ def vignette(a, rng, **_):
     h, w = a.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2
-    strength = rng.uniform(0.35, 0.65)
+    strength = rng.uniform(0.3, 0.7)
     fall = 1.0 - strength * np.clip(r2 / 2.0, 0, 1) ** rng.uniform(0.8, 1.5)
     return _u8(a.astype(np.float32) * fall[..., None])
 
@@ -297,15 +297,17 @@ def vignette(a, rng, **_):
 
 def near_copy(a, rng, **_):
     h, w = a.shape[:2]
-    way = int(rng.integers(0, 4))
+    way = int(rng.integers(0, 5))
     if way == 0:
-        return _jpeg(a, int(rng.integers(75, 96)))
+        return _jpeg(a, int(rng.integers(50, 96)))
     if way == 1:
-        return _u8(a.astype(np.float32) * rng.choice([0.96, 0.97, 1.03, 1.04]))
+        return _u8(a.astype(np.float32) * rng.choice([0.95, 0.97, 1.03, 1.05]))
     if way == 2:
-        s = rng.uniform(0.6, 0.9)
+        s = rng.uniform(0.5, 0.9)
         return _resize(_resize(a, round(w * s), round(h * s)), w, h)
-    return cv2.GaussianBlur(a, (0, 0), rng.uniform(0.4, 0.7))
+    if way == 3:
+        return _u8(a.astype(np.float32) + rng.choice([-8, -5, 5, 8]))
+    return cv2.GaussianBlur(a, (0, 0), rng.uniform(0.4, 0.8))
 
 
 def solid_colour(a, rng, **_):
@@ -320,7 +322,7 @@ def pure_noise(a, rng, **_):
 
 
 def noise(a, rng, **_):
-    sigma = rng.uniform(30, 60)
+    sigma = rng.uniform(20, 60)
     if rng.random() < 0.5:
         n = rng.normal(0, sigma, a.shape)  # colour noise
     else:
@@ -329,7 +331,7 @@ def noise(a, rng, **_):
 
 
 def heavy_blur(a, rng, **_):
-    return cv2.GaussianBlur(a, (0, 0), rng.uniform(0.02, 0.045) * max(a.shape[:2]))
+    return cv2.GaussianBlur(a, (0, 0), rng.uniform(0.015, 0.045) * max(a.shape[:2]))
 
 
 def unrelated_photo(a, rng, *, donor: np.ndarray, **_):
@@ -345,8 +347,8 @@ def grid_lines(a, rng, **_):
     h, w = a.shape[:2]
     s = _scale(a)
     out = a.copy()
-    step = int(max(h, w) * rng.uniform(0.06, 0.12))
-    thick = max(1, int(round(rng.uniform(2, 4) * s)))
+    step = int(max(h, w) * rng.uniform(0.05, 0.15))
+    thick = max(1, int(round(rng.uniform(1.5, 4) * s)))
     colour = (0, 0, 0) if rng.random() < 0.7 else tuple(int(v) for v in rng.integers(0, 60, 3))
     for x in range(step // 2, w, step):
         cv2.line(out, (x, 0), (x, h - 1), colour, thick)
@@ -376,8 +378,8 @@ def half_black(a, rng, **_):
 
 def over_exposure(a, rng, **_):
     if rng.random() < 0.5:
-        return _u8(a.astype(np.float32) * rng.uniform(2.5, 4.0))
-    return _u8(a.astype(np.float32) + rng.uniform(110, 170))
+        return _u8(a.astype(np.float32) * rng.uniform(2.0, 4.0))
+    return _u8(a.astype(np.float32) + rng.uniform(90, 170))
 
 
 def thumbnail_upscaled(a, rng, **_):
@@ -390,7 +392,7 @@ def thumbnail_upscaled(a, rng, **_):
 
 def corner_crop(a, rng, **_):
     h, w = a.shape[:2]
-    k = math.sqrt(rng.uniform(0.08, 0.12))  # a corner holding ~10% of the area
+    k = math.sqrt(rng.uniform(0.07, 0.13))  # a corner holding ~10% of the area
     cw, ch = round(w * k), round(h * k)
     corner = int(rng.integers(0, 4))
     x0 = 0 if corner in (0, 3) else w - cw

@@ -38,6 +38,7 @@ from varflow.metrics import to_rgb
 from varflow.settings import CalibratedThresholds, LevelSettings
 
 WORK_SIDE = 512  # working size: long side in pixels (images are only ever shrunk to it)
+NOISE_SIDE = 1024  # noise is estimated at up to this long side: a 4000 px photo's noise survives
 COARSE_SIDE = 128  # the scale at which "is it the same picture" is asked
 CELLS = 16  # local comparisons on a CELLS x CELLS grid over the frame
 MIN_SIDE = 16
@@ -49,8 +50,9 @@ _IN_PLACE_ENOUGH = 0.9  # in-place coarse correlation above which no alignment i
 _ADDED_GAIN = 2.5  # a variation gradient this many times the original's nearby one is new ...
 _ADDED_FLOOR = 8.0  # ... and above this many grey levels per pixel
 _ADDED_CELL = 0.2  # a cell is "drawn over" when that much of its gradient energy is new
-_FLAT_STD = 1.0  # a cell this flat (grey-level std) in the variation is flattened ...
-_CONTENT_STD = 3.0  # ... when the original's cell had at least this much content
+_FLAT_FRACTION = 0.1  # a cell is flattened when its grey-level spread falls below 10% of the
+_FLAT_STD = 0.5  # original's plus half a grey level, ...
+_FILL_CHANGE = 15.0  # ... and its mean moved by this many grey levels (a fill, not a smoothing)
 
 
 def _unit(x: float) -> float:
@@ -107,7 +109,7 @@ def _blockiness(grey: np.ndarray) -> float:
 def _noise_sigma(grey: np.ndarray) -> float:
     """Immerkaer's noise estimate (1996) with a median, so texture and edges weigh little."""
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = np.abs(cv2.filter2D(grey, cv2.CV_32F, k))[1:-1, 1:-1]
+    r = np.abs(cv2.filter2D(grey, cv2.CV_32F, k))[1:-1:2, 1:-1:2]  # every other pixel suffices
     return float(math.sqrt(math.pi / 2) / 6 * np.median(r))
 
 
@@ -140,7 +142,9 @@ class ImageFeatures:
             )
         rgb = np.ascontiguousarray(rgb)
         self.native_shape = (h, w)
-        self.blockiness = _blockiness(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        grey_native = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        self.blockiness = _blockiness(grey_native)
+        self.noise = _noise_sigma(_shrink(grey_native, NOISE_SIDE))
         small = _shrink(rgb, WORK_SIDE)
         self.shape = small.shape[:2]
         self.rgb = small
@@ -153,10 +157,9 @@ class ImageFeatures:
         self.coarse = cv2.GaussianBlur(_shrink(gf, COARSE_SIDE), (0, 0), 1.0)
         self.cgx, self.cgy = _gradients(self.coarse)
         self.cell_lab = _cells(self.lab)
-        m = _cells(self.smooth)
+        m = self.cell_mean = _cells(self.smooth)
         self.cell_std = np.sqrt(np.maximum(0.0, _cells(self.smooth * self.smooth) - m * m))
         # single-image statistics
-        self.noise = _noise_sigma(gf)
         self.detail = float(cv2.mean(cv2.absdiff(gf, cv2.GaussianBlur(gf, (0, 0), 2.0)))[0])
         L = self.lab[..., 0]
         self.lightness = float(cv2.mean(L)[0])
@@ -201,7 +204,8 @@ class CalibratedScores:
     * ``local_change``: the largest change of one cell (colour or structure), in [0, 1];
     * ``visible_change``: how changed the variation looks in place, in [0, 1];
     * ``coverage``: share of the original's frame the variation shows;
-    * ``structure_lost``: share of cells flattened to nothing where the original had content;
+    * ``structure_lost``: share of the original's contrast in cells the variation replaced by a
+      flat fill (flattened and their brightness moved: a black frame, not a smoothing);
     * ``structure_added``: share of cells drawn over with structure the original lacks;
     * ``noise_excess``: noise added (grey levels at working size, Immerkaer estimate);
     * ``blockiness``: JPEG block-border step ratio at native size (1 none);
@@ -351,7 +355,10 @@ def _integrity_parts(o: ImageFeatures, al: _Aligned) -> tuple[float, float, floa
     m = _cells(al.warped)
     std_v = np.sqrt(np.maximum(0.0, _cells(al.warped * al.warped) - m * m))
     covered = _cells(inner_f) > 0.5
-    lost = float(np.mean((std_v < _FLAT_STD) & (o.cell_std > _CONTENT_STD) & covered))
+    refilled = np.abs(m - o.cell_mean) >= _FILL_CHANGE
+    flattened = (std_v < _FLAT_FRACTION * o.cell_std + _FLAT_STD) & refilled & covered
+    content = float((o.cell_std * covered).sum())
+    lost = float((o.cell_std * flattened).sum()) / content if content > 0 else 0.0
     return coverage, lost, added
 
 

@@ -169,7 +169,7 @@ class CalibratedThresholds:
     linear ramp from a part score of 1 (no defect) to 0.
     """
 
-    similarity_min: float = field(default=0.2, metadata=_unit("Lowest similarity: below, the variation is not the original's picture."))
+    similarity_min: float = field(default=0.1, metadata=_unit("Lowest similarity: below, the variation is not the original's picture."))
     similarity_max: float = field(default=0.92, metadata=_unit("Highest similarity: above, the variation is a copy."))
     diversity_min: float = field(default=0.15, metadata=_unit("Lowest visible change from the nearest accepted variation of the image."))
     aesthetic_min: float = field(default=0.5, metadata=_unit("Lowest aesthetic score (noise, blocking, blur, blown exposure)."))
@@ -185,8 +185,8 @@ class CalibratedThresholds:
     band_margin: float = field(default=0.1, metadata=_unit("Similarity distance from a band edge at which the band fit reaches 1."))
     colour_change_full: float = field(default=20.0, metadata=_scale("Mean cell colour difference (CIE76 dE) that alone counts as fully changed."))
     local_change_full: float = field(default=40.0, metadata=_scale("One cell's colour difference (CIE76 dE) that alone counts as fully changed."))
-    noise_excess_ok: float = field(default=4.0, metadata=_scale("Added noise (grey levels at working size) still natural."))
-    noise_excess_bad: float = field(default=8.0, metadata=_scale("Added noise (grey levels at working size) that is ugly."))
+    noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) still natural."))
+    noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) that is ugly."))
     blockiness_ok: float = field(default=1.8, metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))
     blockiness_bad: float = field(default=2.4, metadata=_scale("JPEG block-border step ratio that is ugly."))
     detail_ratio_ok: float = field(default=0.32, metadata=_scale("Share of the original's fine detail kept that is sharp enough."))
