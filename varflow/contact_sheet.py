@@ -141,31 +141,28 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; the last line ends in an ellipsis if text remains."""
     words = text.split()
     lines: list[str] = []
-    current = ""
-    while words:
-        candidate = f"{current} {words[0]}".strip()
-        if font.getlength(candidate) <= width or not current:
-            current = candidate
-            words.pop(0)
-            if font.getlength(current) > width:  # one word wider than the thumbnail
-                lines.append(_clip(current, font, width))
-                current = ""
+    current, i = "", 0
+    while i < len(words) and len(lines) < max_lines:
+        candidate = f"{current} {words[i]}".strip()
+        if font.getlength(candidate) <= width:
+            current, i = candidate, i + 1
+        elif not current:  # one word wider than the thumbnail
+            lines.append(_ellipsis(words[i], font, width))
+            i += 1
         else:
             lines.append(current)
             current = ""
-        if len(lines) == max_lines:
-            break
     if current and len(lines) < max_lines:
         lines.append(current)
-    if words and lines:
-        lines[-1] = _clip(lines[-1] + " …", font, width, force=True)
+        current = ""
+    if (current or i < len(words)) and lines and not lines[-1].endswith("…"):
+        lines[-1] = _ellipsis(lines[-1], font, width, always=True)
     return lines
 
 
-def _clip(text: str, font, width: int, force: bool = False) -> str:
-    if font.getlength(text) <= width and not force:
-        return text
-    if force and font.getlength(text) <= width:
+def _ellipsis(text: str, font, width: int, *, always: bool = False) -> str:
+    """``text`` shortened to fit ``width`` with a trailing ellipsis (``always``: even if it fits)."""
+    if not always and font.getlength(text) <= width:
         return text
     while text and font.getlength(text + "…") > width:
         text = text[:-1]
