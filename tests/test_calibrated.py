@@ -110,7 +110,7 @@ def test_natural_variations_pass_at_medium(coffee, coffee_features, kind):
 
 def test_colour_inversion_is_not_kept(coffee, coffee_features):
     scores, v = verdict(coffee_features, 255 - coffee)
-    assert scores.structure_match < 0.05  # in place every gradient is reversed: -1, counted as 0
+    assert scores.structure_match < 0.1  # in place every gradient is reversed: -1, counted as 0
     assert not v.accepted
 
 

@@ -39,6 +39,7 @@ from varflow.settings import CalibratedThresholds, LevelSettings
 
 WORK_SIDE = 512  # working size: long side in pixels (images are only ever shrunk to it)
 NOISE_SIDE = 1024  # noise is estimated at up to this long side: a 4000 px photo's noise survives
+COMPARE_SIDE = 256  # in-place comparisons (copy or changed?) at this long side, both images alike
 COARSE_SIDE = 128  # the scale at which "is it the same picture" is asked
 CELLS = 16  # local comparisons on a CELLS x CELLS grid over the frame
 MIN_SIDE = 16
@@ -91,6 +92,16 @@ def _grad_corr(ax, ay, bx, by, mask=None) -> float:
         s_dot, s_a, s_b = (cv2.sumElems(x)[0] for x in (dot, na, nb))
     den = math.sqrt(max(s_a, 0.0) * max(s_b, 0.0))
     return float(s_dot / den) if den > 0 else 0.0
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equally long samples (0 when either is constant)."""
+    if a.size < 2:
+        return 0.0
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
 
 
 def _blockiness(grey: np.ndarray) -> float:
@@ -154,18 +165,28 @@ class ImageFeatures:
         self.smooth = cv2.GaussianBlur(gf, (0, 0), _SMOOTH_SIGMA)
         self.gx, self.gy = _gradients(self.smooth)
         self.gmag = cv2.magnitude(self.gx, self.gy)
+        self.compare = cv2.GaussianBlur(_shrink(gf, COMPARE_SIDE), (0, 0), 1.0)
+        self.sgx, self.sgy = _gradients(self.compare)
         self.coarse = cv2.GaussianBlur(_shrink(gf, COARSE_SIDE), (0, 0), 1.0)
         self.cgx, self.cgy = _gradients(self.coarse)
+        self.cmag = cv2.magnitude(self.cgx, self.cgy)
         self.cell_lab = _cells(self.lab)
         m = self.cell_mean = _cells(self.smooth)
         self.cell_std = np.sqrt(np.maximum(0.0, _cells(self.smooth * self.smooth) - m * m))
         # single-image statistics
-        self.detail = float(cv2.mean(cv2.absdiff(gf, cv2.GaussianBlur(gf, (0, 0), 2.0)))[0])
+        self._detail: dict[int, float] = {}
         L = self.lab[..., 0]
         self.lightness = float(cv2.mean(L)[0])
         self.highlights = float(np.count_nonzero(L >= 95.0)) / L.size
         self.colourfulness = _colourfulness(small)
         self._orb: dict[bool, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def detail_at(self, side: int) -> float:
+        """Mean fine detail (|grey - its 2 px blur|) at a long side of ``side`` (cached)."""
+        if side not in self._detail:
+            g = _shrink(self.grey, side).astype(np.float32)
+            self._detail[side] = float(cv2.mean(cv2.absdiff(g, cv2.GaussianBlur(g, (0, 0), 2.0)))[0])
+        return self._detail[side]
 
     @classmethod
     def from_image(cls, image: np.ndarray | Image.Image) -> "ImageFeatures":
@@ -208,7 +229,8 @@ class CalibratedScores:
       flat fill (flattened and their brightness moved: a black frame, not a smoothing);
     * ``structure_added``: share of cells drawn over with structure the original lacks;
     * ``noise_excess``: noise added (grey levels at working size, Immerkaer estimate);
-    * ``blockiness``: JPEG block-border step ratio at native size (1 none);
+    * ``blockiness``: JPEG block-border step ratio at native size (1 none; the aesthetic counts
+      only what exceeds the original's own);
     * ``detail_ratio``: fine detail kept relative to the original (1 same, 0 blurred away);
     * ``highlight_clipping``: share of newly blown highlights (Lab L >= 95);
     * ``brightening``: mean Lab lightness gained over the original;
@@ -249,20 +271,19 @@ FIELDS = tuple(f.name for f in fields(CalibratedScores))
 
 # ---- pair measurements ----------------------------------------------------------------------
 
-def _onto(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if a.shape[:2] == shape:
-        return a
-    return cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
 def _change_in_place(a: ImageFeatures, b: ImageFeatures, t: CalibratedThresholds):
     """How changed ``b`` looks against ``a`` where it stands: (visible, colour ΔE, local)."""
     de = np.linalg.norm(a.cell_lab - b.cell_lab, axis=2)
     colour = float(de.mean())
-    bgx, bgy = _onto(b.gx, a.shape), _onto(b.gy, a.shape)
-    structure = 1.0 - _grad_corr(a.gx, a.gy, bgx, bgy)
-    diff = _cells(cv2.add(cv2.pow(cv2.subtract(a.gx, bgx), 2), cv2.pow(cv2.subtract(a.gy, bgy), 2)))
-    energy = _cells(cv2.add(cv2.multiply(a.gx, a.gx), cv2.multiply(a.gy, a.gy))) + \
+    if b.compare.shape == a.compare.shape:
+        bgx, bgy = b.sgx, b.sgy
+    else:  # another size or aspect: b resampled onto a's comparison grid, then differentiated
+        h, w = a.compare.shape
+        bgx, bgy = _gradients(cv2.resize(b.compare, (w, h), interpolation=cv2.INTER_AREA))
+    agx, agy = a.sgx, a.sgy
+    structure = 1.0 - _grad_corr(agx, agy, bgx, bgy)
+    diff = _cells(cv2.add(cv2.pow(cv2.subtract(agx, bgx), 2), cv2.pow(cv2.subtract(agy, bgy), 2)))
+    energy = _cells(cv2.add(cv2.multiply(agx, agx), cv2.multiply(agy, agy))) + \
         _cells(cv2.add(cv2.multiply(bgx, bgx), cv2.multiply(bgy, bgy)))
     cell_structure = float((diff / (energy + 25.0)).max())
     local = _unit(max(float(de.max()) / t.local_change_full, cell_structure))
@@ -313,7 +334,11 @@ def _try_alignment(o: ImageFeatures, v: ImageFeatures, H, inliers, mirrored):
     if np.count_nonzero(cmask) < 16:
         return None
     cgx, cgy = _gradients(cs)
-    coarse = _grad_corr(o.cgx, o.cgy, cgx, cgy, cmask)
+    signed = _grad_corr(o.cgx, o.cgy, cgx, cgy, cmask)
+    magnitude = _pearson(o.cmag[cmask], cv2.magnitude(cgx, cgy)[cmask])
+    # the same picture: its structure in the same places, and not reversed (an inversion's
+    # gradients all point the other way; a sketch's lines or a false-colour map's are neither)
+    coarse = max(signed, magnitude * (1.0 + signed) / 2.0)
     return _Aligned(H, inliers, mirrored, coarse, cover > 0, ws)
 
 
@@ -405,8 +430,9 @@ def score_calibrated(
     # aesthetic
     noise_excess = math.sqrt(max(0.0, v.noise ** 2 - o.noise ** 2))
     naturalness = _ramp(noise_excess, t.noise_excess_ok, t.noise_excess_bad) * _ramp(
-        v.blockiness, t.blockiness_ok, t.blockiness_bad)
-    detail_ratio = v.detail / max(o.detail, 0.05)
+        v.blockiness - max(0.0, o.blockiness - 1.0), t.blockiness_ok, t.blockiness_bad)
+    side = min(max(o.shape), max(v.shape))  # detail compared at the smaller working size
+    detail_ratio = v.detail_at(side) / max(o.detail_at(side), 0.05)
     sharpness = _ramp(detail_ratio, t.detail_ratio_ok, t.detail_ratio_bad)
     clipping = max(0.0, v.highlights - o.highlights)
     brightening = v.lightness - o.lightness
