@@ -46,7 +46,7 @@ def fill_hole(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np
     filled, offsets = complete(small, msmall, rng)
     out_win = _upscale_fill(win, filled, offsets, scale)
     # feather the fill into the picture over a pixel or two
-    alpha = cv2.GaussianBlur(mwin.astype(np.float32), (0, 0), 1.0)
+    alpha = cv2.GaussianBlur(mwin.astype(np.float32), (0, 0), 1.0)  # small kernel: cheap
     alpha = np.maximum(alpha, mwin.astype(np.float32))
     out = img.copy()
     blended = win.astype(np.float32) + (out_win.astype(np.float32) - win.astype(np.float32)) * alpha[..., None]
@@ -56,24 +56,29 @@ def fill_hole(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np
 
 def _upscale_fill(win, filled_small, offsets, scale):
     """Full-size fill: the small fill's colours plus the fine texture of the full-size source
-    pixels at the matched offsets (faded where neighbouring offsets disagree: patch seams)."""
+    pixels at the matched offsets (their detail above the small fill's resolution), faded where
+    neighbouring offsets disagree (patch seams)."""
     h, w = win.shape[:2]
+    sh, sw = filled_small.shape[:2]
     low = cv2.resize(filled_small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    sigma = 2.0 / scale
-    low = cv2.GaussianBlur(low, (0, 0), sigma)
     off = cv2.resize(offsets.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST) / scale
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     mapx = np.clip(xx + off[:, :, 0], 0, w - 1)
     mapy = np.clip(yy + off[:, :, 1], 0, h - 1)
-    fetched = cv2.remap(win, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
-    detail = fetched - cv2.GaussianBlur(fetched, (0, 0), sigma)
-    jump = np.zeros((h, w), np.float32)
+    fetched = cv2.remap(win, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    # the fetched pixels' detail: themselves minus their own version at the small fill's size
+    coarse = cv2.resize(cv2.resize(fetched, (sw, sh), interpolation=cv2.INTER_AREA), (w, h),
+                        interpolation=cv2.INTER_CUBIC)
+    detail = fetched.astype(np.float32) - coarse.astype(np.float32)
+    # seams: where the (small) offsets change between neighbours
+    jump = np.zeros((sh, sw), np.float32)
     for c in range(2):
-        o = np.ascontiguousarray(off[:, :, c])
+        o = np.ascontiguousarray(offsets[:, :, c].astype(np.float32))
         jump = np.maximum(jump, np.abs(cv2.Sobel(o, cv2.CV_32F, 1, 0, ksize=1)))
         jump = np.maximum(jump, np.abs(cv2.Sobel(o, cv2.CV_32F, 0, 1, ksize=1)))
-    seam = cv2.GaussianBlur((jump > 0.5).astype(np.float32), (0, 0), sigma)
+    seam = cv2.GaussianBlur((jump > 0.5).astype(np.float32), (0, 0), 1.0)
     keep = np.clip(1.0 - seam, 0.6, 1.0)
+    keep = cv2.resize(keep, (w, h), interpolation=cv2.INTER_LINEAR)
     out = low + detail * keep[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

@@ -286,7 +286,9 @@ def render_sketch(img, s, rng):
     L = max(img.shape[:2])
     sigma = float(rng.uniform(0.006, 0.012)) * L
     inv_blur = cv2.GaussianBlur(255.0 - grey, (0, 0), sigma)
-    dodge = np.clip(grey * 255.0 / np.maximum(255.0 - inv_blur, 1.0), 0, 255)
+    # colour dodge, with an offset that keeps the dark areas' noise from turning into scribbles
+    c = 24.0
+    dodge = np.clip((grey + c) * 255.0 / (255.0 - inv_blur + c), 0, 255)
     # the dodge leaves faint lines: deepen them with a power curve
     depth = float(rng.uniform(2.0, 3.2))
     pencil = 255.0 * np.power(dodge / 255.0, depth)
@@ -303,16 +305,30 @@ def render_sketch(img, s, rng):
 
 
 def render_watercolor(img, s, rng):
-    """``cv2.stylization`` (edge-preserving abstraction) on a lighter, softer palette."""
-    work, _ = resize_long(img, 560)
+    """Watercolour: edge-preserving abstraction (``cv2.edgePreservingFilter``) painted as
+    pigment on paper: the colours thinned towards the paper's white, pigment pooling a little at
+    the edges of the washes (wet edges), and a faint low-frequency mottling of the density."""
+    work, _ = resize_long(img, 800)
+    h, w = work.shape[:2]
     sigma_s = float(rng.uniform(40, 80))
     sigma_r = float(rng.uniform(0.35, 0.5))
-    styl = cv2.stylization(work, sigma_s=sigma_s, sigma_r=sigma_r)
-    styl = resize_to(styl, img.shape, cv2.INTER_CUBIC)
-    lift = float(rng.uniform(10, 26))
-    out = apply_curves(styl, lift + RAMP * (255 - lift) / 255.0)
-    out = saturation(out, float(rng.uniform(0.9, 1.15)))
-    return out, {"sigma_s": sigma_s, "sigma_r": sigma_r, "lift": lift}
+    abst = cv2.edgePreservingFilter(work, flags=cv2.RECURS_FILTER, sigma_s=sigma_s, sigma_r=sigma_r)
+    abst = cv2.bilateralFilter(abst, 9, 40, 7)
+    density = 1.0 - abst.astype(np.float32) / 255.0
+    grey = cv2.GaussianBlur(luma(abst).astype(np.float32), (0, 0), 1.2)
+    grad = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    edge = np.clip(grad / (np.percentile(grad, 97) + 1e-3), 0, 1)
+    wet = float(rng.uniform(0.2, 0.4))
+    mottle = cv2.resize(rng.normal(0, 1, (max(2, h // 24), max(2, w // 24))).astype(np.float32), (w, h),
+                        interpolation=cv2.INTER_CUBIC)
+    thin = float(rng.uniform(0.72, 0.85))  # how much the paper shows through
+    density = density * thin * (1 + wet * edge)[..., None]
+    # mottling shows in the mid-tone washes, not in the darkest pigment
+    density = density * (1 + 0.2 * mottle[..., None] * density * (1 - density))
+    out = to_u8(255.0 * (1.0 - np.clip(density, 0, 1)))
+    out = saturation(out, float(rng.uniform(1.0, 1.15)))
+    out = resize_to(out, img.shape, cv2.INTER_CUBIC)
+    return out, {"sigma_s": sigma_s, "sigma_r": sigma_r, "wet_edges": wet, "pigment": thin}
 
 
 def render_painting(img, s, rng):

@@ -34,6 +34,7 @@ MAX_OBJECTS = 6
 MAX_CONTINUES = 0.15  # share of the ring that may look like the object itself (part of more)
 MIN_SCORE = 0.12  # weaker candidates are not objects worth editing
 RING_SPREAD, MIN_RING_SPREAD = 0.9, 12.0  # the surround's colour spread may reach this x contrast
+MAX_RING_GRADIENT = 2.0  # the surround's mean gradient may reach this x the picture's median
 MAX_IN_SUBJECT = 0.5  # share of a region that may lie in the main subject's core
 MIN_SURFACE = 0.5  # share of a wider ring that must look like the near ring (the same surface)
 ELONGATED = 2.5  # a longer side this many times the shorter: a pole or a tower, not free-standing
@@ -121,7 +122,9 @@ def find_objects(img: np.ndarray, sal: Saliency, subj: Subject, *, area=OBJECT_A
         lut = np.zeros(nlab, bool)
         lut[p.members] = True
         mask = lut[seg[gy0:gy1, gx0:gx1]].astype(np.uint8)
-        ring = (cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & (mask == 0)
+        # distance of every pixel of the window to the region: rings are bands of it
+        dist = cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 3)
+        ring = (dist > 0) & (dist <= 2.5)
         roi = lab[gy0:gy1, gx0:gx1]
         inside, outside = roi[mask > 0], roi[ring]
         if len(outside) < 8:
@@ -139,14 +142,15 @@ def find_objects(img: np.ndarray, sal: Saliency, subj: Subject, *, area=OBJECT_A
             continue  # a busy or mixed surround: the region is part of a scene, not on a surface
         # the surface goes on around the object (a spoon on a saucer), rather than being a thin
         # band that encloses it (coffee in a cup)
-        far_in = cv2.dilate(mask, _disc(max(2, m // 3)))
-        far = (cv2.dilate(mask, _disc(max(3, m - 1))) > 0) & (far_in == 0)
+        far = (dist > max(2, m // 3)) & (dist <= max(3, m - 1))
         if far.any():
             ring_mean = outside.mean(0)
             near_far = np.linalg.norm(roi[far] - ring_mean, axis=1) < max(12.0, 1.5 * ring_std)
             if float(near_far.mean()) < MIN_SURFACE:
                 continue
         ring_grad = float(grad[gy0:gy1, gx0:gx1][ring].mean())
+        if ring_grad > MAX_RING_GRADIENT * calm_ref:
+            continue  # a busy surround (clutter, fur): a fill there shows
         calm = 1.0 / (1.0 + ring_grad / (2.0 * calm_ref))
         solidity = p.size / float(bw * bh)
         size_pref = math.exp(-((math.log(frac / 0.01)) ** 2) / 6.0)
@@ -250,16 +254,19 @@ def _faces(small) -> list[tuple[int, int, int, int]]:
 # edits
 
 
-def _disc(radius: int) -> np.ndarray:
-    k = 2 * max(1, int(radius)) + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+def _grow(mask: np.ndarray, radius: float) -> np.ndarray:
+    """``mask`` (uint8 0/255) grown by ``radius`` px (a distance transform: any radius, one pass)."""
+    if radius <= 0:
+        return mask
+    dist = cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    return (dist <= radius).astype(np.uint8) * 255
 
 
 def hole_mask(img: np.ndarray, region: Region) -> np.ndarray:
     """The region's mask grown to cover its soft edges and contact shadow (full size)."""
     H, W = img.shape[:2]
     grow = int(round(HOLE_GROW * max(region.w, region.h) + 0.004 * max(H, W))) + 1
-    return cv2.dilate(region.full_mask(img.shape), _disc(grow))
+    return _grow(region.full_mask(img.shape), grow)
 
 
 def remove(img: np.ndarray, region: Region, rng: np.random.Generator):
@@ -353,7 +360,7 @@ def paste(dst: np.ndarray, src: np.ndarray, region: Region, x: int, y: int, scal
     patch = src[sy0:sy1, sx0:sx1]
     mask = np.zeros(patch.shape[:2], np.uint8)
     mask[region.y - sy0:region.y - sy0 + region.h, region.x - sx0:region.x - sx0 + region.w] = region.mask
-    mask = cv2.dilate(mask, _disc(grow))
+    mask = _grow(mask, grow)
     if flip:
         patch, mask = patch[:, ::-1], mask[:, ::-1]
     if abs(scale - 1.0) > 1e-3:
