@@ -413,26 +413,6 @@ RENDERINGS = {
 # helpers
 
 
-def _quantise(img: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` colours by k-means on a sample (numpy, seeded), applied through a 32^3 colour cube."""
-    pts = sample(img, 96).reshape(-1, 3).astype(np.float32)
-    centres = pts[rng.choice(len(pts), size=k, replace=False)]
-    for _ in range(12):
-        d = ((pts[:, None, :] - centres[None]) ** 2).sum(-1)
-        lab = d.argmin(1)
-        for j in range(k):
-            sel = pts[lab == j]
-            if len(sel):
-                centres[j] = sel.mean(0)
-    cube = (np.stack(np.meshgrid(np.arange(32), np.arange(32), np.arange(32), indexing="ij"), -1)
-            .reshape(-1, 3).astype(np.float32) * 8 + 4)
-    nearest = ((cube[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
-    palette = to_u8(centres)[nearest]  # 32768 x 3
-    q = img >> 3
-    idx = (q[:, :, 0].astype(np.int32) << 10) | (q[:, :, 1].astype(np.int32) << 5) | q[:, :, 2]
-    return palette[idx]
-
-
 def _drop_specks(ink: np.ndarray, min_px: int) -> np.ndarray:
     """Remove ink components smaller than ``min_px`` pixels (texture noise, not outlines)."""
     binm = (ink > 0.15).astype(np.uint8)

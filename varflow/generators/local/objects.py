@@ -1,18 +1,22 @@
 """Object edits: find distinct objects, then remove one, add a copy of one, or move one.
 
-An *object* here is a compact region that stands out from a calm surround (a spoon on a
-saucer, a model on a plain backdrop, a galaxy on black, a box on a shelf): its colour differs
-from the ring of pixels around it, it is small to medium, it does not touch the frame, and it
-is not part of the photo's main subject (an eye, a face, a wheel: removing those mutilates the
-subject rather than editing the scene). Such a region can be edited plausibly, because its
-surround shows what lies behind it.
+An *object* here is a compact region that stands out from a calm surround (a galaxy on black, a
+reflection on a saucer, a pole against the sky, a model on a plain backdrop): its colour differs
+from the ring of pixels around it, it is small to medium, it does not touch the frame, its
+surround is calm and goes on around it (the same surface), and it is not part of the photo's
+main subject or a face (an eye, a handle, a cup's contents: removing those mutilates the
+subject rather than editing the scene). Only such a region can be edited plausibly, because its
+surround shows what lies behind it; a photo without one gets ``NoObject`` (the generator's
+``no_object`` outcome) rather than a smeared edit.
 
 * **remove**: the hole (the object grown a little, to take its soft edge and contact shadow)
   is filled by patch-based completion (:mod:`.fill`).
 * **add**: a copy of the object is cloned (``cv2.seamlessClone``, a Poisson blend, so its edge
-  takes the new surroundings' colours without a seam) into a free spot whose surround looks like
-  the object's own (the same kind of surface), away from other salient content.
-* **move**: remove, then clone the object from the original photo into the new spot.
+  takes the new surroundings' colours without a seam) beside it on the same base line, where
+  every side of the copy's surround looks like the object's own and nothing salient is covered.
+  Tall thin objects (poles, towers) are never copied or moved: they stand on something, and a
+  copy would float.
+* **move**: remove, then clone the object from the original photo into such a spot.
 """
 
 from __future__ import annotations
