@@ -16,7 +16,7 @@ choice made on split A alone (round values on a small grid) does as well on spli
 diversity check (a re-encoded copy of an accepted variation must fail diversity, a different
 grade must pass).
 
-    .venv/bin/python bench/calibration.py [--draws 2] [--seed 0] [--verbose]
+    .venv/bin/python bench/calibration.py [--draws 2] [--seed 0] [--side 2048] [--verbose]
 
 About a minute and a half on a 2-core machine with the defaults.
 """
@@ -49,11 +49,11 @@ from varflow.settings import (  # noqa: E402
 LEVELS = ("high", "medium", "low")
 
 
-def score_all(draws: int, seed: int):
+def score_all(draws: int, seed: int, side: int | None = None):
     """One record per variation: labels, both profiles' scores (first-variation semantics)."""
     records, diversity = [], []
     t_seed = t_cal = 0.0
-    for photo, original, samples in cs.build_set(draws=draws, seed=seed):
+    for photo, original, samples in cs.build_set(draws=draws, seed=seed, side=side):
         og = metrics.GreyImage.from_image(original)
         of = calibrated.ImageFeatures.from_image(original)
         for s in samples:
@@ -68,9 +68,10 @@ def score_all(draws: int, seed: int):
                             "seed": seed_scores, "cal": cal})
         diversity.append(diversity_case(photo, original, of, seed))
     n = len(records)
+    sizes = f"photos at {side} px" if side else "native sizes up to 1024 px"
     print(f"{n} variations of {len(cs.PHOTOS)} photos scored: seed {t_seed / n * 1000:.1f} ms, "
           f"calibrated {t_cal / n * 1000:.1f} ms per variation (varflow's implementations, "
-          "native sizes up to 1024 px)\n")
+          f"{sizes})\n")
     return records, diversity
 
 
@@ -184,9 +185,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--draws", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--side", type=int, help="resize every photo to this long side first")
     ap.add_argument("--verbose", action="store_true", help="list calibrated's mistakes")
     args = ap.parse_args()
-    records, diversity = score_all(args.draws, args.seed)
+    records, diversity = score_all(args.draws, args.seed, args.side)
     per_kind_table(records, args.verbose)
     level_lines(records)
     print("Held-out split (photos of A and B never mix):")

@@ -92,11 +92,15 @@ def photo_dir() -> Path:
     return Path(skimage.data.__file__).parent
 
 
-def load_photo(name: str, *, max_side: int = MAX_SIDE) -> np.ndarray:
+def load_photo(name: str, *, max_side: int = MAX_SIDE, side: int | None = None) -> np.ndarray:
+    """A photo as uint8 RGB: shrunk to ``max_side``, or resized (either way) to ``side``."""
     with Image.open(photo_dir() / name) as im:
         rgb = im.convert("RGB")
     w, h = rgb.size
-    if max(w, h) > max_side:
+    if side is not None:
+        s = side / max(w, h)
+        rgb = rgb.resize((round(w * s), round(h * s)), Image.Resampling.LANCZOS)
+    elif max(w, h) > max_side:
         s = max_side / max(w, h)
         rgb = rgb.resize((round(w * s), round(h * s)), Image.Resampling.LANCZOS)
     return np.asarray(rgb)
@@ -414,12 +418,15 @@ def _donor_for(photo: str, photos: list[str], rng) -> str:
 
 
 def build_set(*, photos=PHOTOS, kinds=GOOD_KINDS + BAD_KINDS, draws: int = 2, seed: int = 0,
-              max_side: int = MAX_SIDE):
-    """Yield ``(original_name, original_rgb, [Sample, ...])`` per photo, deterministic in ``seed``."""
+              max_side: int = MAX_SIDE, side: int | None = None):
+    """Yield ``(original_name, original_rgb, [Sample, ...])`` per photo, deterministic in ``seed``.
+
+    ``side`` resizes every photo to that long side first (to test other resolutions).
+    """
     unknown = [k for k in kinds if k not in EDITS]
     if unknown:
         raise ValueError(f"unknown kinds {unknown}; choose from {sorted(EDITS)}")
-    cache = {p: load_photo(p, max_side=max_side) for p in PHOTOS}
+    cache = {p: load_photo(p, max_side=max_side, side=side) for p in PHOTOS}
     for pi, photo in enumerate(photos):
         original = cache[photo]
         samples = []

@@ -250,9 +250,9 @@ def test_features_are_reused(coffee, coffee_features):
 def test_rgba_is_composited_on_white_and_grey_accepted(coffee_features):
     rgba = np.zeros((64, 64, 4), np.uint8)  # fully transparent: white
     f = ImageFeatures.from_image(rgba)
-    assert f.rgb.min() == 255
+    assert f.grey.min() == 255 and f.lightness == pytest.approx(100.0, abs=0.01)
     g = ImageFeatures.from_image(np.full((64, 64), 128, np.uint8))
-    assert g.rgb.shape == (64, 64, 3)
+    assert g.shape == (64, 64) and g.colourfulness == 0.0
     assert ImageFeatures.from_image(Image.new("RGB", (40, 30))).shape == (30, 40)
 
 
