@@ -319,12 +319,12 @@ def render_watercolor(img, s, rng):
     grad = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
     edge = np.clip(grad / (np.percentile(grad, 97) + 1e-3), 0, 1)
     wet = float(rng.uniform(0.2, 0.4))
-    mottle = cv2.resize(rng.normal(0, 1, (max(2, h // 24), max(2, w // 24))).astype(np.float32), (w, h),
+    mottle = cv2.resize(rng.normal(0, 1, (max(2, h // 40), max(2, w // 40))).astype(np.float32), (w, h),
                         interpolation=cv2.INTER_CUBIC)
     thin = float(rng.uniform(0.72, 0.85))  # how much the paper shows through
     density = density * thin * (1 + wet * edge)[..., None]
     # mottling shows in the mid-tone washes, not in the darkest pigment
-    density = density * (1 + 0.2 * mottle[..., None] * density * (1 - density))
+    density = density * (1 + 0.08 * mottle[..., None] * density * (1 - density))
     out = to_u8(255.0 * (1.0 - np.clip(density, 0, 1)))
     out = saturation(out, float(rng.uniform(1.0, 1.15)))
     out = resize_to(out, img.shape, cv2.INTER_CUBIC)

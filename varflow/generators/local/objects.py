@@ -22,6 +22,7 @@ surround shows what lies behind it; a photo without one gets ``NoObject`` (the g
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -229,23 +230,25 @@ def _gradient(small: np.ndarray) -> np.ndarray:
 
 
 _FACE_DETECTOR = None
+_FACE_LOCK = threading.Lock()  # one detector object, generators may run in several threads
 
 
 def _faces(small) -> list[tuple[int, int, int, int]]:
     """Face boxes (grown to take in hair and chin) from scikit-image's bundled frontal-face
     cascade: a face is never an object to remove, copy or move."""
     global _FACE_DETECTOR
-    if _FACE_DETECTOR is None:
-        import os
-
-        import skimage.data
-        from skimage.feature import Cascade
-
-        _FACE_DETECTOR = Cascade(os.path.join(os.path.dirname(skimage.data.__file__),
-                                              "lbpcascade_frontalface_opencv.xml"))
     side = max(small.shape[:2])
-    hits = _FACE_DETECTOR.detect_multi_scale(img=small, scale_factor=1.2, step_ratio=1, min_size=(20, 20),
-                                             max_size=(side, side), min_neighbor_number=4)
+    with _FACE_LOCK:
+        if _FACE_DETECTOR is None:
+            import os
+
+            import skimage.data
+            from skimage.feature import Cascade
+
+            _FACE_DETECTOR = Cascade(os.path.join(os.path.dirname(skimage.data.__file__),
+                                                  "lbpcascade_frontalface_opencv.xml"))
+        hits = _FACE_DETECTOR.detect_multi_scale(img=small, scale_factor=1.2, step_ratio=1, min_size=(20, 20),
+                                                 max_size=(side, side), min_neighbor_number=4)
     boxes = []
     for d in hits:
         x, y, w, h = d["c"], d["r"], d["width"], d["height"]
