@@ -187,7 +187,7 @@ def test_values_pinned_for_a_fixed_input(coffee, coffee_features):
         "similarity": 0.4937, "aesthetic": 0.9896, "object_integrity": 1.0,
         "overall_quality": 0.9961, "structure_match": 0.9873, "coverage": 0.8664,
         "visible_change": 1.0, "mirrored": 0.0, "structure_lost": 0.0, "structure_added": 0.0,
-        "noise_excess": 0.0, "sharpness": 1.0, "exposure": 1.0,
+        "noise_excess": 0.0, "detail_sharpness": 1.0, "exposure": 1.0,
     }
     for k, want in expected.items():
         assert getattr(s, k) == pytest.approx(want, abs=0.02), k

@@ -13,7 +13,7 @@ fixed working size (long side 512, never upscaled) so values do not depend on re
   same picture entirely changed, 0 an unrelated picture;
 * diversity: the visible change between this variation and the nearest accepted one;
 * aesthetic: no defect a person would call ugly, each measured against the original
-  (naturalness: added noise and JPEG blocking; sharpness: detail kept; exposure: highlights blown,
+  (naturalness: added noise and JPEG blocking; detail_sharpness: detail kept; exposure: highlights blown,
   washed out), lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
 * object integrity: does the original's content survive (how much of its frame the variation
   shows, how much of it was flattened away, how widely foreign structure was drawn over it);
@@ -242,7 +242,7 @@ class CalibratedScores:
     * ``highlight_clipping``: share of newly blown highlights (Lab L >= 95);
     * ``brightening``: mean Lab lightness gained over the original;
     * ``colourfulness``: Hasler and Suesstrunk's M of the variation;
-    * ``naturalness``, ``sharpness``, ``exposure``: the aesthetic's defect scores (1 clean).
+    * ``naturalness``, ``detail_sharpness``, ``exposure``: the aesthetic's defect scores (1 clean).
     """
 
     similarity: float
@@ -266,7 +266,7 @@ class CalibratedScores:
     brightening: float
     colourfulness: float
     naturalness: float
-    sharpness: float
+    detail_sharpness: float
     exposure: float
 
     def as_dict(self) -> dict[str, float | None]:
@@ -440,14 +440,14 @@ def score_calibrated(
         v.blockiness - max(0.0, o.blockiness - 1.0), t.blockiness_ok, t.blockiness_bad)
     side = min(max(o.shape), max(v.shape))  # detail compared at the smaller working size
     detail_ratio = v.detail_at(side) / max(o.detail_at(side), 0.05)
-    sharpness = _ramp(detail_ratio, t.detail_ratio_ok, t.detail_ratio_bad)
+    detail_sharpness = _ramp(detail_ratio, t.detail_ratio_ok, t.detail_ratio_bad)
     clipping = max(0.0, v.highlights - o.highlights)
     brightening = v.lightness - o.lightness
     exposure = _ramp(clipping, t.highlight_clipping_ok, t.highlight_clipping_bad) * _ramp(
         brightening, t.brightening_ok, t.brightening_bad)
     colour_score = _unit(v.colourfulness / t.colourfulness_full)
     w_c = t.colourfulness_weight
-    aesthetic = naturalness * sharpness * exposure * (1.0 - w_c + w_c * colour_score)
+    aesthetic = naturalness * detail_sharpness * exposure * (1.0 - w_c + w_c * colour_score)
 
     # object integrity
     coverage, lost, added = _integrity_parts(o, al)
@@ -465,7 +465,7 @@ def score_calibrated(
         coverage=coverage, structure_lost=lost, structure_added=added,
         noise_excess=noise_excess, blockiness=v.blockiness, detail_ratio=detail_ratio,
         highlight_clipping=clipping, brightening=brightening, colourfulness=v.colourfulness,
-        naturalness=naturalness, sharpness=sharpness, exposure=exposure,
+        naturalness=naturalness, detail_sharpness=detail_sharpness, exposure=exposure,
     )
 
 
