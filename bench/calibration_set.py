@@ -11,7 +11,8 @@ Every sample carries the photo's name, the edit's kind, the draw number and a la
 good: ``warm_grade``, ``cool_grade`` (colour grades), ``lut_look`` (per-channel tone curves, a
 film/LUT look), ``black_and_white``, ``stylisation`` (cv2.stylization), ``detail_enhance``
 (cv2.detailEnhance), ``cartoon`` (bilateral smoothing, quantised colours, ink lines),
-``recrop`` (10-25% of the area cut away, scaled back), ``perspective`` (a keystone change),
+``recrop`` (10-25% of the area cut away, scaled back), ``perspective`` (a keystone change:
+filling the frame, or the whole photo tilted inside it with black wedges beside),
 ``rotate_crop`` (3-8 degrees, cropped to fill), ``mirror``, ``object_removal`` (a textured
 region inpainted away), ``object_addition`` (a patch of another photo seamlessly cloned in),
 ``vignette``.
@@ -223,6 +224,9 @@ def perspective(a, rng, **_):
             pull[k] = (np.float32([w / 2, h / 2]) - src[k]) * d * 2
     jitter = rng.uniform(-0.015, 0.015, (4, 2)) * np.float32([w, h])
     quad = src + pull + (np.float32([w / 2, h / 2]) - src) * 0.03 + jitter.astype(np.float32)
+    if rng.random() < 0.5:  # the whole photo kept, tilted inside the frame, black wedges beside
+        m = cv2.getPerspectiveTransform(src, quad.astype(np.float32))
+        return cv2.warpPerspective(a, m, (w, h), flags=cv2.INTER_CUBIC)
     m = cv2.getPerspectiveTransform(quad.astype(np.float32), src)
     return cv2.warpPerspective(a, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 

@@ -47,7 +47,8 @@ _SMOOTH_SIGMA = 1.5  # working-size pre-blur: tolerance for resampling and sub-p
 _ORB_FEATURES = 500
 _MIN_INLIERS = 12  # a homography with fewer RANSAC inliers is not trusted
 _RANSAC_PX = 4.0
-_IN_PLACE_ENOUGH = 0.9  # in-place coarse correlation above which no alignment is sought
+_IN_PLACE_ENOUGH = 0.97  # in-place coarse correlation above which no alignment is sought
+_EDGE_BAND = 0.03  # share of the long side along the frame left out of the integrity parts
 _ADDED_GAIN = 2.5  # a variation gradient this many times the original's nearby one is new ...
 _ADDED_FLOOR = 8.0  # ... and above this many grey levels per pixel
 _ADDED_CELL = 0.2  # a cell is "drawn over" when that much of its gradient energy is new
@@ -376,6 +377,14 @@ def _integrity_parts(o: ImageFeatures, al: _Aligned) -> tuple[float, float, floa
     """(coverage, structure_lost, structure_added) of the aligned variation."""
     coverage = float(np.count_nonzero(al.cover)) / al.cover.size
     inner = cv2.erode(al.cover.astype(np.uint8), np.ones((5, 5), np.uint8))
+    # a band along the frame's edges is left out: an aligned variation's own frame edge (or a
+    # warp's black wedge beside it) lands there, and no object of the original lives in it
+    h, w = inner.shape
+    m = max(2, round(_EDGE_BAND * max(h, w)))
+    inner[:m] = 0
+    inner[-m:] = 0
+    inner[:, :m] = 0
+    inner[:, -m:] = 0
     wgx, wgy = _gradients(al.warped)
     wgm = cv2.magnitude(wgx, wgy)
     near = cv2.dilate(o.gmag, np.ones((5, 5), np.uint8))
