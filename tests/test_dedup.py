@@ -7,15 +7,15 @@ import io
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
 
 from conftest import skimage_photo
 from varflow.dedup import (
     KnownImage,
     KnownImageIndex,
     LibraryView,
+    appearance_signature,
     colour_distance,
-    colour_signature,
     confirmation_ssim,
     find_duplicate,
     is_candidate,
@@ -60,7 +60,7 @@ def is_duplicate(a: Image.Image, b: Image.Image, settings: DedupSettings = DEFAU
     ha, hb = compute_hashes(ga), compute_hashes(gb)
     match = find_duplicate(
         ha, ga, [KnownImage("b", hb, "b")], settings=settings, load_grey=lambda _: gb,
-        candidate_colours=colour_signature(a), load_colours=lambda _: colour_signature(b),
+        candidate_appearance=appearance_signature(a), load_appearance=lambda _: appearance_signature(b),
     )
     return match is not None
 
@@ -80,19 +80,33 @@ def test_two_grades_of_one_photo_are_two_variations_not_duplicates(name):
     assert not is_duplicate(warm, cool) and not is_duplicate(cool, warm)
     assert not is_duplicate(warm, mono)
     assert is_duplicate(warm, jpeg(warm, 40))  # a re-encoded copy of a grade is still a copy
-    grey_only = DedupSettings(max_colour_distance=None)
+    grey_only = DedupSettings(max_colour_distance=None, max_local_difference=None)
     assert is_duplicate(warm, cool, grey_only)  # what the check adds
 
 
-def test_colour_signature_values():
+def test_appearance_signature_values():
     red = np.zeros((16, 16, 3), np.uint8)
     red[..., 0] = 255
-    sig = colour_signature(red)
-    assert sig.shape == (8, 8, 2)
-    assert sig[0, 0, 0] == pytest.approx(80.1, abs=0.5) and sig[0, 0, 1] == pytest.approx(67.2, abs=0.5)  # CIELAB red
-    assert colour_distance(colour_signature(np.full((9, 9), 128, np.uint8)), np.zeros((8, 8, 2))) == 0.0
+    sig = appearance_signature(red)
+    assert sig.shape == (16, 16, 3)
+    assert tuple(sig[0, 0]) == pytest.approx((53.2, 80.1, 67.2), abs=0.5)  # CIELAB of sRGB red
+    grey = appearance_signature(np.full((9, 9), 128, np.uint8))
+    assert colour_distance(grey, grey * np.array([1, 0, 0], np.float32)) == pytest.approx(0.0, abs=1e-3)
     with pytest.raises(ValueError):
         DedupSettings(max_colour_distance=-1)
+
+
+def test_an_object_removed_in_one_place_is_another_variation():
+    """Two edits of one photo that differ in one place look alike at 20 px and in every hash;
+    the local difference tells them apart, while even changes (re-encode, blur) stay copies."""
+    original = np.asarray(rgb("astronaut.png"))
+    a, b = original.copy(), original.copy()
+    a[100:180, 300:380] = original[10:90, 420:500]  # the helmet's side covered with background
+    b[330:410, 40:120] = original[10:90, 420:500]  # the flag's corner, likewise
+    va, vb = Image.fromarray(a), Image.fromarray(b)
+    assert not is_duplicate(va, vb)
+    assert is_duplicate(va, jpeg(va, 40)) and is_duplicate(va, va.filter(ImageFilter.GaussianBlur(1)))
+    assert is_duplicate(va, vb, DedupSettings(max_local_difference=None))  # what the check adds
 
 
 @pytest.mark.parametrize("name", ["astronaut.png", "text.png", "hubble_deep_field.jpg"])

@@ -53,40 +53,48 @@ def confirmation_ssim(a: GreyImage, b: GreyImage, settings: DedupSettings) -> fl
     return ssim(a, b)  # the seed's way: the second resized to the first's full size
 
 
-COLOUR_GRID = 8  # cells per side of the colour signature
+APPEARANCE_GRID = 16  # cells per side of the appearance signature
 
 
-def colour_signature(image: np.ndarray | Image.Image) -> np.ndarray:
-    """CIELAB a*, b* of an image area-averaged to an 8 x 8 grid (8 x 8 x 2 float32).
+def appearance_signature(image: np.ndarray | Image.Image) -> np.ndarray:
+    """CIELAB of an image area-averaged to a 16 x 16 grid (16 x 16 x 3 float32).
 
-    What grey hashes and grey SSIM cannot see: a grade, a tint, colour against black and white.
+    What grey hashes and grey SSIM on a thumbnail cannot see: a grade, a tint, colour against
+    black and white, and an object removed or added in one place.
     """
     rgb = to_rgb(image)
     if rgb.ndim == 2:
-        return np.zeros((COLOUR_GRID, COLOUR_GRID, 2), np.float32)  # grey has no chroma
-    small = cv2.resize(rgb, (COLOUR_GRID, COLOUR_GRID), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    return np.ascontiguousarray(lab[..., 1:])
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    small = cv2.resize(rgb, (APPEARANCE_GRID, APPEARANCE_GRID), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
 
 
 def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean CIELAB chroma distance between two colour signatures, cell by cell."""
-    return float(np.sqrt(((a - b) ** 2).sum(axis=-1)).mean())
+    """Mean CIELAB chroma (a*, b*) distance of two signatures, on 8 x 8 cells."""
+    pa, pb = (cv2.resize(x[..., 1:], (8, 8), interpolation=cv2.INTER_AREA) for x in (a, b))
+    return float(np.sqrt(((pa - pb) ** 2).sum(axis=-1)).mean())
+
+
+def local_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """How far the most changed cell stands out from the typical one (CIE76 dE, max - median):
+    large for an edit in one place, small for a copy changed evenly (re-encode, grade, noise)."""
+    d = np.sqrt(((a - b) ** 2).sum(axis=-1))
+    return float(d.max() - np.median(d))
 
 
 _SIGNATURES: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _SIGNATURES_LOCK = threading.Lock()
-_SIGNATURES_MAX = 4096  # 512 bytes each
+_SIGNATURES_MAX = 4096  # 3 KiB each
 
 
-def load_colour_signature(path: str) -> np.ndarray:
-    """The colour signature of a file (upright, flattened), cached by file identity."""
+def load_appearance(path: str) -> np.ndarray:
+    """The appearance signature of a file (upright, flattened), cached by file identity."""
     st = os.stat(path)
     key = (str(path), st.st_mtime_ns, st.st_size)
     with _SIGNATURES_LOCK:
         hit = _SIGNATURES.get(key)
     if hit is None:
-        hit = colour_signature(np.asarray(load_rgb(path)))
+        hit = appearance_signature(np.asarray(load_rgb(path)))
         with _SIGNATURES_LOCK:
             _SIGNATURES[key] = hit
             while len(_SIGNATURES) > _SIGNATURES_MAX:
@@ -98,11 +106,19 @@ def is_candidate(a: ImageHashes, b: ImageHashes, settings: DedupSettings) -> boo
     return min(hash_distances(a, b)) <= settings.max_hamming
 
 
-def same_colours(a: np.ndarray | None, b: np.ndarray | None, settings: DedupSettings) -> bool:
-    """True unless both signatures are known and lie further apart than the settings allow."""
-    if settings.max_colour_distance is None or a is None or b is None:
+def same_appearance(a: GreyImage, b: GreyImage, look_a: np.ndarray | None, look_b: np.ndarray | None,
+                    settings: DedupSettings) -> bool:
+    """Whether a pair the thumbnails confirm also looks the same: the same colours and, when the
+    two are aligned (SSIM at ``aligned_size`` px at least ``aligned_ssim``: not a shifted or
+    rotated copy), no place changed on its own. Unknown signatures (None) do not veto."""
+    if look_a is None or look_b is None:
         return True
-    return colour_distance(a, b) <= settings.max_colour_distance
+    if settings.max_colour_distance is not None and colour_distance(look_a, look_b) > settings.max_colour_distance:
+        return False
+    if settings.max_local_difference is None or local_difference(look_a, look_b) <= settings.max_local_difference:
+        return True
+    aligned = ssim(a.thumbnail(settings.aligned_size), b.thumbnail(settings.aligned_size)) >= settings.aligned_ssim
+    return not aligned  # a copy shifted by a crop or a rotation differs everywhere a little
 
 
 class KnownImageIndex:
@@ -171,16 +187,17 @@ def find_duplicate(
     *known: KnownSet,
     settings: DedupSettings,
     load_grey: Callable[[str], GreyImage],
-    candidate_colours: np.ndarray | None = None,
-    load_colours: Callable[[str], np.ndarray] = load_colour_signature,
+    candidate_appearance: np.ndarray | None = None,
+    load_appearance: Callable[[str], np.ndarray] = load_appearance,
 ) -> DuplicateMatch | None:
     """The closest confirmed duplicate among the ``known`` sets, or None.
 
     Each set is a plain sequence (every item is a candidate) or an index (candidates come from
     its Hamming-radius queries). Candidates are confirmed in order of their smallest hash
     distance, so the first confirmed one is the nearest; SSIM (the expensive part) runs only on
-    the shortlist. With ``candidate_colours`` (``colour_signature``) a confirmed pair must
-    also share its colours, so two grades of one photo are two variations.
+    the shortlist. With ``candidate_appearance`` (``appearance_signature``) a confirmed pair
+    must also look the same (``same_appearance``), so two grades of one photo, or two different
+    objects removed from it, are two variations.
     """
     seen: set[str] = set()
     shortlist = []
@@ -196,8 +213,9 @@ def find_duplicate(
                 shortlist.append((min(d), sum(d), d, item))
     shortlist.sort(key=lambda t: (t[0], t[1]))
     for _, _, d, item in shortlist:
-        value = confirmation_ssim(candidate_grey, load_grey(item.path), settings)
-        if value > settings.ssim_threshold and (
-                candidate_colours is None or same_colours(candidate_colours, load_colours(item.path), settings)):
+        known_grey = load_grey(item.path)
+        value = confirmation_ssim(candidate_grey, known_grey, settings)
+        if value > settings.ssim_threshold and (candidate_appearance is None or same_appearance(
+                candidate_grey, known_grey, candidate_appearance, load_appearance(item.path), settings)):
             return DuplicateMatch(item.key, d, value)
     return None
