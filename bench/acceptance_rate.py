@@ -1,26 +1,24 @@
-"""How often the local generator's variations pass the acceptance gate, per quality level.
+"""How often the local generator's variations are kept, per quality profile and level.
 
-Loop semantics (the seed's "enhanced" loop): for each image, attempts continue until ``count``
-variations are accepted or ``count * max_attempts_per_variation`` attempts are spent. Each attempt
-is a ``random`` variation type resolved from its seed (``derive_seed(run_seed, image_id,
-attempt)``); diversity is measured against the variations already accepted for that image, and
-the verdict is ``varflow.acceptance.judge`` with the default thresholds and the level.
+Loop semantics (the seed's "enhanced" loop, as a run does it): for each image, attempts continue
+until ``count`` variations are accepted or ``count * max_attempts_per_variation`` attempts are
+spent. Each attempt is a ``random`` variation type resolved from its seed (``derive_seed(run_seed,
+image_id, attempt)``); a duplicate of an accepted variation (hashes, thumbnail SSIM and colours,
+as the run's dedup) is rejected, the rest judged by ``varflow.profiles.VariationJudge`` with
+diversity against the variations accepted so far.
 
-Photos: scikit-image's bundled photos at native size (the pipeline never upscales), written as
-PNG sources. A variation depends only on (source, type, prompt, seed), so each is rendered once
-and judged for every level. A second pass times generation at 1024 px (retina.jpg downscaled).
+Photos: the demo's sample photos plus retina.jpg, at native size (the pipeline never upscales),
+written as PNG sources. A variation depends only on (source, type, prompt, seed), so each is
+rendered once and judged for every profile and level. A second pass times generation at 1024 px.
 
     .venv/bin/python bench/acceptance_rate.py [--seeds 3] [--count 4] [--prompt ""]
-        [--mixed-prompts] [--type random] [--options '{"max_refinements": 0}'] [--verbose]
-
-Runs in about a minute with the defaults on a 2-core machine.
+        [--mixed-prompts] [--type random] [--profiles calibrated,seed] [--verbose]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -32,17 +30,22 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from varflow import metrics  # noqa: E402
-from varflow.acceptance import judge  # noqa: E402
+from varflow.dedup import KnownImage, find_duplicate, load_appearance  # noqa: E402
 from varflow.generators.base import (  # noqa: E402
     CONCRETE_TYPES,
+    GenerationError,
     VariationRequest,
     derive_seed,
     resolve_variation_type,
+    variation_types_for,
 )
 from varflow.generators.local import LocalGenerator  # noqa: E402
+from varflow.hashing import compute_hashes  # noqa: E402
+from varflow.imageio import load_grey, load_rgb  # noqa: E402
+from varflow.metrics import GreyImage  # noqa: E402
+from varflow.profiles import HEADLINE, VariationJudge  # noqa: E402
 from varflow.samples import SAMPLE_FILES, sample_dir  # noqa: E402
-from varflow.settings import LEVEL_ORDER, QUALITY_LEVELS, QualityThresholds  # noqa: E402
+from varflow.settings import LEVEL_ORDER, PROFILES, QUALITY_LEVELS, DedupSettings  # noqa: E402
 
 PHOTOS = SAMPLE_FILES + ("retina.jpg",)  # the demo photos plus a large one
 PROMPTS = ("", "golden hour", "cool winter morning", "vintage film", "vivid colours",
@@ -86,106 +89,103 @@ def main(argv=None) -> int:
     ap.add_argument("--mixed-prompts", action="store_true",
                     help="cycle through a few prompts (grades and styles) instead")
     ap.add_argument("--type", default="random", help="variation type (default random)")
-    ap.add_argument("--options", default="{}",
-                    help='LocalGenerator options as JSON, e.g. \'{"max_refinements": 0}\'')
+    ap.add_argument("--profiles", default=",".join(PROFILES), help="profiles to judge with (default all)")
     ap.add_argument("--verbose", action="store_true", help="one line per attempt")
     args = ap.parse_args(argv)
 
-    options = json.loads(args.options)
-    for key in ("similarity_range", "similarity_target", "texture_amplitude"):
-        if key in options:
-            options[key] = tuple(options[key])
-    gen = LocalGenerator(**options)
-    thresholds = QualityThresholds()
-
+    gen = LocalGenerator()
+    dedup = DedupSettings()
     with tempfile.TemporaryDirectory(prefix="varflow-bench-") as tmp:
         tmpdir = Path(tmp)
         sources = prepare_sources(tmpdir)
         cache: dict[tuple, tuple] = {}
         gen_ms: list[float] = []
-        renders: Counter = Counter()
         t_start = time.perf_counter()
 
-        def attempt(name, path, image_id, orig_grey, run_seed, i):
+        def attempt(name, path, image_id, run_seed, i):
             key = (name, run_seed, i)
             if key not in cache:
                 seed = derive_seed(run_seed, image_id, i)
-                vtype = resolve_variation_type(args.type, seed)
+                vtype = resolve_variation_type(args.type, seed, among=variation_types_for(gen, str(path)))
                 prompt = PROMPTS[(run_seed + i) % len(PROMPTS)] if args.mixed_prompts else args.prompt
                 req = VariationRequest(image_id=image_id, source_path=str(path), variation_type=vtype,
                                        prompt=prompt, seed=seed, attempt=i,
                                        output_path=str(tmpdir / f"{Path(name).stem}_{run_seed}_{i}.png"))
                 t0 = time.perf_counter()
-                res = gen.generate(req)
+                try:
+                    res = gen.generate(req)
+                except GenerationError as exc:  # the run records it as a failed attempt
+                    cache[key] = (vtype, None, exc.outcome, None, None)
+                    return cache[key]
                 gen_ms.append((time.perf_counter() - t0) * 1000)
-                ops = json.loads(res.detail)
-                renders[next((o["renders"] for o in ops if o["op"] == "self_check"), 1)] += 1
-                style = next((o["op"][6:] for o in ops if o["op"].startswith("style_")), "?")
-                with Image.open(res.output_path) as im:
-                    var = np.asarray(im.convert("RGB"))
-                vgrey = metrics.GreyImage.from_image(var)
-                base = metrics.score_variation(orig_grey, var, variation_grey=vgrey)
-                cache[key] = (vtype, style, vgrey, base)
+                var = np.asarray(load_rgb(res.output_path))
+                grey = GreyImage.from_image(var)
+                cache[key] = (vtype, res.output_path, var, grey, compute_hashes(grey))
             return cache[key]
 
-        per_level = {}
-        for level_name in LEVEL_ORDER:
-            level = QUALITY_LEVELS[level_name]
-            budget = args.count * level.max_attempts_per_variation
-            attempts = accepted = filled = 0
-            reasons: Counter = Counter()
-            by_type: Counter = Counter()
-            by_type_ok: Counter = Counter()
-            for name, path, image_id in sources:
-                with Image.open(path) as im:
-                    orig_grey = metrics.GreyImage.from_image(np.asarray(im.convert("RGB")))
-                for run_seed in range(args.seeds):
-                    acc: list[metrics.GreyImage] = []
-                    for i in range(budget):
-                        if len(acc) >= args.count:
-                            break
-                        vtype, style, vgrey, base = attempt(name, path, image_id, orig_grey, run_seed, i)
-                        div = metrics.diversity(vgrey, acc)
-                        overall = metrics.overall_quality(
-                            similarity=base.similarity, diversity=div,
-                            aesthetic=base.aesthetic.total, object_integrity=base.object_integrity)
-                        scores = metrics.VariationScores(base.similarity, div, base.aesthetic,
-                                                         base.object_integrity, overall)
-                        verdict = judge(scores, thresholds=thresholds, level=level)
-                        attempts += 1
-                        by_type[vtype] += 1
-                        if verdict.accepted:
-                            accepted += 1
-                            by_type_ok[vtype] += 1
-                            acc.append(vgrey)
-                        else:
-                            reasons.update(verdict.reasons)
-                        if args.verbose:
-                            print(f"{level_name:6} {name[:12]:12} s{run_seed} a{i:2} {vtype:16} {style:10} "
-                                  f"sim={scores.similarity:.2f} div={'-' if div is None else f'{div:.2f}'} "
-                                  f"aes={scores.aesthetic.total:.2f} int={scores.object_integrity:.1f} "
-                                  f"ov={overall:.2f} {'OK' if verdict.accepted else verdict.reason_text}")
-                    filled += len(acc) >= args.count
-            per_level[level_name] = (attempts, accepted, filled, reasons, by_type, by_type_ok)
+        per = {}
+        for profile in args.profiles.split(","):
+            for level_name in LEVEL_ORDER:
+                level = QUALITY_LEVELS[level_name]
+                budget = args.count * level.max_attempts_per_variation
+                attempts = accepted = filled = 0
+                reasons: Counter = Counter()
+                by_type: Counter = Counter()
+                by_type_ok: Counter = Counter()
+                for name, path, image_id in sources:
+                    original = np.asarray(load_rgb(path))
+                    for run_seed in range(args.seeds):
+                        judge = VariationJudge(original, level=level, profile=profile)
+                        known: list[KnownImage] = []
+                        for i in range(budget):
+                            if len(known) >= args.count:
+                                break
+                            vtype, out, var, grey, hashes = attempt(name, path, image_id, run_seed, i)
+                            attempts += 1
+                            by_type[vtype] += 1
+                            if out is None:
+                                reasons[f"generation_{var}"] += 1
+                                continue
+                            match = find_duplicate(hashes, grey, known, settings=dedup, load_grey=load_grey,
+                                                   candidate_appearance=load_appearance(out))
+                            if match is not None:
+                                reasons["duplicate"] += 1
+                                if args.verbose:
+                                    print(f"{profile:10} {level_name:6} {name[:12]:12} s{run_seed} a{i:2} {vtype:16} "
+                                          f"duplicate of {match.duplicate_of}")
+                                continue
+                            a = judge.assess(var, grey=grey)
+                            if a.verdict.accepted:
+                                accepted += 1
+                                by_type_ok[vtype] += 1
+                                judge.accept(a)
+                                known.append(KnownImage(f"a{i} {vtype}", hashes, out))
+                            else:
+                                reasons.update(a.verdict.reasons)
+                            if args.verbose:
+                                sc = a.scores()
+                                print(f"{profile:10} {level_name:6} {name[:12]:12} s{run_seed} a{i:2} {vtype:16} "
+                                      + " ".join(f"{k[:4]}={'-' if sc[k] is None else f'{sc[k]:.2f}'}"
+                                                 for k in HEADLINE)
+                                      + f" {'OK' if a.verdict.accepted else a.verdict.reason_text}")
+                        filled += len(known) >= args.count
+                per[profile, level_name] = (attempts, accepted, filled, reasons, by_type, by_type_ok)
         loop_s = time.perf_counter() - t_start
         timing = timing_pass(gen, tmpdir)
 
     n_runs = len(sources) * args.seeds
     print(f"local generator acceptance: {len(sources)} photos x {args.seeds} run seeds, count={args.count}, "
           f"type={args.type}, prompts={'mixed' if args.mixed_prompts else repr(args.prompt)}")
-    for level_name in LEVEL_ORDER:
-        attempts, accepted, filled, reasons, by_type, by_type_ok = per_level[level_name]
-        lv = QUALITY_LEVELS[level_name]
-        print(f"\n[{level_name}] quality_threshold={lv.quality_threshold} "
-              f"budget={args.count * lv.max_attempts_per_variation} attempts/image")
+    for (profile, level_name), (attempts, accepted, filled, reasons, by_type, by_type_ok) in per.items():
+        print(f"\n[{profile} / {level_name}] budget={args.count * QUALITY_LEVELS[level_name].max_attempts_per_variation}"
+              " attempts/image")
         print(f"  attempts={attempts} accepted={accepted} acceptance rate={accepted / max(attempts, 1):.1%} "
               f"fill rate={filled}/{n_runs} ({filled / n_runs:.0%})")
         print("  reject reasons: " + (", ".join(f"{k}={v}" for k, v in reasons.most_common()) or "none"))
         print("  by type (accepted/attempts): "
               + ", ".join(f"{t}={by_type_ok[t]}/{by_type[t]}" for t in sorted(by_type)))
     print(f"\ngeneration at native sizes (512-1411 px): {len(gen_ms)} renders, mean {np.mean(gen_ms):.0f} ms "
-          f"(median {np.median(gen_ms):.0f}, max {np.max(gen_ms):.0f}); renders per generation "
-          + ", ".join(f"{k}: {v}" for k, v in sorted(renders.items())))
+          f"(median {np.median(gen_ms):.0f}, max {np.max(gen_ms):.0f})")
     print(f"generation at 1024 x 1024 px: mean {np.mean(timing):.0f} ms, median {np.median(timing):.0f} ms, "
           f"min {np.min(timing):.0f} ms over {len(timing)}")
     print(f"wall: {loop_s:.1f} s for the loop")

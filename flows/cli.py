@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from varflow.settings import IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
+from varflow.settings import DEFAULT_PROFILE, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -177,7 +177,33 @@ def cmd_demo(args) -> int:
     base = Path(args.dir)
     photos = export_samples(base / "photos")
     print(f"varflow demo: {len(photos)} sample photos in {base / 'photos'}", flush=True)
-    return _run(_params(args, str(base / "photos"), str(base / "variations")), args.json, args.dry_run)
+    params = _params(args, str(base / "photos"), str(base / "variations"))
+    code = _run(params, args.json, args.dry_run)
+    if not args.dry_run:
+        sheet = write_contact_sheet(params, base / "contact-sheet.png")
+        if sheet is not None and not args.json:
+            print(f"varflow demo: look at the originals beside their variations: {sheet}")
+    return code
+
+
+def write_contact_sheet(params, dest: Path) -> Path | None:
+    """Each original beside its accepted variations (type and overall score under each): how a
+    person judges the result. None when nothing was accepted."""
+    from storage import Store
+    from varflow.contact_sheet import make_contact_sheet
+
+    store = Store(params.data_home())
+    rows: dict[str, list] = {}
+    for r in store.accepted_by_source(params.output_dir):
+        if Path(r["output_path"]).is_file():
+            rows.setdefault(r["source_path"], [r["source_path"]]).append(
+                (r["output_path"], f"{r['variation_type']} {r['overall_quality']:.2f}"))
+    if not rows:
+        return None
+    sheet = make_contact_sheet([(Path(src).name, images) for src, images in rows.items()], thumb_height=180)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(dest)
+    return dest
 
 
 def cmd_samples(args) -> int:
@@ -228,10 +254,10 @@ def cmd_models(args) -> int:
 def cmd_score(args) -> int:
     from varflow.imageio import ImageReadError
     from varflow.inspect import score_files
-    from varflow.settings import QualityThresholds
+    from varflow.profiles import calibrated_parts
 
     try:
-        rows = score_files(args.original, args.variations, thresholds=QualityThresholds(), level=args.level,
+        rows = score_files(args.original, args.variations, profile=args.profile, level=args.level,
                            max_side=args.max_side)
     except ImageReadError as exc:
         print(f"varflow: {exc}", file=sys.stderr)
@@ -240,15 +266,20 @@ def cmd_score(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return verdict_code
-    print(f"against {args.original} (level {args.level}; the diversity of each variation is against the ones before it)")
+    print(f"against {args.original} (profile {args.profile}, level {args.level}; the diversity of each variation "
+          "is against the ones before it)")
+    num = lambda v: "n/a (first)" if v is None else f"{v:.4f}"
     for r in rows:
         verdict = "accepted" if r["accepted"] else "rejected: " + ", ".join(r["reasons"])
-        div = "n/a (first)" if r["diversity"] is None else f"{r['diversity']:.4f}"
         print(f"V{r['index']} {r['path']}  {verdict}")
-        print(f"   similarity {r['similarity']:.4f}  diversity {div}  overall {r['overall_quality']:.4f}")
-        print(f"   aesthetic {r['aesthetic']:.4f} (colour variance {r['color_variance']:.4f}, contrast {r['contrast']:.4f}, "
-              f"brightness balance {r['brightness_balance']:.4f}, sharpness {r['sharpness']:.4f})")
-        print(f"   object integrity {r['object_integrity']:.4f}  hashes a {r['ahash']} p {r['phash']} d {r['dhash']}")
+        print(f"   {args.profile:<10}  similarity {num(r['similarity'])}  diversity {num(r['diversity'])}  "
+              f"aesthetic {num(r['aesthetic'])}  integrity {num(r['object_integrity'])}  "
+              f"overall {num(r['overall_quality'])} (level needs {r['level_threshold']:.2f})")
+        print("   calibrated parts  " + "  ".join(f"{k.replace('_', ' ')} {num(r[k])}" for k in calibrated_parts()))
+        print(f"   seed        similarity {num(r['seed_similarity'])}  diversity {num(r['seed_diversity'])}  "
+              f"aesthetic {num(r['seed_aesthetic'])}  integrity {num(r['seed_object_integrity'])}  "
+              f"overall {num(r['seed_overall_quality'])}")
+        print(f"   hashes a {r['ahash']} p {r['phash']} d {r['dhash']}")
     return verdict_code
 
 
@@ -300,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("original")
     p.add_argument("variations", nargs="+", help="V1 V2 ...: diversity of Vi is measured against V1..V(i-1)")
     p.add_argument("--level", default="medium", choices=("high", "medium", "low"), help="level for the gate (default medium)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+                   help=f"quality model that decides (default {DEFAULT_PROFILE}); both are printed")
     p.add_argument("--max-side", type=int, default=None, help="fit images within this size first, as a run's optimize does")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)

@@ -33,6 +33,7 @@ from tasks.generate import (
     CallPolicy,
     GenerationFailed,
     GenerationResult,
+    backend_for,
     generate_variation,
     run_control,
     storage_block,
@@ -40,11 +41,12 @@ from tasks.generate import (
 )
 from tasks.optimize import optimize
 from tasks.score import score_variation
-from varflow.acceptance import judge
 from varflow.dedup import KnownImage, LibraryView
 from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
-from varflow.imageio import GREY_CACHE, ImageReadError
+from varflow.generators.base import CONCRETE_TYPES, variation_types_for
+from varflow.imageio import GREY_CACHE, ImageReadError, load_grey, load_rgb
 from varflow.cache import generation_key
+from varflow.profiles import VariationJudge
 from varflow.records import AttemptRecord, ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.settings import LevelSettings, Settings
 
@@ -199,6 +201,11 @@ def process_image(job: ImageJob) -> ImageOutcome:
         finally:
             ms["optimize"] += (time.perf_counter() - t0) * 1000
 
+        judge = VariationJudge(load_rgb(opt.optimized_path), level=level, profile=job.settings.profile,
+                               thresholds=job.settings.thresholds, calibrated_thresholds=job.settings.calibrated,
+                               original_grey=load_grey(opt.optimized_path))
+        types = variation_types_for(backend_for(job.backend), opt.optimized_path) \
+            if job.variation_type == "random" else ()
         budget = job.count * level.max_attempts_per_variation
         attempt = 0
         control = run_control(job.run_id, job.policy.max_cost_usd)
@@ -213,7 +220,7 @@ def process_image(job: ImageJob) -> ImageOutcome:
             futures = []
             for a in wave:
                 seed = derive_seed(job.seed, image_id, a)
-                vtype = resolve_variation_type(job.variation_type, seed)
+                vtype = resolve_variation_type(job.variation_type, seed, among=types or CONCRETE_TYPES)
                 vid = variation_id_for(job, image_id, a)
                 request = VariationRequest(
                     image_id=image_id, source_path=opt.optimized_path, variation_type=vtype,
@@ -246,40 +253,37 @@ def process_image(job: ImageJob) -> ImageOutcome:
                 dedup = dedup_variation.fn(result.output_path, [*job.earlier_accepted, *accepted], job.settings.dedup,
                                         job.library)
                 ms["dedup"] += (time.perf_counter() - t0) * 1000
-                scores = None
+                assessment = None
                 if dedup.duplicate is not None:
                     reasons = "duplicate"
                     outcome.duplicates += 1
                 else:
                     t0 = time.perf_counter()
-                    scores = score_variation.fn(opt.optimized_path, result.output_path, [k.path for k in accepted])
+                    assessment = score_variation.fn(judge, result.output_path)
                     ms["score"] += (time.perf_counter() - t0) * 1000
-                    verdict = judge(scores, thresholds=job.settings.thresholds, level=level)
-                    reasons = verdict.reason_text
+                    reasons = assessment.verdict.reason_text
                 if reasons is None:
                     final = _settle_file(result.output_path, _accepted_path(job, len(accepted) + 1))
                     accepted.append(KnownImage(vid, dedup.hashes, final))
+                    judge.accept(assessment)
                     if job.library is not None:
                         job.library.add([accepted[-1]])
-                    outcome.accepted_scores.append(scores.as_dict())
+                    outcome.accepted_scores.append(assessment.scores())
                 else:
                     for r in reasons.split(";"):
                         outcome.rejected[r] = outcome.rejected.get(r, 0) + 1
                     keep = _rejected_path(job, a, reasons) if job.keep_rejected else None
                     final = _settle_file(result.output_path, keep)
-                s = scores.as_dict() if scores else {}
                 variations.append(VariationRecord(
                     run_id=job.run_id, image_id=image_id, variation_id=vid, attempt=a,
-                    variation_type=vtype, similarity=s.get("similarity"), diversity=s.get("diversity"),
-                    aesthetic=s.get("aesthetic"), color_variance=s.get("color_variance"),
-                    contrast=s.get("contrast"), brightness_balance=s.get("brightness_balance"),
-                    sharpness=s.get("sharpness"), object_integrity=s.get("object_integrity"),
-                    overall_quality=s.get("overall_quality"), accepted=reasons is None,
+                    variation_type=vtype, accepted=reasons is None,
                     reject_reason=reasons, ahash=dedup.hashes.ahash, phash=dedup.hashes.phash,
                     dhash=dedup.hashes.dhash,
                     duplicate_of=dedup.duplicate.duplicate_of if dedup.duplicate else None,
                     output_path=final, backend=job.backend.name, model=result.model,
                     prompt=result.prompt_sent, seed=seed, quality_level=level.name, created_at=utcnow(),
+                    profile=assessment.profile if assessment else None,
+                    scores=assessment.scores() if assessment else {},
                 ))
         if outcome.stopped is not None:
             # Cut short by a run stop: not finished (no job_key), so the next run redoes it;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -10,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from varflow.discovery import normalize_extensions
 from varflow.settings import (
     DEFAULT_PROFILE,
+    CalibratedThresholds,
     IMAGE_EXTENSIONS,
     PROFILES,
     VARIATION_TYPES,
+    default_home,
     DedupSettings,
     LoadLimits,
     QualityThresholds,
@@ -39,7 +42,7 @@ def form_of(name: str, settings_class: type, description: str) -> type[BaseModel
     for f in fields(settings_class):
         meta = f.metadata
         specs[f.name] = (hints[f.name], Field(getattr(defaults, f.name), description=meta.get("help"),
-                                              ge=meta.get("ge"), le=meta.get("le")))
+                                              ge=meta.get("ge"), le=meta.get("le"), gt=meta.get("gt")))
 
     def to_core(self):
         return settings_class(**self.model_dump())
@@ -57,6 +60,8 @@ def form_of(name: str, settings_class: type, description: str) -> type[BaseModel
 
 
 Thresholds = form_of("Thresholds", QualityThresholds, "The seed profile's acceptance thresholds (the seed document's values).")
+CalibratedForm = form_of("CalibratedForm", CalibratedThresholds,
+                         "The calibrated profile's thresholds, scales and weights (docs/quality-model.md).")
 
 
 class RunParameters(BaseModel):
@@ -89,6 +94,7 @@ class RunParameters(BaseModel):
     max_memory_mb: int = Field(2048, ge=64, description="Memory budget for images in flight (MiB).")
     profile: Profile = Field(DEFAULT_PROFILE, description="Which quality model decides: calibrated (agrees with a person on real photos) or seed (the seed document's formulas, exact). Both are recorded.")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="The seed profile's acceptance thresholds.")
+    calibrated_thresholds: CalibratedForm = Field(default_factory=CalibratedForm, description="The calibrated profile's thresholds, scales and weights.")
     dedup_max_hamming: int = Field(_DEDUP.max_hamming, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
     dedup_ssim: float = Field(_DEDUP.ssim_threshold, ge=-1, le=1, description="SSIM of small thumbnails above which a candidate is a duplicate.")
     dedup_library: bool = Field(
@@ -113,13 +119,18 @@ class RunParameters(BaseModel):
         """What makes a finished image's result still valid: the parameters that change it."""
         return self.model_dump(include={
             "output_dir", "count", "variation_type", "prompt", "seed", "backend", "model",
-            "profile", "thresholds", "dedup_max_hamming", "dedup_ssim",
+            "profile", "thresholds", "calibrated_thresholds", "dedup_max_hamming", "dedup_ssim",
         })
+
+    def data_home(self) -> Path:
+        """The data directory this run records into (``home``, else $VARFLOW_HOME or the XDG default)."""
+        return (Path(self.home).expanduser() if self.home else default_home()).resolve()
 
     def settings(self) -> Settings:
         return Settings(
             profile=self.profile,
             thresholds=self.thresholds.to_core(),
+            calibrated=self.calibrated_thresholds.to_core(),
             dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
             limits=LoadLimits(max_pixels=self.max_pixels),
         )

@@ -51,7 +51,6 @@ from varflow.imageio import sha256_file, upright_size
 from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runlock import RunLock, is_held
-from varflow.settings import default_home
 
 DEFAULT_POOL = 8
 
@@ -106,7 +105,7 @@ def variation_run(params: RunParameters) -> dict:
     t_start = time.perf_counter()
     tune_allocator()
     quiet_expected_failures()
-    home = (Path(params.home).expanduser() if params.home else default_home()).resolve()
+    home = params.data_home()
     store = Store(home).initialize()
     store.vacuum()
     flow_run_id = runtime_flow_run.id
@@ -374,7 +373,7 @@ def plan_run(params: RunParameters) -> dict:
     """
     from varflow.settings import QUALITY_LEVELS, level_settings
 
-    home = (Path(params.home).expanduser() if params.home else default_home()).resolve()
+    home = params.data_home()
     input_dir = Path(params.input_dir).expanduser().resolve()
     output_dir = Path(params.output_dir).expanduser().resolve()
     model = default_model(params.backend, params.model)

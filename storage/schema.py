@@ -13,9 +13,10 @@ from varflow.records import (
     QualityLevelChangeRecord,
     RunRecord,
     VariationRecord,
+    score_columns,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: variations.profile, seed_* and the calibrated parts
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -37,11 +38,10 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
     },
     "variations": {
         "run_id": _S, "image_id": _S, "variation_id": _S, "attempt": _I, "variation_type": _S,
-        "similarity": _F, "diversity": _F, "aesthetic": _F, "color_variance": _F,
-        "contrast": _F, "brightness_balance": _F, "sharpness": _F, "object_integrity": _F,
-        "overall_quality": _F, "accepted": _B, "reject_reason": _S, "ahash": _S, "phash": _S,
+        "accepted": _B, "reject_reason": _S, "ahash": _S, "phash": _S,
         "dhash": _S, "duplicate_of": _S, "output_path": _S, "backend": _S, "model": _S,
-        "prompt": _S, "seed": _I, "quality_level": _S, "created_at": _TS,
+        "prompt": _S, "seed": _I, "quality_level": _S, "created_at": _TS, "profile": _S,
+        **{column: _F for column in score_columns()},  # what the quality profiles measure
     },
     "attempts": {
         "run_id": _S, "image_id": _S, "variation_id": _S, "attempt": _I, "try_number": _I,

@@ -172,6 +172,18 @@ class Store:
             "SELECT DISTINCT variation_id, ahash, phash, dhash, output_path FROM variations "
             "WHERE image_id = ? AND accepted AND output_path IS NOT NULL ORDER BY output_path", [image_id])
 
+    def accepted_by_source(self, output_dir: str | Path) -> list[dict]:
+        """The accepted variations written under ``output_dir``, one row each with its source's
+        path, variation type and overall score, by source then file (the demo's contact sheet)."""
+        prefix = str(Path(output_dir).resolve()).rstrip("/") + "/"
+        return self.query(
+            "SELECT i.path AS source_path, arg_max(v.output_path, v.created_at) AS output_path, "
+            "       arg_max(v.variation_type, v.created_at) AS variation_type, "
+            "       arg_max(v.overall_quality, v.created_at) AS overall_quality "
+            "FROM variations v JOIN images i USING (run_id, image_id) "
+            "WHERE v.accepted AND starts_with(v.output_path, ?) "
+            "GROUP BY i.path, v.variation_id ORDER BY source_path, output_path", [prefix])
+
     def accepted_library(self) -> dict[str, list]:
         """Every variation ever accepted, from any source (``--dedup-library``), as columns:
         variation_id, ahash, phash, dhash, output_path (the latest, if accepted in several

@@ -1,4 +1,4 @@
-"""Stage 3: every quality metric of one variation, against the original and the accepted ones."""
+"""Stage 3: every quality metric of one variation, judged by the run's quality profile."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from varflow.imageio import load_grey, load_rgb
-from varflow.metrics import VariationScores, score_variation as score
+from varflow.profiles import Assessment, VariationJudge
 
 
 @task(name="score", cache_policy=NONE)
-def score_variation(original_path: str, variation_path: str, accepted_paths: list[str]) -> VariationScores:
+def score_variation(judge: VariationJudge, variation_path: str) -> Assessment:
+    """``judge`` holds the original's measurements and the image's accepted variations."""
     rgb = np.asarray(load_rgb(variation_path))  # upright and flattened, like its cached grey
-    return score(
-        load_grey(original_path),
-        rgb,
-        variation_grey=load_grey(variation_path),
-        accepted=[load_grey(p) for p in accepted_paths],
-    )
+    return judge.assess(rgb, grey=load_grey(variation_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_photo_folder
-from flows.parameters import RunParameters, Thresholds
+from flows.parameters import CalibratedForm, RunParameters
 from flows.variation_flow import run_local
 from storage import Store
 
@@ -22,9 +22,9 @@ def test_forced_failures_step_the_level_down_and_shrink_the_work(prefect_server,
     photos = tmp_path / "photos"
     make_photo_folder(photos, 11, size=2400)  # larger than every level's max side
     home = tmp_path / "home"
-    never = Thresholds(aesthetic_min=1.0, object_integrity_min=1.0)  # nothing can pass
+    never = CalibratedForm(overall_min=1.0)  # nothing can pass: the overall is never a perfect 1
     params = RunParameters(input_dir=str(photos), output_dir=str(tmp_path / "out"), home=str(home),
-                           count=1, thresholds=never, images_in_flight=1, generation_concurrency=1)
+                           count=1, calibrated_thresholds=never, images_in_flight=1, generation_concurrency=1)
     summary = run_local(params)
     store = Store(home)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import io
 import json
 import shutil
@@ -16,7 +18,8 @@ from varflow.acceptance import judge
 from varflow.imageio import ImageReadError
 from varflow.inspect import find_duplicate_groups, score_files
 from varflow.metrics import AestheticScore, VariationScores
-from varflow.settings import DedupSettings, QualityThresholds, level_settings
+from varflow.calibrated import CalibratedScores, judge_calibrated
+from varflow.settings import CalibratedThresholds, DedupSettings, QualityThresholds, level_settings
 
 
 @pytest.fixture
@@ -35,7 +38,8 @@ def variations(tmp_path):
 
 def test_score_files_scores_each_variation_against_the_original_and_the_ones_before(variations):
     original, paths = variations
-    rows = score_files(original, paths, thresholds=QualityThresholds(), level="medium")
+    rows = score_files(original, paths, profile="seed", thresholds=QualityThresholds(), level="medium")
+    calibrated_rows = score_files(original, paths, level="medium")  # the default profile
     assert [r["index"] for r in rows] == [1, 2, 3]
     assert rows[0]["diversity"] is None
     with Image.open(original) as im:
@@ -51,6 +55,10 @@ def test_score_files_scores_each_variation_against_the_original_and_the_ones_bef
             assert row[key] == pytest.approx(ref[key], abs=1e-6)
         assert row["level"] == "medium" and row["level_threshold"] == 0.6
         assert len(row["ahash"]) == 16
+        # whichever profile judges, the seed's values are recorded beside it
+        for key in ("similarity", "aesthetic", "object_integrity", "overall_quality"):
+            assert calibrated_rows[i][f"seed_{key}"] == pytest.approx(ref[key], abs=1e-6)
+        assert calibrated_rows[i]["profile"] == "calibrated" and calibrated_rows[i]["level_threshold"] == 0.65
     json.dumps(rows)  # plain JSON for --json
 
 
@@ -58,7 +66,7 @@ def test_verdict_and_reasons_are_the_acceptance_gates(variations):
     original, paths = variations
     thresholds = QualityThresholds()
     level = level_settings("high")
-    for row in score_files(original, paths, thresholds=thresholds, level=level):
+    for row in score_files(original, paths, profile="seed", thresholds=thresholds, level=level):
         scores = VariationScores(
             row["similarity"], row["diversity"],
             AestheticScore(row["color_variance"], row["contrast"], row["brightness_balance"], row["sharpness"]),
@@ -67,10 +75,15 @@ def test_verdict_and_reasons_are_the_acceptance_gates(variations):
         verdict = judge(scores, thresholds=thresholds, level=level)
         assert row["accepted"] == verdict.accepted
         assert row["reasons"] == list(verdict.reasons)
-    # a variation identical to the original is too similar
-    same = score_files(original, [original], thresholds=thresholds, level=level)[0]
-    assert same["similarity"] == pytest.approx(1.0, abs=1e-6)
-    assert "similarity_high" in same["reasons"] and not same["accepted"]
+    for row in score_files(original, paths, level=level):  # calibrated, the default
+        scores = CalibratedScores(**{f.name: row[f.name] for f in fields(CalibratedScores)})
+        verdict = judge_calibrated(scores, thresholds=CalibratedThresholds(), level=level)
+        assert (row["accepted"], row["reasons"]) == (verdict.accepted, list(verdict.reasons))
+    # a variation identical to the original is too similar, to both profiles
+    for profile in ("seed", "calibrated"):
+        same = score_files(original, [original], profile=profile, level=level)[0]
+        assert same["similarity"] == pytest.approx(1.0, abs=0.02)
+        assert "similarity_high" in same["reasons"] and not same["accepted"]
 
 
 def test_score_files_names_an_unreadable_file(variations):

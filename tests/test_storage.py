@@ -19,10 +19,11 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 def variation(run_id, image_id, n, accepted=True):
     return VariationRecord(
-        run_id, image_id, f"{image_id}-v{n}", n, "style_change", 0.6, None, 0.7, 1.0, 0.5, 0.9, 0.4,
-        0.8, 0.7, accepted, None if accepted else "aesthetic_low", "ff00ff00ff00ff00",
-        "0f0f0f0f0f0f0f0f", "00000000ffffffff", None, f"/out/{image_id}-v{n}.png", "local",
-        "local-v1", "golden hour", 7, "medium", NOW,
+        run_id, image_id, f"{image_id}-v{n}", n, "style_change", accepted,
+        None if accepted else "aesthetic_low", "ff00ff00ff00ff00", "0f0f0f0f0f0f0f0f", "00000000ffffffff",
+        None, f"/out/{image_id}-v{n}.png", "local", "local-v1", "golden hour", 7, "medium", NOW,
+        profile="calibrated", scores={"similarity": 0.6, "diversity": None, "overall_quality": 0.7,
+                                      "seed_similarity": 0.95},
     )
 
 
@@ -50,6 +51,9 @@ def test_rows_round_trip_through_parquet_and_duckdb(tmp_path):
         {"status": "error", "error": "/in/b.png: is empty (0 bytes); remove it"}]
     assert store.query("SELECT to_level FROM quality_level_changes") == [{"to_level": "medium"}]
     assert store.query("SELECT hamming(ahash, dhash) AS d FROM variations LIMIT 1") == [{"d": 32}]
+    assert store.query("SELECT profile, similarity, seed_similarity, seed_overall_quality FROM variations "
+                       "ORDER BY attempt LIMIT 1") == [
+        {"profile": "calibrated", "similarity": 0.6, "seed_similarity": 0.95, "seed_overall_quality": None}]
 
 
 def test_writing_the_same_result_twice_adds_no_rows(tmp_path):

@@ -11,13 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from varflow.acceptance import judge
-from varflow.dedup import HASH_KINDS, confirmation_ssim
+from varflow.dedup import HASH_KINDS, appearance_signature, confirmation_ssim, same_appearance
 from varflow.hashindex import HashIndex
 from varflow.hashing import ImageHashes, compute_hashes, hash_distances
 from varflow.imageio import ImageReadError, load_grey, load_rgb, resize_to_fit
-from varflow.metrics import GreyImage, score_variation, to_grey
+from varflow.metrics import GreyImage, to_grey
+from varflow.profiles import VariationJudge
 from varflow.settings import (
+    COPY_FINDING,
+    DEFAULT_PROFILE,
+    CalibratedThresholds,
     DedupSettings,
     LevelSettings,
     LoadLimits,
@@ -37,12 +40,14 @@ def score_files(
     original: str | Path,
     variations: Sequence[str | Path],
     *,
+    profile: str = DEFAULT_PROFILE,
     thresholds: QualityThresholds = QualityThresholds(),
+    calibrated_thresholds: CalibratedThresholds = CalibratedThresholds(),
     level: LevelSettings | str = "high",
     max_side: int | None = None,
     limits: LoadLimits = LoadLimits(),
 ) -> list[dict]:
-    """Every metric, its parts, the verdict and the reasons, one dict per variation.
+    """Every metric of both profiles, the verdict of ``profile`` and its reasons, one dict per variation.
 
     Variation i is scored against the original (its similarity) and against variations
     1..i-1 (its diversity; None for the first, which the acceptance gate then skips). Images
@@ -52,32 +57,32 @@ def score_files(
     """
     if isinstance(level, str):
         level = level_settings(level)
-    orig_grey = GreyImage(to_grey(_load(original, max_side, limits)))
-    before: list[GreyImage] = []
+    judge = VariationJudge(_load(original, max_side, limits), level=level, profile=profile,
+                           thresholds=thresholds, calibrated_thresholds=calibrated_thresholds)
+    threshold = level.quality_threshold if profile == "seed" else calibrated_thresholds.overall_for(level.name)
     out = []
     for i, path in enumerate(variations, start=1):
         rgb = _load(path, max_side, limits)
-        grey = GreyImage(to_grey(rgb))
-        scores = score_variation(orig_grey, rgb, variation_grey=grey, accepted=before)
-        verdict = judge(scores, thresholds=thresholds, level=level)
-        hashes = compute_hashes(grey)
+        assessment = judge.assess(rgb)
+        hashes = compute_hashes(assessment.grey)
         out.append(
             {
                 "index": i,
                 "path": str(path),
                 "width": rgb.width,
                 "height": rgb.height,
-                **scores.as_dict(),
-                "accepted": verdict.accepted,
-                "reasons": list(verdict.reasons),
+                "profile": profile,
+                **assessment.scores(),
+                "accepted": assessment.verdict.accepted,
+                "reasons": list(assessment.verdict.reasons),
                 "level": level.name,
-                "level_threshold": level.quality_threshold,
+                "level_threshold": threshold,
                 "ahash": hashes.ahash,
                 "phash": hashes.phash,
                 "dhash": hashes.dhash,
             }
         )
-        before.append(grey)
+        judge.accept(assessment)  # the next one's diversity counts it, as the run's loop would
     return out
 
 
@@ -100,7 +105,7 @@ class _UnionFind:
 def find_duplicate_groups(
     paths: Sequence[str | Path],
     *,
-    settings: DedupSettings = DedupSettings(),
+    settings: DedupSettings = COPY_FINDING,
     limits: LoadLimits = LoadLimits(),
     errors: list[tuple[str, str]] | None = None,
 ) -> list[list[str]]:
@@ -115,9 +120,12 @@ def find_duplicate_groups(
     names: list[str] = []
     hashes: list[ImageHashes] = []
     thumbs: list[GreyImage | None] = []
+    looks: list = []
+    aligned: list[GreyImage] = []  # what same_appearance's alignment test compares
     for path in paths:
         try:
-            grey = GreyImage(to_grey(load_rgb(path, limits=limits)))
+            rgb = load_rgb(path, limits=limits)
+            grey = GreyImage(to_grey(rgb))
         except ImageReadError as exc:
             if errors is not None:
                 errors.append((str(path), str(exc)))
@@ -125,6 +133,8 @@ def find_duplicate_groups(
         names.append(str(path))
         hashes.append(compute_hashes(grey))
         thumbs.append(grey.thumbnail(settings.ssim_size) if settings.ssim_size else None)
+        aligned.append(grey.thumbnail(settings.aligned_size))
+        looks.append(appearance_signature(rgb))
 
     indexes = {kind: HashIndex() for kind in HASH_KINDS}
     for kind in HASH_KINDS:
@@ -145,7 +155,9 @@ def find_duplicate_groups(
                 continue
             if min(hash_distances(h, hashes[j])) > settings.max_hamming:
                 continue
-            if confirmation_ssim(grey_of(i), grey_of(j), settings) > settings.ssim_threshold:
+            value = confirmation_ssim(grey_of(i), grey_of(j), settings)
+            if value > settings.ssim_threshold and same_appearance(
+                    aligned[i], aligned[j], looks[i], looks[j], settings):
                 uf.union(i, j)
     groups: dict[int, list[str]] = {}
     for i, name in enumerate(names):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
+from typing import Mapping
 
 
 def utcnow() -> datetime:
@@ -84,20 +85,15 @@ class ImageRecord(Row):
 
 @dataclass(frozen=True)
 class VariationRecord(Row):
+    """One judged variation. ``scores`` holds every score column (``score_columns()``): the
+    judging profile's headline values, the seed's values and the calibrated parts; a duplicate
+    is never scored, so its scores are null."""
+
     run_id: str
     image_id: str
     variation_id: str
     attempt: int
     variation_type: str
-    similarity: float | None
-    diversity: float | None
-    aesthetic: float | None
-    color_variance: float | None
-    contrast: float | None
-    brightness_balance: float | None
-    sharpness: float | None
-    object_integrity: float | None
-    overall_quality: float | None
     accepted: bool
     reject_reason: str | None
     ahash: str | None
@@ -111,6 +107,23 @@ class VariationRecord(Row):
     seed: int
     quality_level: str
     created_at: datetime
+    profile: str | None = None  # the quality profile that judged (None: not scored, a duplicate)
+    scores: Mapping[str, float | None] = field(default_factory=dict)
+
+    def as_row(self) -> dict:
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scores"}
+        row.update({c: self.scores.get(c) for c in score_columns()})
+        return row
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "scores"] + list(score_columns())
+
+
+def score_columns() -> tuple[str, ...]:
+    from varflow.profiles import record_columns  # the profiles name what they measure
+
+    return record_columns()
 
 
 @dataclass(frozen=True)

@@ -102,11 +102,17 @@ class DedupSettings:
     max_hamming: int = 16
     ssim_threshold: float = 0.72
     ssim_size: int = 20
-    # Colour: two grades of one photo share every grey hash bit and their grey thumbnails' SSIM
-    # is ~1.0, yet a person sees two variations. A pair is a duplicate only when its colour
-    # signatures (CIELAB a*, b* on an 8 x 8 grid) also lie within this mean distance; copies
-    # (re-encode, resize, crop, noise, blur, +20% brightness) stay under it. None: grey only.
+    # Appearance (varflow.dedup.same_appearance): grey hashes and a grey 20 px thumbnail cannot
+    # see a grade or an object removed in one place, yet a person sees another variation. A
+    # confirmed pair is a duplicate only when its mean CIELAB chroma distance (8 x 8 cells) is
+    # within max_colour_distance and, when the two are aligned (SSIM at aligned_size px >=
+    # aligned_ssim: crops and rotations fall below), no 16 x 16 cell stands out by more than
+    # max_local_difference (dE, max - median). Copies (re-encode, resize, noise, blur, +20%
+    # brightness, small crops and rotations) pass both. None: that check is off.
     max_colour_distance: float | None = 7.0
+    max_local_difference: float | None = 8.0
+    aligned_ssim: float = 0.9
+    aligned_size: int = 64
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_hamming <= 64:
@@ -115,13 +121,21 @@ class DedupSettings:
             )
         if not -1.0 <= self.ssim_threshold <= 1.0:
             raise ValueError(f"ssim_threshold={self.ssim_threshold} must be within [-1, 1]")
-        if self.max_colour_distance is not None and self.max_colour_distance < 0:
-            raise ValueError(f"max_colour_distance={self.max_colour_distance} must be >= 0 (or None: grey only)")
+        for name in ("max_colour_distance", "max_local_difference"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}={value} must be >= 0 (or None: no such check)")
         if self.ssim_size != 0 and self.ssim_size < 7:
             raise ValueError(
                 f"ssim_size={self.ssim_size} is below SSIM's 7x7 window; use 0 (full size) "
                 "or at least 7 pixels"
             )
+
+
+# ``varflow dedup``: copies of one picture in a folder (resized, re-encoded, cropped, rotated,
+# brightened, turned grey) are one picture: the grey hashes and thumbnail alone decide. A run
+# judges variations, where a grade or an object moved makes another one: DedupSettings().
+COPY_FINDING = DedupSettings(max_colour_distance=None, max_local_difference=None)
 
 
 @dataclass(frozen=True)
@@ -137,7 +151,8 @@ class Settings:
     """What a run needs beyond its parameters; one object so tasks get it in one piece."""
 
     profile: str = DEFAULT_PROFILE
-    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)  # the seed profile's
+    calibrated: "CalibratedThresholds" = field(default_factory=lambda: CalibratedThresholds())
     dedup: DedupSettings = field(default_factory=DedupSettings)
     limits: LoadLimits = field(default_factory=LoadLimits)
 

@@ -74,12 +74,20 @@ def derive_seed(run_seed: int, image_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def resolve_variation_type(variation_type: str, seed: int) -> str:
-    """``random`` picks one concrete type from the seed; other types pass through."""
+def resolve_variation_type(variation_type: str, seed: int, *, among: tuple[str, ...] = CONCRETE_TYPES) -> str:
+    """``random`` picks one of ``among`` (the types that apply to the photo: a backend's
+    ``variation_types_for``) from the seed; other types pass through."""
     if variation_type not in VARIATION_TYPES:
         raise ValueError(
             f"unknown variation type {variation_type!r}; choose one of {', '.join(VARIATION_TYPES)}"
         )
     if variation_type != "random":
         return variation_type
-    return CONCRETE_TYPES[seed % len(CONCRETE_TYPES)]
+    return among[seed % len(among)]
+
+
+def variation_types_for(backend: object, source_path: str) -> tuple[str, ...]:
+    """The concrete types ``backend`` can make of this photo (all of them unless the backend
+    says otherwise: the local generator cannot remove an object a photo does not have)."""
+    ask = getattr(backend, "variation_types_for", None)
+    return tuple(ask(source_path)) if ask is not None else CONCRETE_TYPES

@@ -106,6 +106,19 @@ class LocalGenerator:
             detail=json.dumps([op.as_dict() for op in ops], separators=(",", ":")),
         )
 
+    def variation_types_for(self, source_path: str) -> tuple[str, ...]:
+        """The types this photo allows: the object edits need a distinct object (``random`` then
+        chooses among the rest instead of failing an attempt)."""
+        src = self._source(source_path)
+        sal = saliency(src)
+        found = objects.find_objects(src, sal, subject(sal))
+        allowed = set(CONCRETE_TYPES)
+        if not found:
+            allowed -= {"object_remove", "object_add", "object_rearrange"}
+        elif not any(r.free_standing for r in found):
+            allowed -= {"object_add", "object_rearrange"}
+        return tuple(t for t in CONCRETE_TYPES if t in allowed)
+
     def render(self, src: np.ndarray, vtype: str, prompt: str, rng: np.random.Generator):
         """The variation of ``src`` (H x W x 3 uint8 RGB) as (image, ops, description)."""
         grades_kw, styles_kw = parse_prompt(prompt)
