@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from varflow.generators import BACKENDS
 from varflow.settings import IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 
 
@@ -26,7 +27,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     opt("--type", "variation_type", "kind of variation", choices=VARIATION_TYPES)
     opt("--prompt", "prompt", "what the variations should look like")
     opt("--seed", "seed", "same seed, same variations", type=int)
-    opt("--backend", "backend", "generator", choices=("local", "gemini"))
+    opt("--backend", "backend", "generator", choices=BACKENDS)
     opt("--model", "model", "model name (default: the backend's)")
     opt("--profile", "profile", "quality model that decides: calibrated (agrees with a person on real photos) "
         "or seed (the seed document's formulas); both are recorded", choices=PROFILES)
@@ -83,20 +84,18 @@ def _check_backend(params) -> None:
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
-    from varflow.generators import make_backend
+    from varflow.calls import enforceable_cap
+    from varflow.generators import backend_class, make_backend, model_name
 
-    options = {"model": params.model} if params.model else {}
-    if params.backend != "local" and params.max_cost_usd is not None:
-        from flows.variation_flow import default_model
-        from varflow.generators.gemini import estimate_cost
-
-        model = default_model(params.backend, params.model)
-        if estimate_cost(model) is None:
-            raise SystemExit(f"varflow: --max-cost cannot be enforced: no price is known for model {model!r}")
-    if params.backend != "local" and params.api_key_secret:
+    backend = backend_class(params.backend)
+    try:
+        enforceable_cap(backend, model_name(params.backend, params.model), params.max_cost_usd)
+    except ValueError as exc:
+        raise SystemExit(f"varflow: {exc}")
+    if backend.remote and params.api_key_secret:
         return
     try:
-        make_backend(params.backend, **options)
+        make_backend(params.backend, **({"model": params.model} if params.model else {}))
     except (ValueError, ImportError) as exc:
         raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}")
 
@@ -125,7 +124,7 @@ def _print_plan(plan: dict, as_json: bool) -> None:
 
 def _run(params, as_json: bool, dry_run: bool = False) -> int:
     if dry_run:
-        from flows.variation_flow import plan_run
+        from flows.plan import plan_run
 
         _print_plan(plan_run(params), as_json)
         return 0
@@ -145,7 +144,9 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
 
         names = {f.name for f in dataclasses.fields(RunSummary)}
         print(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text())
-        if summary.get("backend") != "local" and summary.get("calls"):
+        from varflow.generators import backend_class
+
+        if backend_class(summary["backend"]).remote and summary.get("calls"):
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
         print(f"varflow: {summary['message']}", file=sys.stderr)
@@ -195,7 +196,7 @@ def cmd_models(args) -> int:
 
     api_key = None
     if args.api_key_secret:
-        from tasks.generate import load_secret
+        from flows.resources import load_secret
 
         try:
             api_key = load_secret(args.api_key_secret)

@@ -8,6 +8,7 @@ from typing import Literal, get_args, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from varflow.discovery import normalize_extensions
+from varflow.generators import BACKENDS, DEFAULT_BACKEND
 from varflow.settings import (
     DEFAULT_PROFILE,
     IMAGE_EXTENSIONS,
@@ -70,7 +71,7 @@ class RunParameters(BaseModel):
     variation_type: VariationType = Field("random", description="What kind of change to make.")
     prompt: str = Field("", max_length=2000, description="What the variations should look like.")
     seed: int = Field(0, ge=0, description="Same seed, same variations.")
-    backend: Literal["local", "gemini"] = Field("local", description="local (offline) or gemini (paid API).")
+    backend: Literal[BACKENDS] = Field(DEFAULT_BACKEND, description=f"Generator backend: {' or '.join(BACKENDS)} (docs/architecture.md).")
     model: str | None = Field(None, description="Model name for the backend; empty for its default.")
     level: Literal["high", "medium", "low"] | None = Field(
         None, description="Quality level to start at; empty: where the last run of this backend/model left it (high at first)."

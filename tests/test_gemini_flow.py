@@ -23,7 +23,8 @@ except ImportError:
     from fake_gemini import FakeGemini, image_reply
 
 from flows.parameters import RunParameters, Thresholds
-from flows.variation_flow import plan_run, run_local
+from flows.plan import plan_run
+from flows.variation_flow import run_local
 from storage import Store
 
 KEY = "AIza" "SyTEST-gemini-flow-key-0123456789abcdefXYZ"

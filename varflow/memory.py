@@ -33,17 +33,6 @@ def estimate_image_bytes(width: int, height: int, *, max_side: int, count: int) 
     return decode + working
 
 
-def batch_size_for(*, max_memory_mb: float, requested: int, image_bytes: list[int]) -> int:
-    """The seed's ``manage_batch_memory`` done right: how many of these images fit at once."""
-    if requested < 1:
-        raise ValueError(f"requested batch size {requested} must be at least 1")
-    if not image_bytes:
-        return requested
-    budget = max_memory_mb * 2**20
-    worst = max(image_bytes)
-    return max(1, min(requested, int(budget // max(worst, 1))))
-
-
 @dataclass
 class MemoryWindow:
     """Admission control for images in flight: a byte budget and a count limit.

@@ -126,6 +126,7 @@ from varflow import metrics
 from varflow.imageio import write_bytes_atomic
 from varflow.generators.base import (
     CONCRETE_TYPES,
+    Backend,
     GeneratedVariation,
     GenerationError,
     VariationRequest,
@@ -1270,7 +1271,7 @@ class _Plan:
     auto_mean: bool
 
 
-class LocalGenerator:
+class LocalGenerator(Backend):
     """Offline generator: OpenCV/numpy operations chosen by type, prompt and seed.
 
     Options (keyword-only; all change the output, so they belong in any cache key):
@@ -1287,7 +1288,8 @@ class LocalGenerator:
     """
 
     name = "local"
-    model = "local-v1"
+    default_model = "local-v1"
+    model = default_model  # the only one
 
     def __init__(
         self,
