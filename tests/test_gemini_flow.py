@@ -407,6 +407,7 @@ def test_the_key_never_appears_in_logs_records_artifacts_caches_or_errors(prefec
     with get_client(sync_client=True) as client:
         texts["artifacts"] = json.dumps([a.model_dump(mode="json") for a in client.read_artifacts()])
         texts["flow_runs"] = json.dumps([f.model_dump(mode="json") for f in client.read_flow_runs()])
+        texts["task_runs"] = json.dumps([t.model_dump(mode="json") for t in client.read_task_runs()])
         texts["api_logs"] = json.dumps([entry.model_dump(mode="json") for entry in client.read_logs()])
     assert "varflow run" in texts["artifacts"] and "HTTP 400" in texts["api_logs"] + texts["logs"]
     for where, text in texts.items():

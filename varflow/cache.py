@@ -211,7 +211,7 @@ class _Tx:
 
     Threads of one process take ``lock`` first: left to SQLite, a thread finding the database
     locked sleeps in its busy handler (1, 2, 5, 10 ... 100 ms steps) even when the holder is done
-    in microseconds; py-spy found 16 generation threads there ~20% of the time. Other processes
+    in microseconds (docs/gemini.md: found by profiling the throughput bench). Other processes
     still meet SQLite's own locking."""
 
     def __init__(self, db: sqlite3.Connection, lock: threading.Lock):

@@ -68,9 +68,8 @@ def tune_allocator(*, mmap_threshold: int = 1 << 20, arena_max: int = 2) -> bool
     """Make glibc give large image buffers back to the system when they are freed.
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-    image-sized arrays come from the heap and their memory stays with the process: measured on
-    3000 x 2000 photos, peak RSS 997 MiB with the default, 801 MiB with a fixed 1 MiB threshold.
-    A fixed threshold (set through mallopt) turns that off. No-op off glibc; returns whether set.
+    image-sized arrays come from the heap and their memory stays with the process (the peak RSS
+    it saves is in docs/architecture.md). A fixed threshold (set through mallopt) turns that off. No-op off glibc; returns whether set.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -353,7 +353,7 @@ def ssim(reference: GreyImage, other: GreyImage) -> float:
     """SSIM of ``other`` (resized to ``reference`` when sizes differ) against ``reference``.
 
     Equal to ``skimage.metrics.structural_similarity(ref, cv2.resize(other, ref_size))`` on
-    the uint8 grey images (tests pin it within 1e-6; measured differences are ~1e-8).
+    the uint8 grey images (tests pin it within 1e-6; docs/quality-model.md gives the measured difference).
     """
     return ssim_many(reference, [other])[0]
 

@@ -93,10 +93,8 @@ class DedupSettings:
     differ in at most ``max_hamming`` bits; it is a duplicate when the SSIM of the two grey
     images, both area-averaged to ``ssim_size`` x ``ssim_size`` pixels, is above
     ``ssim_threshold``. ``ssim_size=0`` compares at full size instead (the second image resized
-    to the first, the seed's way; its 0.95 then applies). The defaults are measured by
-    bench/dedup_quality.py (precision 1.0, recall 1.0 on its evaluation set; see
-    docs/quality-model.md): positives' hash distance reaches 12 bits, look-alike photos' 20 px
-    SSIM reaches 0.63 while true copies' stays above 0.80.
+    to the first, the seed's way; its 0.95 then applies). The defaults come from
+    bench/dedup_quality.py; docs/quality-model.md records the measurement.
     """
 
     max_hamming: int = 16
