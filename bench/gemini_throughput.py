@@ -176,9 +176,9 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
     from storage import Store
     from tasks.generate import generate_variation, retry_options
     from varflow.cache import generation_key
-    from varflow.calls import AttemptContext, CallPolicy
+    from varflow.calls import AttemptContext
     from varflow.generators import VariationRequest, derive_seed
-    from varflow.resources import ResourceSpec
+    from varflow.resources import CallPolicy, ResourceSpec
 
     home = tmp / f"gen-home-{rpm or 'nolimit'}"
     Store(home).initialize()

@@ -84,7 +84,7 @@ def _check_backend(params) -> None:
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
-    from varflow.calls import enforceable_cap
+    from varflow.resources import enforceable_cap
     from varflow.generators import backend_class, make_backend, model_name
 
     backend = backend_class(params.backend)
@@ -190,30 +190,40 @@ def cmd_samples(args) -> int:
 
 
 def cmd_models(args) -> int:
-    """The image models the key can use (``client.models.list()``), or why they can't be listed."""
-    from varflow.generators import GenerationError
-    from varflow.generators.gemini import MissingApiKeyError, list_image_models
+    """The models a backend can use (a remote one: those its key can use), or why they can't be listed."""
+    from varflow.generators import BACKENDS, GenerationError, backend_class, make_backend
 
-    api_key = None
-    if args.api_key_secret:
-        from flows.resources import load_secret
+    name = args.backend or next(b for b in BACKENDS if backend_class(b).remote)
+    options = {}
+    if backend_class(name).remote:
+        options["timeout_s"] = args.timeout
+        if args.api_key_secret:
+            from flows.resources import load_secret
 
-        try:
-            api_key = load_secret(args.api_key_secret)
-        except ValueError as exc:
-            print(f"varflow models: {exc}", file=sys.stderr)
-            return 2
+            try:
+                options["api_key"] = load_secret(args.api_key_secret)
+            except ValueError as exc:
+                print(f"varflow models: {exc}", file=sys.stderr)
+                return 2
     try:
-        models = list_image_models(api_key, timeout_s=args.timeout)
-    except MissingApiKeyError as exc:
+        backend = make_backend(name, **options)
+    except ValueError as exc:  # no key, or options the backend refuses
         print(f"varflow models: {exc}", file=sys.stderr)
         return 2
+    try:
+        models = backend.list_models()
     except GenerationError as exc:
         hint = {"auth": "the key was refused", "connection": "cannot reach the API",
                 "timeout": "the API did not answer in time"}.get(exc.outcome, exc.outcome)
         print(f"varflow models: cannot list models ({hint}): {exc}", file=sys.stderr)
         return 1
-    if args.json:
+    finally:
+        backend.close()
+    return _print_models(models, args.json)
+
+
+def _print_models(models, as_json: bool) -> int:
+    if as_json:
         print(json.dumps([{"name": m.name, "display_name": m.display_name, "description": m.description,
                            "supported_actions": list(m.supported_actions)} for m in models], indent=2))
         return 0
@@ -290,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", help="list the Gemini image models your API key can use")
+    p = sub.add_parser("models", help="list the image models a backend can use (a paid one: those your API key can use)")
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the first paid backend")
     p.add_argument("--api-key-secret", default=None, metavar="BLOCK",
                    help="Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY)")
     p.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds (default 30)")

@@ -15,10 +15,9 @@ from pathlib import Path
 from flows.parameters import RunParameters
 from storage import Store
 from varflow.cache import GenerationCache
-from varflow.calls import CallPolicy, RunControl
 from varflow.generators import backend_class, make_backend
 from varflow.ratelimit import RateLimiter, state_path
-from varflow.resources import ResourceSpec, RunResources
+from varflow.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
 from varflow.settings import default_home
 
 
@@ -60,8 +59,6 @@ def resource_spec(params: RunParameters, home: Path, run_id: str) -> ResourceSpe
 def open_resources(spec: ResourceSpec) -> RunResources:
     """Build the run's resources; raises ValueError (no key, no such secret, an uncappable
     spend) before any work."""
-    from varflow.calls import enforceable_cap
-
     home = Path(spec.home)
     options = dict(spec.backend_options)
     if spec.timeout_s is not None:

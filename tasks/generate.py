@@ -25,7 +25,6 @@ from prefect.utilities.math import lower_clamp_multiple
 
 from varflow.calls import (
     AttemptContext,
-    CallPolicy,
     GenerationFailed,
     GenerationResult,
     RetryableGenerationError,
@@ -33,7 +32,7 @@ from varflow.calls import (
 )
 from varflow.generators import VariationRequest
 from varflow.pipeline import Attempt
-from varflow.resources import RunResources
+from varflow.resources import CallPolicy, RunResources
 
 
 @dataclass

@@ -11,16 +11,10 @@ import time
 import pytest
 
 from test_pipeline import Sink, TintBackend, resources
-from varflow.calls import (
-    AttemptContext,
-    CallPolicy,
-    GenerationFailed,
-    RetryableGenerationError,
-    enforceable_cap,
-    run_attempt,
-)
+from varflow.calls import AttemptContext, GenerationFailed, RetryableGenerationError, run_attempt
 from varflow.generators import GenerationError, TokenUsage, VariationRequest, backend_class
 from varflow.ratelimit import RateLimiter
+from varflow.resources import CallPolicy, enforceable_cap
 
 
 class Scripted(TintBackend):

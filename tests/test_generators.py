@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from varflow.generators import (
@@ -65,3 +67,10 @@ def test_the_cli_offers_the_registered_backends():
     (backend,) = [a for a in run._actions if a.dest == "backend"]
     assert tuple(backend.choices) == BACKENDS
     assert RunParameters(input_dir="x").backend == DEFAULT_BACKEND
+
+
+def test_varflow_models_asks_the_backend(capsys):
+    from flows.cli import main
+
+    assert main(["models", "--backend", "local", "--json"]) == 0
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["local-v1"]

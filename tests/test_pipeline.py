@@ -17,11 +17,11 @@ from PIL import Image
 
 from conftest import load_photo
 from varflow.cache import GenerationCache
-from varflow.calls import CallPolicy, GenerationFailed, RunControl, run_attempt
+from varflow.calls import GenerationFailed, run_attempt
 from varflow.generators import Backend, GeneratedVariation, GenerationError
 from varflow.imageio import optimize_image
 from varflow.pipeline import ImageJob, ImagePipeline, JobSpec
-from varflow.resources import ResourceSpec, RunResources
+from varflow.resources import CallPolicy, ResourceSpec, RunControl, RunResources
 from varflow.settings import QUALITY_LEVELS
 
 TINTS = [(1.35, 1.0, 0.7), (0.7, 1.0, 1.35), (1.0, 1.3, 0.7), (0.75, 0.85, 1.3), (1.2, 0.8, 1.2), (0.9, 1.2, 1.1)]

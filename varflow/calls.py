@@ -22,8 +22,6 @@ actually sent is recorded). No Prefect here: tasks/generate.py wraps ``run_attem
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -37,44 +35,9 @@ from varflow.generators import (
     VariationRequest,
 )
 from varflow.records import AttemptRecord, utcnow
+from varflow.resources import CallPolicy, RunControl, RunResources
 
 CANCELLED = "cancelled"  # no call was made: the run had stopped, or the budget refused it
-
-
-@dataclass(frozen=True)
-class CallPolicy:
-    """How calls are retried, paced and capped; small, no secrets, not part of any cache key.
-
-    ``retries``: retries of a retryable failure (0 for a backend that is not remote).
-    ``backoff_s``: first retry delay; doubles per retry, the orchestrator adds up to ``jitter`` x it.
-    ``rpm``: requests per minute across every process sharing ``rate_dir`` (None: no limit;
-    429 pauses are shared anyway when ``rate_dir`` is set).
-    ``max_cost_usd``: the run's estimated-spend cap (None: no cap).
-    ``concurrency``: most calls on the wire at once in this run (None: as many as threads).
-    """
-
-    retries: int = 0
-    backoff_s: float = 2.0
-    jitter: float = 0.5
-    rpm: float | None = None
-    rate_dir: str | None = None
-    max_cost_usd: float | None = None
-    concurrency: int | None = None
-
-    def delays(self) -> list[float]:
-        return [self.backoff_s * 2**r for r in range(min(self.retries, 50))]
-
-    def backoff(self, try_number: int) -> float:
-        """The retry delay after try ``try_number`` (before jitter)."""
-        delays = self.delays()
-        return delays[min(try_number - 1, len(delays) - 1)] if delays else 0.0
-
-
-def enforceable_cap(backend: type[GeneratorBackend], model: str, max_cost_usd: float | None) -> None:
-    """Refuse a spend cap that cannot be enforced: no price is known for the model."""
-    if max_cost_usd is not None and backend.estimate_cost(model) is None:
-        raise ValueError(f"--max-cost cannot be enforced: no price is known for model {model!r} "
-                         f"(the {backend.name} backend has none for it)")
 
 
 @dataclass(frozen=True)
@@ -128,74 +91,13 @@ class RetryableGenerationError(GenerationFailed):
     """A failure worth another try of the same request (rate limit, 5xx, timeout, no image)."""
 
 
-class RunControl:
-    """One run's shared state in this process: why it stopped (if it did), its spend, its call slots.
-
-    Thread-safe. ``reserve`` books a call's estimated cost before it starts; ``settle`` replaces
-    the estimate by the cost of what came back. A call starts only if spent + booked + its
-    estimate stays within ``max_cost_usd``. A plain class, not a dataclass: an orchestrator
-    walking task parameters must not iterate its state while other threads change it.
-    """
-
-    def __init__(self, run_id: str, max_cost_usd: float | None = None, concurrency: int | None = None):
-        self.run_id = run_id
-        self.max_cost_usd = max_cost_usd
-        self.spent_usd = 0.0
-        self.booked_usd = 0.0
-        self.calls = 0
-        self.stop_outcome: str | None = None
-        self.stop_message: str | None = None
-        self._lock = threading.Lock()
-        self._prompt_changes: dict[str, int] = {}
-        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
-
-    def call_slot(self):
-        """A context manager holding one of the run's call slots (the orchestrator's thread pool
-        is shared with the images in flight, so it alone does not bound calls)."""
-        return self._slots if self._slots is not None else contextlib.nullcontext()
-
-    @property
-    def stopped(self) -> bool:
-        return self.stop_outcome is not None
-
-    def stop(self, outcome: str, message: str) -> bool:
-        """Record why the run stops; the first reason wins. True if this call set it."""
-        with self._lock:
-            if self.stop_outcome is not None:
-                return False
-            self.stop_outcome, self.stop_message = outcome, message
-            return True
-
-    def reserve(self, estimate: float) -> bool:
-        with self._lock:
-            if self.max_cost_usd is not None and \
-                    self.spent_usd + self.booked_usd + estimate > self.max_cost_usd + 1e-12:
-                return False
-            self.booked_usd += estimate
-            self.calls += 1
-            return True
-
-    def settle(self, estimate: float, actual: float) -> None:
-        with self._lock:
-            self.booked_usd = max(0.0, self.booked_usd - estimate)
-            self.spent_usd += actual
-
-    def prompt_changes(self, variation_id: str) -> int:
-        with self._lock:
-            return self._prompt_changes.get(variation_id, 0)
-
-    def count_prompt_change(self, variation_id: str) -> None:
-        with self._lock:
-            self._prompt_changes[variation_id] = self._prompt_changes.get(variation_id, 0) + 1
-
-
 def _no_wait(try_number: int) -> float:
     return 0.0
 
 
-def run_attempt(request: VariationRequest, ctx: AttemptContext, res, *, try_number: int = 1,
+def run_attempt(request: VariationRequest, ctx: AttemptContext, res: RunResources, *, try_number: int = 1,
                 shortest_retry_wait: Callable[[int], float] = _no_wait) -> GenerationResult:
-    """One try of one attempt; ``res`` is the run's ``RunResources``.
+    """One try of one attempt, with the run's resources.
 
     ``shortest_retry_wait(try_number)``: the least time the orchestrator waits before the next
     try (its jitter can shorten a delay), so a server's retry delay is honoured in full.
@@ -212,7 +114,7 @@ def run_attempt(request: VariationRequest, ctx: AttemptContext, res, *, try_numb
 class _Try:
     """One call of the backend with everything around it (see the module docstring)."""
 
-    def __init__(self, request: VariationRequest, ctx: AttemptContext, res, try_number: int,
+    def __init__(self, request: VariationRequest, ctx: AttemptContext, res: RunResources, try_number: int,
                  shortest_retry_wait: Callable[[int], float]):
         self.request, self.ctx, self.res = request, ctx, res
         self.gen: GeneratorBackend = res.backend
@@ -333,7 +235,7 @@ class _Try:
         ))
 
 
-def record_cache_hit(res, request: VariationRequest, ctx: AttemptContext, result: GenerationResult) -> None:
+def record_cache_hit(res: RunResources, request: VariationRequest, ctx: AttemptContext, result: GenerationResult) -> None:
     """A result served from a cache made no call: one zero-cost row with ``cache_hit``."""
     res.records.write_attempt(AttemptRecord(
         run_id=res.run_id, image_id=request.image_id, variation_id=ctx.variation_id,

@@ -109,6 +109,16 @@ class Generate(Protocol):
     def __call__(self, attempts: Sequence[Attempt], *, refresh: bool) -> list[tuple[GenerationResult, bool]]: ...
 
 
+class Judge(Protocol):
+    """One source image's judge, built after it is optimized: ``assess`` gives a variation's
+    scores (``.scores()``) and verdict (``.verdict.reason_text``: None when accepted);
+    ``accept`` tells it a variation was kept, so later diversity is measured against it."""
+
+    def assess(self, variation: np.ndarray, *, grey=None): ...
+
+    def accept(self, assessment) -> None: ...
+
+
 def variation_id_for(job: ImageJob, attempt: int) -> str:
     """Stable across runs: the same image, parameters and attempt give the same id."""
     s = job.spec
@@ -135,7 +145,7 @@ class ImagePipeline:
     generate: Generate
     work_root: Path  # each image works in <work_root>/<image id prefix>, removed when it ends
     optimize: Callable[..., OptimizedImage] = optimize_image
-    judge_for: Callable[[str, LevelSettings, Settings], object] = seed_judge
+    judge_for: Callable[[str, LevelSettings, Settings], Judge] = seed_judge
 
     def run(self, job: ImageJob) -> ImageOutcome:
         return _ImageRun(self, job).run()
@@ -153,7 +163,7 @@ class _ImageRun:
         self.accepted: list[KnownImage] = []
         self.variations: list[VariationRecord] = []
         self.opt: OptimizedImage | None = None
-        self.judge = None
+        self.judge: Judge | None = None
         self.started = utcnow()
 
     def run(self) -> ImageOutcome:

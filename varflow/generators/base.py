@@ -55,6 +55,14 @@ class GeneratedVariation:
     usage: TokenUsage | None = None
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # what ``model=`` takes
+    display_name: str
+    description: str = ""
+    supported_actions: tuple[str, ...] = ()
+
+
 class GenerationError(Exception):
     """A generation attempt that produced no usable image.
 
@@ -94,6 +102,8 @@ class GeneratorBackend(Protocol):
 
     def sent_prompt(self, request: VariationRequest) -> str: ...
 
+    def list_models(self) -> list[ModelInfo]: ...
+
     def close(self) -> None: ...
 
 
@@ -121,6 +131,10 @@ class Backend:
     def sent_prompt(self, request: VariationRequest) -> str:
         """The text a call for ``request`` sends (recorded when the call fails)."""
         return request.prompt
+
+    def list_models(self) -> list[ModelInfo]:
+        """The models this backend can use (a remote one: those its key can use)."""
+        return [ModelInfo(self.model, self.model)]
 
     def close(self) -> None:
         """Release connections (a run's end)."""

@@ -765,6 +765,9 @@ class GeminiGenerator(Backend):
         (``not_found``, naming the model and ``varflow models``) before any paid call."""
         self._call(self.client.models.get, model=self.model)
 
+    def list_models(self) -> list[ImageModelInfo]:
+        return self.list_image_models()
+
     def list_image_models(self) -> list[ImageModelInfo]:
         """The models this key can use that produce images (``client.models.list()``)."""
 
