@@ -208,6 +208,14 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
         res.close()
         return ok
 
+    (tmp / "gen-work").mkdir(exist_ok=True)
+    cpu0, load0 = cpu_seconds(), os.getloadavg()[0]
+    t0 = time.perf_counter()
+    ok = generation_only()
+    wall = time.perf_counter() - t0
+    return measure(home, rpm, wall, cpu0, cpu_seconds(), load0, f"{ok} ok")
+
+
 def flow_bench(tmp: Path, rpm: float | None, images: int, count: int) -> dict:
     from flows.parameters import RunParameters, Thresholds
     from flows.variation_flow import run_local

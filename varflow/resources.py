@@ -4,10 +4,11 @@
 names, numbers, the ``CallPolicy``; the *name* of a secret, never its value). ``RunResources``
 holds the built objects: the record sink (the store), the generation cache, the backend
 (holding the API key), the shared rate limiter, the run's control (``RunControl``: stop,
-budget, call slots) and the orchestrator's result storage. In one process a task receives the object itself. Pickled (a task run in
-another process), it travels as its spec and is rebuilt there by the builder that made it, so
-a key is read where it is used and never serialized; docs/architecture.md says what a
-multi-process runner must add.
+budget, call slots) and the orchestrator's result storage.
+
+In one process a task receives the object itself. Pickled (a task run in another process), it
+travels as its spec and is rebuilt there by the builder that made it, so a key is read where
+it is used and never serialized; docs/architecture.md says what a multi-process runner must add.
 
 No Prefect and no storage here: flows/resources.py builds these from the run's parameters.
 """
