@@ -37,7 +37,6 @@ from varflow.generators.base import (  # noqa: E402
     VariationRequest,
     derive_seed,
     resolve_variation_type,
-    variation_types_for,
 )
 from varflow.generators.local import LocalGenerator  # noqa: E402
 from varflow.hashing import compute_hashes  # noqa: E402
@@ -106,7 +105,7 @@ def main(argv=None) -> int:
             key = (name, run_seed, i)
             if key not in cache:
                 seed = derive_seed(run_seed, image_id, i)
-                vtype = resolve_variation_type(args.type, seed, among=variation_types_for(gen, str(path)))
+                vtype = resolve_variation_type(args.type, seed, among=gen.variation_types_for(str(path)))
                 prompt = PROMPTS[(run_seed + i) % len(PROMPTS)] if args.mixed_prompts else args.prompt
                 req = VariationRequest(image_id=image_id, source_path=str(path), variation_type=vtype,
                                        prompt=prompt, seed=seed, attempt=i,

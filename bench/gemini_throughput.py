@@ -171,15 +171,17 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.variation_flow import _result_storage, pool_size
+    from flows.resources import open_resources
+    from flows.variation_flow import pool_size
     from storage import Store
-    from tasks.generate import AttemptContext, BackendSpec, CallPolicy, generate_variation, storage_block
+    from tasks.generate import generate_variation, retry_options
     from varflow.cache import generation_key
+    from varflow.calls import AttemptContext
     from varflow.generators import VariationRequest, derive_seed
+    from varflow.resources import CallPolicy, ResourceSpec
 
     home = tmp / f"gen-home-{rpm or 'nolimit'}"
     Store(home).initialize()
-    spec = BackendSpec("gemini", timeout_s=60.0)
     policy = CallPolicy(retries=4, rpm=rpm, rate_dir=str(home / "ratelimit"), concurrency=CONCURRENCY)
     photos = sorted((tmp / "photos").glob("*.png"))[:images]
 
@@ -189,8 +191,9 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
           persist_result=False)
     def generation_only() -> int:
         run_id = str(uuid.uuid4())
-        task = generate_variation.with_options(result_storage=storage_block(_result_storage(home)),
-                                               **policy.task_options())
+        res = open_resources(ResourceSpec(run_id, str(home), "gemini", timeout_s=60.0, policy=policy,
+                                          cache_max_bytes=2**30))
+        task = generate_variation.with_options(result_storage=res.result_storage, **retry_options(policy))
         futures = []
         for i, path in enumerate(photos):
             for a in range(count):
@@ -200,10 +203,10 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
                                            output_path=str(tmp / "gen-work" / f"{i}-{a}.png"))
                 key = generation_key(image_id=f"{run_id}{path.name}", backend="gemini", model="bench",
                                      variation_type="object_add", prompt="", seed=seed, max_image_size=1024)
-                ctx = AttemptContext(run_id, str(home), f"{i}-{a}", "low", key, str(home / "cache" / "variations"),
-                                     2**30, policy=policy)
-                futures.append(task.submit(request, spec, ctx))
-        return sum(1 for f in futures if f.result().ok)
+                futures.append(task.submit(request, AttemptContext(f"{i}-{a}", "low", key), res))
+        ok = sum(1 for f in futures if f.result().ok)
+        res.close()
+        return ok
 
     (tmp / "gen-work").mkdir(exist_ok=True)
     cpu0, load0 = cpu_seconds(), os.getloadavg()[0]

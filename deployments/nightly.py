@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.parameters import RunParameters
 from flows.variation_flow import pool_size as run_pool_size
 from flows.variation_flow import variation_run
+from varflow.generators import BACKENDS, DEFAULT_BACKEND
 
 
 def build(*, name: str, params: RunParameters, cron: str | None = None, timezone: str = "UTC",
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output", required=True, help="where accepted variations go")
     ap.add_argument("--cron", default="0 2 * * *", help='schedule (default "0 2 * * *"); "" for UI-only runs')
     ap.add_argument("--timezone", default="UTC")
-    ap.add_argument("--backend", default="local", choices=("local", "gemini"))
+    ap.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     args = ap.parse_args(argv)
     params = RunParameters(input_dir=args.input, output_dir=args.output, backend=args.backend)
     serve(build(name=args.name, params=params, cron=args.cron or None, timezone=args.timezone))

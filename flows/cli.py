@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from varflow.generators import BACKENDS
 from varflow.settings import DEFAULT_PROFILE, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 
 
@@ -26,7 +27,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     opt("--type", "variation_type", "kind of variation", choices=VARIATION_TYPES)
     opt("--prompt", "prompt", "what the variations should look like")
     opt("--seed", "seed", "same seed, same variations", type=int)
-    opt("--backend", "backend", "generator", choices=("local", "gemini"))
+    opt("--backend", "backend", "generator", choices=BACKENDS)
     opt("--model", "model", "model name (default: the backend's)")
     opt("--profile", "profile", "quality model that decides: calibrated (agrees with a person on real photos) "
         "or seed (the seed document's formulas); both are recorded", choices=PROFILES)
@@ -83,20 +84,18 @@ def _check_backend(params) -> None:
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
-    from varflow.generators import make_backend
+    from varflow.resources import enforceable_cap
+    from varflow.generators import backend_class, make_backend, model_name
 
-    options = {"model": params.model} if params.model else {}
-    if params.backend != "local" and params.max_cost_usd is not None:
-        from flows.variation_flow import default_model
-        from varflow.generators.gemini import estimate_cost
-
-        model = default_model(params.backend, params.model)
-        if estimate_cost(model) is None:
-            raise SystemExit(f"varflow: --max-cost cannot be enforced: no price is known for model {model!r}")
-    if params.backend != "local" and params.api_key_secret:
+    backend = backend_class(params.backend)
+    try:
+        enforceable_cap(backend, model_name(params.backend, params.model), params.max_cost_usd)
+    except ValueError as exc:
+        raise SystemExit(f"varflow: {exc}")
+    if backend.remote and params.api_key_secret:
         return
     try:
-        make_backend(params.backend, **options)
+        make_backend(params.backend, **({"model": params.model} if params.model else {}))
     except (ValueError, ImportError) as exc:
         raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}")
 
@@ -125,7 +124,7 @@ def _print_plan(plan: dict, as_json: bool) -> None:
 
 def _run(params, as_json: bool, dry_run: bool = False) -> int:
     if dry_run:
-        from flows.variation_flow import plan_run
+        from flows.plan import plan_run
 
         _print_plan(plan_run(params), as_json)
         return 0
@@ -145,7 +144,9 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
 
         names = {f.name for f in dataclasses.fields(RunSummary)}
         print(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text())
-        if summary.get("backend") != "local" and summary.get("calls"):
+        from varflow.generators import backend_class
+
+        if backend_class(summary["backend"]).remote and summary.get("calls"):
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
         print(f"varflow: {summary['message']}", file=sys.stderr)
@@ -189,10 +190,11 @@ def cmd_demo(args) -> int:
 def write_contact_sheet(params, dest: Path) -> Path | None:
     """Each original beside its accepted variations (type and overall score under each): how a
     person judges the result. None when nothing was accepted."""
+    from flows.resources import data_home
     from storage import Store
     from varflow.contact_sheet import make_contact_sheet
 
-    store = Store(params.data_home())
+    store = Store(data_home(params))
     rows: dict[str, list] = {}
     for r in store.accepted_by_source(params.output_dir):
         if Path(r["output_path"]).is_file():
@@ -215,30 +217,40 @@ def cmd_samples(args) -> int:
 
 
 def cmd_models(args) -> int:
-    """The image models the key can use (``client.models.list()``), or why they can't be listed."""
-    from varflow.generators import GenerationError
-    from varflow.generators.gemini import MissingApiKeyError, list_image_models
+    """The models a backend can use (a remote one: those its key can use), or why they can't be listed."""
+    from varflow.generators import BACKENDS, GenerationError, backend_class, make_backend
 
-    api_key = None
-    if args.api_key_secret:
-        from tasks.generate import load_secret
+    name = args.backend or next(b for b in BACKENDS if backend_class(b).remote)
+    options = {}
+    if backend_class(name).remote:
+        options["timeout_s"] = args.timeout
+        if args.api_key_secret:
+            from flows.resources import load_secret
 
-        try:
-            api_key = load_secret(args.api_key_secret)
-        except ValueError as exc:
-            print(f"varflow models: {exc}", file=sys.stderr)
-            return 2
+            try:
+                options["api_key"] = load_secret(args.api_key_secret)
+            except ValueError as exc:
+                print(f"varflow models: {exc}", file=sys.stderr)
+                return 2
     try:
-        models = list_image_models(api_key, timeout_s=args.timeout)
-    except MissingApiKeyError as exc:
+        backend = make_backend(name, **options)
+    except ValueError as exc:  # no key, or options the backend refuses
         print(f"varflow models: {exc}", file=sys.stderr)
         return 2
+    try:
+        models = backend.list_models()
     except GenerationError as exc:
         hint = {"auth": "the key was refused", "connection": "cannot reach the API",
                 "timeout": "the API did not answer in time"}.get(exc.outcome, exc.outcome)
         print(f"varflow models: cannot list models ({hint}): {exc}", file=sys.stderr)
         return 1
-    if args.json:
+    finally:
+        backend.close()
+    return _print_models(models, args.json)
+
+
+def _print_models(models, as_json: bool) -> int:
+    if as_json:
         print(json.dumps([{"name": m.name, "display_name": m.display_name, "description": m.description,
                            "supported_actions": list(m.supported_actions)} for m in models], indent=2))
         return 0
@@ -320,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", help="list the Gemini image models your API key can use")
+    p = sub.add_parser("models", help="list the image models a backend can use (a paid one: those your API key can use)")
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the first paid backend")
     p.add_argument("--api-key-secret", default=None, metavar="BLOCK",
                    help="Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY)")
     p.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds (default 30)")

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from varflow.discovery import normalize_extensions
+from varflow.generators import BACKENDS, DEFAULT_BACKEND
 from varflow.settings import (
     DEFAULT_PROFILE,
     CalibratedThresholds,
     IMAGE_EXTENSIONS,
     PROFILES,
     VARIATION_TYPES,
-    default_home,
     DedupSettings,
     LoadLimits,
     QualityThresholds,
@@ -75,7 +74,7 @@ class RunParameters(BaseModel):
     variation_type: VariationType = Field("random", description="What kind of change to make.")
     prompt: str = Field("", max_length=2000, description="What the variations should look like.")
     seed: int = Field(0, ge=0, description="Same seed, same variations.")
-    backend: Literal["local", "gemini"] = Field("local", description="local (offline) or gemini (paid API).")
+    backend: Literal[BACKENDS] = Field(DEFAULT_BACKEND, description=f"Generator backend: {' or '.join(BACKENDS)} (docs/architecture.md).")
     model: str | None = Field(None, description="Model name for the backend; empty for its default.")
     level: Literal["high", "medium", "low"] | None = Field(
         None, description="Quality level to start at; empty: where the last run of this backend/model left it (high at first)."
@@ -121,10 +120,6 @@ class RunParameters(BaseModel):
             "output_dir", "count", "variation_type", "prompt", "seed", "backend", "model",
             "profile", "thresholds", "calibrated_thresholds", "dedup_max_hamming", "dedup_ssim",
         })
-
-    def data_home(self) -> Path:
-        """The data directory this run records into (``home``, else $VARFLOW_HOME or the XDG default)."""
-        return (Path(self.home).expanduser() if self.home else default_home()).resolve()
 
     def settings(self) -> Settings:
         return Settings(

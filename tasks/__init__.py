@@ -1,4 +1,5 @@
-"""Thin Prefect tasks over the core, one module per stage: optimize, generate, score, dedup."""
+"""Thin Prefect tasks over the core: retries, cache policy, names. One module per task:
+``optimize``, ``generate`` (one generation attempt) and ``image`` (one image's pipeline)."""
 
 from tasks import prefect_defaults
 

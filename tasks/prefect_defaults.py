@@ -2,7 +2,7 @@
 
 Set only where the user has not: telemetry off (there is no network to send it to), shutdown
 tracebacks of the temporary server silenced, and a generous start-up timeout so a cold start
-of the temporary server on a slow machine (13-15 s measured on 2 cores) does not fail the run.
+of the temporary server on a slow machine (docs/architecture.md) does not fail the run.
 """
 
 import os

@@ -24,7 +24,8 @@ def test_forced_failures_step_the_level_down_and_shrink_the_work(prefect_server,
     home = tmp_path / "home"
     never = CalibratedForm(overall_min=1.0)  # nothing can pass: the overall is never a perfect 1
     params = RunParameters(input_dir=str(photos), output_dir=str(tmp_path / "out"), home=str(home),
-                           count=1, calibrated_thresholds=never, images_in_flight=1, generation_concurrency=1)
+                           count=1, calibrated_thresholds=never, images_in_flight=1, generation_concurrency=1,
+                           variation_type="style_change")  # never fails to generate: every attempt is judged
     summary = run_local(params)
     store = Store(home)
 

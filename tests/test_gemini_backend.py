@@ -19,7 +19,7 @@ try:
 except ImportError:  # tests/ on sys.path (pytest's default rootdir-less import)
     from fake_gemini import FAULTS, FakeGemini, Reply
 
-from varflow.generators import GenerationError, GeneratorBackend, TokenUsage, make_backend
+from varflow.generators import PROMPT_CHANGE_OUTCOMES, GenerationError, GeneratorBackend, TokenUsage, make_backend
 from varflow.generators.base import CONCRETE_TYPES, VariationRequest
 from varflow.generators.gemini import (
     DEFAULT_MODEL,
@@ -32,7 +32,6 @@ from varflow.generators.gemini import (
     estimate_cost,
     is_image_model,
     list_image_models,
-    needs_new_prompt,
     redact,
     retry_prompt,
 )
@@ -220,7 +219,7 @@ def test_error_table(fake, source, tmp_path, fault, outcome, retryable, status, 
     assert OUTCOMES[outcome][0] == retryable
     assert fake.count() == 1  # the SDK did not retry behind our back
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    assert needs_new_prompt(err) == (outcome in ("no_image", "bad_image"))
+    assert (err.outcome in PROMPT_CHANGE_OUTCOMES) == (outcome in ("no_image", "bad_image"))
     # SDK exceptions (whose text may quote request details) are neither chained nor kept
     assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
 
@@ -475,7 +474,7 @@ def test_retry_prompt_reaches_the_wire(fake, source, tmp_path):
     fake.script(["text_only"])
     with pytest.raises(GenerationError) as info:
         gen(fake).generate(req)
-    assert needs_new_prompt(info.value)
+    assert info.value.outcome in PROMPT_CHANGE_OUTCOMES
     retry = replace(req, prompt=retry_prompt(req.prompt, 1))
     result = gen(fake).generate(retry)
     assert "(alternative interpretation)" in result.prompt_sent

@@ -23,7 +23,8 @@ except ImportError:
     from fake_gemini import FakeGemini, image_reply
 
 from flows.parameters import RunParameters, Thresholds
-from flows.variation_flow import plan_run, run_local
+from flows.plan import plan_run
+from flows.variation_flow import run_local
 from storage import Store
 
 KEY = "AIza" "SyTEST-gemini-flow-key-0123456789abcdefXYZ"
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SDK_ENV = ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION",
            "GOOGLE_GENAI_USE_VERTEXAI", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
            "https_proxy", "all_proxy")
-# Accept whatever the fake returns: these tests are about calls, not about the quality gate.
+# The seed profile's gate opened wide: accepts whatever comes back, an unrelated picture too.
 OPEN_GATE = Thresholds(similarity_min=0, similarity_max=1, diversity_min=0, aesthetic_min=0,
                        object_integrity_min=0, overall_min=0)
 
@@ -66,7 +67,7 @@ def fake(server, monkeypatch):
 def params(tmp: Path, photos: Path, **kw) -> RunParameters:
     base = dict(input_dir=str(photos), output_dir=str(tmp / "out"), home=str(tmp / "home"), backend="gemini",
                 count=1, level="low", adaptive=False, images_in_flight=1, generation_concurrency=1,
-                retries=3, retry_backoff_s=0.02, thresholds=OPEN_GATE, request_timeout_s=5.0)
+                retries=3, retry_backoff_s=0.02, request_timeout_s=5.0)  # the default (calibrated) gate
     base.update(kw)
     return RunParameters(**base)
 
@@ -406,6 +407,7 @@ def test_the_key_never_appears_in_logs_records_artifacts_caches_or_errors(prefec
     with get_client(sync_client=True) as client:
         texts["artifacts"] = json.dumps([a.model_dump(mode="json") for a in client.read_artifacts()])
         texts["flow_runs"] = json.dumps([f.model_dump(mode="json") for f in client.read_flow_runs()])
+        texts["task_runs"] = json.dumps([t.model_dump(mode="json") for t in client.read_task_runs()])
         texts["api_logs"] = json.dumps([entry.model_dump(mode="json") for entry in client.read_logs()])
     assert "varflow run" in texts["artifacts"] and "HTTP 400" in texts["api_logs"] + texts["logs"]
     for where, text in texts.items():
@@ -452,8 +454,10 @@ def test_dedup_library_rejects_a_copy_of_any_sources_accepted_variation(prefect_
         folders.append(tmp_path / name)
 
     def run(folder: Path, library: bool) -> dict[str, list[dict]]:
+        # the fake answers with another photo: only an open gate keeps it (the calibrated one
+        # rightly calls it unrelated), and this test is about the library, not the gate
         summary = run_local(params(tmp_path, folder, output_dir=str(tmp_path / f"out-{folder.name}"),
-                                   dedup_library=library))
+                                   dedup_library=library, profile="seed", thresholds=OPEN_GATE))
         rows = Store(tmp_path / "home").query(
             "SELECT v.*, i.path FROM variations v JOIN images i USING (run_id, image_id) WHERE v.run_id = ? "
             "ORDER BY i.path, v.attempt", [summary["run_id"]])

@@ -4,7 +4,7 @@ import pytest
 
 from varflow.acceptance import judge
 from varflow.adaptive import AdaptiveQuality
-from varflow.memory import MemoryWindow, batch_size_for, estimate_image_bytes
+from varflow.memory import MemoryWindow, estimate_image_bytes
 from varflow.metrics import AestheticScore, VariationScores
 from varflow.settings import QUALITY_LEVELS, QualityThresholds
 
@@ -46,14 +46,18 @@ def test_settings_follow_the_level():
         AdaptiveQuality(level="ultra")
 
 
-def test_memory_estimate_grows_with_the_source_and_the_batch_fits_the_worst_image():
+def test_memory_estimate_grows_with_the_source_and_a_big_image_waits_until_it_fits():
     small = estimate_image_bytes(1000, 800, max_side=1536, count=4)
     big = estimate_image_bytes(6000, 4000, max_side=1536, count=4)
     assert big > small
-    # the seed averaged sizes; one big photo among small ones must still fit
-    assert batch_size_for(max_memory_mb=512, requested=16, image_bytes=[small] * 15 + [big]) == int(512 * 2**20 // big)
-    assert batch_size_for(max_memory_mb=512, requested=4, image_bytes=[]) == 4
-    assert batch_size_for(max_memory_mb=1, requested=4, image_bytes=[big]) == 1
+    # the seed averaged sizes; each image is costed by its own, so one big photo among small
+    # ones waits for room instead of blowing the budget
+    w = MemoryWindow(budget_bytes=big + small, max_images=16)
+    w.enter(small)
+    w.enter(small)
+    assert not w.admits(big)
+    w.leave(small)
+    assert w.admits(big)
 
 
 def test_memory_window_admits_one_image_alone_however_large():

@@ -1,6 +1,21 @@
-"""Never pay twice: generated variations kept by the content of the request that made them.
+"""Never pay twice: every rule of caching generations, in this one module.
 
-The seed's VariationCache done right:
+1. **The key.** A generation is keyed by the content of its request (``generation_key``), never
+   by paths or pixels. The orchestrator's cache of task results uses the same key
+   (tasks/generate.py attaches it to the generate task as Prefect's cache policy).
+2. **Check before paying.** An attempt looks its key up first (``GenerationCache.before_call``);
+   a hit makes no call and is recorded as a zero-cost attempt with ``cache_hit``.
+3. **Keep the moment it exists.** A generated image goes into the size-bounded image cache as
+   soon as the call returns (``GenerationCache.keep``), before the orchestrator writes its own
+   result, so a run killed in between (SIGKILL included) still never pays for it twice.
+4. **A served result needs its file.** A result the orchestrator serves from its cache points
+   into the image cache; when the file has been evicted since (``GenerationCache.served`` is
+   None) the request is generated again, refreshing both caches.
+5. **Bounded.** The image cache evicts least recently used files down to 80% of its limit; the
+   orchestrator's result files (one per key) are pruned to the live keys at a run's end
+   (``GenerationCache.prune_results``).
+
+The image cache is the seed's VariationCache done right:
 
 * the key is a full SHA-256 (the seed truncated two md5 digests to 8 hex digits each) over
   everything that changes the output: the source's bytes (its SHA-256), the backend, model,
@@ -159,12 +174,44 @@ class VariationCache:
         return removed
 
 
+class GenerationCache:
+    """The run's view of caching: the bounded image cache and the orchestrator's result files."""
+
+    def __init__(self, root: str | Path, *, max_bytes: int, results_dir: str | Path | None = None):
+        self.images = VariationCache(root, max_bytes=max_bytes)
+        self.results_dir = Path(results_dir) if results_dir is not None else None
+
+    def before_call(self, key: str, *, force: bool = False) -> CacheEntry | None:
+        """The image already generated for ``key`` (None when forced to regenerate)."""
+        return None if force else self.images.get(key)
+
+    def keep(self, key: str, generated: str | Path, meta: dict) -> CacheEntry:
+        """Move a freshly generated file into the image cache; returns where it now is."""
+        entry = self.images.put(key, generated, meta)
+        Path(generated).unlink(missing_ok=True)
+        return entry
+
+    def served(self, key: str) -> CacheEntry | None:
+        """The file behind a result served from a cache, or None when it was evicted since."""
+        return self.images.get(key)
+
+    def prune_results(self) -> int:
+        """Delete the orchestrator's result files whose key is no longer in the image cache."""
+        removed = 0
+        results = self.results_dir
+        for f in results.iterdir() if results is not None and results.exists() else []:
+            if f.is_file() and self.images.get(f.name) is None:
+                f.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
 class _Tx:
     """``with`` a connection: one IMMEDIATE transaction, committed or rolled back as a whole.
 
     Threads of one process take ``lock`` first: left to SQLite, a thread finding the database
     locked sleeps in its busy handler (1, 2, 5, 10 ... 100 ms steps) even when the holder is done
-    in microseconds; py-spy found 16 generation threads there ~20% of the time. Other processes
+    in microseconds (docs/gemini.md: found by profiling the throughput bench). Other processes
     still meet SQLite's own locking."""
 
     def __init__(self, db: sqlite3.Connection, lock: threading.Lock):

@@ -231,7 +231,8 @@ class CalibratedScores:
     * ``mirrored``: 1.0 when the best alignment is the mirror image;
     * ``colour_change``: mean CIE76 colour difference of 16x16 cell means, in place;
     * ``local_change``: the largest change of one cell (colour or structure), in [0, 1];
-    * ``visible_change``: how changed the variation looks in place, in [0, 1];
+    * ``visible_change``: how changed the variation looks in place (colour, structure, the most
+      changed cell, fine detail added), in [0, 1];
     * ``coverage``: share of the original's frame the variation shows;
     * ``structure_lost``: share of the original's contrast in cells the variation replaced by a
       flat fill (flattened and their brightness moved: a black frame, not a smoothing);
@@ -295,7 +296,12 @@ def _change_in_place(a: ImageFeatures, b: ImageFeatures, t: CalibratedThresholds
         _cells(cv2.add(cv2.multiply(bgx, bgx), cv2.multiply(bgy, bgy)))
     cell_structure = float((diff / (energy + 25.0)).max())
     local = _unit(max(float(de.max()) / t.local_change_full, cell_structure))
-    visible = _unit(max(colour / t.colour_change_full, structure, local))
+    # fine detail added (sharpening, detail enhancement) is a visible edit even when the 256 px
+    # grid cannot see it; detail lost is what re-encoding and resizing do to copies, so only
+    # a gain counts
+    side = min(max(a.shape), max(b.shape))
+    gain = b.detail_at(side) / max(a.detail_at(side), 0.05) - 1.0
+    visible = _unit(max(colour / t.colour_change_full, structure, local, gain / t.detail_gain_full))
     return visible, colour, local
 
 

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from varflow.hashindex import HashIndex
-from varflow.hashing import ImageHashes, hash_distances
-from varflow.imageio import load_rgb
+from varflow.hashing import ImageHashes, compute_hashes, hash_distances
+from varflow.imageio import load_grey, load_rgb
 from varflow.metrics import GreyImage, ssim, to_rgb
 from varflow.settings import DedupSettings
 
@@ -100,10 +100,6 @@ def load_appearance(path: str) -> np.ndarray:
             while len(_SIGNATURES) > _SIGNATURES_MAX:
                 _SIGNATURES.popitem(last=False)
     return hit
-
-
-def is_candidate(a: ImageHashes, b: ImageHashes, settings: DedupSettings) -> bool:
-    return min(hash_distances(a, b)) <= settings.max_hamming
 
 
 def same_appearance(a: GreyImage, b: GreyImage, look_a: np.ndarray | None, look_b: np.ndarray | None,
@@ -219,3 +215,24 @@ def find_duplicate(
                 candidate_grey, known_grey, candidate_appearance, load_appearance(item.path), settings)):
             return DuplicateMatch(item.key, d, value)
     return None
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    hashes: ImageHashes
+    duplicate: DuplicateMatch | None
+
+
+def dedup_file(path: str, known: Sequence[KnownImage], settings: DedupSettings,
+               library: LibraryView | None = None) -> DedupResult:
+    """The hashes of the image at ``path`` and the known image it duplicates, if any.
+
+    ``known``: its source's accepted variations (this run's and earlier runs'); ``library``:
+    with ``--dedup-library``, every variation ever accepted, from any source.
+    """
+    grey = load_grey(path)  # one decode, kept for scoring; the hashes are the grey's
+    hashes = compute_hashes(grey)
+    sets = (known,) if library is None else (known, library)
+    match = find_duplicate(hashes, grey, *sets, settings=settings, load_grey=load_grey,
+                           candidate_appearance=load_appearance(path))
+    return DedupResult(hashes, match)

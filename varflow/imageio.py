@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from varflow.metrics import GreyImage
+from varflow.pixels import flatten_to_rgb as _flatten_to_rgb
+from varflow.pixels import upright as _upright
 from varflow.settings import LoadLimits
 
 _HASH_CHUNK = 1 << 20
@@ -71,34 +74,6 @@ def upright_size(path: str | Path) -> tuple[int, int] | None:
     except Exception:
         return None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-
-
-def _upright(im: Image.Image) -> Image.Image:
-    """As a viewer shows it: the EXIF orientation applied."""
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # a broken EXIF block should not cost the pixels
-        return im
-
-
-def _flatten_to_rgb(im: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited on white (what a viewer shows for a transparent PNG)."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        im.mode == "P" and "transparency" in im.info
-    )
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        background.alpha_composite(rgba)
-        return background.convert("RGB")
-    if im.mode != "RGB":
-        return im.convert("RGB")
-    return im
 
 
 def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: int | None = None) -> Image.Image:
@@ -252,8 +227,6 @@ class _GreyLRU:
         self._lock = threading.Lock()
 
     def get(self, path: str | Path):
-        from varflow.metrics import GreyImage
-
         st = os.stat(path)
         key = (str(path), st.st_mtime_ns, st.st_size)
         with self._lock:

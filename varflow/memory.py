@@ -33,17 +33,6 @@ def estimate_image_bytes(width: int, height: int, *, max_side: int, count: int) 
     return decode + working
 
 
-def batch_size_for(*, max_memory_mb: float, requested: int, image_bytes: list[int]) -> int:
-    """The seed's ``manage_batch_memory`` done right: how many of these images fit at once."""
-    if requested < 1:
-        raise ValueError(f"requested batch size {requested} must be at least 1")
-    if not image_bytes:
-        return requested
-    budget = max_memory_mb * 2**20
-    worst = max(image_bytes)
-    return max(1, min(requested, int(budget // max(worst, 1))))
-
-
 @dataclass
 class MemoryWindow:
     """Admission control for images in flight: a byte budget and a count limit.
@@ -79,9 +68,8 @@ def tune_allocator(*, mmap_threshold: int = 1 << 20, arena_max: int = 2) -> bool
     """Make glibc give large image buffers back to the system when they are freed.
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-    image-sized arrays come from the heap and their memory stays with the process: measured on
-    3000 x 2000 photos, peak RSS 997 MiB with the default, 801 MiB with a fixed 1 MiB threshold.
-    A fixed threshold (set through mallopt) turns that off. No-op off glibc; returns whether set.
+    image-sized arrays come from the heap and their memory stays with the process (the peak RSS
+    it saves is in docs/architecture.md). A fixed threshold (set through mallopt) turns that off. No-op off glibc; returns whether set.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from varflow.pixels import flatten_to_rgb
+
 # structural_similarity(a, b) with skimage's defaults on uint8: 7x7 uniform window, sample
 # covariance (N / (N - 1)), K1=0.01, K2=0.03, data_range=255, mean over the image less a
 # 3-pixel border. Written with window *sums* (S = N * mean) the constants scale by N^2 and
@@ -69,11 +71,9 @@ def _check_uint8(image: np.ndarray, what: str) -> None:
 
 def _flatten_pil(im: Image.Image) -> Image.Image:
     """RGB or L with any transparency composited on white (imageio's rule for every input)."""
-    from varflow.imageio import _flatten_to_rgb
-
     if im.mode in ("L", "RGB"):
         return im
-    return _flatten_to_rgb(im)
+    return flatten_to_rgb(im)
 
 
 def to_rgb(image: np.ndarray | Image.Image) -> np.ndarray:
@@ -353,7 +353,7 @@ def ssim(reference: GreyImage, other: GreyImage) -> float:
     """SSIM of ``other`` (resized to ``reference`` when sizes differ) against ``reference``.
 
     Equal to ``skimage.metrics.structural_similarity(ref, cv2.resize(other, ref_size))`` on
-    the uint8 grey images (tests pin it within 1e-6; measured differences are ~1e-8).
+    the uint8 grey images (tests pin it within 1e-6; docs/quality-model.md gives the measured difference).
     """
     return ssim_many(reference, [other])[0]
 

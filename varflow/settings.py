@@ -93,10 +93,8 @@ class DedupSettings:
     differ in at most ``max_hamming`` bits; it is a duplicate when the SSIM of the two grey
     images, both area-averaged to ``ssim_size`` x ``ssim_size`` pixels, is above
     ``ssim_threshold``. ``ssim_size=0`` compares at full size instead (the second image resized
-    to the first, the seed's way; its 0.95 then applies). The defaults are measured by
-    bench/dedup_quality.py (precision 1.0, recall 1.0 on its evaluation set; see
-    docs/quality-model.md): positives' hash distance reaches 12 bits, look-alike photos' 20 px
-    SSIM reaches 0.63 while true copies' stays above 0.80.
+    to the first, the seed's way; its 0.95 then applies). The defaults come from
+    bench/dedup_quality.py; docs/quality-model.md records the measurement.
     """
 
     max_hamming: int = 16
@@ -200,6 +198,7 @@ class CalibratedThresholds:
     band_margin: float = field(default=0.1, metadata=_unit("Similarity distance from a band edge at which the band fit reaches 1."))
     colour_change_full: float = field(default=20.0, metadata=_scale("Mean cell colour difference (CIE76 dE) that alone counts as fully changed."))
     local_change_full: float = field(default=40.0, metadata=_scale("One cell's colour difference (CIE76 dE) that alone counts as fully changed."))
+    detail_gain_full: float = field(default=1.0, metadata=_scale("Fine detail gained (detail ratio - 1) that alone counts as fully changed."))
     noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) still natural."))
     noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) that is ugly."))
     blockiness_ok: float = field(default=1.8, metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))

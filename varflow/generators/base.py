@@ -1,14 +1,27 @@
-"""The generator backend interface: what the local generator and Gemini both implement."""
+"""The generator backend interface: what every backend implements, and what a run may ask of it.
+
+A backend is one class (usually deriving from :class:`Backend`) in one module of this package,
+named in the registry of ``varflow/generators/__init__.py``. Its capabilities are class
+attributes and classmethods, so a run can ask them before building it (no key needed): the
+default model, whether calls go to a service (then they are retried, paced and pre-flight
+checked), the estimated price of a call, and whether it can batch. Outcome classification is the
+backend's too: every failure is a :class:`GenerationError` whose ``outcome`` is one of the codes
+of docs/gemini.md's decision table and whose ``retryable`` says whether another try can help.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from varflow.settings import VARIATION_TYPES
 
 CONCRETE_TYPES = tuple(t for t in VARIATION_TYPES if t != "random")
+
+# Outcome codes every backend classifies into (``attempts.outcome``), grouped by what the run does.
+FATAL_OUTCOMES = frozenset({"auth", "not_found", "quota_day"})  # no further call can succeed: stop
+PROMPT_CHANGE_OUTCOMES = frozenset({"no_image", "bad_image"})  # retried with ``retry_prompt``
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,14 @@ class GeneratedVariation:
     usage: TokenUsage | None = None
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # what ``model=`` takes
+    display_name: str
+    description: str = ""
+    supported_actions: tuple[str, ...] = ()
+
+
 class GenerationError(Exception):
     """A generation attempt that produced no usable image.
 
@@ -62,10 +83,67 @@ class GenerationError(Exception):
 
 @runtime_checkable
 class GeneratorBackend(Protocol):
-    name: str  # "local", "gemini"
-    model: str  # what the records call the model ("local-v1", "gemini-2.5-flash-image", ...)
+    """What a run uses of a backend; :class:`Backend` gives every member but ``generate`` a default."""
+
+    name: str  # the registry's name
+    model: str  # what the records call the model
+    default_model: str  # the model used when a run names none
+    remote: bool  # calls go to a service: retried, paced by the shared rate limiter, pre-flight checked
+    can_batch: bool  # takes many requests as one job (a batch API)
 
     def generate(self, request: VariationRequest) -> GeneratedVariation: ...
+
+    @classmethod
+    def estimate_cost(cls, model: str, usage: TokenUsage | None = None) -> float | None: ...
+
+    def check(self) -> None: ...
+
+    def retry_prompt(self, prompt: str, retry_number: int) -> str: ...
+
+    def sent_prompt(self, request: VariationRequest) -> str: ...
+
+    def variation_types_for(self, source_path: str) -> tuple[str, ...]: ...
+
+    def list_models(self) -> list[ModelInfo]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend:
+    """A backend's defaults: offline, free, nothing to check, a retry sends the same prompt."""
+
+    name: ClassVar[str]
+    default_model: ClassVar[str]
+    remote: ClassVar[bool] = False
+    can_batch: ClassVar[bool] = False
+
+    @classmethod
+    def estimate_cost(cls, model: str, usage: TokenUsage | None = None) -> float | None:
+        """Estimated USD of one call of ``model`` (``usage``: its tokens, when known); None when
+        no price is known, so a spend cap cannot be enforced."""
+        return 0.0
+
+    def check(self) -> None:
+        """A free pre-flight check before any paid call; raises the classified GenerationError."""
+
+    def retry_prompt(self, prompt: str, retry_number: int) -> str:
+        """The prompt of retry ``retry_number`` after an outcome in PROMPT_CHANGE_OUTCOMES."""
+        return prompt
+
+    def sent_prompt(self, request: VariationRequest) -> str:
+        """The text a call for ``request`` sends (recorded when the call fails)."""
+        return request.prompt
+
+    def variation_types_for(self, source_path: str) -> tuple[str, ...]:
+        """The concrete types this backend can make of the photo (what ``random`` chooses among)."""
+        return CONCRETE_TYPES
+
+    def list_models(self) -> list[ModelInfo]:
+        """The models this backend can use (a remote one: those its key can use)."""
+        return [ModelInfo(self.model, self.model)]
+
+    def close(self) -> None:
+        """Release connections (a run's end)."""
 
 
 def derive_seed(run_seed: int, image_id: str, attempt: int) -> int:
@@ -85,9 +163,3 @@ def resolve_variation_type(variation_type: str, seed: int, *, among: tuple[str, 
         return variation_type
     return among[seed % len(among)]
 
-
-def variation_types_for(backend: object, source_path: str) -> tuple[str, ...]:
-    """The concrete types ``backend`` can make of this photo (all of them unless the backend
-    says otherwise: the local generator cannot remove an object a photo does not have)."""
-    ask = getattr(backend, "variation_types_for", None)
-    return tuple(ask(source_path)) if ask is not None else CONCRETE_TYPES

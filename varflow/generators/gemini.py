@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from varflow.imageio import write_bytes_atomic
 from varflow.generators.base import (
+    Backend,
     GeneratedVariation,
     GenerationError,
     TokenUsage,
@@ -63,18 +64,11 @@ OUTCOMES: dict[str, tuple[bool, str]] = {
     "bad_image": (True, "image bytes that do not decode; retry with a changed prompt"),
     "error": (False, "anything else (a bug until proven otherwise)"),
 }
-#: Outcomes whose retry should go through :func:`retry_prompt` rather than repeat the request.
-PROMPT_CHANGE_OUTCOMES = frozenset({"no_image", "bad_image"})
 
 BLOCK_FINISH_REASONS = frozenset({
     "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST",
     "SPII", "RECITATION", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK",
 })
-
-
-def needs_new_prompt(error: GenerationError) -> bool:
-    """True when retrying makes sense only with a changed prompt (see :func:`retry_prompt`)."""
-    return error.outcome in PROMPT_CHANGE_OUTCOMES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,10 +603,27 @@ def is_image_model(name: str, supported_actions: Iterable[str] | None = None) ->
 # ---------------------------------------------------------------------------------------------
 
 
-class GeminiGenerator:
+class GeminiGenerator(Backend):
     """The ``gemini`` backend: the real SDK, no SDK retries, a timeout on every request."""
 
     name = "gemini"
+    default_model = DEFAULT_MODEL
+    remote = True
+
+    @classmethod
+    def estimate_cost(cls, model: str, usage: TokenUsage | None = None) -> float | None:
+        return estimate_cost(model, usage)
+
+    def retry_prompt(self, prompt: str, retry_number: int) -> str:
+        return retry_prompt(prompt, retry_number)
+
+    def sent_prompt(self, request: VariationRequest) -> str:
+        """The template-wrapped text a call for ``request`` sends."""
+        try:
+            return build_prompt(resolve_variation_type(request.variation_type, request.seed),
+                                request.prompt, request.seed)
+        except Exception:  # noqa: BLE001 - a record must not fail on its prompt text
+            return request.prompt
 
     def __init__(self, model: str = DEFAULT_MODEL, *, api_key: str | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, base_url: str | None = None,
@@ -748,11 +759,14 @@ class GeminiGenerator:
 
     # -- models -----------------------------------------------------------------------------
 
-    def check_model(self) -> None:
+    def check(self) -> None:
         """One free ``models.get`` for the configured model: raises the classified
         :class:`GenerationError` for a rejected key (``auth``) or an unknown model
         (``not_found``, naming the model and ``varflow models``) before any paid call."""
         self._call(self.client.models.get, model=self.model)
+
+    def list_models(self) -> list[ImageModelInfo]:
+        return self.list_image_models()
 
     def list_image_models(self) -> list[ImageModelInfo]:
         """The models this key can use that produce images (``client.models.list()``)."""
@@ -792,8 +806,8 @@ def list_image_models(api_key: str | None = None, *, base_url: str | None = None
 
 __all__ = [
     "API_KEY_ENV_VARS", "BATCH_DISCOUNT", "DEFAULT_MODEL", "OUTCOMES", "PRICES_USD_PER_IMAGE",
-    "PROMPT_CHANGE_OUTCOMES", "PROMPT_TEMPLATES", "TOKEN_PRICES_USD", "GeminiGenerator",
+    "PROMPT_TEMPLATES", "TOKEN_PRICES_USD", "GeminiGenerator",
     "ImageModelInfo", "MissingApiKeyError", "TokenPrice", "build_prompt", "classify",
-    "estimate_cost", "image_parts", "is_image_model", "list_image_models", "needs_new_prompt",
+    "estimate_cost", "image_parts", "is_image_model", "list_image_models",
     "redact", "resolve_api_key", "retry_prompt", "suffix_for", "usage_of",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from varflow.generators.base import CONCRETE_TYPES, GeneratedVariation, GenerationError, VariationRequest
+from varflow.generators.base import CONCRETE_TYPES, Backend, GeneratedVariation, GenerationError, VariationRequest
 from varflow.imageio import write_bytes_atomic
 
 from . import composition, looks, objects
@@ -35,7 +35,7 @@ GRADE_COMPANIONS = (("none", 0.5), ("hdr", 0.12), ("glow", 0.12), ("painting", 0
 LAST_GRADES = ("mono", "sepia")  # applied after everything else, so the output stays toned
 
 
-class LocalGenerator:
+class LocalGenerator(Backend):
     """Offline generator: natural photo edits chosen by type, prompt and seed (no model, no
     network).
 
@@ -51,7 +51,8 @@ class LocalGenerator:
     """
 
     name = "local"
-    model = "local-v1"
+    default_model = "local-v1"
+    model = default_model
 
     def __init__(
         self,
