@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from storage import Store
@@ -47,6 +47,7 @@ from varflow.imageio import GREY_CACHE, ImageReadError
 from varflow.cache import generation_key
 from varflow.records import AttemptRecord, ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.settings import LevelSettings, Settings
+from varflow.thumbnails import rejected_thumbnail_path, save_thumbnail
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,14 @@ def _settle_file(src: str, dest: Path | None) -> str | None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(src, dest)
     return str(dest)
+
+
+def _keep_thumbnail(job: ImageJob, variation_id: str, path: str) -> None:
+    """A rejected file is deleted; the run's gallery shows it from this thumbnail instead."""
+    try:
+        save_thumbnail(path, rejected_thumbnail_path(job.store_home, job.run_id, variation_id))
+    except Exception as exc:  # the gallery then says the file was not kept; the run goes on
+        get_run_logger().warning("no gallery thumbnail for rejected variation %s: %s", variation_id[:12], exc)
 
 
 def _collect(job: ImageJob, fut, request: VariationRequest, ctx: AttemptContext, work_stem: Path,
@@ -266,6 +275,8 @@ def process_image(job: ImageJob) -> ImageOutcome:
                     for r in reasons.split(";"):
                         outcome.rejected[r] = outcome.rejected.get(r, 0) + 1
                     keep = _rejected_path(job, a, reasons) if job.keep_rejected else None
+                    if keep is None:
+                        _keep_thumbnail(job, vid, result.output_path)
                     final = _settle_file(result.output_path, keep)
                 s = scores.as_dict() if scores else {}
                 variations.append(VariationRecord(

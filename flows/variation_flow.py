@@ -26,6 +26,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.gallery import run_gallery_path, write_gallery
 from flows.image_pipeline import ImageJob, ImageOutcome, process_image
 from flows.parameters import RunParameters
 from flows.report import RunSummary
@@ -52,6 +53,7 @@ from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runlock import RunLock, is_held
 from varflow.settings import default_home
+from varflow.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
 
@@ -330,6 +332,7 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
     ))
     store.compact_run(run_id)
     prune_prefect_results(home, variation_cache(str(cache_dir), cache_max_bytes))
+    summary.gallery_path = _write_run_gallery(home, run_id, logger)
     try:
         create_markdown_artifact(
             key="varflow-run-report", markdown=summary.render_markdown(),
@@ -344,6 +347,20 @@ def _run_backend(params: RunParameters, store: Store, run_id: str, flow_run_id, 
     result.update(cost_usd=round(control.spent_usd, 6), calls=control.calls,
                   stop_outcome=stop[0] if stop else None)
     return result
+
+
+def _write_run_gallery(home: Path, run_id: str, logger) -> str | None:
+    """The run's gallery page under the data directory; a failure is logged, never fails the run."""
+    t0 = time.perf_counter()
+    try:
+        path = write_gallery(home, run_gallery_path(home, run_id), run_id)
+    except Exception as exc:
+        logger.warning("could not write the run's gallery: %s", exc)
+        return None
+    finally:
+        prune_thumbnails(home)
+    logger.info("gallery %s written in %.2f s", path, time.perf_counter() - t0)
+    return str(path)
 
 
 def default_model(backend: str, model: str | None) -> str:
