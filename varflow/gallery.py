@@ -292,6 +292,10 @@ button { font: inherit; cursor: pointer; }
 .others { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px; }
 .others li { margin: 4px 0; word-break: break-word; }
 [hidden] { display: none !important; }
+@media (max-width: 800px) {
+  body { padding: 12px; } dl { grid-template-columns: max-content minmax(0, 1fr); }
+  .tile { min-width: 90px; } .tile b { font-size: 18px; }
+}
 """
 
 _SCRIPT = """

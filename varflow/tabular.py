@@ -25,9 +25,9 @@ def cell_text(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.2e}"
-        return f"{value:,.0f}" if abs(value) >= 1e6 else f"{value:.3f}"
+        if value == 0 or abs(value) >= 1:  # at most 3 decimals, none that say nothing
+            return f"{value:.3f}".rstrip("0").rstrip(".")
+        return f"{value:.4g}"  # four significant digits: a cost of 0.0388 stays 0.0388
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     return str(value)
