@@ -14,4 +14,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
-"$CHROMIUM" --version
+"$CHROMIUM" --version 2>/dev/null || true
