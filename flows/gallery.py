@@ -13,6 +13,7 @@ import tempfile
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from storage.analysis import resolve_run, run_rows
 from varflow.gallery import Card, Source, render_gallery
@@ -44,7 +45,7 @@ def _stored_thumbnail(path: Path) -> str | None:
         return None
 
 
-def _picture(home: Path, run_id: str, row: dict) -> tuple[callable, str]:
+def _picture(home: Path, run_id: str, row: dict) -> tuple[Callable[[], str | None], str]:
     """How to get a variation's thumbnail, and what the card says about where it came from."""
     path = row.get("output_path")
     if row.get("accepted"):

@@ -176,3 +176,16 @@ def test_thumbnails_are_small_upright_jpegs_and_old_runs_are_pruned(tmp_path):
         os.utime(dest.parent, (time.time() - 100 + i, time.time() - 100 + i))
     assert prune_thumbnails(tmp_path, keep_runs=2) == 2
     assert sorted(d.name for d in (tmp_path / "thumbnails").iterdir()) == ["run-run2", "run-run3"]
+
+
+def test_the_run_report_artifact_and_the_printed_summary_link_the_gallery(tmp_path):
+    from flows.report import RunSummary
+
+    page = tmp_path / "reports" / "run-r1.html"
+    s = RunSummary(run_id="r1", status="completed", input_dir="/in", output_dir="/out", home=str(tmp_path),
+                   duckdb_path="/h/varflow.duckdb", backend="local", model="local-v1", gallery_path=str(page))
+    assert f"| gallery | [run-r1.html]({page.as_uri()})" in s.render_markdown()
+    assert f"  gallery      {page} (open it in a browser)" in s.render_text()
+    without = RunSummary(run_id="r1", status="completed", input_dir="/in", output_dir="/out", home="/h",
+                         duckdb_path="/d", backend="local", model="local-v1")
+    assert "gallery" not in without.render_text() and "gallery" not in without.render_markdown()

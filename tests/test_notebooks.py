@@ -90,7 +90,7 @@ def test_runs_notebook_shows_the_level_change_with_its_window_average(on_local_r
     from storage import Store
 
     (change,) = Store(local_run_store["home"]).query("SELECT * FROM quality_level_changes")
-    cell = next(c for c in code_cells(on_local_run["runs"]) if c.source.startswith("LEVELS ="))
+    cell = next(c for c in code_cells(on_local_run["runs"]) if "FROM quality_level_changes" in c.source)
     table = next(t for t in texts(cell) if "(1 row)" in t)
     from varflow.tabular import cell_text
 
