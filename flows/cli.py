@@ -293,7 +293,7 @@ def cmd_report(args) -> int:
 
 def cmd_runs(args) -> int:
     from storage.analysis import recent_runs
-    from varflow.tabular import format_json, format_table
+    from varflow.tabular import format_json
 
     result = recent_runs(_home(args), limit=args.limit)
     if args.json:
@@ -332,17 +332,15 @@ def cmd_stats(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    import duckdb
-
-    from storage.analysis import ReadOnlyQueryError, read_only_query
-    from varflow.tabular import format_csv, format_json, format_table
+    from storage.analysis import QueryFailed, ReadOnlyQueryError, read_only_query
+    from varflow.tabular import format_csv, format_json
 
     try:
         result = read_only_query(_home(args), args.query)
     except ReadOnlyQueryError as exc:
         print(f"varflow sql: {exc}", file=sys.stderr)
         return 2
-    except duckdb.Error as exc:
+    except QueryFailed as exc:
         print(f"varflow sql: {exc}\n(tables and columns: storage/SCHEMA.md, or varflow sql \"DESCRIBE variations\")",
               file=sys.stderr)
         return 1
@@ -373,10 +371,11 @@ def render_stats(summary: dict) -> str:
     lines.append("")
     metrics = summary["metrics"]
     if metrics:
-        cols = ["metric", "accepted n", "min", "p50", "mean", "max", "rejected n", "p50 ", "mean "]
+        cols = ["metric", "accepted", "min", "p50", "mean", "max", "rejected", "p50", "mean"]
         rows = [[m["metric"], m["accepted_n"], m["accepted_min"], m["accepted_p50"], m["accepted_mean"],
                  m["accepted_max"], m["rejected_n"], m["rejected_p50"], m["rejected_mean"]] for m in metrics]
-        lines.append("scores (accepted | rejected, duplicates have no scores)")
+        lines.append("scores: accepted (count, min, p50, mean, max) | rejected (count, p50, mean); "
+                     "duplicates are not scored")
         lines.append(_indent(format_table(cols, rows, row_count=False)))
         lines.append("")
     if summary["reasons"]:

@@ -82,6 +82,10 @@ class ReadOnlyQueryError(ValueError):
     """The text given to ``varflow sql`` is not one read-only query."""
 
 
+class QueryFailed(Exception):
+    """DuckDB refused or failed the query (a wrong column, a type error...): its message says why."""
+
+
 def read_only_query(home: str | Path, sql: str) -> QueryResult:
     """One SELECT (or WITH / FROM / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN) against the store.
 
@@ -102,6 +106,8 @@ def read_only_query(home: str | Path, sql: str) -> QueryResult:
     con = open_lens(home)
     try:
         return run_query(con, sql)
+    except duckdb.Error as exc:
+        raise QueryFailed(str(exc)) from None
     finally:
         con.close()
 
