@@ -16,7 +16,12 @@ Formulations:
   imagehash for each hash);
 * ours: varflow.metrics + varflow.hashing on the same Pillow images, as varflow runs them
   (edge detection and hashes on one helper thread while the main thread computes SSIM);
-* ours, one thread: the same with the helper thread off.
+* ours, one thread: the same with the helper thread off;
+* calibrated: the calibrated profile (varflow.calibrated) on the same images: the original's
+  ImageFeatures once per image, each variation's once, then score_calibrated with diversity
+  against the same other variations (its own measures; the perceptual hashes, which dedup
+  computes whatever the profile, are not part of it). Its ratio is against the seed formulation
+  timed in the same rounds.
 
 Photos: scikit-image's bundled photos resized to 1024 and 2048 px on the long side; the
 variations are real edits (colour grade, blur, crop-and-rescale, noise). Every value is checked
@@ -46,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import seed_reference as seed  # noqa: E402
-from varflow import metrics  # noqa: E402
+from varflow import calibrated, metrics  # noqa: E402
 from varflow.hashing import compute_hashes  # noqa: E402
 from varflow.samples import SAMPLE_FILES, sample_dir  # noqa: E402
 
@@ -127,6 +132,14 @@ def run_ours(
     return out
 
 
+def run_calibrated(original: Image.Image, variations: list[Image.Image], mode: str) -> list:
+    of = calibrated.ImageFeatures.from_image(original)
+    feats = [calibrated.ImageFeatures.from_image(v) for v in variations]
+    return [calibrated.score_calibrated(of, v, variation_features=feats[i],
+                                        accepted=others_of(feats, i, mode))
+            for i, v in enumerate(variations)]
+
+
 def check_agree(a: list[dict], b: list[dict], where: str) -> float:
     worst = 0.0
     for sa, sb in zip(a, b):
@@ -168,7 +181,7 @@ def main() -> None:
           f"{len(SAMPLE_FILES)} photos x {VARIATIONS} variations; {args.rounds} rounds; "
           "ms per variation, median [best round]\n")
     print(f"{'size':>5} {'diversity':>9} {'seed':>16} {'ours':>14} {'ratio':>13} "
-          f"{'ours, 1 thread':>15} {'ratio':>13} {'max |diff|':>10}")
+          f"{'ours, 1 thread':>15} {'ratio':>13} {'max |diff|':>10} {'calibrated':>14} {'ratio':>13}")
     for size in args.sizes:
         cases = []
         for i, name in enumerate(SAMPLE_FILES):
@@ -178,17 +191,19 @@ def main() -> None:
             worst = 0.0
             for name, original, variations in cases:  # agreement first (also warms up)
                 ref = run_seed(original, variations, mode)
+                run_calibrated(original, variations, mode)  # warms it up too
                 for parallel in (True, False):
                     worst = max(worst, check_agree(ref, run_ours(original, variations, mode, parallel),
                                                    f"{name}@{size}/{mode}"))
-            rounds = {"seed": [], "ours": [], "serial": []}
+            rounds = {"seed": [], "ours": [], "serial": [], "cal": []}
             n = len(cases) * VARIATIONS
             for _ in range(args.rounds):
-                t = {"seed": 0.0, "ours": 0.0, "serial": 0.0}
+                t = {"seed": 0.0, "ours": 0.0, "serial": 0.0, "cal": 0.0}
                 for _, original, variations in cases:
                     t["seed"] += timed(run_seed, original, variations, mode)
                     t["ours"] += timed(run_ours, original, variations, mode, True)
                     t["serial"] += timed(run_ours, original, variations, mode, False)
+                    t["cal"] += timed(run_calibrated, original, variations, mode)
                 for k in t:
                     rounds[k].append(t[k] / n * 1000)
             med = {k: statistics.median(v) for k, v in rounds.items()}
@@ -198,7 +213,9 @@ def main() -> None:
                   f"{med['seed'] / med['ours']:>5.1f}x [{best['seed'] / best['ours']:>4.1f}x] "
                   f"{med['serial']:>6.1f} [{best['serial']:>5.1f}] "
                   f"{med['seed'] / med['serial']:>5.1f}x [{best['seed'] / best['serial']:>4.1f}x] "
-                  f"{worst:>10.1e}")
+                  f"{worst:>10.1e} "
+                  f"{med['cal']:>5.1f} [{best['cal']:>5.1f}] "
+                  f"{med['seed'] / med['cal']:>5.1f}x [{best['seed'] / best['cal']:>4.1f}x]")
 
 
 if __name__ == "__main__":

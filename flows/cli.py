@@ -7,49 +7,60 @@ import json
 import sys
 from pathlib import Path
 
-from varflow.settings import GALLERY, IMAGE_EXTENSIONS, VARIATION_TYPES
+from varflow.settings import GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 from varflow.tabular import cell_text, format_table
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--count", type=int, default=4, help="accepted variations wanted per image (default 4)")
-    p.add_argument("--type", dest="variation_type", default="random", choices=VARIATION_TYPES,
-                   help="kind of variation (default random)")
-    p.add_argument("--prompt", default="", help="what the variations should look like")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same variations (default 0)")
-    p.add_argument("--backend", default="local", choices=("local", "gemini"), help="generator (default local)")
-    p.add_argument("--model", default=None, help="model name (default: the backend's)")
-    p.add_argument("--level", default=None, choices=("high", "medium", "low"),
-                   help="quality level to start at (default: where the last run of this backend/model "
-                        "left it; high at first, as the seed)")
-    p.add_argument("--no-adapt", dest="adaptive", action="store_false", help="keep the quality level fixed")
-    p.add_argument("--keep-rejected", action="store_true", help="keep rejected variations under OUT/_rejected")
-    p.add_argument("--force", action="store_true", help="redo finished images and regenerate cached variations")
-    p.add_argument("--dedup-library", action="store_true",
-                   help="also reject a new variation that duplicates any variation ever accepted in the data "
-                        "directory, from any source image (default: only its own source's)")
-    p.add_argument("--cache-max-mb", type=int, default=2048, help="variation cache size limit (MiB, default 2048)")
-    p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
-    p.add_argument("--ext", default=",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS),
-                   help="comma-separated image extensions")
-    p.add_argument("--images-in-flight", type=int, default=2, help="most images processed at once (default 2)")
-    p.add_argument("--concurrency", type=int, default=2, help="most generation calls at once (default 2)")
-    p.add_argument("--max-memory-mb", type=int, default=2048, help="memory budget for images in flight")
+    """Options named as ``RunParameters`` fields; a default shown here is read from there."""
+    from flows.parameters import RunParameters
+
+    fields = RunParameters.model_fields
+
+    def opt(flag: str, dest: str, help: str, *, group=p, **kw) -> None:
+        default = fields[dest].default
+        if default not in (None, False, "") and "default" not in help:
+            help += f" (default {default})"
+        group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=help, **kw)
+
+    opt("--count", "count", "accepted variations wanted per image", type=int)
+    opt("--type", "variation_type", "kind of variation", choices=VARIATION_TYPES)
+    opt("--prompt", "prompt", "what the variations should look like")
+    opt("--seed", "seed", "same seed, same variations", type=int)
+    opt("--backend", "backend", "generator", choices=("local", "gemini"))
+    opt("--model", "model", "model name (default: the backend's)")
+    opt("--profile", "profile", "quality model that decides: calibrated (agrees with a person on real photos) "
+        "or seed (the seed document's formulas); both are recorded", choices=PROFILES)
+    opt("--level", "level", "quality level to start at (default: where the last run of this backend/model left "
+        "it; high at first, as the seed)", choices=("high", "medium", "low"))
+    opt("--no-adapt", "adaptive", "keep the quality level fixed", action="store_false")
+    opt("--keep-rejected", "keep_rejected", "keep rejected variations under OUT/_rejected", action="store_true")
+    opt("--force", "force", "redo finished images and regenerate cached variations", action="store_true")
+    opt("--dedup-library", "dedup_library", "also reject a new variation that duplicates any variation ever "
+        "accepted in the data directory, from any source image (default: only its own source's)", action="store_true")
+    opt("--cache-max-mb", "cache_max_mb", "variation cache size limit (MiB)", type=int)
+    opt("--home", "home", "data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
+    opt("--ext", "extensions", "comma-separated image extensions (default: " + ",".join(
+        e.lstrip(".") for e in IMAGE_EXTENSIONS) + ")", type=lambda v: v.split(","))
+    opt("--images-in-flight", "images_in_flight", "most images processed at once", type=int)
+    opt("--concurrency", "generation_concurrency", "most generation calls at once", type=int)
+    opt("--max-memory-mb", "max_memory_mb", "memory budget for images in flight (MiB)", type=int)
+    opt("--max-megapixels", "max_pixels", "refuse images larger than this many megapixels (decompression bombs; "
+        "default 100)", type=lambda v: int(float(v) * 1_000_000))
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    g = p.add_argument_group("paid backends (gemini)")
-    g.add_argument("--retries", type=int, default=4,
-                   help="retries of a call that failed transiently (429, 5xx, timeout, no image; default 4)")
-    g.add_argument("--retry-backoff", type=float, default=2.0,
-                   help="first retry delay in seconds, doubling per retry, plus jitter (default 2)")
-    g.add_argument("--rpm", type=float, default=None,
-                   help="most calls started per minute, shared by all runs on this data directory (default: no limit)")
-    g.add_argument("--timeout", type=float, default=120.0, help="timeout of one API request in seconds (default 120)")
-    g.add_argument("--max-cost", type=float, default=None, metavar="USD",
-                   help="no call starts once the run's estimated spend would pass this (default: no cap)")
-    g.add_argument("--api-key-secret", default=None, metavar="BLOCK",
-                   help="Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY)")
-    g.add_argument("--dry-run", action="store_true",
+    p.add_argument("--dry-run", action="store_true",
                    help="print how many calls the run would make and their estimated cost; make none")
+    g = p.add_argument_group("paid backends (gemini)")
+    opt("--retries", "retries", "retries of a call that failed transiently (429, 5xx, timeout, no image)", type=int, group=g)
+    opt("--retry-backoff", "retry_backoff_s", "first retry delay in seconds, doubling per retry, plus jitter",
+        type=float, group=g)
+    opt("--rpm", "requests_per_minute", "most calls started per minute, shared by all runs on this data directory "
+        "(default: no limit)", type=float, group=g)
+    opt("--timeout", "request_timeout_s", "timeout of one API request in seconds", type=float, group=g)
+    opt("--max-cost", "max_cost_usd", "no call starts once the run's estimated spend would pass this "
+        "(default: no cap)", type=float, metavar="USD", group=g)
+    opt("--api-key-secret", "api_key_secret", "Prefect Secret block holding the API key (default: GEMINI_API_KEY / "
+        "GOOGLE_API_KEY)", metavar="BLOCK", group=g)
 
 
 def _params(args, input_dir: str, output_dir: str):
@@ -57,20 +68,14 @@ def _params(args, input_dir: str, output_dir: str):
 
     from flows.parameters import RunParameters
 
+    given = {k: v for k, v in vars(args).items()
+             if k in RunParameters.model_fields and k not in ("input_dir", "output_dir")}
     try:
-        return RunParameters(
-            input_dir=input_dir, output_dir=output_dir, count=args.count,
-            variation_type=args.variation_type, prompt=args.prompt, seed=args.seed,
-            backend=args.backend, model=args.model, level=args.level, adaptive=args.adaptive,
-            keep_rejected=args.keep_rejected, force=args.force, cache_max_mb=args.cache_max_mb, home=args.home, extensions=args.ext.split(","),
-            images_in_flight=args.images_in_flight, generation_concurrency=args.concurrency,
-            max_memory_mb=args.max_memory_mb, retries=args.retries, retry_backoff_s=args.retry_backoff,
-            requests_per_minute=args.rpm, request_timeout_s=args.timeout, max_cost_usd=args.max_cost,
-            api_key_secret=args.api_key_secret, dedup_library=args.dedup_library,
-        )
+        return RunParameters(input_dir=input_dir, output_dir=output_dir, **given)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SystemExit(f"varflow: invalid arguments: {problems}")
+        print(f"varflow: invalid arguments: {problems}", file=sys.stderr)
+        raise SystemExit(2)  # like argparse: 2 is a usage error
 
 
 def _check_backend(params) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import fields
+from typing import Literal, get_args, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from varflow.discovery import normalize_extensions
 from varflow.settings import (
+    DEFAULT_PROFILE,
     IMAGE_EXTENSIONS,
+    PROFILES,
+    VARIATION_TYPES,
     DedupSettings,
     LoadLimits,
     QualityThresholds,
@@ -16,22 +20,43 @@ from varflow.settings import (
 )
 
 VariationType = Literal["random", "object_rearrange", "object_add", "object_remove", "style_change", "composition"]
+Profile = Literal["calibrated", "seed"]
+assert set(get_args(VariationType)) == set(VARIATION_TYPES) and set(get_args(Profile)) == set(PROFILES)
+
+_DEDUP = DedupSettings()
+_LIMITS = LoadLimits()
 
 
-class Thresholds(BaseModel):
-    """The acceptance thresholds (the seed's defaults)."""
+def form_of(name: str, settings_class: type, description: str) -> type[BaseModel]:
+    """A pydantic model (a UI form section) of a core settings dataclass.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Defaults, meanings and bounds come from the dataclass's fields, and the dataclass's own
+    validation runs on every value, so each number and each rule has one home: varflow/settings.py.
+    """
+    defaults = settings_class()
+    hints = get_type_hints(settings_class)
+    specs = {}
+    for f in fields(settings_class):
+        meta = f.metadata
+        specs[f.name] = (hints[f.name], Field(getattr(defaults, f.name), description=meta.get("help"),
+                                              ge=meta.get("ge"), le=meta.get("le")))
 
-    similarity_min: float = Field(0.3, ge=0, le=1, description="Lowest SSIM to the original a variation may have.")
-    similarity_max: float = Field(0.9, ge=0, le=1, description="Highest SSIM to the original (above: too close a copy).")
-    diversity_min: float = Field(0.2, ge=0, le=1, description="Lowest mean (1 - SSIM) to the image's accepted variations.")
-    aesthetic_min: float = Field(0.6, ge=0, le=1, description="Lowest aesthetic score.")
-    object_integrity_min: float = Field(0.7, ge=0, le=1, description="Lowest object-integrity score.")
-    overall_min: float = Field(0.6, ge=0, le=1, description="Lowest overall quality (the level's threshold applies too).")
+    def to_core(self):
+        return settings_class(**self.model_dump())
 
-    def to_core(self) -> QualityThresholds:
-        return QualityThresholds(**self.model_dump())
+    def _validated(self):
+        self.to_core()  # the dataclass's __post_init__ (its ValueError becomes a validation error)
+        return self
+
+    model = create_model(
+        name, __module__=__name__, __config__=ConfigDict(extra="forbid", frozen=True), __doc__=description,
+        __validators__={"_core_rules": model_validator(mode="after")(_validated)}, **specs,
+    )
+    model.to_core = to_core
+    return model
+
+
+Thresholds = form_of("Thresholds", QualityThresholds, "The seed profile's acceptance thresholds (the seed document's values).")
 
 
 class RunParameters(BaseModel):
@@ -62,14 +87,15 @@ class RunParameters(BaseModel):
     images_in_flight: int = Field(2, ge=1, le=64, description="Most images processed at once.")
     generation_concurrency: int = Field(2, ge=1, le=256, description="Most generation calls in flight at once.")
     max_memory_mb: int = Field(2048, ge=64, description="Memory budget for images in flight (MiB).")
-    thresholds: Thresholds = Field(default_factory=Thresholds, description="Acceptance thresholds.")
-    dedup_max_hamming: int = Field(10, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
-    dedup_ssim: float = Field(0.95, ge=-1, le=1, description="SSIM above which a candidate is a duplicate.")
+    profile: Profile = Field(DEFAULT_PROFILE, description="Which quality model decides: calibrated (agrees with a person on real photos) or seed (the seed document's formulas, exact). Both are recorded.")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="The seed profile's acceptance thresholds.")
+    dedup_max_hamming: int = Field(_DEDUP.max_hamming, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
+    dedup_ssim: float = Field(_DEDUP.ssim_threshold, ge=-1, le=1, description="SSIM of small thumbnails above which a candidate is a duplicate.")
     dedup_library: bool = Field(
         False, description="Also check each new variation against every variation ever accepted in this data "
                            "directory, from any source image (default: only those of its own source).",
     )
-    max_pixels: int = Field(100_000_000, ge=1, description="Larger images are refused (decompression bombs).")
+    max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Larger images are refused (decompression bombs).")
     # Paid backends (gemini): retries, pacing, budget, key. None of these change the output.
     retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try (gemini; local: 0). Worst case per variation: the level's max attempts x (1 + retries) calls.")
     retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up to 50% jitter. A 429's retryDelay wins when longer.")
@@ -87,11 +113,12 @@ class RunParameters(BaseModel):
         """What makes a finished image's result still valid: the parameters that change it."""
         return self.model_dump(include={
             "output_dir", "count", "variation_type", "prompt", "seed", "backend", "model",
-            "thresholds", "dedup_max_hamming", "dedup_ssim",
+            "profile", "thresholds", "dedup_max_hamming", "dedup_ssim",
         })
 
     def settings(self) -> Settings:
         return Settings(
+            profile=self.profile,
             thresholds=self.thresholds.to_core(),
             dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
             limits=LoadLimits(max_pixels=self.max_pixels),

@@ -14,6 +14,8 @@ from varflow.dedup import (
     KnownImage,
     KnownImageIndex,
     LibraryView,
+    colour_distance,
+    colour_signature,
     confirmation_ssim,
     find_duplicate,
     is_candidate,
@@ -57,9 +59,40 @@ def is_duplicate(a: Image.Image, b: Image.Image, settings: DedupSettings = DEFAU
     ga, gb = GreyImage(to_grey(a)), GreyImage(to_grey(b))
     ha, hb = compute_hashes(ga), compute_hashes(gb)
     match = find_duplicate(
-        ha, ga, [KnownImage("b", hb, "b")], settings=settings, load_grey=lambda _: gb
+        ha, ga, [KnownImage("b", hb, "b")], settings=settings, load_grey=lambda _: gb,
+        candidate_colours=colour_signature(a), load_colours=lambda _: colour_signature(b),
     )
     return match is not None
+
+
+def grade(im: Image.Image, gamma: tuple[float, float, float]) -> Image.Image:
+    a = (np.asarray(im).astype(np.float32) / 255.0) ** np.array(gamma, np.float32)
+    return Image.fromarray((a * 255).round().astype(np.uint8))
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "chelsea.png", "coffee.png"])
+def test_two_grades_of_one_photo_are_two_variations_not_duplicates(name):
+    """Grey hashes and grey SSIM cannot tell a warm grade from a cool one (both ~identical);
+    the colour signature can. A grade against black and white too."""
+    original = rgb(name)
+    warm, cool = grade(original, (0.85, 1.0, 1.2)), grade(original, (1.2, 1.0, 0.85))
+    mono = original.convert("L").convert("RGB")
+    assert not is_duplicate(warm, cool) and not is_duplicate(cool, warm)
+    assert not is_duplicate(warm, mono)
+    assert is_duplicate(warm, jpeg(warm, 40))  # a re-encoded copy of a grade is still a copy
+    grey_only = DedupSettings(max_colour_distance=None)
+    assert is_duplicate(warm, cool, grey_only)  # what the check adds
+
+
+def test_colour_signature_values():
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    sig = colour_signature(red)
+    assert sig.shape == (8, 8, 2)
+    assert sig[0, 0, 0] == pytest.approx(80.1, abs=0.5) and sig[0, 0, 1] == pytest.approx(67.2, abs=0.5)  # CIELAB red
+    assert colour_distance(colour_signature(np.full((9, 9), 128, np.uint8)), np.zeros((8, 8, 2))) == 0.0
+    with pytest.raises(ValueError):
+        DedupSettings(max_colour_distance=-1)
 
 
 @pytest.mark.parametrize("name", ["astronaut.png", "text.png", "hubble_deep_field.jpg"])

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+import cv2
+import numpy as np
+from PIL import Image
+
 from varflow.hashindex import HashIndex
 from varflow.hashing import ImageHashes, hash_distances
-from varflow.metrics import GreyImage, ssim
+from varflow.imageio import load_rgb
+from varflow.metrics import GreyImage, ssim, to_rgb
 from varflow.settings import DedupSettings
 
 HASH_KINDS = ("ahash", "phash", "dhash")
@@ -47,8 +53,56 @@ def confirmation_ssim(a: GreyImage, b: GreyImage, settings: DedupSettings) -> fl
     return ssim(a, b)  # the seed's way: the second resized to the first's full size
 
 
+COLOUR_GRID = 8  # cells per side of the colour signature
+
+
+def colour_signature(image: np.ndarray | Image.Image) -> np.ndarray:
+    """CIELAB a*, b* of an image area-averaged to an 8 x 8 grid (8 x 8 x 2 float32).
+
+    What grey hashes and grey SSIM cannot see: a grade, a tint, colour against black and white.
+    """
+    rgb = to_rgb(image)
+    if rgb.ndim == 2:
+        return np.zeros((COLOUR_GRID, COLOUR_GRID, 2), np.float32)  # grey has no chroma
+    small = cv2.resize(rgb, (COLOUR_GRID, COLOUR_GRID), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return np.ascontiguousarray(lab[..., 1:])
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean CIELAB chroma distance between two colour signatures, cell by cell."""
+    return float(np.sqrt(((a - b) ** 2).sum(axis=-1)).mean())
+
+
+_SIGNATURES: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_SIGNATURES_LOCK = threading.Lock()
+_SIGNATURES_MAX = 4096  # 512 bytes each
+
+
+def load_colour_signature(path: str) -> np.ndarray:
+    """The colour signature of a file (upright, flattened), cached by file identity."""
+    st = os.stat(path)
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _SIGNATURES_LOCK:
+        hit = _SIGNATURES.get(key)
+    if hit is None:
+        hit = colour_signature(np.asarray(load_rgb(path)))
+        with _SIGNATURES_LOCK:
+            _SIGNATURES[key] = hit
+            while len(_SIGNATURES) > _SIGNATURES_MAX:
+                _SIGNATURES.popitem(last=False)
+    return hit
+
+
 def is_candidate(a: ImageHashes, b: ImageHashes, settings: DedupSettings) -> bool:
     return min(hash_distances(a, b)) <= settings.max_hamming
+
+
+def same_colours(a: np.ndarray | None, b: np.ndarray | None, settings: DedupSettings) -> bool:
+    """True unless both signatures are known and lie further apart than the settings allow."""
+    if settings.max_colour_distance is None or a is None or b is None:
+        return True
+    return colour_distance(a, b) <= settings.max_colour_distance
 
 
 class KnownImageIndex:
@@ -117,13 +171,16 @@ def find_duplicate(
     *known: KnownSet,
     settings: DedupSettings,
     load_grey: Callable[[str], GreyImage],
+    candidate_colours: np.ndarray | None = None,
+    load_colours: Callable[[str], np.ndarray] = load_colour_signature,
 ) -> DuplicateMatch | None:
     """The closest confirmed duplicate among the ``known`` sets, or None.
 
     Each set is a plain sequence (every item is a candidate) or an index (candidates come from
     its Hamming-radius queries). Candidates are confirmed in order of their smallest hash
     distance, so the first confirmed one is the nearest; SSIM (the expensive part) runs only on
-    the shortlist.
+    the shortlist. With ``candidate_colours`` (``colour_signature``) a confirmed pair must
+    also share its colours, so two grades of one photo are two variations.
     """
     seen: set[str] = set()
     shortlist = []
@@ -140,6 +197,7 @@ def find_duplicate(
     shortlist.sort(key=lambda t: (t[0], t[1]))
     for _, _, d, item in shortlist:
         value = confirmation_ssim(candidate_grey, load_grey(item.path), settings)
-        if value > settings.ssim_threshold:
+        if value > settings.ssim_threshold and (
+                candidate_colours is None or same_colours(candidate_colours, load_colours(item.path), settings)):
             return DuplicateMatch(item.key, d, value)
     return None

@@ -8,7 +8,7 @@ hashed into a cache key and compared, but never mutated half-way through a run.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 VARIATION_TYPES = (
@@ -22,17 +22,27 @@ VARIATION_TYPES = (
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
+# Quality profiles (varflow.profiles): the calibrated one judges by default; the seed's formulas
+# stay available, exact, and are recorded beside it for every variation.
+PROFILES = ("calibrated", "seed")
+DEFAULT_PROFILE = "calibrated"
+
+
+def _unit(help: str) -> dict:
+    """Field metadata of a setting in [0, 1]: what it means and its bounds (the UI form shows both)."""
+    return {"help": help, "ge": 0.0, "le": 1.0}
+
 
 @dataclass(frozen=True)
 class QualityThresholds:
     """The seed's acceptance thresholds (VariationQualityAnalyzer.quality_thresholds)."""
 
-    similarity_min: float = 0.3
-    similarity_max: float = 0.9
-    diversity_min: float = 0.2
-    aesthetic_min: float = 0.6
-    object_integrity_min: float = 0.7
-    overall_min: float = 0.6
+    similarity_min: float = field(default=0.3, metadata=_unit("Lowest SSIM to the original a variation may have."))
+    similarity_max: float = field(default=0.9, metadata=_unit("Highest SSIM to the original (above: too close a copy)."))
+    diversity_min: float = field(default=0.2, metadata=_unit("Lowest mean (1 - SSIM) to the image's accepted variations."))
+    aesthetic_min: float = field(default=0.6, metadata=_unit("Lowest aesthetic score."))
+    object_integrity_min: float = field(default=0.7, metadata=_unit("Lowest object-integrity score."))
+    overall_min: float = field(default=0.6, metadata=_unit("Lowest overall quality (the level's threshold applies too)."))
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -92,6 +102,11 @@ class DedupSettings:
     max_hamming: int = 16
     ssim_threshold: float = 0.72
     ssim_size: int = 20
+    # Colour: two grades of one photo share every grey hash bit and their grey thumbnails' SSIM
+    # is ~1.0, yet a person sees two variations. A pair is a duplicate only when its colour
+    # signatures (CIELAB a*, b* on an 8 x 8 grid) also lie within this mean distance; copies
+    # (re-encode, resize, crop, noise, blur, +20% brightness) stay under it. None: grey only.
+    max_colour_distance: float | None = 7.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_hamming <= 64:
@@ -100,6 +115,8 @@ class DedupSettings:
             )
         if not -1.0 <= self.ssim_threshold <= 1.0:
             raise ValueError(f"ssim_threshold={self.ssim_threshold} must be within [-1, 1]")
+        if self.max_colour_distance is not None and self.max_colour_distance < 0:
+            raise ValueError(f"max_colour_distance={self.max_colour_distance} must be >= 0 (or None: grey only)")
         if self.ssim_size != 0 and self.ssim_size < 7:
             raise ValueError(
                 f"ssim_size={self.ssim_size} is below SSIM's 7x7 window; use 0 (full size) "
@@ -119,12 +136,10 @@ class LoadLimits:
 class Settings:
     """What a run needs beyond its parameters; one object so tasks get it in one piece."""
 
+    profile: str = DEFAULT_PROFILE
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     limits: LoadLimits = field(default_factory=LoadLimits)
-
-    def replace(self, **changes) -> "Settings":
-        return replace(self, **changes)
 
 
 def default_home() -> Path:
@@ -135,6 +150,106 @@ def default_home() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "varflow"
+
+
+def _scale(help: str) -> dict:
+    """Field metadata of a positive measurement scale (units in the help text)."""
+    return {"help": help, "gt": 0.0}
+
+
+CALIBRATED_LEVELS = ("high", "medium", "low")
+
+
+@dataclass(frozen=True)
+class CalibratedThresholds:
+    """Every threshold, scale and weight of the calibrated profile (varflow.calibrated).
+
+    Chosen as round numbers on bench/calibration.py's labeled set of real photos and edits
+    (docs/calibrated-profile.md has the table). ``*_ok`` / ``*_bad`` pairs are the ends of a
+    linear ramp from a part score of 1 (no defect) to 0.
+    """
+
+    similarity_min: float = field(default=0.1, metadata=_unit("Lowest similarity: below, the variation is not the original's picture."))
+    similarity_max: float = field(default=0.92, metadata=_unit("Highest similarity: above, the variation is a copy."))
+    diversity_min: float = field(default=0.15, metadata=_unit("Lowest visible change from the nearest accepted variation of the image."))
+    aesthetic_min: float = field(default=0.5, metadata=_unit("Lowest aesthetic score (noise, blocking, blur, blown exposure)."))
+    object_integrity_min: float = field(default=0.5, metadata=_unit("Lowest object-integrity score (original's content shown, not flattened or drawn over)."))
+    overall_min: float = field(default=0.5, metadata=_unit("Lowest overall quality at any level."))
+    overall_high: float = field(default=0.8, metadata=_unit("Overall quality the level 'high' requires."))
+    overall_medium: float = field(default=0.65, metadata=_unit("Overall quality the level 'medium' requires."))
+    overall_low: float = field(default=0.5, metadata=_unit("Overall quality the level 'low' requires."))
+    weight_similarity: float = field(default=0.2, metadata=_unit("Overall weight of how well similarity sits inside its band."))
+    weight_diversity: float = field(default=0.2, metadata=_unit("Overall weight of diversity (left out for a first variation)."))
+    weight_aesthetic: float = field(default=0.3, metadata=_unit("Overall weight of the aesthetic score."))
+    weight_object_integrity: float = field(default=0.3, metadata=_unit("Overall weight of object integrity."))
+    band_margin: float = field(default=0.1, metadata=_unit("Similarity distance from a band edge at which the band fit reaches 1."))
+    colour_change_full: float = field(default=20.0, metadata=_scale("Mean cell colour difference (CIE76 dE) that alone counts as fully changed."))
+    local_change_full: float = field(default=40.0, metadata=_scale("One cell's colour difference (CIE76 dE) that alone counts as fully changed."))
+    noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) still natural."))
+    noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) that is ugly."))
+    blockiness_ok: float = field(default=1.8, metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))
+    blockiness_bad: float = field(default=2.4, metadata=_scale("JPEG block-border step ratio that is ugly."))
+    detail_ratio_ok: float = field(default=0.32, metadata=_scale("Share of the original's fine detail kept that is sharp enough."))
+    detail_ratio_bad: float = field(default=0.12, metadata=_scale("Share of the original's fine detail kept that is blurred away."))
+    highlight_clipping_ok: float = field(default=0.1, metadata=_unit("Share of newly blown highlights still acceptable."))
+    highlight_clipping_bad: float = field(default=0.35, metadata=_unit("Share of newly blown highlights that is over-exposed."))
+    brightening_ok: float = field(default=20.0, metadata=_scale("Mean lightness gain (Lab L, 0-100) still a grade."))
+    brightening_bad: float = field(default=35.0, metadata=_scale("Mean lightness gain (Lab L, 0-100) that is washed out."))
+    colourfulness_full: float = field(default=100.0, metadata=_scale("Hasler-Suesstrunk colourfulness counted as fully colourful (~109: extremely)."))
+    colourfulness_weight: float = field(default=0.1, metadata=_unit("Share of the aesthetic score that colourfulness can take away."))
+    coverage_ok: float = field(default=0.7, metadata=_unit("Share of the original's frame shown that keeps its objects."))
+    coverage_bad: float = field(default=0.3, metadata=_unit("Share of the original's frame shown that has lost its objects."))
+    structure_lost_bad: float = field(default=0.25, metadata=_unit("Share of the frame flattened away at which integrity is 0."))
+    structure_added_bad: float = field(default=0.25, metadata=_unit("Share of the frame drawn over with foreign structure at which integrity is 0."))
+
+    def __post_init__(self) -> None:
+        from dataclasses import fields  # (this section is appended; the file's imports stay as they are)
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lo, hi = f.metadata.get("ge"), f.metadata.get("le")
+            if not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"calibrated threshold {f.name}={value!r} must be a number")
+            if lo is not None and not lo <= value <= hi:
+                raise ValueError(
+                    f"calibrated threshold {f.name}={value!r} is outside [0, 1]; it gates or "
+                    "weighs a score in [0, 1], so pass a value between 0 and 1"
+                )
+            if "gt" in f.metadata and not value > 0:
+                raise ValueError(f"calibrated scale {f.name}={value!r} must be positive")
+        if not self.similarity_min < self.similarity_max:
+            raise ValueError(
+                f"similarity_min={self.similarity_min} is not below similarity_max="
+                f"{self.similarity_max}: no variation could pass; swap or widen them"
+            )
+        if not self.overall_high > self.overall_medium > self.overall_low:
+            raise ValueError(
+                f"level thresholds must be strictly ordered high > medium > low, got high="
+                f"{self.overall_high}, medium={self.overall_medium}, low={self.overall_low}"
+            )
+        for ok, bad, rising in (("noise_excess_ok", "noise_excess_bad", True),
+                                ("blockiness_ok", "blockiness_bad", True),
+                                ("detail_ratio_ok", "detail_ratio_bad", False),
+                                ("highlight_clipping_ok", "highlight_clipping_bad", True),
+                                ("brightening_ok", "brightening_bad", True),
+                                ("coverage_ok", "coverage_bad", False)):
+            a, b = getattr(self, ok), getattr(self, bad)
+            if (a >= b) if rising else (a <= b):
+                raise ValueError(
+                    f"{ok}={a} must be {'below' if rising else 'above'} {bad}={b}: the ramp runs "
+                    "from the acceptable value to the bad one"
+                )
+        if self.weight_similarity + self.weight_aesthetic + self.weight_object_integrity <= 0:
+            raise ValueError("the overall weights of similarity, aesthetic and integrity are all 0; "
+                             "give at least one a positive weight")
+
+    def overall_for(self, level: str) -> float:
+        """The overall threshold of a quality level by name (high, medium, low)."""
+        if level not in CALIBRATED_LEVELS:
+            raise ValueError(
+                f"unknown quality level {level!r}; choose one of {', '.join(CALIBRATED_LEVELS)}"
+            )
+        return getattr(self, f"overall_{level}")
 
 
 @dataclass(frozen=True)

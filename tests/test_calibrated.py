@@ -1,0 +1,286 @@
+"""The calibrated quality profile: behaviours on real photos and their edits, values, errors.
+
+Small inputs (scikit-image's photos at 256-384 px) keep the file fast; the calibration bench
+(bench/calibration.py) measures the profile on the full labeled set.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from varflow.calibrated import (
+    CalibratedScores,
+    ImageFeatures,
+    judge_calibrated,
+    score_calibrated,
+)
+from varflow.settings import QUALITY_LEVELS, CalibratedThresholds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import calibration_set as cs  # noqa: E402
+
+T = CalibratedThresholds()
+MEDIUM = QUALITY_LEVELS["medium"]
+
+
+def photo(name: str, side: int = 384) -> np.ndarray:
+    a = cs.load_photo(name)
+    h, w = a.shape[:2]
+    s = side / max(h, w)
+    return cv2.resize(a, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def coffee():
+    return photo("coffee.png")
+
+
+@pytest.fixture(scope="module")
+def coffee_features(coffee):
+    return ImageFeatures.from_image(coffee)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def verdict(features, image, **kw):
+    scores = score_calibrated(features, image, **kw)
+    return scores, judge_calibrated(scores, thresholds=T, level=MEDIUM)
+
+
+def jpeg(a: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+# ---- similarity ---------------------------------------------------------------------------
+
+def test_reencoded_copy_is_too_similar(coffee, coffee_features):
+    scores, v = verdict(coffee_features, jpeg(coffee, 85))
+    assert scores.similarity > T.similarity_max
+    assert "similarity_high" in v.reasons
+
+
+def test_tiny_brightness_change_is_too_similar(coffee, coffee_features):
+    brighter = np.clip(coffee.astype(np.float32) * 1.03, 0, 255).astype(np.uint8)
+    _, v = verdict(coffee_features, brighter)
+    assert v.reasons == ("similarity_high",)
+
+
+@pytest.mark.parametrize("make", ["unrelated", "solid"])
+def test_unrelated_photo_and_solid_colour_are_not_related(coffee, coffee_features, make):
+    if make == "unrelated":
+        image = cs.unrelated_photo(coffee, rng(), donor=photo("chelsea.png"))
+    else:
+        image = np.full_like(coffee, (90, 120, 160))
+    scores, v = verdict(coffee_features, image)
+    assert scores.structure_match < 0.15
+    assert "similarity_low" in v.reasons
+    assert not v.accepted
+
+
+@pytest.mark.parametrize("kind", ["mirror", "recrop", "warm_grade"])
+def test_natural_variations_pass_at_medium(coffee, coffee_features, kind):
+    if kind == "recrop":
+        h, w = coffee.shape[:2]
+        k = 0.8 ** 0.5  # a 20% recrop
+        cw, ch = round(w * k), round(h * k)
+        image = cs._crop_scaled(coffee, (w - cw) // 3, (h - ch) // 2, cw, ch)
+    else:
+        image = cs.EDITS[kind](coffee, rng(1))
+    scores, v = verdict(coffee_features, image)
+    assert v.accepted, (kind, v.reasons, scores)
+    if kind == "mirror":
+        assert scores.mirrored == 1.0 and scores.structure_match > 0.95
+    if kind == "recrop":
+        assert 0.75 < scores.coverage < 0.85  # 80% of the original's frame is shown
+    if kind == "warm_grade":
+        assert scores.colour_change > 5.0  # the grade is seen as a change in colour
+
+
+def test_colour_inversion_is_not_kept(coffee, coffee_features):
+    scores, v = verdict(coffee_features, 255 - coffee)
+    assert scores.structure_match < 0.1  # in place every gradient is reversed: -1, counted as 0
+    assert not v.accepted
+
+
+# ---- aesthetic and integrity ----------------------------------------------------------------
+
+def test_noise_fails_aesthetic(coffee, coffee_features):
+    noisy = np.clip(coffee + rng(2).normal(0, 30, coffee.shape), 0, 255).astype(np.uint8)
+    scores, v = verdict(coffee_features, noisy)
+    assert scores.noise_excess > T.noise_excess_bad
+    assert scores.naturalness == 0.0
+    assert "aesthetic_low" in v.reasons
+
+
+def test_heavy_blur_fails_aesthetic(coffee, coffee_features):
+    scores, v = verdict(coffee_features, cv2.GaussianBlur(coffee, (0, 0), 12))
+    assert scores.detail_ratio < T.detail_ratio_bad
+    assert "aesthetic_low" in v.reasons
+
+
+def test_jpeg_q3_fails_naturalness(coffee, coffee_features):
+    scores, v = verdict(coffee_features, jpeg(coffee, 3))
+    assert scores.blockiness > T.blockiness_bad
+    assert "aesthetic_low" in v.reasons
+
+
+def test_grid_lines_fail_integrity(coffee, coffee_features):
+    scores, v = verdict(coffee_features, cs.grid_lines(coffee, rng(3)))
+    assert scores.structure_added > T.structure_added_bad / 2
+    assert "object_integrity_low" in v.reasons
+
+
+def test_half_black_fails_integrity(coffee, coffee_features):
+    half = coffee.copy()
+    half[:, : half.shape[1] // 2] = 0
+    scores, v = verdict(coffee_features, half)
+    assert scores.structure_lost > 0.3
+    assert "object_integrity_low" in v.reasons
+
+
+# ---- diversity ------------------------------------------------------------------------------
+
+def test_near_identical_variations_fail_diversity_different_grades_pass(coffee, coffee_features):
+    warm = cs.warm_grade(coffee, rng(4))
+    accepted = [ImageFeatures.from_image(warm)]
+    near, v_near = verdict(coffee_features, jpeg(warm, 90), accepted=accepted)
+    other, v_other = verdict(coffee_features, cs.cool_grade(coffee, rng(5)), accepted=accepted)
+    assert near.diversity < T.diversity_min and "diversity_low" in v_near.reasons
+    assert other.diversity > 0.3 and v_other.accepted, v_other.reasons
+
+
+def test_first_variation_has_no_diversity(coffee, coffee_features):
+    scores = score_calibrated(coffee_features, cs.warm_grade(coffee, rng()))
+    assert scores.diversity is None
+
+
+def test_diversity_is_to_the_nearest_accepted(coffee, coffee_features):
+    warm = cs.warm_grade(coffee, rng(4))
+    cool = cs.cool_grade(coffee, rng(5))
+    feats = [ImageFeatures.from_image(x) for x in (cool, warm)]
+    alone = score_calibrated(coffee_features, jpeg(warm, 90), accepted=feats[:1]).diversity
+    both = score_calibrated(coffee_features, jpeg(warm, 90), accepted=feats).diversity
+    assert both < 0.05 < alone
+
+
+# ---- values, resolution, levels -------------------------------------------------------------
+
+def test_values_pinned_for_a_fixed_input(coffee, coffee_features):
+    """A fixed warm grade of coffee.png at 384 px: the values as measured when calibrated."""
+    h, w = coffee.shape[:2]
+    image = np.clip(coffee.astype(np.float32) * np.array([1.12, 1.0, 0.85]) + 4, 0, 255)
+    image = cv2.resize(image.astype(np.uint8)[10: h - 10, 12: w - 12], (w, h))
+    s = score_calibrated(coffee_features, image)
+    expected = {  # measured 2026-11-29; unit scores to 0.02, raw measures to 2%
+        "similarity": 0.4937, "aesthetic": 0.9896, "object_integrity": 1.0,
+        "overall_quality": 0.9961, "structure_match": 0.9873, "coverage": 0.8664,
+        "visible_change": 1.0, "mirrored": 0.0, "structure_lost": 0.0, "structure_added": 0.0,
+        "noise_excess": 0.0, "sharpness": 1.0, "exposure": 1.0,
+    }
+    for k, want in expected.items():
+        assert getattr(s, k) == pytest.approx(want, abs=0.02), k
+    raw = {"colour_change": 14.67, "detail_ratio": 0.8157, "colourfulness": 89.65,
+           "brightening": 4.014, "blockiness": 0.8559}
+    for k, want in raw.items():
+        assert getattr(s, k) == pytest.approx(want, rel=0.02), k
+
+
+def test_resolution_independent():
+    """The same edit of the same photo at 512 and 1536 px scores within a small tolerance."""
+    big = cv2.resize(cs.load_photo("astronaut.png"), (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    small = cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA)
+    out = []
+    for base in (small, big):
+        edit = cs.recrop(cs.warm_grade(base, rng(6)), rng(7))
+        out.append(score_calibrated(ImageFeatures.from_image(base), edit))
+    a, b = out
+    for name in ("similarity", "aesthetic", "object_integrity", "overall_quality",
+                 "structure_match", "coverage", "visible_change"):
+        assert getattr(a, name) == pytest.approx(getattr(b, name), abs=0.03), name
+
+
+def test_high_is_stricter_than_low(coffee, coffee_features):
+    assert T.overall_high > T.overall_medium > T.overall_low
+    scores = score_calibrated(coffee_features, cs.vignette(coffee, rng(8)))
+    mid = (T.overall_high + T.overall_low) / 2
+    from dataclasses import replace
+
+    forced = replace(scores, overall_quality=mid)
+    assert judge_calibrated(forced, thresholds=T, level=QUALITY_LEVELS["low"]).accepted
+    high = judge_calibrated(forced, thresholds=T, level=QUALITY_LEVELS["high"])
+    assert high.reasons == ("below_level_threshold",)
+
+
+def test_every_failed_check_is_listed(coffee_features):
+    flat = np.zeros((200, 300, 3), np.uint8)
+    _, v = verdict(coffee_features, flat)
+    for code in ("similarity_low", "aesthetic_low", "object_integrity_low", "overall_low",
+                 "below_level_threshold"):
+        assert code in v.reasons
+
+
+def test_scores_fields_are_fixed_and_in_as_dict(coffee, coffee_features):
+    s = score_calibrated(coffee_features, coffee)
+    d = s.as_dict()
+    assert list(d) == [f.name for f in fields(CalibratedScores)]
+    assert all(isinstance(v, float) for k, v in d.items() if k != "diversity")
+    for k in ("similarity", "aesthetic", "object_integrity", "overall_quality", "coverage"):
+        assert 0.0 <= d[k] <= 1.0
+
+
+def test_features_are_reused(coffee, coffee_features):
+    feats = ImageFeatures.from_image(jpeg(coffee, 85))
+    a = score_calibrated(coffee_features, None, variation_features=feats)
+    b = score_calibrated(coffee_features, jpeg(coffee, 85))
+    assert a == b
+
+
+def test_rgba_is_composited_on_white_and_grey_accepted(coffee_features):
+    rgba = np.zeros((64, 64, 4), np.uint8)  # fully transparent: white
+    f = ImageFeatures.from_image(rgba)
+    assert f.rgb.min() == 255
+    g = ImageFeatures.from_image(np.full((64, 64), 128, np.uint8))
+    assert g.rgb.shape == (64, 64, 3)
+    assert ImageFeatures.from_image(Image.new("RGB", (40, 30))).shape == (30, 40)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+def test_bad_inputs_say_how_to_fix(coffee_features):
+    with pytest.raises(TypeError, match="uint8"):
+        ImageFeatures.from_image(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="at least 16x16"):
+        ImageFeatures.from_image(np.zeros((8, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        ImageFeatures.from_image(np.zeros((32, 32, 2), np.uint8))
+    with pytest.raises(TypeError, match="ImageFeatures.from_image"):
+        score_calibrated(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="variation_features"):
+        score_calibrated(coffee_features, None)
+
+
+def test_thresholds_validate_with_a_fix():
+    with pytest.raises(ValueError, match="strictly ordered"):
+        CalibratedThresholds(overall_high=0.5, overall_medium=0.6)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        CalibratedThresholds(aesthetic_min=1.5)
+    with pytest.raises(ValueError, match="swap or widen"):
+        CalibratedThresholds(similarity_min=0.95)
+    with pytest.raises(ValueError, match="must be below"):
+        CalibratedThresholds(noise_excess_ok=12.0)
+    with pytest.raises(ValueError, match="positive"):
+        CalibratedThresholds(colour_change_full=0.0)
+    with pytest.raises(ValueError, match="choose one of high, medium, low"):
+        T.overall_for("ultra")
