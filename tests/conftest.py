@@ -158,26 +158,24 @@ def run_flow_child(env: dict, **params) -> dict:
 
 @pytest.fixture(scope="session")
 def local_run_store(prefect_api, tmp_path_factory) -> dict:
-    """A store made by one ``varflow run`` (local backend) over seven small real photos, count 2,
-    one image at a time, starting at level high as a first run does: most attempts are rejected
-    there; after five images the adaptive level steps down to medium (a recorded change), where
-    the last two images are accepted. Rejected files are deleted (the gallery shows the
-    thumbnails the run kept). Returns home, output folder and the summary."""
-    import json
-    import subprocess
-    import sys
-
+    """A store made by one real run (local backend) over seven small real photos, count 2, one
+    image at a time, at level low (set by the run: a recorded level change). The seed profile's
+    fixed gates are opened so the level's overall threshold and the duplicate check decide: the
+    store then holds accepted, rejected and duplicate variations whatever the generator's current
+    acceptance rate. Rejected files are deleted (the gallery shows the thumbnails the run kept).
+    One photo's name is full of HTML. Returns home, output folder and the summary."""
     base = tmp_path_factory.mktemp("local-store")
     photos = make_photo_folder(base / "photos", 7, size=160)
     photos[0].rename(photos[0].with_name(TRICKY_NAME))  # every text in the gallery is escaped
     home, out_dir = base / "home", base / "out"
-    env = {**prefect_api, "VARFLOW_HOME": str(home)}
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(base / "photos"), "--out", str(out_dir),
-                          "--count", "2", "--seed", "3", "--images-in-flight", "1", "--json"],
-                         env=env, capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return {"home": home, "out": out_dir, "summary": json.loads(out.stdout[out.stdout.index("{"):])}
+    open_gate = dict(similarity_min=0, similarity_max=1, diversity_min=0, aesthetic_min=0,
+                     object_integrity_min=0, overall_min=0)
+    summary = run_flow_child({**prefect_api, "VARFLOW_HOME": str(home)}, input_dir=str(base / "photos"),
+                             output_dir=str(out_dir), home=str(home), count=2, seed=3, level="low",
+                             images_in_flight=1, profile="seed", thresholds=open_gate)
+    assert summary["variations_accepted"] > 0 and summary["variations_rejected"] > 0, (
+        "the analysis tests need a store with both verdicts; adjust this run's level or gate")
+    return {"home": home, "out": out_dir, "summary": summary}
 
 
 @pytest.fixture(scope="session")
