@@ -78,6 +78,14 @@ def columns_of(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
 
 
+def score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every score column of ``variations`` in this store: the seed's metrics and parts first,
+    then any other numeric column (a newer profile's parts), leaving out the ``seed_*`` copies."""
+    numeric = [r[0] for r in con.execute("DESCRIBE variations").fetchall()
+               if r[1] in ("DOUBLE", "FLOAT", "REAL") and not r[0].startswith("seed_")]
+    return [c for c in SCORE_COLUMNS if c in numeric] + [c for c in numeric if c not in SCORE_COLUMNS]
+
+
 class ReadOnlyQueryError(ValueError):
     """The text given to ``varflow sql`` is not one read-only query."""
 

@@ -143,3 +143,35 @@ def test_an_empty_store_says_no_runs_yet_and_plots_nothing(name, tmp_path):
     check_ran(nb, expect_plots=False)
     assert "no runs yet" in "".join(texts(code_cells(nb)[1]))
     assert not (tmp_path / "no-store-here").exists()  # reading never creates a store
+
+
+def test_quality_notebook_compares_seed_and_calibrated_when_the_store_records_profiles(local_run_store, tmp_path):
+    """A store whose variations carry ``profile`` and ``seed_*`` columns (and a newer profile's
+    parts): the comparison plots and tabulates them, the histograms include the new parts."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    home = tmp_path / "home"
+    shutil.copytree(local_run_store["home"], home)
+    (src,) = (home / "tables" / "variations").glob("run-*/compacted.parquet")
+    table = pq.read_table(src)
+    n = table.num_rows
+    for metric in ("similarity", "aesthetic", "overall_quality"):
+        seed = [None if v is None else v * 0.9 for v in table.column(metric).to_pylist()]
+        table = table.append_column(f"seed_{metric}", pa.array(seed, pa.float64()))
+    table = table.append_column("profile", pa.array(["calibrated"] * n))
+    table = table.append_column("naturalness", pa.array([0.5 + i / (2 * n) for i in range(n)], pa.float64()))
+    pq.write_table(table, src)
+
+    nb = execute("quality", home, tmp_path)
+    check_ran(nb, expect_plots=True)
+    compare = next(c for c in code_cells(nb) if "seed_" in c.source)
+    out = "".join(texts(compare))
+    assert images(compare) == 1 and "predates" not in out
+    for metric in ("similarity", "aesthetic", "overall_quality"):
+        assert re.search(rf"^{metric}\s+\d+\s", out, re.M), (metric, out)
+    assert re.search(rf"^calibrated\s+{n}\s", out, re.M)
+    histograms = next(c for c in code_cells(nb) if "score_columns(con)" in c.source)
+    assert re.search(r"^naturalness\s+(accepted|rejected)\s", "".join(texts(histograms)), re.M)
