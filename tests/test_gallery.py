@@ -157,6 +157,10 @@ def test_render_marks_failing_scores_links_duplicates_and_says_what_is_missing()
     assert "original not found" in page
     assert re.search(r"<b>1</b><span>accepted</span>.*<b>2</b><span>rejected</span>.*<b>1</b><span>duplicates</span>"
                      r".*<b>3</b><span>attempts</span>.*<b>33%</b><span>acceptance</span>", page)
+    assert "gave no image" not in page
+    failed = render_gallery(run=run, parameters={}, sources=[Source({**image, "attempts": 5}, None, cards)],
+                            not_processed=[])
+    assert re.search(r"<b>2</b><span>gave no image</span>.*<b>5</b><span>attempts</span>", failed)
 
 
 def test_thumbnails_are_small_upright_jpegs_and_old_runs_are_pruned(tmp_path):

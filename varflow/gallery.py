@@ -123,6 +123,9 @@ def _header(run, parameters, sources, accepted, rejected, not_processed, hidden_
     ]
     stats = [("accepted", len(accepted), "ok"), ("rejected", len(rejected), "bad"),
              ("duplicates", duplicates, ""), ("attempts", attempts, ""), ("acceptance", rate, "")]
+    no_image = attempts - len(accepted) - len(rejected)  # generation failed: nothing to judge or show
+    if no_image > 0:
+        stats.insert(3, ("gave no image", no_image, ""))
     tiles = "".join(f'<div class="tile {cls}"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for k, v, cls in stats)
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     mean_line = ""
