@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from statistics import fmean
 
 SCORE_KEYS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
@@ -38,6 +39,7 @@ class RunSummary:
     wall_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     message: str | None = None
+    gallery_path: str | None = None  # the run's HTML gallery (flows/gallery.py)
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -103,6 +105,8 @@ class RunSummary:
         lines.append(f"  wall time    {self.wall_seconds:.1f} s")
         lines.append(f"  output       {self.output_dir}")
         lines.append(f"  records      {self.duckdb_path} (tables runs, images, variations, attempts, quality_level_changes)")
+        if self.gallery_path:
+            lines.append(f"  gallery      {self.gallery_path} (open it in a browser)")
         for e in self.errors[:10]:
             lines.append(f"  error        {e}")
         if len(self.errors) > 10:
@@ -123,6 +127,9 @@ class RunSummary:
             ("final quality level", f"{self.final_level} ({self.level_changes} changes)"),
             ("wall time", f"{self.wall_seconds:.1f} s"), ("records", f"`{self.duckdb_path}`"),
         ]
+        if self.gallery_path:
+            rows.append(("gallery", f"[{Path(self.gallery_path).name}]({Path(self.gallery_path).as_uri()}) "
+                                    f"(`{self.gallery_path}`)"))
         if self.message:
             rows.insert(1, ("note", self.message.replace("|", "\\|")))
         md = [f"# varflow run `{self.run_id}`", "", "| | |", "|---|---|"]

@@ -28,6 +28,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters
 from flows.report import RunSummary
 from flows.resources import data_home, open_resources, resource_spec
@@ -47,6 +48,7 @@ from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, st
 from varflow.resources import RunResources
 from varflow.runlock import RunLock, is_held
 from varflow.scan import TODO, UNREADABLE, FoundImage, scan_images
+from varflow.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
 
@@ -289,6 +291,19 @@ class FolderRun:
             self.logger.error("run %s %s", self.res.run_id, summary.message)
         return summary
 
+    def write_gallery(self) -> str | None:
+        """The run's gallery page under the data directory; a failure is logged, never fails the run."""
+        t0 = time.perf_counter()
+        try:
+            path = write_gallery(self.store.home, run_gallery_path(self.store.home, self.res.run_id), self.res.run_id)
+        except Exception as exc:  # noqa: BLE001 - the records are written; the page is a view of them
+            self.logger.warning("could not write the run's gallery: %s", exc)
+            return None
+        finally:
+            prune_thumbnails(self.store.home)
+        self.logger.info("gallery %s written in %.2f s", path, time.perf_counter() - t0)
+        return str(path)
+
     def close(self, paths: list[Path]) -> dict:
         """Record the finished run, bound the caches, publish the report; the summary as a dict."""
         s = self.summary(paths)
@@ -300,6 +315,7 @@ class FolderRun:
         ))
         self.store.compact_run(self.res.run_id)
         self.res.cache.prune_results()
+        s.gallery_path = self.write_gallery()
         try:
             create_markdown_artifact(key="varflow-run-report", markdown=s.render_markdown(),
                                      description=f"varflow run {self.res.run_id}")

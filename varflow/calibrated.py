@@ -9,12 +9,12 @@ fixed working size (long side 512, never upscaled) so values do not depend on re
 * similarity: is it the original's picture (relatedness: gradient correlation at a coarse scale
   after the best of three alignments: none, an ORB + RANSAC homography, the same on the mirror
   image), and how visibly has it changed where it stands (colour, structure, the most changed
-  cell)? ``similarity = structure_match * (1 - visible_change / 2)``: 1 is a copy, about 0.5 the
-  same picture entirely changed, 0 an unrelated picture;
+  cell, fine detail added)? ``similarity = structure_match * (1 - visible_change / 2)``: 1 is a
+  copy, about 0.5 the same picture entirely changed, 0 an unrelated picture;
 * diversity: the visible change between this variation and the nearest accepted one;
 * aesthetic: no defect a person would call ugly, each measured against the original
-  (naturalness: added noise and JPEG blocking; detail_sharpness: detail kept; exposure: highlights blown,
-  washed out), lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
+  (naturalness: added noise and JPEG blocking; detail_sharpness: detail kept; exposure:
+  highlights blown, washed out), lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
 * object integrity: does the original's content survive (how much of its frame the variation
   shows, how much of it was flattened away, how widely foreign structure was drawn over it);
 * overall: a weighted mean of the four against the quality level's threshold.
@@ -38,7 +38,7 @@ from varflow.metrics import to_rgb
 from varflow.settings import CalibratedThresholds, LevelSettings
 
 WORK_SIDE = 512  # working size: long side in pixels (images are only ever shrunk to it)
-NOISE_SIDE = 2048  # noise is estimated at up to this long side: per-pixel noise of a large photo survives
+NOISE_SIDE = 2048  # noise is estimated at up to this long side (a large photo's noise survives)
 COMPARE_SIDE = 256  # in-place comparisons (copy or changed?) at this long side, both images alike
 COARSE_SIDE = 128  # the scale at which "is it the same picture" is asked
 CELLS = 16  # local comparisons on a CELLS x CELLS grid over the frame
@@ -48,6 +48,7 @@ _ORB_FEATURES = 500
 _MIN_INLIERS = 12  # a homography with fewer RANSAC inliers is not trusted
 _RANSAC_PX = 4.0
 _IN_PLACE_ENOUGH = 0.97  # in-place coarse correlation above which no alignment is sought
+_DETAIL_SLACK = 0.15  # detail gained by resampling alone (a copy at another size) is not an edit
 _EDGE_BAND = 0.03  # share of the long side along the frame left out of the integrity parts
 _ADDED_GAIN = 2.5  # a variation gradient this many times the original's nearby one is new ...
 _ADDED_FLOOR = 8.0  # ... and above this many grey levels per pixel
@@ -300,7 +301,7 @@ def _change_in_place(a: ImageFeatures, b: ImageFeatures, t: CalibratedThresholds
     # grid cannot see it; detail lost is what re-encoding and resizing do to copies, so only
     # a gain counts
     side = min(max(a.shape), max(b.shape))
-    gain = b.detail_at(side) / max(a.detail_at(side), 0.05) - 1.0
+    gain = b.detail_at(side) / max(a.detail_at(side), 0.05) - 1.0 - _DETAIL_SLACK
     visible = _unit(max(colour / t.colour_change_full, structure, local, gain / t.detail_gain_full))
     return visible, colour, local
 

@@ -15,6 +15,7 @@ source is optimized, and the judge of each source image.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections import Counter
@@ -34,6 +35,9 @@ from varflow.profiles import VariationJudge
 from varflow.records import ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.resources import RunResources
 from varflow.settings import LevelSettings, Settings
+from varflow.thumbnails import rejected_thumbnail_path, save_thumbnail
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -291,6 +295,8 @@ class _ImageRun:
             for r in reasons.split(";"):
                 outcome.rejected[r] = outcome.rejected.get(r, 0) + 1
             keep = self.rejected_path(a.index, reasons) if self.job.spec.keep_rejected else None
+            if keep is None:
+                self.keep_thumbnail(a.context.variation_id, result.output_path)
             final = self.settle_file(result.output_path, keep)
         self.variations.append(self.variation_record(a, result, dedup, assessment, reasons, final))
 
@@ -308,6 +314,13 @@ class _ImageRun:
         assessment = self.judge.assess(rgb, grey=load_grey(path))
         self.ms["score"] += (time.perf_counter() - t0) * 1000
         return dedup, assessment
+
+    def keep_thumbnail(self, variation_id: str, path: str) -> None:
+        """A rejected file is deleted; the run's gallery shows it from this thumbnail instead."""
+        try:
+            save_thumbnail(path, rejected_thumbnail_path(self.res.spec.home, self.res.run_id, variation_id))
+        except Exception as exc:  # noqa: BLE001 - the gallery then says the file was not kept
+            log.warning("no gallery thumbnail for rejected variation %s: %s", variation_id[:12], exc)
 
     def accepted_path(self, n: int) -> Path:
         return Path(self.job.spec.output_dir) / f"{output_prefix(self.job)}-v{n:02d}.png"

@@ -264,3 +264,22 @@ class CalibratedThresholds:
                 f"unknown quality level {level!r}; choose one of {', '.join(CALIBRATED_LEVELS)}"
             )
         return getattr(self, f"overall_{level}")
+
+
+@dataclass(frozen=True)
+class GallerySettings:
+    """The run gallery (``varflow report``): thumbnail size and how much one page holds.
+
+    Thumbnails are embedded in the page, so its size grows with the images it shows; past
+    ``max_images`` source images the page shows the first ones and says how to see more.
+    Rejected variations' files are deleted (unless ``--keep-rejected``); a small thumbnail of
+    each is kept under the data directory for the gallery, for the latest ``keep_runs`` runs.
+    """
+
+    thumbnail_px: int = 320  # long side; shown at up to 240 CSS px, sharp on 1.3x screens
+    jpeg_quality: int = 82
+    max_images: int = 200
+    keep_runs: int = 20
+
+
+GALLERY = GallerySettings()

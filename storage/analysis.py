@@ -1,0 +1,273 @@
+"""Read-side SQL for people: the notebooks, the gallery and the terminal commands.
+
+Everything here reads the store through a lens (an in-memory DuckDB connection with the views),
+so it works while a run writes. A data directory with no store yet reads as an empty one: every
+query returns no rows, and the callers say "no runs yet" instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+
+from storage.schema import SCHEMAS, TABLES
+from storage.store import Store
+from varflow.tabular import format_table, html_table
+
+# Every score a variation row carries, in the order people read them (docs/quality-model.md).
+METRICS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
+AESTHETIC_PARTS = ("color_variance", "contrast", "brightness_balance", "sharpness")
+SCORE_COLUMNS = METRICS[:3] + AESTHETIC_PARTS + METRICS[3:]
+
+READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Columns and rows of one query; prints as a table, and renders as one in a notebook."""
+
+    columns: list[str]
+    rows: list[tuple]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+    def column(self, name: str) -> list:
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+    def __repr__(self) -> str:
+        return format_table(self.columns, self.rows)
+
+    def _repr_html_(self) -> str:
+        return html_table(self.columns, self.rows)
+
+
+def has_store(home: str | Path) -> bool:
+    tables = Store(home).tables_dir
+    return all((tables / t / "_schema.parquet").exists() for t in TABLES)
+
+
+def open_lens(home: str | Path) -> duckdb.DuckDBPyConnection:
+    """The store's views (``Store.lens``); for a data directory without a store, empty tables
+    with the same columns, so every query runs and returns no rows."""
+    if has_store(home):
+        return Store(home).lens()
+    con = duckdb.connect()
+    for table in TABLES:
+        con.register(f"_empty_{table}", SCHEMAS[table].empty_table())
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+    con.execute("CREATE MACRO hamming(a, b) AS bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict | None = None) -> QueryResult:
+    cur = con.execute(sql, params) if params is not None else con.execute(sql)
+    return QueryResult([d[0] for d in cur.description], cur.fetchall())
+
+
+def columns_of(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns a table has in this store (newer builds add columns; older stores lack them)."""
+    return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every score column of ``variations`` in this store: the seed's metrics and parts first,
+    then any other numeric column (a newer profile's parts), leaving out the ``seed_*`` copies."""
+    numeric = [r[0] for r in con.execute("DESCRIBE variations").fetchall()
+               if r[1] in ("DOUBLE", "FLOAT", "REAL") and not r[0].startswith("seed_")]
+    return [c for c in SCORE_COLUMNS if c in numeric] + [c for c in numeric if c not in SCORE_COLUMNS]
+
+
+class ReadOnlyQueryError(ValueError):
+    """The text given to ``varflow sql`` is not one read-only query."""
+
+
+class QueryFailed(Exception):
+    """DuckDB refused or failed the query (a wrong column, a type error...): its message says why."""
+
+
+def read_only_query(home: str | Path, sql: str) -> QueryResult:
+    """One SELECT (or WITH / FROM / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN) against the store.
+
+    The views are over Parquet files and the connection is in memory, so a query cannot change
+    the record; statements that could write files or change settings (COPY, ATTACH, SET,
+    CREATE, INSTALL, ...) are refused before anything runs.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ReadOnlyQueryError(f"cannot parse the query: {exc}") from None
+    if len(statements) != 1:
+        raise ReadOnlyQueryError(f"give exactly one query, not {len(statements)}; run them one at a time")
+    kind = statements[0].type.name
+    if kind not in READ_ONLY_STATEMENTS:
+        raise ReadOnlyQueryError(f"only read-only queries run here (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN); "
+                                 f"this is a {kind} statement")
+    con = open_lens(home)
+    try:
+        return run_query(con, sql)
+    except duckdb.Error as exc:
+        raise QueryFailed(str(exc)) from None
+    finally:
+        con.close()
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+_RUNS_SQL = """
+WITH img AS (
+    SELECT run_id, count(*) AS images_found,
+           count(*) FILTER (status = 'ok') AS images_ok,
+           count(*) FILTER (status = 'error') AS images_error,
+           count(*) FILTER (status = 'skipped') AS images_skipped,
+           coalesce(sum(attempts), 0) AS attempts
+    FROM images GROUP BY run_id),
+var AS (
+    SELECT run_id, count(*) FILTER (accepted) AS accepted,
+           count(*) FILTER (NOT accepted) AS rejected,
+           count(*) FILTER (reject_reason = 'duplicate') AS duplicates,
+           avg(overall_quality) FILTER (accepted) AS mean_overall
+    FROM variations GROUP BY run_id)
+SELECT r.run_id, r.started_at, r.status, r.backend, r.model,
+       greatest(r.images_total, coalesce(img.images_found, 0)) AS images,
+       coalesce(img.images_ok, 0) AS ok, coalesce(img.images_error, 0) AS error,
+       coalesce(img.images_skipped, 0) AS skipped,
+       coalesce(var.accepted, 0) AS accepted, coalesce(var.rejected, 0) AS rejected,
+       coalesce(var.duplicates, 0) AS duplicates, coalesce(img.attempts, 0) AS attempts,
+       CASE WHEN coalesce(img.attempts, 0) > 0 THEN var.accepted / img.attempts END AS acceptance,
+       var.mean_overall AS mean_overall, r.wall_seconds
+FROM runs r LEFT JOIN img USING (run_id) LEFT JOIN var USING (run_id)
+"""
+
+
+def recent_runs(home: str | Path, *, limit: int = 20) -> QueryResult:
+    """The latest runs, newest first, with counts taken from their rows (so a running run's
+    counts are live)."""
+    con = open_lens(home)
+    try:
+        return run_query(con, _RUNS_SQL + " ORDER BY r.started_at DESC LIMIT ?", [limit])
+    finally:
+        con.close()
+
+
+def resolve_run(home: str | Path, run_id: str | None = None) -> dict:
+    """The runs row of ``run_id`` (a unique prefix is enough), or of the latest run."""
+    con = open_lens(home)
+    try:
+        if run_id is None:
+            rows = run_query(con, "SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").records()
+            if not rows:
+                raise LookupError(f"no runs yet in {Path(home)}: run `varflow demo` or `varflow run DIR`, "
+                                  "or pass --home")
+            return rows[0]
+        rows = run_query(con, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at DESC",
+                         [run_id]).records()
+    finally:
+        con.close()
+    if not rows:
+        raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
+    if len({r['run_id'] for r in rows}) > 1:
+        raise LookupError(f"{run_id!r} matches {len(rows)} runs; give more of the run id")
+    return rows[0]
+
+
+# -- one run: the gallery and the stats ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunRows:
+    """What the gallery shows of one run, as plain rows."""
+
+    run: dict
+    parameters: dict
+    images: list[dict]
+    variations: list[dict]
+    failed_calls: list[dict]  # image_id, outcome, calls: generation calls that gave no image
+
+
+def run_rows(home: str | Path, run_id: str) -> RunRows:
+    con = open_lens(home)
+    try:
+        run = run_query(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).records()
+        if not run:
+            raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
+        images = run_query(con, "SELECT * FROM images WHERE run_id = ? ORDER BY path", [run_id]).records()
+        variations = run_query(con, "SELECT * FROM variations WHERE run_id = ? ORDER BY image_id, attempt",
+                               [run_id]).records()
+        failed = run_query(con, "SELECT image_id, outcome, count(*) AS calls FROM attempts "
+                                "WHERE run_id = ? AND outcome <> 'ok' GROUP BY ALL ORDER BY image_id, calls DESC",
+                           [run_id]).records()
+    finally:
+        con.close()
+    try:
+        parameters = json.loads(run[0].get("parameters") or "{}")
+    except ValueError:
+        parameters = {}
+    return RunRows(run[0], parameters, images, variations, failed)
+
+
+def quality_summary(home: str | Path, run_id: str) -> dict:
+    """One run's quality in numbers (``varflow stats``): counts, score distributions of accepted
+    and rejected variations, reasons, acceptance by type, level changes."""
+    con = open_lens(home)
+    try:
+        run = run_query(con, _RUNS_SQL + " WHERE r.run_id = ?", [run_id]).records()
+        if not run:
+            raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
+        counts = run[0]
+        head = run_query(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).records()[0]
+        metrics = []
+        for m in SCORE_COLUMNS:
+            row = run_query(con, f"""
+                SELECT count({m}) FILTER (accepted) AS accepted_n, min({m}) FILTER (accepted) AS accepted_min,
+                       quantile_cont({m}, 0.5) FILTER (accepted) AS accepted_p50,
+                       avg({m}) FILTER (accepted) AS accepted_mean, max({m}) FILTER (accepted) AS accepted_max,
+                       count({m}) FILTER (NOT accepted) AS rejected_n,
+                       quantile_cont({m}, 0.5) FILTER (NOT accepted) AS rejected_p50,
+                       avg({m}) FILTER (NOT accepted) AS rejected_mean
+                FROM variations WHERE run_id = ?""", [run_id]).records()[0]
+            metrics.append({"metric": m, **row})
+        reasons = run_query(con, """
+            SELECT reason, count(*) AS n FROM (
+                SELECT unnest(string_split(reject_reason, ';')) AS reason FROM variations
+                WHERE run_id = ? AND NOT accepted) GROUP BY reason ORDER BY n DESC, reason""", [run_id]).rows
+        by_type = run_query(con, """
+            SELECT variation_type, count(*) AS judged, count(*) FILTER (accepted) AS accepted,
+                   avg(accepted::INT) AS acceptance
+            FROM variations WHERE run_id = ? GROUP BY ALL ORDER BY judged DESC, variation_type""",
+                            [run_id]).records()
+        levels = run_query(con, "SELECT quality_level, count(*) FROM images WHERE run_id = ? AND status = 'ok' "
+                                "GROUP BY ALL ORDER BY 2 DESC", [run_id]).rows
+        changes = run_query(con, "SELECT changed_at, from_level, to_level, window_average, reason "
+                                 "FROM quality_level_changes WHERE run_id = ? ORDER BY changed_at",
+                            [run_id]).records()
+    finally:
+        con.close()
+    judged = counts["accepted"] + counts["rejected"]
+    return {
+        "run": {**head, "images_total": counts["images"], "images_ok": counts["ok"],
+                "images_error": counts["error"], "images_skipped": counts["skipped"]},
+        "judged": judged, "accepted": counts["accepted"], "rejected": counts["rejected"],
+        "duplicates": counts["duplicates"], "attempts": counts["attempts"],
+        "acceptance_rate": counts["acceptance"],
+        "metrics": [m for m in metrics if m["accepted_n"] or m["rejected_n"]],
+        "reasons": dict(reasons), "by_type": by_type, "levels": dict(levels), "level_changes": changes,
+    }
+
+
+def as_jsonable(value: Any) -> Any:
+    """Rows with timestamps, as JSON-ready values (``varflow stats --json``)."""
+    if isinstance(value, dict):
+        return {k: as_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
