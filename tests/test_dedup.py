@@ -22,9 +22,10 @@ from varflow.dedup import (
 from varflow.hashing import compute_hashes, hash_distances
 from varflow.imageio import load_rgb
 from varflow.metrics import GreyImage, to_grey
-from varflow.settings import DedupSettings
+from varflow.settings import COPY_FINDING, DedupSettings
 
-DEFAULTS = DedupSettings()
+DEFAULTS = COPY_FINDING  # varflow dedup's copies; a run's variations: RUN
+RUN = DedupSettings()
 
 
 def rgb(name: str) -> Image.Image:
@@ -76,11 +77,10 @@ def test_two_grades_of_one_photo_are_two_variations_not_duplicates(name):
     original = rgb(name)
     warm, cool = grade(original, (0.85, 1.0, 1.2)), grade(original, (1.2, 1.0, 0.85))
     mono = original.convert("L").convert("RGB")
-    assert not is_duplicate(warm, cool) and not is_duplicate(cool, warm)
-    assert not is_duplicate(warm, mono)
-    assert is_duplicate(warm, jpeg(warm, 40))  # a re-encoded copy of a grade is still a copy
-    grey_only = DedupSettings(max_colour_distance=None, max_local_difference=None)
-    assert is_duplicate(warm, cool, grey_only)  # what the check adds
+    assert not is_duplicate(warm, cool, RUN) and not is_duplicate(cool, warm, RUN)
+    assert not is_duplicate(warm, mono, RUN)
+    assert is_duplicate(warm, jpeg(warm, 40), RUN)  # a re-encoded copy of a grade is still a copy
+    assert is_duplicate(warm, cool, COPY_FINDING)  # what the check adds
 
 
 def test_appearance_signature_values():
@@ -103,9 +103,20 @@ def test_an_object_removed_in_one_place_is_another_variation():
     a[100:180, 300:380] = original[10:90, 420:500]  # the helmet's side covered with background
     b[330:410, 40:120] = original[10:90, 420:500]  # the flag's corner, likewise
     va, vb = Image.fromarray(a), Image.fromarray(b)
-    assert not is_duplicate(va, vb)
-    assert is_duplicate(va, jpeg(va, 40)) and is_duplicate(va, va.filter(ImageFilter.GaussianBlur(1)))
+    assert not is_duplicate(va, vb, RUN)
+    assert is_duplicate(va, jpeg(va, 40), RUN) and is_duplicate(va, va.filter(ImageFilter.GaussianBlur(1)), RUN)
     assert is_duplicate(va, vb, DedupSettings(max_local_difference=None))  # what the check adds
+
+
+def test_another_framing_is_another_variation_in_a_run():
+    """A slight recrop or a 2-degree tilt is a copy to varflow dedup, another framing (so another
+    variation, if the profile finds it different enough) to a run."""
+    im = rgb("chelsea.png")
+    w, h = im.size
+    recrop = im.crop((w // 25, h // 25, w, h)).resize((w, h), Image.Resampling.LANCZOS)
+    tilt = im.rotate(2, resample=Image.Resampling.BICUBIC)
+    for other in (recrop, tilt):
+        assert is_duplicate(other, im, COPY_FINDING) and not is_duplicate(other, im, RUN)
 
 
 @pytest.mark.parametrize("name", ["astronaut.png", "text.png", "hubble_deep_field.jpg"])

@@ -104,17 +104,18 @@ def load_appearance(path: str) -> np.ndarray:
 
 def same_appearance(a: GreyImage, b: GreyImage, look_a: np.ndarray | None, look_b: np.ndarray | None,
                     settings: DedupSettings) -> bool:
-    """Whether a pair the thumbnails confirm also looks the same: the same colours and, when the
-    two are aligned (SSIM at ``aligned_size`` px at least ``aligned_ssim``: not a shifted or
-    rotated copy), no place changed on its own. Unknown signatures (None) do not veto."""
+    """Whether a pair the thumbnails confirm is the same variation: aligned (SSIM at
+    ``aligned_size`` px at least ``aligned_ssim``: not another framing), the same colours, and
+    no place changed on its own. Off (True) where the settings turn a check off or a signature
+    is unknown (None)."""
     if look_a is None or look_b is None:
         return True
     if settings.max_colour_distance is not None and colour_distance(look_a, look_b) > settings.max_colour_distance:
         return False
-    if settings.max_local_difference is None or local_difference(look_a, look_b) <= settings.max_local_difference:
-        return True
-    aligned = ssim(a.thumbnail(settings.aligned_size), b.thumbnail(settings.aligned_size)) >= settings.aligned_ssim
-    return not aligned  # a copy shifted by a crop or a rotation differs everywhere a little
+    if settings.aligned_ssim is not None and \
+            ssim(a.thumbnail(settings.aligned_size), b.thumbnail(settings.aligned_size)) < settings.aligned_ssim:
+        return False  # a recrop, a tilt, a rendering that moved the structure: another variation
+    return settings.max_local_difference is None or local_difference(look_a, look_b) <= settings.max_local_difference
 
 
 class KnownImageIndex:

@@ -100,16 +100,16 @@ class DedupSettings:
     max_hamming: int = 16
     ssim_threshold: float = 0.72
     ssim_size: int = 20
-    # Appearance (varflow.dedup.same_appearance): grey hashes and a grey 20 px thumbnail cannot
-    # see a grade or an object removed in one place, yet a person sees another variation. A
-    # confirmed pair is a duplicate only when its mean CIELAB chroma distance (8 x 8 cells) is
-    # within max_colour_distance and, when the two are aligned (SSIM at aligned_size px >=
-    # aligned_ssim: crops and rotations fall below), no 16 x 16 cell stands out by more than
-    # max_local_difference (dE, max - median). Copies (re-encode, resize, noise, blur, +20%
-    # brightness, small crops and rotations) pass both. None: that check is off.
+    # Appearance (varflow.dedup.same_appearance): copy-finding semantics call a grade, a 10%
+    # recrop or an object removed in one place "the same picture", yet a person sees another
+    # variation. In a run a confirmed pair is a duplicate only when it is also aligned (SSIM at
+    # aligned_size px >= aligned_ssim: same framing), its mean CIELAB chroma distance (8 x 8
+    # cells) is within max_colour_distance, and no 16 x 16 cell stands out by more than
+    # max_local_difference (dE, max - median). Re-encoded, resized, noisy, blurred or +20%
+    # brightened copies pass all three. None turns a check off (COPY_FINDING: all off).
     max_colour_distance: float | None = 7.0
     max_local_difference: float | None = 8.0
-    aligned_ssim: float = 0.9
+    aligned_ssim: float | None = 0.9
     aligned_size: int = 64
 
     def __post_init__(self) -> None:
@@ -133,7 +133,7 @@ class DedupSettings:
 # ``varflow dedup``: copies of one picture in a folder (resized, re-encoded, cropped, rotated,
 # brightened, turned grey) are one picture: the grey hashes and thumbnail alone decide. A run
 # judges variations, where a grade or an object moved makes another one: DedupSettings().
-COPY_FINDING = DedupSettings(max_colour_distance=None, max_local_difference=None)
+COPY_FINDING = DedupSettings(max_colour_distance=None, max_local_difference=None, aligned_ssim=None)
 
 
 @dataclass(frozen=True)
