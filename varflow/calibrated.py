@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from varflow.acceptance import Verdict
+from varflow.acceptance import Verdict, gate
 from varflow.metrics import to_rgb
 from varflow.settings import CalibratedThresholds, LevelSettings
 
@@ -513,22 +513,7 @@ def overall_calibrated(
 def judge_calibrated(
     scores: CalibratedScores, *, thresholds: CalibratedThresholds, level: LevelSettings
 ) -> Verdict:
-    """Every failed check, with the same stable reason codes as the seed's gate."""
-    t = thresholds
-    level_min = t.overall_for(level.name)
-    reasons: list[str] = []
-    if scores.similarity < t.similarity_min:
-        reasons.append("similarity_low")
-    elif scores.similarity > t.similarity_max:
-        reasons.append("similarity_high")
-    if scores.diversity is not None and scores.diversity < t.diversity_min:
-        reasons.append("diversity_low")
-    if scores.aesthetic < t.aesthetic_min:
-        reasons.append("aesthetic_low")
-    if scores.object_integrity < t.object_integrity_min:
-        reasons.append("object_integrity_low")
-    if scores.overall_quality < t.overall_min:
-        reasons.append("overall_low")
-    if scores.overall_quality < level_min:
-        reasons.append("below_level_threshold")
-    return Verdict(not reasons, tuple(reasons))
+    """Every failed check, with the same checks and stable reason codes as the seed's gate."""
+    return gate(similarity=scores.similarity, diversity=scores.diversity, aesthetic=scores.aesthetic,
+                object_integrity=scores.object_integrity, overall_quality=scores.overall_quality,
+                thresholds=thresholds, level_min=thresholds.overall_for(level.name))
