@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
-from typing import Literal, get_args, get_type_hints
+from typing import Annotated, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -23,6 +24,7 @@ from varflow.settings import (
 
 VariationType = Literal["random", "object_rearrange", "object_add", "object_remove", "style_change", "composition"]
 Profile = Literal["calibrated", "seed"]
+Level = Literal["auto", "high", "medium", "low"]
 assert set(get_args(VariationType)) == set(VARIATION_TYPES) and set(get_args(Profile)) == set(PROFILES)
 
 _DEDUP = DedupSettings()
@@ -75,15 +77,15 @@ class RunParameters(BaseModel):
     prompt: str = Field("", max_length=2000, description="What the variations should look like.")
     seed: int = Field(0, ge=0, description="Same seed, same variations.")
     backend: Literal[BACKENDS] = Field(DEFAULT_BACKEND, description=f"Generator backend: {' or '.join(BACKENDS)} (docs/architecture.md).")
-    model: str | None = Field(None, description="Model name for the backend; empty for its default.")
-    level: Literal["high", "medium", "low"] | None = Field(
-        None, description="Quality level to start at; empty: where the last run of this backend/model left it (high at first)."
+    model: str = Field("", description="Model name for the backend; empty for its default.")
+    level: Level = Field(
+        "auto", description="Quality level to start at; auto: where the last run of this backend/model left it (high at first)."
     )
     adaptive: bool = Field(True, description="Let the success rate move the quality level (the seed's rules).")
     keep_rejected: bool = Field(False, description="Keep rejected variations under OUTPUT/_rejected for review.")
     force: bool = Field(False, description="Redo finished images and regenerate cached variations.")
     cache_max_mb: int = Field(2048, ge=1, description="Size limit of the variation cache (MiB); least recently used go first.")
-    home: str | None = Field(None, description="varflow data directory; default $VARFLOW_HOME or ~/.local/share/varflow.")
+    home: str = Field("", description="varflow data directory; empty: $VARFLOW_HOME or ~/.local/share/varflow.")
     extensions: list[str] = Field(
         default_factory=lambda: [e.lstrip(".") for e in IMAGE_EXTENSIONS],
         description="File extensions treated as images.",
@@ -107,12 +109,17 @@ class RunParameters(BaseModel):
     requests_per_minute: float | None = Field(None, gt=0, description="Most generation calls started per minute, shared by every run using the same data directory (empty: no limit).")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one API request (s).")
     max_cost_usd: float | None = Field(None, ge=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap).")
-    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY).")
+    api_key_secret: str = Field("", description="Name of a Prefect Secret block holding the API key; empty: GEMINI_API_KEY or GOOGLE_API_KEY.")
 
     @field_validator("extensions")
     @classmethod
     def _exts(cls, v: list[str]) -> list[str]:
         return [e.lstrip(".") for e in normalize_extensions(v)]
+
+    @property
+    def start_level(self) -> str | None:
+        """The level the run starts at, or None to go on from where the last run left it."""
+        return None if self.level == "auto" else self.level
 
     def job_fingerprint(self) -> dict:
         """What makes a finished image's result still valid: the parameters that change it."""
@@ -129,3 +136,81 @@ class RunParameters(BaseModel):
             dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
             limits=LoadLimits(max_pixels=self.max_pixels),
         )
+
+
+# --- The flow's form: one top-level parameter per setting, the paid backends' own in one group ---
+
+GEMINI_FIELDS = ("retries", "retry_backoff_s", "requests_per_minute", "request_timeout_s", "max_cost_usd",
+                 "api_key_secret")
+# Optional numbers become 0 in the form (a "number or None" field renders as a type switch):
+_ZERO_IS_NONE = {
+    "requests_per_minute": "Most generation calls started per minute, shared by every run using the same "
+                           "data directory; 0: no limit.",
+    "max_cost_usd": "Estimated-spend cap for the run (USD): no call starts that would pass it; 0: no cap.",
+}
+
+
+def _field(name: str) -> tuple:
+    """(annotation, FieldInfo) of a RunParameters field, with its bounds and description."""
+    if name in _ZERO_IS_NONE:
+        return float, Field(0.0, ge=0, description=_ZERO_IS_NONE[name])
+    f = RunParameters.model_fields[name]
+    return f.annotation, f
+
+
+GeminiOptions = create_model(
+    "GeminiOptions", __module__=__name__, __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Paid backends only (gemini): retries, pacing, budget and key. None of these change the output.",
+    **{name: _field(name) for name in GEMINI_FIELDS},
+)
+_GEMINI_HELP = "Settings for paid backends (gemini) only: retries, pacing, budget, key."
+FORM_FIELDS = tuple(n for n in RunParameters.model_fields if n not in GEMINI_FIELDS) + ("gemini",)
+
+
+def form_signature() -> inspect.Signature:
+    """The flow's signature: RunParameters' fields, each a keyword with its type, bounds and default."""
+    out = []
+    for name in FORM_FIELDS:
+        if name == "gemini":
+            annotation, default, description = GeminiOptions, GeminiOptions(), _GEMINI_HELP
+            metadata = []
+        else:
+            f = RunParameters.model_fields[name]
+            annotation, metadata, description = f.annotation, list(f.metadata), f.description
+            default = inspect.Parameter.empty if f.is_required() else f.get_default(call_default_factory=True)
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                     annotation=Annotated[annotation, *metadata, Field(description=description)]))
+    return inspect.Signature(out, return_annotation=dict)
+
+
+def form_docstring(summary: str) -> str:
+    """``summary`` with an Args section (Prefect reads the form's descriptions from it)."""
+    lines = [summary, "", "Args:"]
+    for name in FORM_FIELDS:
+        text = _GEMINI_HELP if name == "gemini" else RunParameters.model_fields[name].description
+        lines.append(f"    {name}: {text}")
+    return "\n".join(lines)
+
+
+def run_parameters(form: dict) -> RunParameters:
+    """The run's parameters from the form's values (a flow run's keyword arguments)."""
+    values = dict(form)
+    gemini = values.pop("gemini", None) or {}
+    gemini = (gemini if isinstance(gemini, GeminiOptions) else GeminiOptions(**gemini)).model_dump()
+    for name in _ZERO_IS_NONE:
+        gemini[name] = gemini[name] or None
+    return RunParameters(**values, **gemini)
+
+
+def form_values(params: RunParameters, *, json: bool = False, exclude_defaults: bool = False) -> dict:
+    """The form's values of ``params`` (the flow's keyword arguments; JSON for a deployment)."""
+    mode = "json" if json else "python"
+    top = params.model_dump(mode=mode, exclude=set(GEMINI_FIELDS), exclude_defaults=exclude_defaults)
+    if not json:  # keep the sub-models as models
+        top.update({k: getattr(params, k) for k in ("thresholds", "calibrated_thresholds") if k in top})
+    gemini = GeminiOptions(**{k: (getattr(params, k) or 0) if k in _ZERO_IS_NONE else getattr(params, k)
+                              for k in GEMINI_FIELDS})
+    g = gemini.model_dump(mode=mode, exclude_defaults=exclude_defaults)
+    if g or not exclude_defaults:
+        top["gemini"] = g if json else gemini
+    return top

@@ -29,7 +29,7 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.gallery import run_gallery_path, write_gallery
-from flows.parameters import RunParameters
+from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from flows.report import RunSummary
 from flows.resources import data_home, open_resources, resource_spec
 from storage import Store
@@ -65,12 +65,24 @@ def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:
 def run_local(params: RunParameters) -> dict:
     """Run the flow with a task-runner pool sized for these parameters (the CLI's entry)."""
     pool = pool_size(params.generation_concurrency, params.images_in_flight)
-    return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(params)
+    return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(**form_values(params))
 
 
-@flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL), persist_result=False)
-def variation_run(params: RunParameters) -> dict:
-    """Turn a folder of images into scored, de-duplicated variations; returns the run summary."""
+def _variation_run(**form) -> dict:
+    return run_folder(run_parameters(form))
+
+
+# The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
+# overrides one of them keeps the others); its signature is RunParameters' (flows/parameters.py).
+_variation_run.__signature__ = form_signature()
+_variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
+                                        "returns the run summary.")
+variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
+                     persist_result=False)(_variation_run)
+
+
+def run_folder(params: RunParameters) -> dict:
+    """The flow's body: one run over ``params.input_dir``; returns the run summary."""
     logger = get_run_logger()
     t_start = time.perf_counter()
     tune_allocator()
@@ -108,7 +120,7 @@ def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: st
     """
     saved_level, history = store.quality_state(scope, window=WINDOW)
     current = saved_level or "high"
-    level = params.level or current
+    level = params.start_level or current
     if level != current:
         recent = history[-WINDOW:]
         store.write_level_change(QualityLevelChangeRecord(
