@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
@@ -30,7 +29,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
-from flows.report import RunSummary
+from flows.publish import RunPublisher
+from flows.report import RunSummary, image_row
 from flows.resources import data_home, open_resources, resource_spec
 from storage import Store
 from tasks.generate import SubmitGenerations, quiet_expected_failures
@@ -47,7 +47,7 @@ from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.resources import RunResources
 from varflow.runlock import RunLock, is_held
-from varflow.scan import TODO, UNREADABLE, FoundImage, scan_images
+from varflow.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
 from varflow.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
@@ -172,6 +172,10 @@ class FolderRun:
         self.abort: ImageOutcome | None = None
         self.flow_run_id = str(flow_run_id) if flow_run_id else None
         self.record: dict = {}
+        self.publisher = RunPublisher(res.run_id, self.flow_run_id, logger)
+        self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
+        self.level_history: list[str] = []
+        self.started: dict = {}  # future -> when its image was admitted
 
     def run(self) -> dict:
         params, home = self.params, self.store.home
@@ -184,6 +188,7 @@ class FolderRun:
         self.store.write_run(RunRecord(**self.record, finished_at=None, status="running", images_total=len(paths)))
         self.logger.info("run %s: %d images in %s -> %s (%s, level %s)", self.res.run_id, len(paths),
                          self.input_dir, self.output_dir, self.scope, self.adaptive.level)
+        self.publisher.start(len(paths))
         if paths:
             self.preflight()
         work_dir = home / "work" / self.res.run_id
@@ -225,7 +230,8 @@ class FolderRun:
                 self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
                 continue
             window.enter(cost)
-            pending[process_image.submit(self.job_for(image), pipeline)] = cost
+            fut = process_image.submit(self.job_for(image), pipeline)
+            pending[fut], self.started[fut] = cost, time.perf_counter()
         while pending:
             self.finish_one(next(as_completed(list(pending))), pending, window)
 
@@ -244,6 +250,9 @@ class FolderRun:
         window.leave(pending.pop(fut))
         outcome: ImageOutcome = fut.result()
         self.outcomes.append(outcome)
+        row = image_row(outcome, time.perf_counter() - self.started.pop(fut))
+        self.image_rows.append(row)
+        self.publisher.image_done(row)
         if outcome.fatal_outcome and self.abort is None:
             self.abort = outcome
         if self.params.adaptive and outcome.status == "ok" and outcome.attempts:
@@ -251,6 +260,8 @@ class FolderRun:
             if change:
                 self.level_changes += 1
                 self.logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
+                self.level_history.append(f"after {row['image']}: {change.from_level} -> {change.to_level} "
+                                          f"({change.reason})")
                 self.store.write_level_change(QualityLevelChangeRecord(
                     run_id=self.res.run_id, image_id=outcome.image_id, changed_at=utcnow(),
                     from_level=change.from_level, to_level=change.to_level,
@@ -258,7 +269,13 @@ class FolderRun:
                 ))
 
     def not_processed(self, image: FoundImage, status: str, message: str) -> None:
-        self.outcomes.append(ImageOutcome(str(image.path), image.image_id, status, message))
+        outcome = ImageOutcome(str(image.path), image.image_id, status, message)
+        self.outcomes.append(outcome)
+        listed = image.status != DONE  # an image already done in an earlier run is neither listed nor logged
+        row = image_row(outcome, 0.0)
+        if listed:
+            self.image_rows.append(row)
+        self.publisher.image_done(row, processed=listed)
         self.store.write_image_result(
             ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, status, message,
                         finished_at=utcnow()),
@@ -284,6 +301,8 @@ class FolderRun:
         summary.final_level = self.adaptive.level
         summary.level_changes = self.level_changes
         summary.wall_seconds = time.perf_counter() - self.t_start
+        summary.cost_usd, summary.calls = round(self.res.control.spent_usd, 6), self.res.control.calls
+        summary.images, summary.level_history = self.image_rows, self.level_history
         processed = summary.images_ok + summary.images_error
         if not paths:
             summary.status = "no_images"
@@ -328,17 +347,13 @@ class FolderRun:
         self.store.compact_run(self.res.run_id)
         self.res.cache.prune_results()
         s.gallery_path = self.write_gallery()
-        try:
-            create_markdown_artifact(key="varflow-run-report", markdown=s.render_markdown(),
-                                     description=f"varflow run {self.res.run_id}")
-        except Exception as exc:  # a report must never fail a run whose results are recorded
-            self.logger.warning("could not publish the run report artifact: %s", exc)
-        self.logger.info("run %s %s: %d/%d images ok, %d variations accepted of %d attempts, %.1f s",
-                         self.res.run_id, s.status, s.images_ok, s.images_total, s.variations_accepted,
-                         s.attempts, s.wall_seconds)
-        control, stop = self.res.control, self.stop_reason()
-        return {**s.as_dict(), "cost_usd": round(control.spent_usd, 6), "calls": control.calls,
-                "stop_outcome": stop[0] if stop else None}
+        stop = self.stop_reason()
+        self.logger.info("run %s %s: %d images: %d ok, %d error, %d skipped (done earlier or not reached); "
+                         "%d variations accepted of %d attempts, %.1f s%s", self.res.run_id, s.status,
+                         s.images_total, s.images_ok, s.images_error, s.images_skipped, s.variations_accepted,
+                         s.attempts, s.wall_seconds, f"; {s.message}" if s.message else "")
+        self.publisher.close(s, stop[0] if stop else None)
+        return {**s.as_dict(), "stop_outcome": stop[0] if stop else None}
 
 
 def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:
