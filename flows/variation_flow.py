@@ -142,7 +142,7 @@ def _images_in_flight(params: RunParameters, logger) -> int:
     if pool < pool_size(params.generation_concurrency, in_flight):
         logger.warning("the task runner's %d workers are fewer than %d images in flight plus two per call slot "
                        "(generation_concurrency %d): fewer calls may be in flight; size the pool with "
-                       "flows.variation_flow.pool_size (deployments/nightly.py does)",
+                       "flows.variation_flow.pool_size (deployments/serve.py does)",
                        pool, in_flight, params.generation_concurrency)
     return in_flight
 
