@@ -31,6 +31,25 @@ _DEDUP = DedupSettings()
 _LIMITS = LoadLimits()
 
 
+def with_bounds(description: str | None, *, ge=None, le=None, gt=None) -> str | None:
+    """The description with the value's bounds in words: the UI's form shows descriptions, not bounds."""
+    low = f"at least {ge:g}" if ge is not None else f"above {gt:g}" if gt is not None else None
+    if low is None and le is None:
+        return description
+    bounds = f"{ge:g} to {le:g}" if ge is not None and le is not None else \
+        ", ".join(b for b in (low, f"at most {le:g}" if le is not None else None) if b)
+    return f"{(description or '').rstrip('.')} ({bounds})."
+
+
+def _bounds_of(metadata) -> dict:
+    out = {}
+    for m in metadata:
+        for key in ("ge", "le", "gt"):
+            if getattr(m, key, None) is not None:
+                out[key] = getattr(m, key)
+    return out
+
+
 def form_of(name: str, settings_class: type, description: str) -> type[BaseModel]:
     """A pydantic model (a UI form section) of a core settings dataclass.
 
@@ -42,8 +61,9 @@ def form_of(name: str, settings_class: type, description: str) -> type[BaseModel
     specs = {}
     for f in fields(settings_class):
         meta = f.metadata
-        specs[f.name] = (hints[f.name], Field(getattr(defaults, f.name), description=meta.get("help"),
-                                              ge=meta.get("ge"), le=meta.get("le"), gt=meta.get("gt")))
+        bounds = {k: meta[k] for k in ("ge", "le", "gt") if meta.get(k) is not None}
+        specs[f.name] = (hints[f.name], Field(getattr(defaults, f.name),
+                                              description=with_bounds(meta.get("help"), **bounds), **bounds))
 
     def to_core(self):
         return settings_class(**self.model_dump())
@@ -153,9 +173,10 @@ _ZERO_IS_NONE = {
 def _field(name: str) -> tuple:
     """(annotation, FieldInfo) of a RunParameters field, with its bounds and description."""
     if name in _ZERO_IS_NONE:
-        return float, Field(0.0, ge=0, description=_ZERO_IS_NONE[name])
+        return float, Field(0.0, ge=0, title=name, description=_ZERO_IS_NONE[name])
     f = RunParameters.model_fields[name]
-    return f.annotation, f
+    return f.annotation, Field(f.default, title=name, description=with_bounds(f.description, **_bounds_of(f.metadata)),
+                               **_bounds_of(f.metadata))
 
 
 GeminiOptions = create_model(
@@ -176,7 +197,8 @@ def form_signature() -> inspect.Signature:
             metadata = []
         else:
             f = RunParameters.model_fields[name]
-            annotation, metadata, description = f.annotation, list(f.metadata), f.description
+            annotation, metadata = f.annotation, list(f.metadata)
+            description = with_bounds(f.description, **_bounds_of(f.metadata))
             default = inspect.Parameter.empty if f.is_required() else f.get_default(call_default_factory=True)
         out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                      annotation=Annotated[annotation, *metadata, Field(description=description)]))
@@ -187,7 +209,8 @@ def form_docstring(summary: str) -> str:
     """``summary`` with an Args section (Prefect reads the form's descriptions from it)."""
     lines = [summary, "", "Args:"]
     for name in FORM_FIELDS:
-        text = _GEMINI_HELP if name == "gemini" else RunParameters.model_fields[name].description
+        f = RunParameters.model_fields.get(name)
+        text = _GEMINI_HELP if f is None else with_bounds(f.description, **_bounds_of(f.metadata))
         lines.append(f"    {name}: {text}")
     return "\n".join(lines)
 

@@ -187,7 +187,8 @@ class RunSummary:
         md += ["| | |", "|---|---|"]
         md += [f"| {k} | {v} |" for k, v in rows]
         if self.images:
-            cols = ("image", "status", "level", "accepted", "attempts", "why rejected", "seconds", "note")
+            cols = ("image", "status", "level", "accepted", "attempts", "why rejected", "generation failures",
+                    "seconds", "note")
             md += ["", "## Images", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
             md += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in self.images]
         if self.level_history:

@@ -68,17 +68,18 @@ def run_local(params: RunParameters) -> dict:
     return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(**form_values(params))
 
 
-def _variation_run(**form) -> dict:
+def variation_run(**form) -> dict:
     return run_folder(run_parameters(form))
 
 
 # The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
 # overrides one of them keeps the others); its signature is RunParameters' (flows/parameters.py).
-_variation_run.__signature__ = form_signature()
-_variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
-                                        "returns the run summary.")
+# The function keeps the flow's name: a served deployment's entrypoint names it.
+variation_run.__signature__ = form_signature()
+variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
+                                       "returns the run summary.")
 variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
-                     persist_result=False)(_variation_run)
+                     persist_result=False)(variation_run)
 
 
 def run_folder(params: RunParameters) -> dict:

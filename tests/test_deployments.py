@@ -132,7 +132,7 @@ def test_the_report_warns_when_a_run_accepted_nothing_or_under_a_fifth():
 def test_the_report_has_the_per_image_breakdown_cost_and_level_changes():
     md = _summary(10, 18).render_markdown()
     assert "| estimated cost | $0.0390 (12 calls) |" in md
-    assert "## Images" in md and "| astronaut.png | ok | high | 4 | 6 | 2 below level threshold | 3.1 |  |" in md
+    assert "## Images" in md and "| astronaut.png | ok | high | 4 | 6 | 2 below level threshold | 0 | 3.1 |  |" in md
     assert "## Quality level changes\n\n- after coffee.png: high -> medium" in md
 
 
