@@ -30,7 +30,7 @@ def image_line(row: dict) -> str:
     """The log line of a finished image: 'astronaut.png: 4 accepted of 6 attempts, 2 below level threshold, 3.1 s'."""
     if row["status"] != "ok":
         return f"{row['image']}: {row['status']}" + (f" ({row['note']})" if row["note"] else "")
-    parts = [f"{row['image']}: {row['accepted']} accepted of {row['attempts']} attempts"]
+    parts = [f"{row['image']}: {row['accepted']} accepted of {row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"]
     if row["why rejected"]:
         parts.append(row["why rejected"])
     if row["generation failures"]:
