@@ -315,7 +315,9 @@ def test_in_chromium_a_custom_run_from_the_form_completes_and_shows_its_report(b
 
     page.goto(f"{ui}/runs/flow-run/{run['id']}")
     page.get_by_text("Completed").first.wait_for()
-    page.get_by_text("photo-000.png: 1 accepted of ").first.wait_for()  # the image's own log line
+    line = page.get_by_text("photo-000.png: 1 accepted of ").first  # the image's own log line
+    line.wait_for()
+    line.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "3-run-completed.png"))
     page.get_by_text("Artifacts", exact=True).click()
     page.get_by_text("varflow-run-images").wait_for()
