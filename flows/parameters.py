@@ -128,7 +128,7 @@ class RunParameters(BaseModel):
     retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up to 50% jitter. A 429's retryDelay wins when longer.")
     requests_per_minute: float | None = Field(None, gt=0, description="Most generation calls started per minute, shared by every run using the same data directory (empty: no limit).")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one API request (s).")
-    max_cost_usd: float | None = Field(None, ge=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap).")
+    max_cost_usd: float | None = Field(None, gt=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap; a cap of 0 would allow no call).")
     api_key_secret: str = Field("", description="Name of a Prefect Secret block holding the API key; empty: GEMINI_API_KEY or GOOGLE_API_KEY.")
 
     @field_validator("extensions")

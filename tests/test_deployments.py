@@ -51,6 +51,8 @@ def test_form_values_round_trip_and_zero_means_no_limit():
         "input_dir": "/in", "count": 3, "level": "low", "gemini": {"requests_per_minute": 30.0}}
     assert run_parameters({"input_dir": "/in", "gemini": {"max_cost_usd": 0}}).max_cost_usd is None
     assert run_parameters({"input_dir": "/in", "gemini": GeminiOptions(max_cost_usd=0.5)}).max_cost_usd == 0.5
+    with pytest.raises(ValueError, match="max_cost_usd"):  # so the form's 0 (no cap) is never a real cap
+        RunParameters(input_dir="/in", max_cost_usd=0)
     assert RunParameters(input_dir="x").start_level is None and RunParameters(input_dir="x", level="low").start_level == "low"
 
 
