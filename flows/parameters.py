@@ -160,7 +160,9 @@ class RunParameters(BaseModel):
 
 # --- The flow's form: one top-level parameter per setting, the paid backends' own in one group ---
 
-GEMINI_FIELDS = ("retries", "retry_backoff_s", "requests_per_minute", "request_timeout_s", "max_cost_usd",
+PAID_GROUP = "paid_backend"  # the form's group of settings only a paid (remote) backend uses
+
+PAID_FIELDS = ("retries", "retry_backoff_s", "requests_per_minute", "request_timeout_s", "max_cost_usd",
                  "api_key_secret")
 # Optional numbers become 0 in the form (a "number or None" field renders as a type switch):
 _ZERO_IS_NONE = {
@@ -179,21 +181,21 @@ def _field(name: str) -> tuple:
                                **_bounds_of(f.metadata))
 
 
-GeminiOptions = create_model(
-    "GeminiOptions", __module__=__name__, __config__=ConfigDict(extra="forbid", frozen=True),
-    __doc__="Paid backends only (gemini): retries, pacing, budget and key. None of these change the output.",
-    **{name: _field(name) for name in GEMINI_FIELDS},
+PaidBackendOptions = create_model(
+    "PaidBackendOptions", __module__=__name__, __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Paid backends only: retries, pacing, budget and key. None of these change the output.",
+    **{name: _field(name) for name in PAID_FIELDS},
 )
-_GEMINI_HELP = "Settings for paid backends (gemini) only: retries, pacing, budget, key."
-FORM_FIELDS = tuple(n for n in RunParameters.model_fields if n not in GEMINI_FIELDS) + ("gemini",)
+_PAID_HELP = "Settings only paid backends use (gemini): retries, pacing, spending cap, key."
+FORM_FIELDS = tuple(n for n in RunParameters.model_fields if n not in PAID_FIELDS) + (PAID_GROUP,)
 
 
 def form_signature() -> inspect.Signature:
     """The flow's signature: RunParameters' fields, each a keyword with its type, bounds and default."""
     out = []
     for name in FORM_FIELDS:
-        if name == "gemini":
-            annotation, default, description = GeminiOptions, GeminiOptions(), _GEMINI_HELP
+        if name == PAID_GROUP:
+            annotation, default, description = PaidBackendOptions, PaidBackendOptions(), _PAID_HELP
             metadata = []
         else:
             f = RunParameters.model_fields[name]
@@ -210,7 +212,7 @@ def form_docstring(summary: str) -> str:
     lines = [summary, "", "Args:"]
     for name in FORM_FIELDS:
         f = RunParameters.model_fields.get(name)
-        text = _GEMINI_HELP if f is None else with_bounds(f.description, **_bounds_of(f.metadata))
+        text = _PAID_HELP if f is None else with_bounds(f.description, **_bounds_of(f.metadata))
         lines.append(f"    {name}: {text}")
     return "\n".join(lines)
 
@@ -218,22 +220,22 @@ def form_docstring(summary: str) -> str:
 def run_parameters(form: dict) -> RunParameters:
     """The run's parameters from the form's values (a flow run's keyword arguments)."""
     values = dict(form)
-    gemini = values.pop("gemini", None) or {}
-    gemini = (gemini if isinstance(gemini, GeminiOptions) else GeminiOptions(**gemini)).model_dump()
+    paid = values.pop(PAID_GROUP, None) or {}
+    paid = (paid if isinstance(paid, PaidBackendOptions) else PaidBackendOptions(**paid)).model_dump()
     for name in _ZERO_IS_NONE:
-        gemini[name] = gemini[name] or None
-    return RunParameters(**values, **gemini)
+        paid[name] = paid[name] or None
+    return RunParameters(**values, **paid)
 
 
 def form_values(params: RunParameters, *, json: bool = False, exclude_defaults: bool = False) -> dict:
     """The form's values of ``params`` (the flow's keyword arguments; JSON for a deployment)."""
     mode = "json" if json else "python"
-    top = params.model_dump(mode=mode, exclude=set(GEMINI_FIELDS), exclude_defaults=exclude_defaults)
+    top = params.model_dump(mode=mode, exclude=set(PAID_FIELDS), exclude_defaults=exclude_defaults)
     if not json:  # keep the sub-models as models
         top.update({k: getattr(params, k) for k in ("thresholds", "calibrated_thresholds") if k in top})
-    gemini = GeminiOptions(**{k: (getattr(params, k) or 0) if k in _ZERO_IS_NONE else getattr(params, k)
-                              for k in GEMINI_FIELDS})
-    g = gemini.model_dump(mode=mode, exclude_defaults=exclude_defaults)
+    paid = PaidBackendOptions(**{k: (getattr(params, k) or 0) if k in _ZERO_IS_NONE else getattr(params, k)
+                              for k in PAID_FIELDS})
+    g = paid.model_dump(mode=mode, exclude_defaults=exclude_defaults)
     if g or not exclude_defaults:
-        top["gemini"] = g if json else gemini
+        top[PAID_GROUP] = g if json else paid
     return top

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from deployments.serve import cron_schedule, deployment, interval_schedule
-from flows.parameters import FORM_FIELDS, GEMINI_FIELDS, GeminiOptions, RunParameters, form_values, run_parameters
+from flows.parameters import FORM_FIELDS, PAID_FIELDS, PaidBackendOptions, RunParameters, form_values, run_parameters
 from flows.report import LOW_ACCEPTANCE_SHARE, RunSummary, image_line, image_row
 from varflow.pipeline import ImageOutcome
 
@@ -27,7 +27,7 @@ def test_each_setting_is_its_own_parameter_with_its_default_bounds_and_enum():
     schema = _schema()
     props = schema["properties"]
     assert list(props) == list(FORM_FIELDS) and schema["required"] == ["input_dir"]
-    assert not set(GEMINI_FIELDS) & set(props), "the paid backends' settings sit in their own group"
+    assert not set(PAID_FIELDS) & set(props), "the paid backends' settings sit in their own group"
     assert props["count"]["default"] == RunParameters.model_fields["count"].default == 4
     assert (props["count"]["minimum"], props["count"]["maximum"]) == (1, 64)
     assert props["level"]["enum"] == ["auto", "high", "medium", "low"] and props["level"]["default"] == "auto"
@@ -35,8 +35,8 @@ def test_each_setting_is_its_own_parameter_with_its_default_bounds_and_enum():
     assert props["profile"]["enum"] == ["calibrated", "seed"]
     assert "object_remove" in props["variation_type"]["enum"]
     assert len(props["extensions"]["default"]) == 7, "the form shows the extensions that apply"
-    gemini = schema["definitions"]["GeminiOptions"]["properties"]
-    assert set(gemini) == set(GEMINI_FIELDS) and gemini["requests_per_minute"]["default"] == 0
+    paid = schema["definitions"]["PaidBackendOptions"]["properties"]
+    assert set(paid) == set(PAID_FIELDS) and paid["requests_per_minute"]["default"] == 0
     text = json.dumps(schema)
     assert "`" not in text, "descriptions are plain text (the UI shows markup raw)"
     assert '"null"' not in text and "anyOf" not in text, "no 'X | None' switch in the form"
@@ -48,9 +48,9 @@ def test_form_values_round_trip_and_zero_means_no_limit():
     assert run_parameters(form_values(params)) == params
     assert run_parameters(json.loads(json.dumps(form_values(params, json=True)))) == params
     assert form_values(params, json=True, exclude_defaults=True) == {
-        "input_dir": "/in", "count": 3, "level": "low", "gemini": {"requests_per_minute": 30.0}}
-    assert run_parameters({"input_dir": "/in", "gemini": {"max_cost_usd": 0}}).max_cost_usd is None
-    assert run_parameters({"input_dir": "/in", "gemini": GeminiOptions(max_cost_usd=0.5)}).max_cost_usd == 0.5
+        "input_dir": "/in", "count": 3, "level": "low", "paid_backend": {"requests_per_minute": 30.0}}
+    assert run_parameters({"input_dir": "/in", "paid_backend": {"max_cost_usd": 0}}).max_cost_usd is None
+    assert run_parameters({"input_dir": "/in", "paid_backend": PaidBackendOptions(max_cost_usd=0.5)}).max_cost_usd == 0.5
     with pytest.raises(ValueError, match="max_cost_usd"):  # so the form's 0 (no cap) is never a real cap
         RunParameters(input_dir="/in", max_cost_usd=0)
     assert RunParameters(input_dir="x").start_level is None and RunParameters(input_dir="x", level="low").start_level == "low"
@@ -73,7 +73,7 @@ def test_the_deployment_has_two_schedules_with_their_own_parameters_and_runs_one
 
 @pytest.mark.parametrize("overrides, message", [
     ({"count": 0}, "count"), ({"level": "extreme"}, "level"), ({"colour": "red"}, "unknown parameter"),
-    ({"gemini": {"retries": -1}}, "retries"),
+    ({"paid_backend": {"retries": -1}}, "retries"),
 ])
 def test_a_bad_schedule_is_refused_when_defined(overrides, message):
     with pytest.raises(ValueError, match=message):

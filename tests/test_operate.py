@@ -180,7 +180,7 @@ def test_the_served_deployment_has_both_schedules_its_parameters_and_one_run_at_
 
 @pytest.mark.parametrize("parameters, field", [
     ({"count": 0}, "count"), ({"count": -1}, "count"), ({"level": "extreme"}, "level"),
-    ({"backend": "dall-e"}, "backend"), ({"gemini": {"retries": -1}}, "retries"),
+    ({"backend": "dall-e"}, "backend"), ({"paid_backend": {"retries": -1}}, "retries"),
 ])
 def test_invalid_values_are_refused_with_the_field_named(served, server, parameters, field):
     status, answer = call(f"{server['api']}/deployments/{served['id']}/create_flow_run", {"parameters": parameters})
