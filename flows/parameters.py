@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
-from typing import Literal, get_args, get_type_hints
+from typing import Annotated, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -23,10 +24,30 @@ from varflow.settings import (
 
 VariationType = Literal["random", "object_rearrange", "object_add", "object_remove", "style_change", "composition"]
 Profile = Literal["calibrated", "seed"]
+Level = Literal["auto", "high", "medium", "low"]
 assert set(get_args(VariationType)) == set(VARIATION_TYPES) and set(get_args(Profile)) == set(PROFILES)
 
 _DEDUP = DedupSettings()
 _LIMITS = LoadLimits()
+
+
+def with_bounds(description: str | None, *, ge=None, le=None, gt=None) -> str | None:
+    """The description with the value's bounds in words: the UI's form shows descriptions, not bounds."""
+    low = f"at least {ge:g}" if ge is not None else f"above {gt:g}" if gt is not None else None
+    if low is None and le is None:
+        return description
+    bounds = f"{ge:g} to {le:g}" if ge is not None and le is not None else \
+        ", ".join(b for b in (low, f"at most {le:g}" if le is not None else None) if b)
+    return f"{(description or '').rstrip('.')} ({bounds})."
+
+
+def _bounds_of(metadata) -> dict:
+    out = {}
+    for m in metadata:
+        for key in ("ge", "le", "gt"):
+            if getattr(m, key, None) is not None:
+                out[key] = getattr(m, key)
+    return out
 
 
 def form_of(name: str, settings_class: type, description: str) -> type[BaseModel]:
@@ -40,8 +61,9 @@ def form_of(name: str, settings_class: type, description: str) -> type[BaseModel
     specs = {}
     for f in fields(settings_class):
         meta = f.metadata
-        specs[f.name] = (hints[f.name], Field(getattr(defaults, f.name), description=meta.get("help"),
-                                              ge=meta.get("ge"), le=meta.get("le"), gt=meta.get("gt")))
+        bounds = {k: meta[k] for k in ("ge", "le", "gt") if meta.get(k) is not None}
+        specs[f.name] = (hints[f.name], Field(getattr(defaults, f.name),
+                                              description=with_bounds(meta.get("help"), **bounds), **bounds))
 
     def to_core(self):
         return settings_class(**self.model_dump())
@@ -75,15 +97,15 @@ class RunParameters(BaseModel):
     prompt: str = Field("", max_length=2000, description="What the variations should look like.")
     seed: int = Field(0, ge=0, description="Same seed, same variations.")
     backend: Literal[BACKENDS] = Field(DEFAULT_BACKEND, description=f"Generator backend: {' or '.join(BACKENDS)} (docs/architecture.md).")
-    model: str | None = Field(None, description="Model name for the backend; empty for its default.")
-    level: Literal["high", "medium", "low"] | None = Field(
-        None, description="Quality level to start at; empty: where the last run of this backend/model left it (high at first)."
+    model: str = Field("", description="Model name for the backend; empty for its default.")
+    level: Level = Field(
+        "auto", description="Quality level to start at; auto: where the last run of this backend/model left it (high at first)."
     )
     adaptive: bool = Field(True, description="Let the success rate move the quality level (the seed's rules).")
     keep_rejected: bool = Field(False, description="Keep rejected variations under OUTPUT/_rejected for review.")
     force: bool = Field(False, description="Redo finished images and regenerate cached variations.")
     cache_max_mb: int = Field(2048, ge=1, description="Size limit of the variation cache (MiB); least recently used go first.")
-    home: str | None = Field(None, description="varflow data directory; default $VARFLOW_HOME or ~/.local/share/varflow.")
+    home: str = Field("", description="varflow data directory; empty: $VARFLOW_HOME or ~/.local/share/varflow.")
     extensions: list[str] = Field(
         default_factory=lambda: [e.lstrip(".") for e in IMAGE_EXTENSIONS],
         description="File extensions treated as images.",
@@ -106,13 +128,18 @@ class RunParameters(BaseModel):
     retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up to 50% jitter. A 429's retryDelay wins when longer.")
     requests_per_minute: float | None = Field(None, gt=0, description="Most generation calls started per minute, shared by every run using the same data directory (empty: no limit).")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one API request (s).")
-    max_cost_usd: float | None = Field(None, ge=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap).")
-    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY).")
+    max_cost_usd: float | None = Field(None, gt=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap; a cap of 0 would allow no call).")
+    api_key_secret: str = Field("", description="Name of a Prefect Secret block holding the API key; empty: GEMINI_API_KEY or GOOGLE_API_KEY.")
 
     @field_validator("extensions")
     @classmethod
     def _exts(cls, v: list[str]) -> list[str]:
         return [e.lstrip(".") for e in normalize_extensions(v)]
+
+    @property
+    def start_level(self) -> str | None:
+        """The level the run starts at, or None to go on from where the last run left it."""
+        return None if self.level == "auto" else self.level
 
     def job_fingerprint(self) -> dict:
         """What makes a finished image's result still valid: the parameters that change it."""
@@ -129,3 +156,86 @@ class RunParameters(BaseModel):
             dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
             limits=LoadLimits(max_pixels=self.max_pixels),
         )
+
+
+# --- The flow's form: one top-level parameter per setting, the paid backends' own in one group ---
+
+PAID_GROUP = "paid_backend"  # the form's group of settings only a paid (remote) backend uses
+
+PAID_FIELDS = ("retries", "retry_backoff_s", "requests_per_minute", "request_timeout_s", "max_cost_usd",
+                 "api_key_secret")
+# Optional numbers become 0 in the form (a "number or None" field renders as a type switch):
+_ZERO_IS_NONE = {
+    "requests_per_minute": "Most generation calls started per minute, shared by every run using the same "
+                           "data directory; 0: no limit.",
+    "max_cost_usd": "Estimated-spend cap for the run (USD): no call starts that would pass it; 0: no cap.",
+}
+
+
+def _field(name: str) -> tuple:
+    """(annotation, FieldInfo) of a RunParameters field, with its bounds and description."""
+    if name in _ZERO_IS_NONE:
+        return float, Field(0.0, ge=0, title=name, description=_ZERO_IS_NONE[name])
+    f = RunParameters.model_fields[name]
+    return f.annotation, Field(f.default, title=name, description=with_bounds(f.description, **_bounds_of(f.metadata)),
+                               **_bounds_of(f.metadata))
+
+
+PaidBackendOptions = create_model(
+    "PaidBackendOptions", __module__=__name__, __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Paid backends only: retries, pacing, budget and key. None of these change the output.",
+    **{name: _field(name) for name in PAID_FIELDS},
+)
+_PAID_HELP = "Settings only paid backends use (gemini): retries, pacing, spending cap, key."
+FORM_FIELDS = tuple(n for n in RunParameters.model_fields if n not in PAID_FIELDS) + (PAID_GROUP,)
+
+
+def form_signature() -> inspect.Signature:
+    """The flow's signature: RunParameters' fields, each a keyword with its type, bounds and default."""
+    out = []
+    for name in FORM_FIELDS:
+        if name == PAID_GROUP:
+            annotation, default, description = PaidBackendOptions, PaidBackendOptions(), _PAID_HELP
+            metadata = []
+        else:
+            f = RunParameters.model_fields[name]
+            annotation, metadata = f.annotation, list(f.metadata)
+            description = with_bounds(f.description, **_bounds_of(f.metadata))
+            default = inspect.Parameter.empty if f.is_required() else f.get_default(call_default_factory=True)
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                     annotation=Annotated[annotation, *metadata, Field(description=description)]))
+    return inspect.Signature(out, return_annotation=dict)
+
+
+def form_docstring(summary: str) -> str:
+    """``summary`` with an Args section (Prefect reads the form's descriptions from it)."""
+    lines = [summary, "", "Args:"]
+    for name in FORM_FIELDS:
+        f = RunParameters.model_fields.get(name)
+        text = _PAID_HELP if f is None else with_bounds(f.description, **_bounds_of(f.metadata))
+        lines.append(f"    {name}: {text}")
+    return "\n".join(lines)
+
+
+def run_parameters(form: dict) -> RunParameters:
+    """The run's parameters from the form's values (a flow run's keyword arguments)."""
+    values = dict(form)
+    paid = values.pop(PAID_GROUP, None) or {}
+    paid = (paid if isinstance(paid, PaidBackendOptions) else PaidBackendOptions(**paid)).model_dump()
+    for name in _ZERO_IS_NONE:
+        paid[name] = paid[name] or None
+    return RunParameters(**values, **paid)
+
+
+def form_values(params: RunParameters, *, json: bool = False, exclude_defaults: bool = False) -> dict:
+    """The form's values of ``params`` (the flow's keyword arguments; JSON for a deployment)."""
+    mode = "json" if json else "python"
+    top = params.model_dump(mode=mode, exclude=set(PAID_FIELDS), exclude_defaults=exclude_defaults)
+    if not json:  # keep the sub-models as models
+        top.update({k: getattr(params, k) for k in ("thresholds", "calibrated_thresholds") if k in top})
+    paid = PaidBackendOptions(**{k: (getattr(params, k) or 0) if k in _ZERO_IS_NONE else getattr(params, k)
+                              for k in PAID_FIELDS})
+    g = paid.model_dump(mode=mode, exclude_defaults=exclude_defaults)
+    if g or not exclude_defaults:
+        top[PAID_GROUP] = g if json else paid
+    return top

@@ -33,7 +33,7 @@ def plan_run(params: RunParameters) -> dict:
     store = Store(home).initialize() if (home / "tables").exists() else None
     finished = {} if (params.force or store is None) else store.finished_jobs()
     saved_level = store.quality_state(f"{params.backend}/{model}", window=WINDOW)[0] if store is not None else None
-    level = level_settings(params.level or saved_level or "high")
+    level = level_settings(params.start_level or saved_level or "high")
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home])
     found = [image.status for image in scan_images(paths, input_dir, finished=finished,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]

@@ -8,6 +8,35 @@ from pathlib import Path
 from statistics import fmean
 
 SCORE_KEYS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
+# A run that accepted under this share of the variations it asked for is flagged in its report,
+# its log and its end-of-run event (an automation can notify on it: docs/operating.md).
+LOW_ACCEPTANCE_SHARE = 0.2
+
+
+def image_row(outcome, seconds: float) -> dict:
+    """One image's line of the run's table artifact and report."""
+    rejected = outcome.attempts - outcome.accepted - outcome.generation_failures
+    return {
+        "image": Path(outcome.path).name, "status": outcome.status, "level": outcome.quality_level or "",
+        "accepted": outcome.accepted, "attempts": outcome.attempts, "rejected": rejected,
+        "why rejected": ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(
+            outcome.rejected.items(), key=lambda kv: -kv[1])),
+        "generation failures": outcome.generation_failures, "cache hits": outcome.cache_hits,
+        "seconds": round(seconds, 1), "note": outcome.error or outcome.stopped or "",
+    }
+
+
+def image_line(row: dict) -> str:
+    """The log line of a finished image: 'astronaut.png: 4 accepted of 6 attempts, 2 below level threshold, 3.1 s'."""
+    if row["status"] != "ok":
+        return f"{row['image']}: {row['status']}" + (f" ({row['note']})" if row["note"] else "")
+    parts = [f"{row['image']}: {row['accepted']} accepted of {row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"]
+    if row["why rejected"]:
+        parts.append(row["why rejected"])
+    if row["generation failures"]:
+        parts.append(f"{row['generation failures']} without an image")
+    parts.append(f"{row['seconds']:.1f} s")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -40,6 +69,22 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     message: str | None = None
     gallery_path: str | None = None  # the run's HTML gallery (flows/gallery.py)
+    cost_usd: float = 0.0  # estimated spend of the run's calls
+    calls: int = 0
+    images: list[dict] = field(default_factory=list)  # image_row of each image, in finishing order
+    level_history: list[str] = field(default_factory=list)  # "high -> medium (reason)"
+
+    @property
+    def warning(self) -> str | None:
+        """Why a run that asked for variations should be looked at, or None."""
+        if not self.variations_requested:
+            return None
+        if self.variations_accepted == 0:
+            return f"accepted nothing of {self.variations_requested} variations asked for ({self.attempts} attempts)"
+        if self.variations_accepted < LOW_ACCEPTANCE_SHARE * self.variations_requested:
+            return (f"accepted only {self.variations_accepted} of {self.variations_requested} variations asked for "
+                    f"(under {LOW_ACCEPTANCE_SHARE:.0%})")
+        return None
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -48,6 +93,7 @@ class RunSummary:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["acceptance_rate"] = self.acceptance_rate
+        d["warning"] = self.warning
         return d
 
     @classmethod
@@ -113,6 +159,8 @@ class RunSummary:
             lines.append(f"  ...and {len(self.errors) - 10} more errors (SELECT path, error FROM images WHERE status = 'error')")
         if self.message:
             lines.append(f"  note         {self.message}")
+        if self.warning:
+            lines.append(f"  warning      this run {self.warning}")
         return "\n".join(lines)
 
     def render_markdown(self) -> str:
@@ -125,6 +173,7 @@ class RunSummary:
             ("generation calls / cache hits", f"{self.attempts - self.cache_hits} / {self.cache_hits}"),
             ("duplicates", str(self.duplicates)), ("generation failures", str(self.generation_failures)),
             ("final quality level", f"{self.final_level} ({self.level_changes} changes)"),
+            ("estimated cost", f"${self.cost_usd:.4f} ({self.calls} calls)"),
             ("wall time", f"{self.wall_seconds:.1f} s"), ("records", f"`{self.duckdb_path}`"),
         ]
         if self.gallery_path:
@@ -132,8 +181,18 @@ class RunSummary:
                                     f"(`{self.gallery_path}`)"))
         if self.message:
             rows.insert(1, ("note", self.message.replace("|", "\\|")))
-        md = [f"# varflow run `{self.run_id}`", "", "| | |", "|---|---|"]
+        md = [f"# varflow run `{self.run_id}`", ""]
+        if self.warning:
+            md += [f"> **Warning:** this run {self.warning}. Look at the rejections below and the gallery.", ""]
+        md += ["| | |", "|---|---|"]
         md += [f"| {k} | {v} |" for k, v in rows]
+        if self.images:
+            cols = ("image", "status", "level", "accepted", "attempts", "why rejected", "generation failures",
+                    "seconds", "note")
+            md += ["", "## Images", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            md += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in self.images]
+        if self.level_history:
+            md += ["", "## Quality level changes", ""] + [f"- {h}" for h in self.level_history]
         if self.rejected_by_reason:
             md += ["", "## Rejections", "", "| reason | count |", "|---|---|"]
             md += [f"| {k} | {v} |" for k, v in self.rejected_by_reason.items()]

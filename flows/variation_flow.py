@@ -22,15 +22,15 @@ import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.gallery import run_gallery_path, write_gallery
-from flows.parameters import RunParameters
-from flows.report import RunSummary
+from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
+from flows.publish import RunPublisher
+from flows.report import RunSummary, image_row
 from flows.resources import data_home, open_resources, resource_spec
 from storage import Store
 from tasks.generate import SubmitGenerations, quiet_expected_failures
@@ -47,7 +47,7 @@ from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.resources import RunResources
 from varflow.runlock import RunLock, is_held
-from varflow.scan import TODO, UNREADABLE, FoundImage, scan_images
+from varflow.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
 from varflow.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
@@ -65,12 +65,25 @@ def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:
 def run_local(params: RunParameters) -> dict:
     """Run the flow with a task-runner pool sized for these parameters (the CLI's entry)."""
     pool = pool_size(params.generation_concurrency, params.images_in_flight)
-    return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(params)
+    return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(**form_values(params))
 
 
-@flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL), persist_result=False)
-def variation_run(params: RunParameters) -> dict:
-    """Turn a folder of images into scored, de-duplicated variations; returns the run summary."""
+def variation_run(**form) -> dict:
+    return run_folder(run_parameters(form))
+
+
+# The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
+# overrides one of them keeps the others); its signature is RunParameters' (flows/parameters.py).
+# The function keeps the flow's name: a served deployment's entrypoint names it.
+variation_run.__signature__ = form_signature()
+variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
+                                       "returns the run summary.")
+variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
+                     persist_result=False)(variation_run)
+
+
+def run_folder(params: RunParameters) -> dict:
+    """The flow's body: one run over ``params.input_dir``; returns the run summary."""
     logger = get_run_logger()
     t_start = time.perf_counter()
     tune_allocator()
@@ -108,7 +121,7 @@ def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: st
     """
     saved_level, history = store.quality_state(scope, window=WINDOW)
     current = saved_level or "high"
-    level = params.level or current
+    level = params.start_level or current
     if level != current:
         recent = history[-WINDOW:]
         store.write_level_change(QualityLevelChangeRecord(
@@ -130,7 +143,7 @@ def _images_in_flight(params: RunParameters, logger) -> int:
     if pool < pool_size(params.generation_concurrency, in_flight):
         logger.warning("the task runner's %d workers are fewer than %d images in flight plus two per call slot "
                        "(generation_concurrency %d): fewer calls may be in flight; size the pool with "
-                       "flows.variation_flow.pool_size (deployments/nightly.py does)",
+                       "flows.variation_flow.pool_size (deployments/serve.py does)",
                        pool, in_flight, params.generation_concurrency)
     return in_flight
 
@@ -160,6 +173,10 @@ class FolderRun:
         self.abort: ImageOutcome | None = None
         self.flow_run_id = str(flow_run_id) if flow_run_id else None
         self.record: dict = {}
+        self.publisher = RunPublisher(res.run_id, self.flow_run_id, logger)
+        self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
+        self.level_history: list[str] = []
+        self.started: dict = {}  # future -> when its image was admitted
 
     def run(self) -> dict:
         params, home = self.params, self.store.home
@@ -172,6 +189,7 @@ class FolderRun:
         self.store.write_run(RunRecord(**self.record, finished_at=None, status="running", images_total=len(paths)))
         self.logger.info("run %s: %d images in %s -> %s (%s, level %s)", self.res.run_id, len(paths),
                          self.input_dir, self.output_dir, self.scope, self.adaptive.level)
+        self.publisher.start(len(paths))
         if paths:
             self.preflight()
         work_dir = home / "work" / self.res.run_id
@@ -213,7 +231,8 @@ class FolderRun:
                 self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
                 continue
             window.enter(cost)
-            pending[process_image.submit(self.job_for(image), pipeline)] = cost
+            fut = process_image.submit(self.job_for(image), pipeline)
+            pending[fut], self.started[fut] = cost, time.perf_counter()
         while pending:
             self.finish_one(next(as_completed(list(pending))), pending, window)
 
@@ -232,6 +251,9 @@ class FolderRun:
         window.leave(pending.pop(fut))
         outcome: ImageOutcome = fut.result()
         self.outcomes.append(outcome)
+        row = image_row(outcome, time.perf_counter() - self.started.pop(fut))
+        self.image_rows.append(row)
+        self.publisher.image_done(row)
         if outcome.fatal_outcome and self.abort is None:
             self.abort = outcome
         if self.params.adaptive and outcome.status == "ok" and outcome.attempts:
@@ -239,6 +261,8 @@ class FolderRun:
             if change:
                 self.level_changes += 1
                 self.logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
+                self.level_history.append(f"after {row['image']}: {change.from_level} -> {change.to_level} "
+                                          f"({change.reason})")
                 self.store.write_level_change(QualityLevelChangeRecord(
                     run_id=self.res.run_id, image_id=outcome.image_id, changed_at=utcnow(),
                     from_level=change.from_level, to_level=change.to_level,
@@ -246,7 +270,13 @@ class FolderRun:
                 ))
 
     def not_processed(self, image: FoundImage, status: str, message: str) -> None:
-        self.outcomes.append(ImageOutcome(str(image.path), image.image_id, status, message))
+        outcome = ImageOutcome(str(image.path), image.image_id, status, message)
+        self.outcomes.append(outcome)
+        listed = image.status != DONE  # an image already done in an earlier run is neither listed nor logged
+        row = image_row(outcome, 0.0)
+        if listed:
+            self.image_rows.append(row)
+        self.publisher.image_done(row, processed=listed)
         self.store.write_image_result(
             ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, status, message,
                         finished_at=utcnow()),
@@ -272,6 +302,8 @@ class FolderRun:
         summary.final_level = self.adaptive.level
         summary.level_changes = self.level_changes
         summary.wall_seconds = time.perf_counter() - self.t_start
+        summary.cost_usd, summary.calls = round(self.res.control.spent_usd, 6), self.res.control.calls
+        summary.images, summary.level_history = self.image_rows, self.level_history
         processed = summary.images_ok + summary.images_error
         if not paths:
             summary.status = "no_images"
@@ -316,17 +348,13 @@ class FolderRun:
         self.store.compact_run(self.res.run_id)
         self.res.cache.prune_results()
         s.gallery_path = self.write_gallery()
-        try:
-            create_markdown_artifact(key="varflow-run-report", markdown=s.render_markdown(),
-                                     description=f"varflow run {self.res.run_id}")
-        except Exception as exc:  # a report must never fail a run whose results are recorded
-            self.logger.warning("could not publish the run report artifact: %s", exc)
-        self.logger.info("run %s %s: %d/%d images ok, %d variations accepted of %d attempts, %.1f s",
-                         self.res.run_id, s.status, s.images_ok, s.images_total, s.variations_accepted,
-                         s.attempts, s.wall_seconds)
-        control, stop = self.res.control, self.stop_reason()
-        return {**s.as_dict(), "cost_usd": round(control.spent_usd, 6), "calls": control.calls,
-                "stop_outcome": stop[0] if stop else None}
+        stop = self.stop_reason()
+        self.logger.info("run %s %s: %d images: %d ok, %d error, %d skipped (done earlier or not reached); "
+                         "%d variations accepted of %d attempts, %.1f s%s", self.res.run_id, s.status,
+                         s.images_total, s.images_ok, s.images_error, s.images_skipped, s.variations_accepted,
+                         s.attempts, s.wall_seconds, f"; {s.message}" if s.message else "")
+        self.publisher.close(s, stop[0] if stop else None)
+        return {**s.as_dict(), "stop_outcome": stop[0] if stop else None}
 
 
 def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:
