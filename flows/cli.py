@@ -148,7 +148,7 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         from varflow.generators import backend_class
 
         if backend_class(summary["backend"]).remote and summary.get("calls"):
-            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls")
+            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls (retries included)")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
         print(f"varflow: {summary['message']}", file=sys.stderr)
     return run_exit_code(summary)

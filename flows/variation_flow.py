@@ -169,7 +169,9 @@ class FolderRun:
 
     def run(self) -> dict:
         params, home = self.params, self.store.home
-        paths = discover_images(self.input_dir, extensions=params.extensions, exclude=[self.output_dir, home])
+        earlier_outputs = self.store.output_dirs_inside(self.input_dir)  # never sources, whatever --out is now
+        paths = discover_images(self.input_dir, extensions=params.extensions,
+                                exclude=[self.output_dir, home, *earlier_outputs])
         self.record = dict(
             run_id=self.res.run_id, flow_run_id=self.flow_run_id, parameters=params.model_dump_json(),
             input_dir=str(self.input_dir), output_dir=str(self.output_dir), backend=self.res.backend.name,
@@ -298,6 +300,7 @@ class FolderRun:
         summary.variations_requested = self.params.count * summary.images_ok
         summary.final_level = self.adaptive.level
         summary.level_changes = self.level_changes
+        summary.calls = self.res.control.calls
         summary.wall_seconds = time.perf_counter() - self.t_start
         processed = summary.images_ok + summary.images_error
         if not paths:

@@ -213,6 +213,13 @@ class Store:
                           "WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY job_key")
         return {r["job_key"]: r["run_id"] for r in rows}
 
+    def output_dirs_inside(self, folder: str | Path) -> list[str]:
+        """The output folders earlier runs wrote to strictly inside ``folder``: not sources for a
+        run over ``folder`` (one with another output folder would take their files as new)."""
+        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        rows = self.query("SELECT DISTINCT output_dir FROM runs WHERE starts_with(output_dir, ?)", [prefix])
+        return [r["output_dir"] for r in rows]
+
     def job_finished(self, job_key: str) -> bool:
         """Whether any run finished this job (a run that started earlier may have, meanwhile)."""
         return bool(self.query("SELECT 1 FROM images WHERE status = 'ok' AND job_key = ? LIMIT 1", [job_key]))

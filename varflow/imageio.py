@@ -25,6 +25,11 @@ from varflow.settings import LoadLimits
 
 _HASH_CHUNK = 1 << 20
 
+# Pillow warns on the console about damaged EXIF tags it skips; the image still decodes and its
+# orientation reads as upright, so the warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"(Possibly corrupt EXIF|Corrupt EXIF|Tag data larger than file)",
+                        category=UserWarning)
+
 
 class ImageReadError(Exception):
     """An input image that cannot be used; ``str()`` is the message recorded in ``images.error``."""
