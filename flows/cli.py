@@ -416,8 +416,8 @@ def cmd_doctor(args) -> int:
         print(p.line())
     earlier = quarantined(home)
     if earlier:
-        print(f"{len(earlier)} file(s) in {home / 'quarantine'} (listed in quarantine.jsonl): "
-              "their rows are not in the store; restore a good copy to its old place to bring them back")
+        print(f"{len(earlier)} file(s) set aside in {home / 'quarantine'} (listed in quarantine.jsonl): a Parquet "
+              "part's rows are not in the store until a good copy is restored to its old place")
     if not problems:
         print(f"varflow doctor: {home} is healthy")
         return 0
