@@ -21,7 +21,6 @@ import pytest
 
 from conftest import FAKE_GEMINI_KEY, make_photo_folder
 from storage import Store
-from varflow.claims import ImageClaims
 from varflow.records import AttemptRecord, RunRecord, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +181,6 @@ def test_doctor_says_what_is_wrong_and_repair_fixes_it(tmp_path):
 
 HOLD = """
 import sys, time
-from varflow.claims import ImageClaims
 c = ImageClaims(sys.argv[1], "holder-run")
 assert c.claim("abc")
 print("held", flush=True)
@@ -191,6 +189,8 @@ time.sleep(60)
 
 
 def test_a_claim_is_exclusive_and_frees_itself_when_its_holder_is_killed(tmp_path):
+    from varflow.claims import ImageClaims
+
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -208,16 +208,18 @@ def test_a_claim_is_exclusive_and_frees_itself_when_its_holder_is_killed(tmp_pat
 
 def test_two_runs_at_once_never_process_one_image_twice(prefect_api, tmp_path):
     photos, home, out = tmp_path / "photos", tmp_path / "home", tmp_path / "out"
-    make_photo_folder(photos, 6, size=96)
+    make_photo_folder(photos, 8, size=96)
     env = {**prefect_api, "VARFLOW_HOME": str(home)}
-    args = ["run", str(photos), "--out", str(out), "--count", "1", "--level", "low", "--no-adapt",
+    args = ["run", str(photos), "--out", str(out), "--count", "2", "--level", "low", "--no-adapt",
             "--images-in-flight", "1"]
+    store = Store(home)
     first, second = varflow(args, env), varflow(args, env)
     results = [finish(first), finish(second)]
     assert all(code == 0 for code, _ in results), results
-    store = Store(home)
+    runs = store.query("SELECT started_at, finished_at FROM runs ORDER BY started_at")
+    assert runs[1]["started_at"] < runs[0]["finished_at"], f"the runs did not overlap: the case was not tried {runs}"
     ok = Counter(r["image_id"] for r in store.query("SELECT image_id FROM images WHERE status = 'ok'"))
-    assert len(ok) == 6 and set(ok.values()) == {1}
+    assert len(ok) == 8 and set(ok.values()) == {1}
     # no image was worked on by both runs: its calls all belong to one run
     both = store.query("SELECT image_id FROM attempts GROUP BY image_id HAVING count(DISTINCT run_id) > 1")
     assert both == []
