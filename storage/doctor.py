@@ -15,7 +15,7 @@ from storage.integrity import (
     quarantine,
     set_aside_duckdb,
     stale_temp,
-    unreadable_parts,
+    undecodable_parts,
 )
 from storage.store import Store
 from varflow.runlock import is_held, run_lock_path
@@ -26,7 +26,7 @@ def diagnose(home: str | Path) -> list[Problem]:
     store = Store(home)
     problems = [Problem("unreadable_part", str(path), reason.splitlines()[0][:200],
                         f"move it to {store.home / 'quarantine'}/ and record it; the store goes on without its rows")
-                for path, reason in unreadable_parts(store.tables_dir)]
+                for path, reason in undecodable_parts(store.tables_dir)]  # every page, not just the footer
     broken = duckdb_file_problem(store.duckdb_path)
     if broken is not None:
         problems.append(Problem("unreadable_duckdb", str(store.duckdb_path), broken.splitlines()[0][:200],

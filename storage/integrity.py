@@ -70,6 +70,31 @@ def unreadable_parts(tables_dir: Path) -> list[tuple[Path, str]]:
     return found
 
 
+def undecodable_parts(tables_dir: Path) -> list[tuple[Path, str]]:
+    """Every ``*.parquet`` under ``tables_dir`` that DuckDB cannot decode in full, with the reason.
+
+    Reads every file: only for a query that failed without naming its file (a damaged page
+    behind a sound footer gives e.g. "Variable-length int over 10 bytes")."""
+    found = []
+    con = duckdb.connect()
+    try:
+        for path in sorted(tables_dir.glob("**/*.parquet")) if tables_dir.exists() else []:
+            try:
+                con.execute("SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+            except duckdb.Error as exc:
+                found.append((path, f"{type(exc).__name__}: {exc}"))
+    finally:
+        con.close()
+    return found
+
+
+def is_query_error(error: Exception) -> bool:
+    """A mistake in the SQL itself (not damage to a file): never a reason to quarantine."""
+    return isinstance(error, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                              duckdb.ConversionException, duckdb.ConstraintException, duckdb.NotImplementedException,
+                              duckdb.InterruptException))
+
+
 def quarantine(home: Path, path: Path, reason: str) -> Path | None:
     """Move ``path`` under ``<home>/quarantine/`` and record it; returns where it went (None if it
     was gone already). Says so in one warning line naming the file, the reason and the fix."""
@@ -89,7 +114,7 @@ def quarantine(home: Path, path: Path, reason: str) -> Path | None:
         f.write(json.dumps({"file": str(path), "moved_to": str(dest), "reason": reason,
                             "at": utcnow().isoformat()}) + "\n")
     log.warning("varflow: %s is unreadable (%s); moved it to %s and went on without its rows "
-                "(restore a good copy there to get them back; `varflow doctor` lists quarantined files)",
+                "(a good copy put back at its old path brings them back; `varflow doctor` lists quarantined files)",
                 path, reason.splitlines()[0][:200], dest)
     return dest
 

@@ -33,8 +33,10 @@ import pyarrow.parquet as pq
 from storage.integrity import (
     duckdb_file_problem,
     file_named_in,
+    is_query_error,
     quarantine,
     set_aside_duckdb,
+    undecodable_parts,
     unreadable_parts,
     unreadable_reason,
 )
@@ -180,10 +182,14 @@ class Store:
             try:
                 return read(con)
             except duckdb.Error as exc:
-                damaged = file_named_in(exc, self.tables_dir)
-                if damaged is None:
+                if is_query_error(exc):
                     raise
-                quarantine(self.home, damaged, f"{type(exc).__name__}: {exc}")
+                named = file_named_in(exc, self.tables_dir)
+                damaged = [(named, f"{type(exc).__name__}: {exc}")] if named else undecodable_parts(self.tables_dir)
+                if not damaged:
+                    raise
+                for path, reason in damaged:
+                    quarantine(self.home, path, reason)
             finally:
                 con.close()
         con = self.lens()

@@ -135,6 +135,22 @@ def test_parts_follow_the_umask(tmp_path):
     assert part.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_damaged_page_behind_a_sound_footer_is_quarantined_when_a_query_meets_it(tmp_path):
+    store = Store(tmp_path).initialize()
+    for run_id in ("r0", "r1", "r2"):
+        store.write_run(RunRecord(run_id, None, "{}", "i", "o", "local", "local-v1", utcnow(), None, "running",
+                                  message="x" * 3000))
+    (part,) = list(tmp_path.glob("tables/runs/run-r1/parts/*.parquet"))
+    data = bytearray(part.read_bytes())
+    data[8:200] = b"\xab" * 192  # the first pages; the footer still reads
+    part.write_bytes(bytes(data))
+    assert [r["run_id"] for r in store.query("SELECT run_id FROM runs ORDER BY 1")] == ["r0", "r2"]
+    assert list(tmp_path.glob("quarantine/*/tables/runs/run-r1/parts/*.parquet")) and not part.exists()
+    with pytest.raises(duckdb.BinderException):  # a mistake in the SQL quarantines nothing
+        store.query("SELECT no_such_column FROM runs")
+    assert len(list(tmp_path.glob("quarantine/**/*.parquet"))) == 1
+
+
 # -- 2. varflow doctor -----------------------------------------------------------------------------
 
 def _killed_run_store(home: Path) -> tuple[Store, Path]:
@@ -181,6 +197,7 @@ def test_doctor_says_what_is_wrong_and_repair_fixes_it(tmp_path):
 
 HOLD = """
 import sys, time
+from varflow.claims import ImageClaims
 c = ImageClaims(sys.argv[1], "holder-run")
 assert c.claim("abc")
 print("held", flush=True)
@@ -191,9 +208,9 @@ time.sleep(60)
 def test_a_claim_is_exclusive_and_frees_itself_when_its_holder_is_killed(tmp_path):
     from varflow.claims import ImageClaims
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         mine = ImageClaims(tmp_path, "me")
         assert not mine.claim("abc")
         assert f"pid {holder.pid} run holder-run" in mine.holder("abc")
