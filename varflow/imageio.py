@@ -108,7 +108,8 @@ def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: i
                 path,
                 f"declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {limits.max_pixels / 1e6:.0f} MP limit "
                 "(a possible decompression bomb)",
-                "downscale it first, or raise LoadLimits.max_pixels if it is a real photo",
+                "downscale it first, or, if it is a real photo, raise the limit "
+                "(--max-megapixels, or the run's max_pixels parameter)",
             )
         if max_side and im.format == "JPEG" and max(w, h) > max_side:
             scale = max_side / max(w, h)
