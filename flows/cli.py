@@ -148,7 +148,7 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         from varflow.generators import backend_class
 
         if backend_class(summary["backend"]).remote and summary.get("calls"):
-            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls")
+            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls (retries included)")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
         print(f"varflow: {summary['message']}", file=sys.stderr)
     return run_exit_code(summary)
@@ -401,6 +401,37 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """Check the data directory; with --repair, fix it. Exit 0 when healthy (or repaired), 1 when
+    problems remain (the lines say what --repair would do)."""
+    from storage.doctor import diagnose, repair
+    from storage.integrity import quarantined
+
+    home = _home(args)
+    if not home.exists():
+        print(f"varflow doctor: {home} does not exist; nothing to check (pass --home DIR)", file=sys.stderr)
+        return 2
+    problems = diagnose(home)
+    for p in problems:
+        print(p.line())
+    earlier = quarantined(home)
+    if earlier:
+        print(f"{len(earlier)} file(s) set aside in {home / 'quarantine'} (listed in quarantine.jsonl): a Parquet "
+              "part's rows are not in the store until a good copy is restored to its old place")
+    if not problems:
+        print(f"varflow doctor: {home} is healthy")
+        return 0
+    if not args.repair:
+        print(f"varflow doctor: {len(problems)} problem(s); run `varflow doctor --repair` to do what each line says")
+        return 1
+    for line in repair(home, problems):
+        print(f"repaired: {line}")
+    left = diagnose(home)
+    for p in left:
+        print(f"still wrong: {p.line()}", file=sys.stderr)
+    return 1 if left else 0
+
+
 def render_stats(summary: dict) -> str:
     """``varflow stats``: one run's quality summary (``storage.analysis.quality_summary``) as text."""
     run = summary["run"]
@@ -590,6 +621,11 @@ def _add_analysis_commands(sub) -> None:
     fmt.add_argument("--json", action="store_true", help="print a JSON list of rows")
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("doctor", help="check the data directory (damaged files, killed runs, leftovers); --repair fixes it")
+    p.add_argument("--repair", action="store_true", help="do what each problem line says")
+    p.add_argument("--home", default=None, help=home_help)
+    p.set_defaults(func=cmd_doctor)
 
 
 def main(argv: list[str] | None = None) -> int:

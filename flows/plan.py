@@ -34,7 +34,8 @@ def plan_run(params: RunParameters) -> dict:
     finished = {} if (params.force or store is None) else store.finished_jobs()
     saved_level = store.quality_state(f"{params.backend}/{model}", window=WINDOW)[0] if store is not None else None
     level = level_settings(params.start_level or saved_level or "high")
-    paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home])
+    earlier_outputs = store.output_dirs_inside(input_dir) if store is not None else []
+    paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs])
     found = [image.status for image in scan_images(paths, input_dir, finished=finished,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]
     todo, done, same = found.count(TODO), found.count(DONE), found.count(SAME_CONTENT)

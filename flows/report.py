@@ -60,6 +60,7 @@ class RunSummary:
     generation_failures: int = 0
     attempts: int = 0
     cache_hits: int = 0
+    calls: int = 0  # generation calls made, retries included (an attempt may take several)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     mean_scores: dict[str, float | None] = field(default_factory=dict)
     mean_stage_ms: dict[str, float] = field(default_factory=dict)
@@ -138,7 +139,8 @@ class RunSummary:
             f"  variations   {self.variations_accepted} accepted of {self.variations_requested} requested; "
             f"{self.attempts} attempts ({rate} accepted), {self.variations_rejected} rejected, "
             f"{self.duplicates} duplicates, {self.generation_failures} generation failures",
-            f"  calls        {self.attempts - self.cache_hits} generation calls, {self.cache_hits} cache hits (no call)",
+            f"  calls        {self.calls} generation calls (retries included) for {self.attempts - self.cache_hits} "
+            f"attempts, {self.cache_hits} cache hits (no call)",
         ]
         if self.rejected_by_reason:
             lines.append("  rejected by  " + ", ".join(f"{k} {v}" for k, v in self.rejected_by_reason.items()))
@@ -170,7 +172,8 @@ class RunSummary:
             ("images", f"{self.images_ok} ok, {self.images_error} error, {self.images_skipped} skipped of {self.images_total}"),
             ("variations accepted", f"{self.variations_accepted} of {self.variations_requested} requested"),
             ("attempts", f"{self.attempts} ({rate} accepted)"),
-            ("generation calls / cache hits", f"{self.attempts - self.cache_hits} / {self.cache_hits}"),
+            ("generation calls (retries included) / attempts that called / cache hits",
+             f"{self.calls} / {self.attempts - self.cache_hits} / {self.cache_hits}"),
             ("duplicates", str(self.duplicates)), ("generation failures", str(self.generation_failures)),
             ("final quality level", f"{self.final_level} ({self.level_changes} changes)"),
             ("estimated cost", f"${self.cost_usd:.4f} ({self.calls} calls)"),

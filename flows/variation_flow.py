@@ -37,6 +37,7 @@ from tasks.generate import SubmitGenerations, quiet_expected_failures
 from tasks.image import process_image
 from tasks.optimize import optimize
 from varflow.adaptive import WINDOW, AdaptiveQuality
+from varflow.claims import ImageClaims
 from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.discovery import discover_images
 from varflow.generators import FATAL_OUTCOMES, GenerationError
@@ -46,7 +47,7 @@ from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.resources import RunResources
-from varflow.runlock import RunLock, is_held
+from varflow.runlock import RunLock, is_held, run_lock_path
 from varflow.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
 from varflow.thumbnails import prune_thumbnails
 
@@ -93,7 +94,7 @@ def run_folder(params: RunParameters) -> dict:
     store.vacuum()
     flow_run_id = runtime_flow_run.id
     run_id = str(flow_run_id or uuid.uuid4())
-    lock = RunLock(home / "locks" / f"run-{run_id}.lock").acquire()
+    lock = RunLock(run_lock_path(home, run_id)).acquire()
     try:
         recover_interrupted_runs(store, logger)
         resources = open_resources(resource_spec(params, home, run_id))  # fails before any work
@@ -107,10 +108,14 @@ def run_folder(params: RunParameters) -> dict:
 
 def recover_interrupted_runs(store: Store, logger) -> None:
     for run in store.running_runs():
-        if not is_held(store.home / "locks" / f"run-{run['run_id']}.lock"):
+        if not is_held(run_lock_path(store.home, run["run_id"])):
             removed = store.recover_interrupted(run)
             logger.info("run %s was interrupted; closed it (%d half-written image parts removed)",
                         run["run_id"], removed)
+    work = store.home / "work"
+    for folder in sorted(work.iterdir()) if work.exists() else []:  # a killed run's working files
+        if folder.is_dir() and not is_held(run_lock_path(store.home, folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: str) -> AdaptiveQuality:
@@ -177,10 +182,13 @@ class FolderRun:
         self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
         self.level_history: list[str] = []
         self.started: dict = {}  # future -> when its image was admitted
+        self.claims = ImageClaims(store.home / "claims", res.run_id)
 
     def run(self) -> dict:
         params, home = self.params, self.store.home
-        paths = discover_images(self.input_dir, extensions=params.extensions, exclude=[self.output_dir, home])
+        earlier_outputs = self.store.output_dirs_inside(self.input_dir)  # never sources, whatever --out is now
+        paths = discover_images(self.input_dir, extensions=params.extensions,
+                                exclude=[self.output_dir, home, *earlier_outputs])
         self.record = dict(
             run_id=self.res.run_id, flow_run_id=self.flow_run_id, parameters=params.model_dump_json(),
             input_dir=str(self.input_dir), output_dir=str(self.output_dir), backend=self.res.backend.name,
@@ -198,6 +206,7 @@ class FolderRun:
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
                          pipeline)
         finally:
+            self.claims.release_all()
             shutil.rmtree(work_dir, ignore_errors=True)
         return self.close(paths)
 
@@ -230,11 +239,30 @@ class FolderRun:
             if stop is not None:
                 self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
                 continue
+            if not self.claim(image):
+                continue
             window.enter(cost)
             fut = process_image.submit(self.job_for(image), pipeline)
             pending[fut], self.started[fut] = cost, time.perf_counter()
         while pending:
             self.finish_one(next(as_completed(list(pending))), pending, window)
+
+    def claim(self, image: FoundImage) -> bool:
+        """Take the image's claim in the data directory (varflow/claims.py); False, with the image
+        recorded as skipped, when another run holds it or finished it meanwhile."""
+        if not self.claims.claim(image.image_id):
+            message = (f"{image.path}: not processed: another run ({self.claims.holder(image.image_id)}) is "
+                       "processing the same content; run again after it ends to pick up what it leaves")
+            self.logger.warning("%s", message)
+            self.not_processed(image, "skipped", message)
+            return False
+        if not self.params.force and image.job_key and self.store.job_finished(image.job_key):
+            self.claims.release(image.image_id)
+            self.logger.info("%s: finished by another run while this one started; skipped", image.path)
+            self.not_processed(image, "skipped", f"{image.path}: finished by another run meanwhile "
+                                                 "(same content and parameters); --force redoes it")
+            return False
+        return True
 
     def job_for(self, image: FoundImage) -> ImageJob:
         own = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
@@ -250,6 +278,7 @@ class FolderRun:
         """An image ended: free its place, keep its outcome, let it move the quality level."""
         window.leave(pending.pop(fut))
         outcome: ImageOutcome = fut.result()
+        self.claims.release(outcome.image_id)  # its rows are written: another run may take it now
         self.outcomes.append(outcome)
         row = image_row(outcome, time.perf_counter() - self.started.pop(fut))
         self.image_rows.append(row)
@@ -301,6 +330,7 @@ class FolderRun:
         summary.variations_requested = self.params.count * summary.images_ok
         summary.final_level = self.adaptive.level
         summary.level_changes = self.level_changes
+        summary.calls = self.res.control.calls
         summary.wall_seconds = time.perf_counter() - self.t_start
         summary.cost_usd, summary.calls = round(self.res.control.spent_usd, 6), self.res.control.calls
         summary.images, summary.level_history = self.image_rows, self.level_history

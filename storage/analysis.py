@@ -59,7 +59,9 @@ def open_lens(home: str | Path) -> duckdb.DuckDBPyConnection:
     """The store's views (``Store.lens``); for a data directory without a store, empty tables
     with the same columns, so every query runs and returns no rows."""
     if has_store(home):
-        return Store(home).lens()
+        store = Store(home)
+        store.quarantine_unreadable()  # one damaged part must not make every query fail
+        return store.lens()
     con = duckdb.connect()
     for table in TABLES:
         con.register(f"_empty_{table}", SCHEMAS[table].empty_table())

@@ -30,7 +30,18 @@ from typing import Iterable
 import duckdb
 import pyarrow.parquet as pq
 
+from storage.integrity import (
+    duckdb_file_problem,
+    file_named_in,
+    is_query_error,
+    quarantine,
+    set_aside_duckdb,
+    undecodable_parts,
+    unreadable_parts,
+    unreadable_reason,
+)
 from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from varflow.calls import IN_FLIGHT, INTERRUPTED
 from varflow.records import (
     AttemptRecord,
     ImageRecord,
@@ -43,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DUCKDB_FILE = "varflow.duckdb"
 PARTS_GRACE_SECONDS = 600  # parts of a compacted run are deleted after this (readers may hold them)
+MAX_QUARANTINE_PER_QUERY = 20  # damaged files one query may set aside before it gives up
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -50,14 +62,35 @@ def _safe(name: str) -> str:
     return _SAFE.sub("_", name)[:120]
 
 
-def _write_parquet_atomic(table, path: Path) -> None:
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_process_umask()  # what open() would give: readable by a notebook of the group
+
+
+def _write_parquet_atomic(table, path: Path, *, durable: bool = False) -> None:
+    """Write ``table`` to ``path`` under a temp name, then rename. ``durable``: on disk (fsync)
+    before this returns, so a record written before an action survives a power cut after it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name must not match the views' ``*.parquet`` glob, or a reader could open it half-written.
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet-partial", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600, which a reader under another account cannot open
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -73,7 +106,12 @@ class Store:
 
     # -- set-up -----------------------------------------------------------------------------
     def initialize(self) -> "Store":
-        """Create the folders, the schema files and the DuckDB views (idempotent)."""
+        """Create the folders, the schema files and the DuckDB views (idempotent).
+
+        Unreadable Parquet files are quarantined first (storage/integrity.py) and a DuckDB file
+        that cannot be opened is set aside and rebuilt: damage never stops a run.
+        """
+        self.quarantine_unreadable()
         for table in TABLES:
             d = self.tables_dir / table
             d.mkdir(parents=True, exist_ok=True)
@@ -83,6 +121,9 @@ class Store:
                 _write_parquet_atomic(SCHEMAS[table].empty_table(), marker)
         # Open the file read-write only when its views must change: a reader (a notebook) that
         # connects while a writer holds the file open would get "Could not set lock".
+        broken = duckdb_file_problem(self.duckdb_path)
+        if broken is not None:
+            set_aside_duckdb(self.home, self.duckdb_path, broken)
         marker = self.home / (DUCKDB_FILE + ".views")
         digest = hashlib.sha256(self._views_script().encode()).hexdigest()
         if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
@@ -98,6 +139,13 @@ class Store:
             con.close()
         marker.write_text(digest)
         return self
+
+    def quarantine_unreadable(self) -> int:
+        """Move every Parquet file whose footer cannot be read to ``quarantine/``; how many."""
+        damaged = unreadable_parts(self.tables_dir)
+        for path, reason in damaged:
+            quarantine(self.home, path, reason)
+        return len(damaged)
 
     def view_sql(self, table: str) -> str:
         base = (self.tables_dir / table).as_posix().replace("'", "''")
@@ -126,6 +174,30 @@ class Store:
         con.execute(self._views_script())
         return con
 
+    def _read(self, read):
+        """``read(connection)``, quarantining any damaged file a query trips over and retrying
+        without it (a footer can be sound and a page broken)."""
+        for _ in range(MAX_QUARANTINE_PER_QUERY):
+            con = self.lens()
+            try:
+                return read(con)
+            except duckdb.Error as exc:
+                if is_query_error(exc):
+                    raise
+                named = file_named_in(exc, self.tables_dir)
+                damaged = [(named, f"{type(exc).__name__}: {exc}")] if named else undecodable_parts(self.tables_dir)
+                if not damaged:
+                    raise
+                for path, reason in damaged:
+                    quarantine(self.home, path, reason)
+            finally:
+                con.close()
+        con = self.lens()
+        try:
+            return read(con)
+        finally:
+            con.close()
+
     def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         """The DuckDB file itself, as a notebook or the duckdb CLI would open it."""
         if not self.duckdb_path.exists():
@@ -133,13 +205,12 @@ class Store:
         return duckdb.connect(str(self.duckdb_path), read_only=read_only)
 
     def query(self, sql: str, params: Iterable | None = None) -> list[dict]:
-        con = self.lens()
-        try:
+        def read(con):
             cur = con.execute(sql, list(params) if params is not None else None)
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
-        finally:
-            con.close()
+
+        return self._read(read)
 
     # -- state that outlives a run --------------------------------------------------------------
     def finished_jobs(self) -> dict[str, str]:
@@ -147,6 +218,17 @@ class Store:
         rows = self.query("SELECT job_key, any_value(run_id) AS run_id FROM images "
                           "WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY job_key")
         return {r["job_key"]: r["run_id"] for r in rows}
+
+    def output_dirs_inside(self, folder: str | Path) -> list[str]:
+        """The output folders earlier runs wrote to strictly inside ``folder``: not sources for a
+        run over ``folder`` (one with another output folder would take their files as new)."""
+        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        rows = self.query("SELECT DISTINCT output_dir FROM runs WHERE starts_with(output_dir, ?)", [prefix])
+        return [r["output_dir"] for r in rows]
+
+    def job_finished(self, job_key: str) -> bool:
+        """Whether any run finished this job (a run that started earlier may have, meanwhile)."""
+        return bool(self.query("SELECT 1 FROM images WHERE status = 'ok' AND job_key = ? LIMIT 1", [job_key]))
 
     def quality_state(self, scope: str, *, window: int) -> tuple[str | None, list[float]]:
         """The adaptive level last set for ``scope`` and the success rates that count toward it.
@@ -188,15 +270,11 @@ class Store:
         """Every variation ever accepted, from any source (``--dedup-library``), as columns:
         variation_id, ahash, phash, dhash, output_path (the latest, if accepted in several
         runs). Columns, not row dicts: a library of a million variations is one Arrow fetch."""
-        con = self.lens()
-        try:
-            table = con.sql(
-                "SELECT variation_id, any_value(ahash) AS ahash, any_value(phash) AS phash, "
-                "any_value(dhash) AS dhash, arg_max(output_path, created_at) AS output_path FROM variations "
-                "WHERE accepted AND output_path IS NOT NULL AND ahash IS NOT NULL "
-                "GROUP BY variation_id ORDER BY variation_id").to_arrow_table()
-        finally:
-            con.close()
+        table = self._read(lambda con: con.sql(
+            "SELECT variation_id, any_value(ahash) AS ahash, any_value(phash) AS phash, "
+            "any_value(dhash) AS dhash, arg_max(output_path, created_at) AS output_path FROM variations "
+            "WHERE accepted AND output_path IS NOT NULL AND ahash IS NOT NULL "
+            "GROUP BY variation_id ORDER BY variation_id").to_arrow_table())
         return {name: table.column(name).to_pylist() for name in table.column_names}
 
     def running_runs(self) -> list[dict]:
@@ -222,6 +300,7 @@ class Store:
             "count(*) FILTER (status = 'error') AS err, count(*) FILTER (status = 'skipped') AS skipped, "
             "coalesce(sum(accepted), 0) AS accepted, coalesce(sum(attempts), 0) AS attempts FROM images WHERE run_id = ?",
             [run_id])[0]
+        interrupted = self.close_in_flight_calls(run_id)
         fields = {k: run[k] for k in RunRecord.columns() if k in run}
         fields.update(status="interrupted", finished_at=run.get("finished_at"), images_ok=counts["ok"],
                       images_error=counts["err"], images_skipped=counts["skipped"],
@@ -229,26 +308,43 @@ class Store:
                       message="the process stopped before the run finished; its finished images are kept")
         self.write_run(RunRecord(**fields))
         self.compact_run(run_id)
+        if interrupted:
+            log.warning("run %s: %d calls were in flight when it was killed; recorded as interrupted, their "
+                        "estimated cost counted (an answer that reached the cache is reused)", run_id, interrupted)
         return removed
+
+    def close_in_flight_calls(self, run_id: str) -> int:
+        """A killed run's ``in_flight`` calls become ``interrupted``, keeping their estimated cost
+        (they may have been answered and billed). Returns how many."""
+        rows = self.query("SELECT * FROM attempts WHERE run_id = ? AND outcome = ?", [run_id, IN_FLIGHT])
+        for row in rows:
+            fields = {k: row[k] for k in AttemptRecord.columns() if k in row}
+            fields.update(outcome=INTERRUPTED, error="the run was killed while this call was in flight: it may "
+                                                     "have been answered and billed; its estimated cost is counted")
+            self.write_attempt(AttemptRecord(**fields))
+        return len(rows)
 
     # -- writing ----------------------------------------------------------------------------
     def _part_path(self, table: str, run_id: str, key: str) -> Path:
         return self.tables_dir / table / f"run-{_safe(run_id)}" / "parts" / f"{_safe(key)}.parquet"
 
-    def _write(self, table: str, run_id: str, key: str, rows: list) -> None:
+    def _write(self, table: str, run_id: str, key: str, rows: list, *, durable: bool = False) -> None:
         record_type = RECORD_TYPES[table]
         dict_rows = []
         for r in rows:
             if not isinstance(r, record_type):
                 raise TypeError(f"{table} takes {record_type.__name__} rows, got {type(r).__name__}")
             dict_rows.append(r.as_row())
-        _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key))
+        _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key), durable=durable)
 
     def write_run(self, run: RunRecord) -> None:
         self._write("runs", run.run_id, "run", [run])
 
     def write_attempt(self, attempt: AttemptRecord) -> None:
-        self._write("attempts", attempt.run_id, f"{attempt.image_id[:16]}-{attempt.attempt_key[:32]}", [attempt])
+        """One call's row; an ``in_flight`` row (written before the request leaves) is fsynced,
+        and the call's final row replaces it (the same part)."""
+        self._write("attempts", attempt.run_id, f"{attempt.image_id[:16]}-{attempt.attempt_key[:32]}", [attempt],
+                    durable=attempt.outcome == IN_FLIGHT)
 
     def write_image_result(
         self, image: ImageRecord, variations: list[VariationRecord] = (), *, key: str | None = None
@@ -272,6 +368,11 @@ class Store:
         for table in TABLES:
             run_dir = self.tables_dir / table / f"run-{_safe(run_id)}"
             parts = sorted((run_dir / "parts").glob("*.parquet")) if run_dir.exists() else []
+            for part in list(parts):
+                reason = unreadable_reason(part)
+                if reason is not None:
+                    quarantine(self.home, part, reason)
+                    parts.remove(part)
             if not parts:
                 continue
             merged = pq.ParquetDataset([str(p) for p in parts], schema=SCHEMAS[table]).read()

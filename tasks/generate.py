@@ -31,6 +31,7 @@ from varflow.calls import (
     run_attempt,
 )
 from varflow.generators import VariationRequest
+from varflow.imageio import ImageReadError
 from varflow.pipeline import Attempt
 from varflow.resources import CallPolicy, RunResources
 
@@ -72,15 +73,20 @@ def shortest_retry_wait(policy: CallPolicy, try_number: int) -> float:
 
 
 class _ExpectedFailureLogFilter(logging.Filter):
-    """Drops the traceback Prefect attaches to a failed generate task run when the failure is one
-    docs/gemini.md expects (blocked, no image, rate limited, quota, ...). A failure of unknown
-    kind (outcome ``error``) keeps its traceback."""
+    """Drops the traceback Prefect attaches to a failed task run when the failure is expected: a
+    generation failure docs/gemini.md expects (blocked, no image, rate limited, quota, ...), or an
+    input image that cannot be used (its message names the file and the fix, and the image's
+    record keeps it). Prefect's second line about the same image failure ("Finished in state
+    Failed") is dropped too: one line per expected error. A failure of unknown kind (outcome
+    ``error``, any other exception) keeps its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, GenerationFailed) and exc.result.outcome != "error":
+        if isinstance(exc, ImageReadError) or (isinstance(exc, GenerationFailed) and exc.result.outcome != "error"):
             record.exc_info = None
             record.exc_text = None
+        elif exc is None and f"encountered an exception {ImageReadError.__name__}:" in record.getMessage():
+            return False
         return True
 
 

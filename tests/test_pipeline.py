@@ -69,7 +69,8 @@ class Sink:
     variations: list = field(default_factory=list)
 
     def write_attempt(self, attempt):
-        self.attempts.append(attempt)
+        # as the store does: a call's final row replaces its write-ahead (in_flight) row
+        self.attempts = [a for a in self.attempts if a.attempt_key != attempt.attempt_key] + [attempt]
 
     def write_image_result(self, image, variations=(), *, key=None):
         self.images.append(image)

@@ -14,7 +14,10 @@ Before every call, in this order:
 3. the call waits for one of the run's call slots and for the cross-process rate limiter
    (varflow/ratelimit.py), which also holds everyone back for a 429's ``retryDelay``;
 4. the call's estimated cost is reserved against the budget; if it would pass the cap the call
-   is not made, the attempt is recorded ``cancelled`` and the run stops.
+   is not made, the attempt is recorded ``cancelled`` and the run stops;
+5. a write-ahead row (outcome ``in_flight``, the estimated cost) is made durable: a call that
+   leaves is on record even if the process is killed before it answers. The call's final row
+   replaces it (same part); a run that recovers a killed one marks what is left ``interrupted``.
 
 An answer in ``PROMPT_CHANGE_OUTCOMES`` is retried with the backend's reworded prompt (the prompt
 actually sent is recorded). No Prefect here: tasks/generate.py wraps ``run_attempt`` in a task.
@@ -38,6 +41,8 @@ from varflow.records import AttemptRecord, utcnow
 from varflow.resources import CallPolicy, RunControl, RunResources
 
 CANCELLED = "cancelled"  # no call was made: the run had stopped, or the budget refused it
+IN_FLIGHT = "in_flight"  # the call was sent and has not ended (or its process died: see INTERRUPTED)
+INTERRUPTED = "interrupted"  # a recovered run's in-flight call: maybe answered and billed, counted at its estimate
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class _Try:
             if not self.control.reserve(estimate):
                 raise self.cancel(f"not started: {self.refuse_budget(estimate)}")
             started = utcnow()  # the call itself starts now (after any wait for the rate limit)
+            self.record(replace(self.in_flight(), cost_usd=estimate), started=started)
             t0 = time.perf_counter()
             out, error = _call(self.gen, self.request)
             latency_ms = (time.perf_counter() - t0) * 1000
@@ -211,6 +217,13 @@ class _Try:
                    f" plus this call's ${estimate:.4f} would pass --max-cost ${self.policy.max_cost_usd:.4f}")
         control.stop("budget", message)
         return message
+
+    def in_flight(self) -> GenerationResult:
+        return GenerationResult(
+            ok=False, outcome=IN_FLIGHT, output_path=None, prompt_sent=self.gen.sent_prompt(self.request),
+            model=self.gen.model, latency_ms=0.0, tries=self.try_number,
+            error="sent; no answer recorded yet (if the run was killed: maybe answered and billed)",
+        )
 
     def cancel(self, reason: str) -> GenerationFailed:
         result = GenerationResult(

@@ -30,7 +30,8 @@ def discover_images(
 
     Hidden files and folders (a leading dot) are skipped; symlinked folders are followed once
     (a loop back to a folder already seen is skipped); ``exclude`` folders (e.g. the output
-    folder when it lies inside the input) are not entered.
+    folder when it lies inside the input) are not entered. A file link that leads nowhere (its
+    target gone, or a loop) is listed, so the run records it instead of dropping it silently.
     """
     root = Path(root)
     if not root.exists():
@@ -54,6 +55,6 @@ def discover_images(
                 continue
             if os.path.splitext(name)[1].lower() in exts:
                 path = Path(dirpath) / name
-                if path.is_file():  # skips dangling symlinks
+                if path.is_file() or path.is_symlink():  # a broken or looping link is kept: scan records it
                     found.append(path)
     return found

@@ -25,6 +25,11 @@ from varflow.settings import LoadLimits
 
 _HASH_CHUNK = 1 << 20
 
+# Pillow warns on the console about damaged EXIF tags it skips; the image still decodes and its
+# orientation reads as upright, so the warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"(Possibly corrupt EXIF|Corrupt EXIF|Tag data larger than file)",
+                        category=UserWarning)
+
 
 class ImageReadError(Exception):
     """An input image that cannot be used; ``str()`` is the message recorded in ``images.error``."""
@@ -103,7 +108,8 @@ def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: i
                 path,
                 f"declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {limits.max_pixels / 1e6:.0f} MP limit "
                 "(a possible decompression bomb)",
-                "downscale it first, or raise LoadLimits.max_pixels if it is a real photo",
+                "downscale it first, or, if it is a real photo, raise the limit "
+                "(--max-megapixels, or the run's max_pixels parameter)",
             )
         if max_side and im.format == "JPEG" and max(w, h) > max_side:
             scale = max_side / max(w, h)

@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 
 
+def run_lock_path(home: str | Path, run_id: str) -> Path:
+    """Where a run's lock lives in a data directory."""
+    return Path(home) / "locks" / f"run-{run_id}.lock"
+
+
 class RunLock:
     def __init__(self, path: str | Path):
         self.path = Path(path)

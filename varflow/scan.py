@@ -44,8 +44,9 @@ def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict,
         try:
             image_id = sha256_file(path)
         except OSError as exc:
-            yield FoundImage(path, stem, stable_id(str(path)), UNREADABLE,
-                             f"{path}: cannot be read ({exc.strerror}); check the path and permissions")
+            problem, fix = ("is a symbolic link that leads nowhere", "point it at an image or remove it") \
+                if path.is_symlink() else ("cannot be read", "check the path and permissions")
+            yield FoundImage(path, stem, stable_id(str(path)), UNREADABLE, f"{path}: {problem} ({exc.strerror}); {fix}")
             continue
         if image_id in seen:  # the same bytes twice: pay for them once
             yield FoundImage(path, stem, image_id, SAME_CONTENT,

@@ -1,0 +1,81 @@
+"""Claims on image contents, held in the data directory: two runs never process one image at once.
+
+A run claims an image's content (its ``image_id``) before processing it and releases the claim
+when the image's rows are written. A claim is an ``flock`` on ``<home>/claims/<image_id>.lock``:
+the operating system drops it when its process dies, however it dies (SIGKILL included), so a
+killed run's claims free themselves; and because it lives in the data directory, it holds for
+runs started from the CLI, from the Prefect UI, or on two machines sharing the directory (an NFS
+v4 mount turns ``flock`` into a lock the server keeps).
+
+The claim file says who holds it (host, pid, run), so a run that finds an image claimed can say
+by whom.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+from pathlib import Path
+
+
+class ImageClaims:
+    """The claims one run holds in a data directory's ``claims/`` folder."""
+
+    def __init__(self, directory: str | Path, run_id: str):
+        self.directory = Path(directory)
+        self.run_id = run_id
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def path(self, image_id: str) -> Path:
+        return self.directory / f"{image_id}.lock"
+
+    def claim(self, image_id: str) -> bool:
+        """Take the claim on ``image_id``; False when another live process holds it."""
+        with self._lock:
+            if image_id in self._held:
+                return True
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.path(image_id)
+            while True:
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    return False
+                # A holder that released meanwhile unlinks the file: the lock we got may be on a
+                # file nobody else can see. Only a lock on the file at ``path`` counts.
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} run {self.run_id}\n".encode())
+            self._held[image_id] = fd
+            return True
+
+    def release(self, image_id: str) -> None:
+        with self._lock:
+            fd = self._held.pop(image_id, None)
+            if fd is None:
+                return
+            self.path(image_id).unlink(missing_ok=True)  # while still locked: see claim()
+            os.close(fd)
+
+    def release_all(self) -> None:
+        for image_id in list(self._held):
+            self.release(image_id)
+
+    def holder(self, image_id: str) -> str:
+        """Who holds the claim, as its file says ("host h pid p run r"), or "another run"."""
+        try:
+            text = self.path(image_id).read_text().strip()
+        except OSError:
+            text = ""
+        return text or "another run"
