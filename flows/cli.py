@@ -116,6 +116,10 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         f"  cost         expected {usd(plan['cost_expected_usd'])}, worst case {usd(plan['cost_worst_case_usd'])}"
         + (f" at ${plan['usd_per_call']:.3f} per call (estimate)" if plan["usd_per_call"] else ""),
     ]
+    if plan.get("batch"):
+        lines.append(f"  batch        expected {usd(plan['cost_expected_usd'])} at the Batch API's price, against "
+                     f"{usd(plan['cost_expected_synchronous_usd'])} for the same calls made one by one; answers "
+                     "within 24 h, judged by `varflow collect`")
     if plan["max_cost_usd"] is not None:
         room = (f" (room for about {int(plan['max_cost_usd'] // plan['usd_per_call'])} calls)"
                 if plan["usd_per_call"] else "")

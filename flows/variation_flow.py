@@ -28,6 +28,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters
 from flows.report import RunSummary
@@ -37,6 +38,7 @@ from tasks.generate import SubmitGenerations, quiet_expected_failures
 from tasks.image import process_image
 from tasks.optimize import optimize
 from varflow.adaptive import WINDOW, AdaptiveQuality
+from varflow.batch import BatchScope
 from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.discovery import discover_images
 from varflow.generators import FATAL_OUTCOMES, GenerationError
@@ -160,6 +162,8 @@ class FolderRun:
         self.abort: ImageOutcome | None = None
         self.flow_run_id = str(flow_run_id) if flow_run_id else None
         self.record: dict = {}
+        self.batch = BatchRun(res, store, BatchScope(str(self.input_dir), name_tag, f"varflow-{res.run_id[:8]}"),
+                              logger) if backend.can_batch else None
 
     def run(self) -> dict:
         params, home = self.params, self.store.home
@@ -175,10 +179,15 @@ class FolderRun:
         if paths:
             self.preflight()
         work_dir = home / "work" / self.res.run_id
-        pipeline = ImagePipeline(self.res, SubmitGenerations(self.res), work_root=work_dir, optimize=optimize)
+        # A backend that batches answers in jobs: the run collects the ended ones first, and
+        # its pipeline queues what is missing for a job sent at the end (varflow/batch.py).
+        generate = self.batch.open(work_dir) if self.batch is not None else SubmitGenerations(self.res)
+        pipeline = ImagePipeline(self.res, generate, work_root=work_dir, optimize=optimize)
         try:
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
                          pipeline)
+            if self.batch is not None:
+                self.batch.submit()
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         return self.close(paths)
@@ -283,6 +292,8 @@ class FolderRun:
             summary.status = "completed"
             if processed == 0:
                 summary.message = "nothing new: every image was already done with these parameters (--force redoes them)"
+        if self.batch is not None and self.batch.waiting_message():
+            summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
         if stop is not None:
             if summary.images_ok == 0:
@@ -325,8 +336,10 @@ class FolderRun:
                          self.res.run_id, s.status, s.images_ok, s.images_total, s.variations_accepted,
                          s.attempts, s.wall_seconds)
         control, stop = self.res.control, self.stop_reason()
-        return {**s.as_dict(), "cost_usd": round(control.spent_usd, 6), "calls": control.calls,
-                "stop_outcome": stop[0] if stop else None}
+        batch = self.batch.summary() if self.batch is not None else {}
+        return {**s.as_dict(), "cost_usd": round(control.spent_usd + batch.get("cost_usd", 0.0), 6),
+                "calls": control.calls + batch.get("answers", 0), "stop_outcome": stop[0] if stop else None,
+                **({"batch": batch} if batch else {})}
 
 
 def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:

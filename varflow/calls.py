@@ -38,6 +38,7 @@ from varflow.records import AttemptRecord, utcnow
 from varflow.resources import CallPolicy, RunControl, RunResources
 
 CANCELLED = "cancelled"  # no call was made: the run had stopped, or the budget refused it
+DEFERRED = "deferred"  # no call was made yet: the request waits for a batch job (varflow/batch.py)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class GenerationResult:
     @property
     def cancelled(self) -> bool:
         return self.outcome == CANCELLED
+
+    @property
+    def deferred(self) -> bool:
+        return self.outcome == DEFERRED
 
 
 class GenerationFailed(Exception):

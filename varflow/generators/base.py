@@ -123,6 +123,12 @@ class Backend:
         no price is known, so a spend cap cannot be enforced."""
         return 0.0
 
+    @classmethod
+    def synchronous_cost(cls, model: str, usage: TokenUsage | None = None) -> float | None:
+        """What the call costs made on its own, not in a batch (a batch backend's discount
+        shows beside it in the dry run)."""
+        return cls.estimate_cost(model, usage)
+
     def check(self) -> None:
         """A free pre-flight check before any paid call; raises the classified GenerationError."""
 
