@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect.artifacts import create_table_artifact
 
 from tasks.batch import collect_batch_jobs, submit_batch_jobs
-from varflow.batch import OPEN_STATES, BatchQueue, BatchScope
+from varflow.batch import OPEN_STATES, BatchQueue, BatchScope, answered_failures
 from varflow.resources import RunResources
 
 ARTIFACT_KEY = "varflow-batch-jobs"
@@ -38,8 +38,9 @@ class BatchRun:
     def open(self, work_dir: Path) -> BatchQueue:
         """Collect the ended jobs of this folder and parameters; the queue for the run's pipeline."""
         self.delivered, self.jobs = collect_batch_jobs(self.res, self.store, self.scope, Path(work_dir) / "answers")
+        answered = {**answered_failures(self.res, self.store, self.scope), **self.delivered}
         self.queue = BatchQueue(self.res, self.store.home / "batch" / f"spool-{self.res.run_id}.jsonl",
-                                delivered=self.delivered, waiting=self.store.waiting_batch_keys(OPEN_STATES))
+                                delivered=answered, waiting=self.store.waiting_batch_keys(OPEN_STATES))
         return self.queue
 
     def submit(self) -> None:

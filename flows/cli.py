@@ -213,6 +213,27 @@ def write_contact_sheet(params, dest: Path) -> Path | None:
     return dest
 
 
+def cmd_collect(args) -> int:
+    """Collect ended batch jobs (``--backend gemini-batch``): their folders' runs judge the answers."""
+    from flows.collect_flow import batch_collect
+
+    try:
+        result = batch_collect(home=args.home)
+    except ValueError as exc:
+        raise SystemExit(f"varflow: cannot collect: {exc}")
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    for job in result["jobs"]:
+        done = f", {job['succeeded']} answered with an image, {job['failed']} without" if job["succeeded"] is not None else ""
+        print(f"  {job['job_name']:<32} {job['state']:<10} {job['requests']} requests{done}")
+    for run in result["runs"]:
+        print(f"  run {run['run_id']}: {run['input_dir']}: {run['images_ok']} images ok, "
+              f"{run['variations_accepted']} variations accepted, ${run.get('cost_usd') or 0:.4f} estimated")
+    print(f"varflow collect: {len(result['runs'])} folder run(s), {result['open_jobs']} job(s) still open")
+    return 0
+
+
 def cmd_samples(args) -> int:
     from varflow.samples import export_samples
 
@@ -489,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print a list of groups, each a list of file paths")
     p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("collect", help="collect ended batch jobs (--backend gemini-batch): judge and record their answers")
+    p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
+    p.add_argument("--json", action="store_true", help="print the jobs and the runs as JSON")
+    p.set_defaults(func=cmd_collect)
 
     _add_analysis_commands(sub)
 

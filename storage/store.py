@@ -292,6 +292,18 @@ class Store:
     def batch_requests(self, job_name: str) -> list[dict]:
         return self.query("SELECT * FROM batch_requests WHERE job_name = ? ORDER BY image_id, attempt", [job_name])
 
+    def batch_failures(self, job_names: Iterable[str]) -> list[dict]:
+        """Per request key of these jobs that was answered without an image: its latest outcome
+        and error, and how many times a job answered it so."""
+        names = list(job_names)
+        if not names:
+            return []
+        return self.query(
+            "SELECT r.request_key, arg_max(a.outcome, a.started_at) AS outcome, arg_max(a.error, a.started_at) AS error, "
+            "arg_max(a.prompt, a.started_at) AS prompt, arg_max(a.model, a.started_at) AS model, count(*) AS answers "
+            "FROM attempts a JOIN batch_requests r ON a.batch_job = r.job_name AND a.variation_id = r.variation_id "
+            "WHERE a.outcome <> 'ok' AND list_contains(?, r.job_name) GROUP BY r.request_key", [names])
+
     def waiting_batch_keys(self, open_states: Iterable[str]) -> set[str]:
         """Content keys of the requests in jobs still open (not to be submitted again)."""
         names = [j["job_name"] for j in self.batch_jobs(states=open_states)]

@@ -103,7 +103,7 @@ class BatchQueue:
         return True
 
 
-def plan_jobs(sizes: Sequence[int], *, limits: BatchLimits = BATCH) -> list[tuple[list[int], bool]]:
+def plan_jobs(sizes: Sequence[int], *, limits: BatchLimits) -> list[tuple[list[int], bool]]:
     """Split requests of ``sizes`` bytes into jobs: [(request indices, as_file)].
 
     All of them in one inline job when their total fits the inline limit; otherwise JSONL file
@@ -149,10 +149,11 @@ def _read(spool: Path, offsets: Sequence[int]) -> Iterator[dict]:
 
 
 def submit_queued(res: RunResources, queue: BatchQueue, store, scope: BatchScope, *,
-                  limits: BatchLimits = BATCH) -> list[BatchJobRecord]:
-    """Send the spooled requests as jobs and record each job with its requests; the spool is
-    removed afterwards (requests not sent stay unfinished: the next run queues them again)."""
-    spool, backend = queue.spool, res.backend
+                  limits: BatchLimits | None = None) -> list[BatchJobRecord]:
+    """Send the spooled requests as jobs (split by ``limits``, default ``settings.BATCH``) and
+    record each job with its requests; the spool is removed afterwards (requests not sent stay
+    unfinished: the next run queues them again)."""
+    spool, backend, limits = queue.spool, res.backend, limits or BATCH
     if not spool.exists():
         return []
     jobs = []
@@ -262,3 +263,37 @@ def _answer_result(res: RunResources, job: dict, req: dict, answer, work_dir: Pa
         cost_usd=result.cost_usd, batch_job=job["job_name"]))
     return result
 
+
+
+def poll_jobs(backend, store, jobs: Sequence[dict], run_id: str) -> list[dict]:
+    """Look at open jobs without collecting them: record a changed state (pending -> running),
+    return the jobs that have ended (their answers are the run's to collect)."""
+    ended = []
+    for row in jobs:
+        try:
+            status, _ = backend.status(row["job_name"])
+        except GenerationError as exc:
+            log.warning("batch job %s: cannot poll it now (%s); it stays open", row["job_name"], exc)
+            continue
+        if status.state not in OPEN_STATES:
+            ended.append(row)
+        elif status.state != row["state"]:
+            fields = {k: row[k] for k in BatchJobRecord.columns() if k in row}
+            store.write_batch_job(BatchJobRecord(**{**fields, "run_id": run_id, "state": status.state,
+                                                    "updated_at": utcnow()}))
+    return ended
+
+
+def answered_failures(res: RunResources, store, scope: BatchScope) -> dict[str, GenerationResult]:
+    """Requests of this scope's jobs answered without an image that are not to be sent again:
+    a final outcome (a block), or a retryable one already answered 1 + retries times. The
+    pipeline counts them as failed attempts (their ``attempts`` rows exist) instead of queueing them."""
+    jobs = store.batch_jobs(input_dir=scope.input_dir, name_tag=scope.name_tag)
+    out = {}
+    for row in store.batch_failures(j["job_name"] for j in jobs):
+        if res.backend.resubmits(row["outcome"]) and row["answers"] <= res.policy.retries:
+            continue
+        out[row["request_key"]] = GenerationResult(ok=False, outcome=row["outcome"], output_path=None,
+                                                   prompt_sent=row["prompt"], model=row["model"], latency_ms=0.0,
+                                                   error=row["error"], tries=0, cost_usd=0.0)
+    return out

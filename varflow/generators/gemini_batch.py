@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from varflow.generators.base import GeneratedVariation, GenerationError, TokenUsage, VariationRequest, resolve_variation_type
-from varflow.generators.gemini import GeminiGenerator, _source_part, build_prompt, classify, estimate_cost
+from varflow.generators.gemini import OUTCOMES, GeminiGenerator, _source_part, build_prompt, classify, estimate_cost
 
 # The SDK's job states (``JOB_STATE_*``; the wire says ``BATCH_STATE_*``) -> varflow's.
 JOB_STATES = {
@@ -69,6 +69,12 @@ class GeminiBatchGenerator(GeminiGenerator):
     def synchronous_cost(cls, model: str, usage: TokenUsage | None = None) -> float | None:
         """What the same call costs without a batch (the dry run shows both)."""
         return estimate_cost(model, usage)
+
+    @staticmethod
+    def resubmits(outcome: str) -> bool:
+        """Whether a request a job answered with ``outcome`` is worth sending again (the
+        synchronous backend's retryable outcomes; a block is final)."""
+        return OUTCOMES.get(outcome, (False, ""))[0]
 
     def generate(self, request: VariationRequest) -> GeneratedVariation:
         raise GenerationError("the gemini-batch backend makes no synchronous calls: its requests go in "
