@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.parameters import RunParameters
 from flows.variation_flow import pool_size as run_pool_size
 from flows.variation_flow import variation_run
-from varflow.generators import BACKENDS, DEFAULT_BACKEND
+from varflow.generators import BACKENDS, DEFAULT_BACKEND, backend_class
 
 
 def build(*, name: str, params: RunParameters, cron: str | None = None, timezone: str = "UTC",
@@ -36,6 +36,23 @@ def build(*, name: str, params: RunParameters, cron: str | None = None, timezone
     )
 
 
+def build_collector(*, name: str = "collect", home: str | None = None, every_s: float | None = None):
+    """The batch collector (``--backend gemini-batch``): every few minutes it polls the open jobs
+    and runs again the folders whose jobs ended (flows/collect_flow.py)."""
+    from datetime import timedelta
+
+    from prefect.schedules import Interval
+
+    from flows.collect_flow import batch_collect
+    from varflow.settings import BATCH
+
+    return batch_collect.to_deployment(
+        name=name, parameters={"home": home} if home else {},
+        schedule=Interval(timedelta(seconds=every_s or BATCH.poll_seconds)),
+        description="Collect ended Gemini batch jobs: judge and record their answers.", tags=["varflow"],
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     from prefect import serve
 
@@ -48,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     args = ap.parse_args(argv)
     params = RunParameters(input_dir=args.input, output_dir=args.output, backend=args.backend)
-    serve(build(name=args.name, params=params, cron=args.cron or None, timezone=args.timezone))
+    deployments = [build(name=args.name, params=params, cron=args.cron or None, timezone=args.timezone)]
+    if backend_class(args.backend).can_batch:  # a batch run submits and ends: its collector goes with it
+        deployments.append(build_collector(name=f"{args.name}-collect"))
+    serve(*deployments)
 
 
 if __name__ == "__main__":

@@ -307,3 +307,88 @@ def test_varflow_collect_prints_the_jobs_and_the_folder_runs(fake, tmp_path, cap
     assert cli_main(["collect", "--home", p.home]) == 0
     out = capsys.readouterr().out
     assert "collected" in out and "1 images ok, 1 variations accepted" in out and "0 job(s) still open" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake's Batch and Files API, driven by the real SDK
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_fake_speaks_the_batch_and_files_api_to_the_real_sdk(fake, tmp_path):
+    import base64
+    import io
+
+    from google import genai
+    from google.genai import types
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(buf, format="PNG")
+    client = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=fake.base_url))
+    request = types.InlinedRequest(
+        contents=[types.Content(role="user", parts=[types.Part.from_bytes(data=buf.getvalue(), mime_type="image/png"),
+                                                    types.Part.from_text(text="vary it")])],
+        config=types.GenerateContentConfig(response_modalities=["IMAGE"], seed=7), metadata={"key": "a"})
+    job = client.batches.create(model=MODEL, src=[request], config={"display_name": "inline-one"})
+    assert job.name.startswith("batches/") and job.state.name == "JOB_STATE_PENDING" and job.display_name == "inline-one"
+    assert client.batches.get(name=job.name).state.name == "JOB_STATE_RUNNING"
+    done = client.batches.get(name=job.name)
+    assert done.state.name == "JOB_STATE_SUCCEEDED" and done.dest.file_name is None
+    (answer,) = done.dest.inlined_responses
+    assert answer.metadata == {"key": "a"} and answer.error is None
+    image = answer.response.candidates[0].content.parts[-1].inline_data
+    assert image.mime_type == "image/png" and Image.open(io.BytesIO(image.data)).size == (32, 24)
+    assert answer.response.usage_metadata.candidates_token_count == 1290
+
+    line = {"key": "b", "request": {"contents": [{"role": "user", "parts": [
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(buf.getvalue()).decode()}},
+        {"text": "vary it"}]}], "generationConfig": {"responseModalities": ["IMAGE"], "seed": 3}}}
+    path = tmp_path / "requests.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    uploaded = client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type="jsonl"))
+    assert uploaded.name.startswith("files/") and uploaded.size_bytes == path.stat().st_size
+    fake.script(["safety_block"])
+    from_file = client.batches.create(model=MODEL, src=uploaded.name)
+    client.batches.get(name=from_file.name)
+    ended = client.batches.get(name=from_file.name)
+    assert ended.dest.file_name.startswith("files/")
+    (result,) = [json.loads(x) for x in client.files.download(file=ended.dest.file_name).decode().splitlines()]
+    assert result["key"] == "b" and result["response"]["candidates"][0]["finishReason"] == "IMAGE_SAFETY"
+
+    third = client.batches.create(model=MODEL, src=[request])
+    client.batches.cancel(name=third.name)
+    assert client.batches.get(name=third.name).state.name == "JOB_STATE_CANCELLED"
+    fake.batches.expire(client.batches.create(model=MODEL, src=[request]).name)
+    states = {j.name: j.state.name for j in client.batches.list()}
+    assert sorted(states.values()) == ["JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED", "JOB_STATE_SUCCEEDED",
+                                       "JOB_STATE_SUCCEEDED"]
+    with pytest.raises(genai.errors.ClientError) as err:
+        client.batches.get(name="batches/nope")
+    assert err.value.code == 404
+
+
+def test_the_nightly_deployment_of_a_batch_backend_brings_its_collector():
+    from datetime import timedelta
+
+    from deployments.nightly import build_collector
+
+    deployment = build_collector(home="/data/varflow", every_s=120)
+    assert deployment.name == "collect" and deployment.parameters == {"home": "/data/varflow"}
+    assert deployment.schedules[0].schedule.interval == timedelta(seconds=120)
+
+
+def test_the_batch_backend_declares_its_capabilities(monkeypatch):
+    from varflow.generators import backend_class, make_backend
+    from varflow.generators.base import BatchingBackend
+
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    cls = backend_class("gemini-batch")
+    assert (cls.can_batch, cls.remote, cls.default_model) == (True, True, MODEL)
+    usage = TokenUsage(300, 1290, 1590)
+    assert cls.estimate_cost(MODEL, usage) == pytest.approx(cls.synchronous_cost(MODEL, usage) / 2)
+    assert cls.estimate_cost(MODEL) == pytest.approx(0.0195)
+    backend = make_backend("gemini-batch")
+    assert isinstance(backend, BatchingBackend)
+    assert (backend.resubmits("blocked"), backend.resubmits("no_image"), backend.resubmits("server_error")) == (
+        False, True, True)
+    assert not backend_class("gemini").can_batch and backend_class("gemini").synchronous_cost(MODEL) == 0.039
