@@ -24,5 +24,5 @@ def test_the_ui_form_is_typed_with_defaults_and_descriptions():
     run_params = schema["definitions"]["RunParameters"]["properties"]
     assert run_params["count"]["default"] == 4 and run_params["count"]["maximum"] == 64
     assert "description" in run_params["prompt"]
-    assert set(run_params["backend"]["enum"]) == {"local", "gemini"}
+    assert set(run_params["backend"]["enum"]) == {"local", "gemini", "gemini-batch"}
     assert "input_dir" in schema["definitions"]["RunParameters"]["required"]

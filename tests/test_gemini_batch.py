@@ -223,9 +223,12 @@ def test_a_cached_request_is_not_resubmitted(fake, tmp_path):
     assert req["attempt"] == 1
     _, collected = collect_until_idle(more)
     (run,) = collected["runs"]
-    assert (run["images_ok"], run["variations_accepted"], run["cache_hits"]) == (1, 2, 1)
+    assert (run["images_ok"], run["attempts"], run["cache_hits"]) == (1, 2, 1)
     rows = query(p, "SELECT attempt, cache_hit, cost_usd FROM attempts WHERE run_id = ? ORDER BY attempt", [run["run_id"]])
     assert [(r["attempt"], r["cache_hit"]) for r in rows] == [(0, True), (1, False)] and rows[0]["cost_usd"] == 0
+    judged = query(p, "SELECT attempt, reject_reason FROM variations WHERE run_id = ? ORDER BY attempt", [run["run_id"]])
+    # attempt 0 is judged again (from the cache): the same picture the first run accepted, so a duplicate
+    assert [(v["attempt"], v["reject_reason"]) for v in judged] == [(0, "duplicate"), (1, None)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,8 +239,9 @@ def test_a_cached_request_is_not_resubmitted(fake, tmp_path):
 def test_requests_over_the_inline_limit_go_as_uploaded_files_split_by_the_file_limit(fake, tmp_path, monkeypatch):
     import varflow.batch
 
-    one = len(json.dumps({"x": "y"}))  # a request is far larger: one per file below
-    monkeypatch.setattr(varflow.batch, "BATCH", BatchLimits(inline_max_bytes=one, file_max_bytes=200_000))
+    one = len(json.dumps({"x": "y"}))  # any request is larger: nothing goes inline
+    # a request here is 12-17 kB (a 64 px photo in base64): at most two per file
+    monkeypatch.setattr(varflow.batch, "BATCH", BatchLimits(inline_max_bytes=one, file_max_bytes=40_000))
     p = params(tmp_path, photos(tmp_path, 2))
     run_local(p)
     jobs = Store(p.home).batch_jobs()
