@@ -82,6 +82,23 @@ def deployment(*, name: str, params: RunParameters, schedules: list[Schedule] = 
     )
 
 
+def collector(*, name: str = "collect", home: str | None = None, every_s: float | None = None):
+    """The batch collector (a backend that ``can_batch``): every few minutes it polls the open
+    jobs and runs again the folders whose jobs ended (flows/collect_flow.py)."""
+    from datetime import timedelta
+
+    from prefect.schedules import Interval
+
+    from flows.collect_flow import batch_collect
+    from varflow.settings import BATCH
+
+    return batch_collect.to_deployment(
+        name=name, parameters={"home": home} if home else {},
+        schedule=Interval(timedelta(seconds=every_s or BATCH.poll_seconds)),
+        description="Collect ended Gemini batch jobs: judge and record their answers.", tags=["varflow"],
+    )
+
+
 def serve(deployments: list, *, limit: int | None = None) -> None:
     """Serve until interrupted (Ctrl-C); runs execute in this process's children."""
     from prefect import serve as prefect_serve

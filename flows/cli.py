@@ -116,6 +116,10 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         f"  cost         expected {usd(plan['cost_expected_usd'])}, worst case {usd(plan['cost_worst_case_usd'])}"
         + (f" at ${plan['usd_per_call']:.3f} per call (estimate)" if plan["usd_per_call"] else ""),
     ]
+    if plan.get("batch"):
+        lines.append(f"  batch        expected {usd(plan['cost_expected_usd'])} at the Batch API's price, against "
+                     f"{usd(plan['cost_expected_synchronous_usd'])} for the same calls made one by one; answers "
+                     "within 24 h, judged by `varflow collect`")
     if plan["max_cost_usd"] is not None:
         room = (f" (room for about {int(plan['max_cost_usd'] // plan['usd_per_call'])} calls)"
                 if plan["usd_per_call"] else "")
@@ -207,6 +211,27 @@ def write_contact_sheet(params, dest: Path) -> Path | None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(dest)
     return dest
+
+
+def cmd_collect(args) -> int:
+    """Collect ended batch jobs (``--backend gemini-batch``): their folders' runs judge the answers."""
+    from flows.collect_flow import batch_collect
+
+    try:
+        result = batch_collect(home=args.home)
+    except ValueError as exc:
+        raise SystemExit(f"varflow: cannot collect: {exc}")
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    for job in result["jobs"]:
+        done = f", {job['succeeded']} answered with an image, {job['failed']} without" if job["succeeded"] is not None else ""
+        print(f"  {job['job_name']:<32} {job['state']:<10} {job['requests']} requests{done}")
+    for run in result["runs"]:
+        print(f"  run {run['run_id']}: {run['input_dir']}: {run['images_ok']} images ok, "
+              f"{run['variations_accepted']} variations accepted, ${run.get('cost_usd') or 0:.4f} estimated")
+    print(f"varflow collect: {len(result['runs'])} folder run(s), {result['open_jobs']} job(s) still open")
+    return 0
 
 
 def cmd_samples(args) -> int:
@@ -518,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dedup)
 
     _add_serve_command(sub)
+
+    p = sub.add_parser("collect", help="collect ended batch jobs (--backend gemini-batch): judge and record their answers")
+    p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
+    p.add_argument("--json", action="store_true", help="print the jobs and the runs as JSON")
+    p.set_defaults(func=cmd_collect)
+
     _add_analysis_commands(sub)
 
     p = sub.add_parser("samples", help="copy the bundled sample photos into a folder")
@@ -587,7 +618,14 @@ def cmd_serve(args) -> int:
                                "parameters": s.parameters} for s in d.schedules]}, indent=2, default=str))
         if args.dry_run:
             return 0
-    serve([d])
+    from varflow.generators import backend_class
+
+    if backend_class(params.backend).can_batch:  # a batch run submits and ends: its collector goes with it
+        from deployments.serve import collector
+
+        serve([d, collector(name=f"{args.name}-collect", home=params.home or None)])
+    else:
+        serve([d])
     return 0
 
 

@@ -39,19 +39,21 @@ def plan_run(params: RunParameters) -> dict:
     found = [image.status for image in scan_images(paths, input_dir, finished=finished,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]
     todo, done, same = found.count(TODO), found.count(DONE), found.count(SAME_CONTENT)
-    retries = params.retries if backend.remote else 0
+    retries = params.retries if backend.remote and not backend.can_batch else 0  # a batch answers once
     # The adaptive policy may move back up to high during the run: its attempts bound the worst case.
     max_attempts = max(QUALITY_LEVELS["high"].max_attempts_per_variation, level.max_attempts_per_variation) \
         if params.adaptive else level.max_attempts_per_variation
     expected = todo * params.count
     worst = expected * max_attempts * (1 + retries)
     per_call = backend.estimate_cost(model)
-    cost = (lambda n: round(n * per_call, 6) if per_call is not None else None)
+    per_call_sync = backend.synchronous_cost(model)
+    cost = (lambda n, price=per_call: round(n * price, 6) if price is not None else None)
     return {
         "backend": params.backend, "model": model, "level": level.name, "images_found": len(paths),
         "images_to_do": todo, "images_already_done": done, "images_same_content": same,
         "count": params.count, "max_attempts_per_variation": max_attempts,
         "max_tries_per_attempt": 1 + retries, "calls_expected": expected, "calls_worst_case": worst,
         "usd_per_call": per_call, "cost_expected_usd": cost(expected), "cost_worst_case_usd": cost(worst),
-        "max_cost_usd": params.max_cost_usd,
+        "max_cost_usd": params.max_cost_usd, "batch": backend.can_batch,
+        "usd_per_call_synchronous": per_call_sync, "cost_expected_synchronous_usd": cost(expected, per_call_sync),
     }

@@ -27,6 +27,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from flows.publish import RunPublisher
@@ -37,6 +38,7 @@ from tasks.generate import SubmitGenerations, quiet_expected_failures
 from tasks.image import process_image
 from tasks.optimize import optimize
 from varflow.adaptive import WINDOW, AdaptiveQuality
+from varflow.batch import BatchScope
 from varflow.claims import ImageClaims
 from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.discovery import discover_images
@@ -183,6 +185,8 @@ class FolderRun:
         self.level_history: list[str] = []
         self.started: dict = {}  # future -> when its image was admitted
         self.claims = ImageClaims(store.home / "claims", res.run_id)
+        self.batch = BatchRun(res, store, BatchScope(str(self.input_dir), name_tag, f"varflow-{res.run_id[:8]}"),
+                              logger) if backend.can_batch else None
 
     def run(self) -> dict:
         params, home = self.params, self.store.home
@@ -201,10 +205,15 @@ class FolderRun:
         if paths:
             self.preflight()
         work_dir = home / "work" / self.res.run_id
-        pipeline = ImagePipeline(self.res, SubmitGenerations(self.res), work_root=work_dir, optimize=optimize)
+        # A backend that batches answers in jobs: the run collects the ended ones first, and
+        # its pipeline queues what is missing for a job sent at the end (varflow/batch.py).
+        generate = self.batch.open(work_dir) if self.batch is not None else SubmitGenerations(self.res)
+        pipeline = ImagePipeline(self.res, generate, work_root=work_dir, optimize=optimize)
         try:
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
                          pipeline)
+            if self.batch is not None:
+                self.batch.submit()
         finally:
             self.claims.release_all()
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -345,6 +354,8 @@ class FolderRun:
             summary.status = "completed"
             if processed == 0:
                 summary.message = "nothing new: every image was already done with these parameters (--force redoes them)"
+        if self.batch is not None and self.batch.waiting_message():
+            summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
         if stop is not None:
             if summary.images_ok == 0:
@@ -384,7 +395,12 @@ class FolderRun:
                          s.images_total, s.images_ok, s.images_error, s.images_skipped, s.variations_accepted,
                          s.attempts, s.wall_seconds, f"; {s.message}" if s.message else "")
         self.publisher.close(s, stop[0] if stop else None)
-        return {**s.as_dict(), "stop_outcome": stop[0] if stop else None}
+        out = {**s.as_dict(), "stop_outcome": stop[0] if stop else None}
+        batch = self.batch.summary() if self.batch is not None else {}
+        if batch:  # what the batch jobs answered, at the batch price
+            out.update(cost_usd=round((out.get("cost_usd") or 0.0) + batch.get("cost_usd", 0.0), 6),
+                       calls=(out.get("calls") or 0) + batch.get("answers", 0), batch=batch)
+        return out
 
 
 def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:

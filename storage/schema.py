@@ -9,6 +9,8 @@ import pyarrow as pa
 
 from varflow.records import (
     AttemptRecord,
+    BatchJobRecord,
+    BatchRequestRecord,
     ImageRecord,
     QualityLevelChangeRecord,
     RunRecord,
@@ -16,7 +18,7 @@ from varflow.records import (
     score_columns,
 )
 
-SCHEMA_VERSION = 2  # 2: variations.profile, seed_* and the calibrated parts
+SCHEMA_VERSION = 3  # 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -48,11 +50,20 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
         "backend": _S, "model": _S, "prompt": _S, "outcome": _S, "error": _S,
         "latency_ms": _F, "quality_level": _S, "started_at": _TS, "http_status": _I,
         "prompt_tokens": _I, "output_tokens": _I, "total_tokens": _I, "cost_usd": _F,
-        "retry_delay_s": _F, "cache_hit": _B,
+        "retry_delay_s": _F, "cache_hit": _B, "batch_job": _S,
     },
     "quality_level_changes": {
         "run_id": _S, "image_id": _S, "changed_at": _TS, "from_level": _S, "to_level": _S,
         "window_average": _F, "reason": _S, "scope": _S,
+    },
+    "batch_jobs": {
+        "run_id": _S, "job_name": _S, "submit_run_id": _S, "display_name": _S, "backend": _S, "model": _S,
+        "input_dir": _S, "name_tag": _S, "source": _S, "input_file": _S, "requests": _I, "state": _S,
+        "succeeded": _I, "failed": _I, "submitted_at": _TS, "updated_at": _TS, "message": _S,
+    },
+    "batch_requests": {
+        "run_id": _S, "job_name": _S, "request_key": _S, "position": _I, "image_id": _S, "variation_id": _S, "attempt": _I,
+        "variation_type": _S, "seed": _I, "quality_level": _S, "prompt": _S, "submitted_at": _TS,
     },
 }
 
@@ -62,6 +73,8 @@ RECORD_TYPES = {
     "variations": VariationRecord,
     "attempts": AttemptRecord,
     "quality_level_changes": QualityLevelChangeRecord,
+    "batch_jobs": BatchJobRecord,
+    "batch_requests": BatchRequestRecord,
 }
 
 TABLES = tuple(_TYPES)

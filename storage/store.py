@@ -44,6 +44,8 @@ from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arr
 from varflow.calls import IN_FLIGHT, INTERRUPTED
 from varflow.records import (
     AttemptRecord,
+    BatchJobRecord,
+    BatchRequestRecord,
     ImageRecord,
     QualityLevelChangeRecord,
     RunRecord,
@@ -361,6 +363,50 @@ class Store:
 
     def write_level_change(self, change: QualityLevelChangeRecord) -> None:
         self._write("quality_level_changes", change.run_id, f"{change.image_id}", [change])
+
+    # -- batch jobs (docs/batch.md) ----------------------------------------------------------------
+    def write_batch_job(self, job: BatchJobRecord, requests: list[BatchRequestRecord] = ()) -> None:
+        """A job's state as ``job.run_id`` saw it; its requests (at submission) land first, so a
+        job row means its requests are on record."""
+        key = job.job_name.replace("/", "-")
+        if requests:
+            self._write("batch_requests", job.run_id, key, list(requests))
+        self._write("batch_jobs", job.run_id, f"{key}-{job.state}", [job])
+
+    def batch_jobs(self, *, states: Iterable[str] | None = None, input_dir: str | None = None,
+                   name_tag: str | None = None) -> list[dict]:
+        """Every job's latest state (optionally only those in ``states``, of one folder and
+        parameter set), oldest first."""
+        rows = self.query(
+            "SELECT * FROM batch_jobs QUALIFY row_number() OVER "
+            "(PARTITION BY job_name ORDER BY updated_at DESC, run_id DESC) = 1 ORDER BY submitted_at, job_name")
+        wanted = set(states) if states is not None else None
+        return [r for r in rows if (wanted is None or r["state"] in wanted)
+                and (input_dir is None or r["input_dir"] == input_dir)
+                and (name_tag is None or r["name_tag"] == name_tag)]
+
+    def batch_requests(self, job_name: str) -> list[dict]:
+        return self.query("SELECT * FROM batch_requests WHERE job_name = ? ORDER BY image_id, attempt", [job_name])
+
+    def batch_failures(self, job_names: Iterable[str]) -> list[dict]:
+        """Per request key of these jobs that was answered without an image: its latest outcome
+        and error, and how many times a job answered it so."""
+        names = list(job_names)
+        if not names:
+            return []
+        return self.query(
+            "SELECT r.request_key, arg_max(a.outcome, a.started_at) AS outcome, arg_max(a.error, a.started_at) AS error, "
+            "arg_max(a.prompt, a.started_at) AS prompt, arg_max(a.model, a.started_at) AS model, count(*) AS answers "
+            "FROM attempts a JOIN batch_requests r ON a.batch_job = r.job_name AND a.variation_id = r.variation_id "
+            "WHERE a.outcome <> 'ok' AND list_contains(?, r.job_name) GROUP BY r.request_key", [names])
+
+    def waiting_batch_keys(self, open_states: Iterable[str]) -> set[str]:
+        """Content keys of the requests in jobs still open (not to be submitted again)."""
+        names = [j["job_name"] for j in self.batch_jobs(states=open_states)]
+        if not names:
+            return set()
+        rows = self.query("SELECT DISTINCT request_key FROM batch_requests WHERE list_contains(?, job_name)", [names])
+        return {r["request_key"] for r in rows}
 
     # -- compaction ---------------------------------------------------------------------------
     def compact_run(self, run_id: str) -> None:

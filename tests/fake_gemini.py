@@ -387,6 +387,7 @@ class FakeGemini:
         self._stop = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.batches = FakeBatches(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -508,6 +509,9 @@ class FakeGemini:
         key_valid = bool(key) and (self.api_key is None or key == self.api_key)
 
         endpoint, version, model = "unknown", None, None
+        if self.batches.route(method, path) is not None:
+            self._handle_batch(h, method, path, query, raw, key, key_present, key_valid, arrived, mono)
+            return
         if method == "POST" and (m := _GENERATE_RE.match(path)):
             endpoint, version, model = "generateContent", m.group(1), m.group(2)
         elif method == "GET" and (m := _LIST_RE.match(path)):
@@ -590,6 +594,45 @@ class FakeGemini:
         if delay > 0 and self._stop.wait(delay):
             reply = Reply(drop=True)  # shutting down
         self._send(h, reply)
+
+    def _handle_batch(self, h: _Handler, method: str, path: str, query: dict, raw: bytes, key: str | None,
+                      key_present: bool, key_valid: bool, arrived: float, mono: float) -> None:
+        """Batch jobs and files (``FakeBatches``): the same key checks as every endpoint."""
+        endpoint = self.batches.route(method, path)
+        if endpoint == "files.upload":  # the upload URL is the credential, as the real one's upload_id is
+            key_valid = True
+            reply = self.batches.handle(endpoint, method, path, query, raw, h.headers)
+        elif not key:
+            reply = Reply(403, _error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."))
+        elif not key_valid:
+            reply = Reply(400, _bad_key())
+        else:
+            reply = self.batches.handle(endpoint, method, path, query, raw, h.headers)
+        record = RecordedRequest(
+            endpoint=endpoint, method=method, path=path, api_version=None, model=None, prompt="",
+            has_image=False, image_mime=None, api_key_present=key_present, api_key_valid=key_valid,
+            seed=None, response_modalities=(), candidate_count=None, index=None,
+            fault="auth" if not key_valid else "ok", status=reply.status, timestamp=arrived, monotonic=mono,
+        )
+        with self._lock:
+            self._log.append(record)
+        self._send(h, reply)
+
+    def _answer_request(self, request: dict) -> Reply:
+        """One request of a batch job, answered as generateContent would answer it (the same
+        script queue and function, so a test scripts a job's per-request faults the same way)."""
+        model = str(request.get("model") or "").removeprefix("models/") or self.batches.current_model
+        prompt, image, _ = _parse_contents(request)
+        gen_cfg = request.get("generationConfig") or {}
+        with self._lock:
+            index = self._gen_index
+            self._gen_index += 1
+            action = self._next_action(model, index, prompt)
+        seed = gen_cfg.get("seed")
+        modalities = tuple(str(x).upper() for x in gen_cfg.get("responseModalities") or ())
+        return self._generate_reply(action, model, "v1beta", prompt, image,
+                                    seed if isinstance(seed, int) else index, modalities,
+                                    gen_cfg.get("candidateCount"), "")
 
     def _next_action(self, model: str, index: int, prompt: str) -> Any:
         if self._queue:
@@ -768,6 +811,252 @@ class FakeGemini:
         h.wfile.flush()
 
 
+# ---------------------------------------------------------------------------------------------
+# The Batch API and the Files API
+# ---------------------------------------------------------------------------------------------
+
+_BATCH_CREATE_RE = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):batchGenerateContent$")
+_BATCH_GET_RE = re.compile(r"^/(v1|v1beta|v1alpha)/batches/([^/:]+)$")
+_BATCH_CANCEL_RE = re.compile(r"^/(v1|v1beta|v1alpha)/batches/([^/:]+):cancel$")
+_BATCH_LIST_RE = re.compile(r"^/(v1|v1beta|v1alpha)/batches/?$")
+_UPLOAD_START_RE = re.compile(r"^/upload/(v1|v1beta|v1alpha)/files$")
+_UPLOAD_RE = re.compile(r"^/fake-upload/([^/]+)$")
+_DOWNLOAD_RE = re.compile(r"^/(?:download/)?(v1|v1beta|v1alpha)/files/([^/:]+):download$")
+
+#: the API's batch states, in the order a job moves through them
+BATCH_PENDING, BATCH_RUNNING = "BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"
+BATCH_SUCCEEDED, BATCH_FAILED = "BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED"
+BATCH_CANCELLED, BATCH_EXPIRED = "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"
+BATCH_DONE = (BATCH_SUCCEEDED, BATCH_FAILED, BATCH_CANCELLED, BATCH_EXPIRED)
+
+
+def _now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
+
+
+class FakeBatches:
+    """The Batch API (``batchGenerateContent``, ``batches`` get/list/cancel) and the Files API
+    (resumable upload through an absolute upload URL, download) of a :class:`FakeGemini`.
+
+    A job is ``BATCH_STATE_PENDING`` when created, ``RUNNING`` at its first ``get``, and ends
+    at a later ``get`` (``polls_to_finish`` gets after creation) in the state ``end_states``
+    gives it: a queue of states consumed one per job, then ``BATCH_STATE_SUCCEEDED``. A
+    succeeded job answers every request as generateContent would (the fake's script applies, one
+    item per request, so one job can mix images, blocks and errors); the answers are inlined
+    for an inline job and a JSONL file (``{"key", "response"|"error"}`` per line) for a file
+    job. ``get`` returns the Operation the real API returns: ``name``, ``metadata`` (the
+    ``GenerateContentBatch``: ``state``, ``model``, ``displayName``, ``batchStats``, ``output``
+    once done), and ``done``/``response`` at the end.
+    """
+
+    def __init__(self, fake: "FakeGemini"):
+        self.fake = fake
+        self.polls_to_finish = 2
+        self.end_states: deque[str] = deque()
+        self.jobs: dict[str, dict] = {}  # id -> {"op": operation, "requests": [...], "gets": n}
+        self.files: dict[str, dict] = {}  # id -> {"meta": File, "data": bytes}
+        self._uploads: dict[str, dict] = {}
+        self.current_model = ""
+        self._ids = 0
+
+    def route(self, method: str, path: str) -> str | None:
+        if method == "POST" and _BATCH_CREATE_RE.match(path):
+            return "batches.create"
+        if method == "POST" and _BATCH_CANCEL_RE.match(path):
+            return "batches.cancel"
+        if method == "GET" and _BATCH_GET_RE.match(path):
+            return "batches.get"
+        if method == "GET" and _BATCH_LIST_RE.match(path):
+            return "batches.list"
+        if method == "POST" and _UPLOAD_START_RE.match(path):
+            return "files.create"
+        if method == "POST" and _UPLOAD_RE.match(path):
+            return "files.upload"
+        if method == "GET" and _DOWNLOAD_RE.match(path):
+            return "files.download"
+        return None
+
+    def _new_id(self, prefix: str) -> str:
+        with self.fake._lock:
+            self._ids += 1
+            return f"{prefix}{self._ids:04d}" + hashlib.sha1(f"{time.time()}:{self._ids}".encode()).hexdigest()[:8]
+
+    def handle(self, endpoint: str, method: str, path: str, query: dict, raw: bytes, headers) -> Reply:
+        body = {}
+        if raw and endpoint != "files.upload":
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return Reply(400, _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."))
+        if endpoint == "batches.create":
+            return self._create(_BATCH_CREATE_RE.match(path).group(2), body)
+        if endpoint == "batches.get":
+            return self._get(_BATCH_GET_RE.match(path).group(2))
+        if endpoint == "batches.cancel":
+            return self._cancel(_BATCH_CANCEL_RE.match(path).group(2))
+        if endpoint == "batches.list":
+            with self.fake._lock:
+                ops = [job["op"] for job in self.jobs.values()]
+            return Reply(200, {"operations": ops})
+        if endpoint == "files.create":
+            return self._upload_start(body, headers)
+        if endpoint == "files.upload":
+            return self._upload_chunk(_UPLOAD_RE.match(path).group(1), raw, headers)
+        return self._download(_DOWNLOAD_RE.match(path).group(2))
+
+    def _create(self, model: str, body: dict) -> Reply:
+        batch = body.get("batch") or {}
+        config = batch.get("inputConfig") or {}
+        if self.fake._find_model(model) is None:
+            return Reply(404, _not_found(model, "v1beta"))
+        if "fileName" in config:
+            file_id = str(config["fileName"]).removeprefix("files/")
+            if file_id not in self.files:
+                return Reply(400, _error(400, "INVALID_ARGUMENT", f"File {config['fileName']} not found."))
+            lines = [json.loads(x) for x in self.files[file_id]["data"].decode().splitlines() if x.strip()]
+            requests = [{"key": x.get("key"), "request": x.get("request") or {}} for x in lines]
+            source = "file"
+        else:
+            items = ((config.get("requests") or {}).get("requests")) or []
+            if not items:
+                return Reply(400, _error(400, "INVALID_ARGUMENT", "Batch input is empty."))
+            requests = [{"metadata": x.get("metadata"), "request": x.get("request") or {}} for x in items]
+            source = "inline"
+        job_id = self._new_id("job")
+        now = _now_rfc3339()
+        op = {"name": f"batches/{job_id}", "metadata": {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "model": f"models/{model}", "displayName": batch.get("displayName") or job_id,
+            "createTime": now, "updateTime": now, "state": BATCH_PENDING, "name": f"batches/{job_id}",
+            "batchStats": {"requestCount": str(len(requests)), "pendingRequestCount": str(len(requests))},
+        }}
+        with self.fake._lock:
+            self.jobs[job_id] = {"op": op, "requests": requests, "gets": 0, "source": source, "model": model}
+        return Reply(200, op)
+
+    def _get(self, job_id: str) -> Reply:
+        with self.fake._lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            return Reply(404, _error(404, "NOT_FOUND", f"Batch batches/{job_id} not found."))
+        meta = job["op"]["metadata"]
+        if meta["state"] not in BATCH_DONE:
+            job["gets"] += 1
+            if job["gets"] >= self.polls_to_finish:
+                with self.fake._lock:
+                    end = self.end_states.popleft() if self.end_states else BATCH_SUCCEEDED
+                self._finish(job, end)
+            else:
+                meta["state"] = BATCH_RUNNING
+                meta["updateTime"] = _now_rfc3339()
+        return Reply(200, job["op"])
+
+    def _cancel(self, job_id: str) -> Reply:
+        with self.fake._lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            return Reply(404, _error(404, "NOT_FOUND", f"Batch batches/{job_id} not found."))
+        if job["op"]["metadata"]["state"] not in BATCH_DONE:
+            self._finish(job, BATCH_CANCELLED)
+        return Reply(200, {})
+
+    def _finish(self, job: dict, state: str) -> None:
+        meta = job["op"]["metadata"]
+        meta["state"], meta["updateTime"] = state, _now_rfc3339()
+        meta["endTime"] = meta["updateTime"]
+        job["op"]["done"] = True
+        if state != BATCH_SUCCEEDED:  # failed, cancelled and expired jobs deliver nothing
+            if state == BATCH_FAILED:
+                job["op"]["error"] = {"code": 13, "message": "Batch failed: internal error."}
+            return
+        self.current_model = job["model"]
+        answers, ok = [], 0
+        for item in job["requests"]:
+            reply = self.fake._answer_request(item["request"])
+            answer: dict[str, Any] = {}
+            if reply.status == 200 and isinstance(reply.body, dict):
+                answer["response"] = reply.body
+                ok += 1
+            else:
+                err = reply.body.get("error") if isinstance(reply.body, dict) else None
+                answer["error"] = err or {"code": 13, "message": f"HTTP {reply.status}"}
+            if job["source"] == "file":
+                answer = {"key": item["key"], **answer}
+            elif item.get("metadata") is not None:
+                answer["metadata"] = item["metadata"]
+            answers.append(answer)
+        meta["batchStats"] = {"requestCount": str(len(answers)), "successfulRequestCount": str(ok),
+                              "failedRequestCount": str(len(answers) - ok)}
+        if job["source"] == "file":
+            file_id = self._new_id("batch-results-")
+            data = "\n".join(json.dumps(a) for a in answers).encode() + b"\n"
+            with self.fake._lock:
+                self.files[file_id] = {"meta": self._file_meta(file_id, len(data), "application/jsonl",
+                                                               source="GENERATED"), "data": data}
+            meta["output"] = {"responsesFile": f"files/{file_id}"}
+        else:
+            meta["output"] = {"inlinedResponses": {"inlinedResponses": answers}}
+        job["op"]["response"] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
+            **meta["output"]}
+
+    def _file_meta(self, file_id: str, size: int, mime: str, source: str = "UPLOADED") -> dict:
+        now = _now_rfc3339()
+        meta = {"name": f"files/{file_id}", "displayName": file_id, "mimeType": mime, "sizeBytes": str(size),
+                "createTime": now, "updateTime": now, "state": "ACTIVE", "source": source,
+                "uri": f"{self.fake.base_url}/v1beta/files/{file_id}"}
+        if source == "GENERATED":
+            meta["downloadUri"] = f"{self.fake.base_url}/v1beta/files/{file_id}:download?alt=media"
+        return meta
+
+    def _upload_start(self, body: dict, headers) -> Reply:
+        if (headers.get("X-Goog-Upload-Protocol") or "").lower() != "resumable" or \
+                (headers.get("X-Goog-Upload-Command") or "").lower() != "start":
+            return Reply(400, _error(400, "INVALID_ARGUMENT", "Expected a resumable upload start."))
+        upload_id = self._new_id("up")
+        file = body.get("file") or {}
+        size = int(headers.get("X-Goog-Upload-Header-Content-Length") or file.get("sizeBytes") or 0)
+        mime = headers.get("X-Goog-Upload-Header-Content-Type") or file.get("mimeType") or "application/octet-stream"
+        with self.fake._lock:
+            self._uploads[upload_id] = {"size": size, "mime": mime, "data": bytearray()}
+        # an absolute URL, as the real API gives (the SDK re-points it at its own base URL)
+        return Reply(200, {}, headers={"x-goog-upload-url": f"{self.fake.base_url}/fake-upload/{upload_id}",
+                                       "x-goog-upload-status": "active"})
+
+    def _upload_chunk(self, upload_id: str, raw: bytes, headers) -> Reply:
+        with self.fake._lock:
+            up = self._uploads.get(upload_id)
+        if up is None:
+            return Reply(404, _error(404, "NOT_FOUND", "Unknown upload."))
+        if int(headers.get("X-Goog-Upload-Offset") or 0) != len(up["data"]):
+            return Reply(400, _error(400, "INVALID_ARGUMENT", "Upload offset mismatch."))
+        up["data"] += raw
+        if "finalize" not in (headers.get("X-Goog-Upload-Command") or ""):
+            return Reply(200, {}, headers={"x-goog-upload-status": "active"})
+        file_id = self._new_id("file")
+        meta = self._file_meta(file_id, len(up["data"]), up["mime"])
+        with self.fake._lock:
+            self.files[file_id] = {"meta": meta, "data": bytes(up["data"])}
+            del self._uploads[upload_id]
+        return Reply(200, {"file": meta}, headers={"x-goog-upload-status": "final"})
+
+    def _download(self, file_id: str) -> Reply:
+        with self.fake._lock:
+            f = self.files.get(file_id)
+        if f is None:
+            return Reply(404, _error(404, "NOT_FOUND", f"File files/{file_id} not found."))
+        return Reply(200, f["data"], content_type="application/octet-stream")
+
+    def expire(self, name: str) -> None:
+        """End a job as the API does after 48 hours without finishing."""
+        self._finish(self.jobs[name.removeprefix("batches/")], BATCH_EXPIRED)
+
+    def count(self) -> int:
+        """Requests submitted in batch jobs so far."""
+        with self.fake._lock:
+            return sum(len(job["requests"]) for job in self.jobs.values())
+
+
 def _parse_contents(body: dict) -> tuple[str, bytes | None, str | None]:
     texts: list[str] = []
     image: bytes | None = None
@@ -791,7 +1080,7 @@ def _parse_contents(body: dict) -> tuple[str, bytes | None, str | None]:
     return "\n".join(texts), image, mime
 
 
-__all__ = ["FAULTS", "DEFAULT_MODELS", "FakeGemini", "RecordedRequest", "Reply", "vary_image",
+__all__ = ["FAULTS", "DEFAULT_MODELS", "FakeBatches", "FakeGemini", "RecordedRequest", "Reply", "vary_image",
            "OK",
            "OK_WITH_THOUGHTS",
            "OK_JPEG",

@@ -31,7 +31,7 @@ def test_each_setting_is_its_own_parameter_with_its_default_bounds_and_enum():
     assert props["count"]["default"] == RunParameters.model_fields["count"].default == 4
     assert (props["count"]["minimum"], props["count"]["maximum"]) == (1, 64)
     assert props["level"]["enum"] == ["auto", "high", "medium", "low"] and props["level"]["default"] == "auto"
-    assert set(props["backend"]["enum"]) == {"local", "gemini"}
+    assert set(props["backend"]["enum"]) == {"local", "gemini", "gemini-batch"}
     assert props["profile"]["enum"] == ["calibrated", "seed"]
     assert "object_remove" in props["variation_type"]["enum"]
     assert len(props["extensions"]["default"]) == 7, "the form shows the extensions that apply"

@@ -43,6 +43,7 @@ from varflow.resources import CallPolicy, RunControl, RunResources
 CANCELLED = "cancelled"  # no call was made: the run had stopped, or the budget refused it
 IN_FLIGHT = "in_flight"  # the call was sent and has not ended (or its process died: see INTERRUPTED)
 INTERRUPTED = "interrupted"  # a recovered run's in-flight call: maybe answered and billed, counted at its estimate
+DEFERRED = "deferred"  # no call was made yet: the request waits for a batch job (varflow/batch.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class GenerationResult:
     @property
     def cancelled(self) -> bool:
         return self.outcome == CANCELLED
+
+    @property
+    def deferred(self) -> bool:
+        return self.outcome == DEFERRED
 
 
 class GenerationFailed(Exception):

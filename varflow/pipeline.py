@@ -88,6 +88,7 @@ class ImageOutcome:
     fatal_outcome: str | None = None
     fatal_message: str | None = None
     stopped: str | None = None  # why the run stopped this image before it finished
+    waiting: bool = False  # its next wave waits for a batch job: judged when the job is collected
     stage_ms: dict[str, float] = field(default_factory=dict)
     accepted_scores: list[dict] = field(default_factory=list)
 
@@ -184,7 +185,13 @@ class _ImageRun:
             if self.job.spec.variation_type == "random":  # only the types this photo allows
                 self.types = self.res.backend.variation_types_for(self.opt.optimized_path)
             self.loop()
-            if self.outcome.stopped is not None:
+            if self.outcome.waiting:
+                # Its requests wait for a batch job: the run that collects the job judges the
+                # image from its first attempt (served from the cache), so nothing is judged twice.
+                self.outcome.status = "skipped"
+                self.outcome.error = f"{self.job.source_path}: waiting: {self.outcome.stopped}"
+                self.variations = []
+            elif self.outcome.stopped is not None:
                 # Cut short by a run stop: not finished (no job_key), so the next run redoes it;
                 # what was generated is cached and costs nothing then.
                 self.outcome.status = "error" if self.outcome.attempts else "skipped"
@@ -272,8 +279,9 @@ class _ImageRun:
 
     def judge_result(self, a: Attempt, result: GenerationResult) -> None:
         outcome = self.outcome
-        if result.cancelled:  # never started (the run stopped): not an attempt
+        if result.cancelled or result.deferred:  # never started (the run stopped, or a batch job will): not an attempt
             outcome.stopped = outcome.stopped or result.error
+            outcome.waiting = outcome.waiting or result.deferred
             return
         outcome.attempts += 1
         if not result.ok:

@@ -148,6 +148,7 @@ class AttemptRecord(Row):
     cost_usd: float | None = None
     retry_delay_s: float | None = None
     cache_hit: bool = False
+    batch_job: str | None = None  # the Batch API job that answered (gemini-batch), else None
 
     @property
     def attempt_key(self) -> str:
@@ -164,3 +165,44 @@ class QualityLevelChangeRecord(Row):
     window_average: float
     reason: str
     scope: str  # what the level belongs to, e.g. "local/local-v1"
+
+
+@dataclass(frozen=True)
+class BatchJobRecord(Row):
+    """One state of a Batch API job; the latest row per ``job_name`` is the job's state."""
+
+    run_id: str  # the run that saw this state (the submitting run, then each collecting run)
+    job_name: str  # "batches/..."
+    submit_run_id: str
+    display_name: str
+    backend: str
+    model: str
+    input_dir: str
+    name_tag: str  # the submitting run's parameter tag: only a run with the same parameters collects it
+    source: str  # inline | file
+    input_file: str | None  # "files/..." for a file job
+    requests: int
+    state: str  # submitted | pending | running | succeeded | failed | cancelled | expired | collected | resubmitted
+    succeeded: int | None
+    failed: int | None
+    submitted_at: datetime
+    updated_at: datetime
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequestRecord(Row):
+    """One request of a batch job: what the collecting run needs to record its answer."""
+
+    run_id: str  # the submitting run
+    job_name: str
+    request_key: str  # the request's content key (varflow.cache.generation_key)
+    position: int  # its place in the job (inline answers come back in this order)
+    image_id: str
+    variation_id: str
+    attempt: int
+    variation_type: str
+    seed: int
+    quality_level: str
+    prompt: str  # as sent
+    submitted_at: datetime

@@ -283,3 +283,23 @@ class GallerySettings:
 
 
 GALLERY = GallerySettings()
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How a batch run's requests are split into Gemini Batch API jobs (the documented limits)."""
+
+    inline_max_bytes: int = field(default=20_000_000, metadata={
+        "help": "Largest total request size sent inline in batches.create (the API's limit: 20 MB).", "ge": 1})
+    file_max_bytes: int = field(default=2_000_000_000, metadata={
+        "help": "Largest JSONL input file of one job (the API's limit: 2 GB).", "ge": 1})
+    poll_seconds: float = field(default=300.0, metadata={
+        "help": "How often a scheduled collector looks at open jobs (the API's target turnaround is 24 h).",
+        "gt": 0})
+
+    def __post_init__(self) -> None:
+        if self.inline_max_bytes > self.file_max_bytes:
+            raise ValueError("inline_max_bytes must not exceed file_max_bytes")
+
+
+BATCH = BatchLimits()

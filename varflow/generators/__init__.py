@@ -27,6 +27,7 @@ from varflow.generators.base import (
 REGISTRY: dict[str, str] = {
     "local": "varflow.generators.local:LocalGenerator",
     "gemini": "varflow.generators.gemini:GeminiGenerator",
+    "gemini-batch": "varflow.generators.gemini_batch:GeminiBatchGenerator",
 }
 BACKENDS = tuple(REGISTRY)
 DEFAULT_BACKEND = BACKENDS[0]

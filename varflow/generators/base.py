@@ -109,6 +109,34 @@ class GeneratorBackend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class BatchingBackend(GeneratorBackend, Protocol):
+    """What a backend with ``can_batch`` adds (varflow/batch.py uses it; docs/batch.md).
+
+    ``batch_line(request, key)`` -> one JSONL line ``{"key", "request"}``; ``submit(lines, *,
+    display_name, as_file, work_dir)`` -> (job name, input file or None); ``status(name)`` ->
+    (an object with ``state`` in submitted/pending/running/succeeded/failed/cancelled/expired
+    and ``message``, the job); ``answers(job)`` -> answers with ``index``, ``key``;
+    ``answer_variation(answer, request, *, prompt)`` -> a GeneratedVariation or raises the
+    classified GenerationError; ``resubmits(outcome)`` -> whether a request answered so is
+    worth sending again; ``cancel(name)``.
+    """
+
+    def batch_line(self, request: VariationRequest, key: str) -> dict: ...
+
+    def submit(self, lines: list[dict], *, display_name: str, as_file: bool, work_dir) -> tuple[str, str | None]: ...
+
+    def status(self, name: str): ...
+
+    def answers(self, job) -> list: ...
+
+    def answer_variation(self, answer, request: VariationRequest, *, prompt: str | None = None) -> GeneratedVariation: ...
+
+    def resubmits(self, outcome: str) -> bool: ...
+
+    def cancel(self, name: str) -> None: ...
+
+
 class Backend:
     """A backend's defaults: offline, free, nothing to check, a retry sends the same prompt."""
 
@@ -122,6 +150,12 @@ class Backend:
         """Estimated USD of one call of ``model`` (``usage``: its tokens, when known); None when
         no price is known, so a spend cap cannot be enforced."""
         return 0.0
+
+    @classmethod
+    def synchronous_cost(cls, model: str, usage: TokenUsage | None = None) -> float | None:
+        """What the call costs made on its own, not in a batch (a batch backend's discount
+        shows beside it in the dry run)."""
+        return cls.estimate_cost(model, usage)
 
     def check(self) -> None:
         """A free pre-flight check before any paid call; raises the classified GenerationError."""

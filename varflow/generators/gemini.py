@@ -728,6 +728,14 @@ class GeminiGenerator(Backend):
             contents=[types.Part.from_bytes(data=data, mime_type=mime), prompt],
             config=self.config(request.seed),
         )
+        return self.variation_from(response, request)
+
+    def variation_from(self, response: Any, request: VariationRequest, *, prompt: str | None = None) -> GeneratedVariation:
+        """The variation in a ``GenerateContentResponse`` for ``request`` (``prompt``: the text
+        sent, when known), its image written to ``request.output_path`` with its real suffix;
+        raises the classified GenerationError."""
+        variation_type = resolve_variation_type(request.variation_type, request.seed)
+        prompt = prompt or build_prompt(variation_type, request.prompt, request.seed)
         images = image_parts(response)
         if not images:
             err = classify(response, model=self.model, secrets=self._secrets())
