@@ -205,3 +205,27 @@ def gemini_calls_store(prefect_api, tmp_path_factory) -> dict:
         first = run_flow_child(env, **params)
         second = run_flow_child(env, **params)
     return {"home": home, "summaries": [first, second]}
+
+
+# Debian's Chromium, driven by Playwright (never a browser download): the gallery and the UI tests.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium; CI installs it (scripts/install-system-deps.sh), elsewhere it may skip."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: run scripts/install-system-deps.sh (make system-deps)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: its absence there is a failure, not a skip
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

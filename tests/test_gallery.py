@@ -18,28 +18,6 @@ from storage import Store
 from varflow.gallery import Card, Source, render_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: run scripts/install-system-deps.sh (make system-deps)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs it: its absence there is a failure, not a skip
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture(scope="module")
 def report(local_run_store, tmp_path_factory):
     """``varflow report`` of the local run (the latest run by default), written by the CLI."""

@@ -23,7 +23,6 @@ import pytest
 
 from conftest import free_port, make_photo_folder
 from storage import Store
-from test_gallery import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 180
@@ -261,21 +260,6 @@ def test_api_runs_keep_the_deployment_parameters_publish_progress_table_report_e
     assert event["payload"]["images_ok"] == 2 and event["resource"]["varflow.status"] == "completed"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: run scripts/install-system-deps.sh (make system-deps)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_in_chromium_a_custom_run_from_the_form_completes_and_shows_its_report(browser, served, server, output):
