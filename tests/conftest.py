@@ -229,3 +229,12 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    """Prefect's temporary test server, one per test module that runs flows in-process."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

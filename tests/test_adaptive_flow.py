@@ -10,14 +10,6 @@ from flows.variation_flow import run_local
 from storage import Store
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_forced_failures_step_the_level_down_and_shrink_the_work(prefect_server, tmp_path):
     photos = tmp_path / "photos"
     make_photo_folder(photos, 11, size=2400)  # larger than every level's max side

@@ -16,14 +16,6 @@ from flows.variation_flow import run_local
 from storage import Store
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def run(photo_dir, tmp_path, **kw):
     params = RunParameters(input_dir=str(photo_dir), output_dir=str(tmp_path / "out"),
                            home=str(tmp_path / "home"), **kw)

@@ -38,14 +38,6 @@ OPEN_GATE = Thresholds(similarity_min=0, similarity_max=1, diversity_min=0, aest
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
 def server():
     with FakeGemini(api_key=KEY, retry_delay="1s", slow_s=3.0) as fake:
         yield fake
