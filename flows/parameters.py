@@ -25,6 +25,7 @@ from varflow.settings import (
 VariationType = Literal["random", "object_rearrange", "object_add", "object_remove", "style_change", "composition"]
 Profile = Literal["calibrated", "seed"]
 Level = Literal["auto", "high", "medium", "low"]
+Runner = Literal["threads", "dask"]
 assert set(get_args(VariationType)) == set(VARIATION_TYPES) and set(get_args(Profile)) == set(PROFILES)
 
 _DEDUP = DedupSettings()
@@ -123,6 +124,12 @@ class RunParameters(BaseModel):
                            "directory, from any source image (default: only those of its own source).",
     )
     max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Larger images are refused (decompression bombs).")
+    # Where and how the run executes (docs/scale-out.md). None of these change the output.
+    runner: Runner = Field("threads", description="threads: one process; dask: image chunks on a Dask cluster (a local cluster of processes, or dask_address).")
+    dask_address: str = Field("", description="Address of an existing Dask scheduler (tcp://host:8786) for runner dask; empty: a local cluster of dask_workers processes.")
+    dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local Dask cluster (runner dask without dask_address).")
+    chunk_size: int = Field(0, ge=0, le=10000, description="Images per task run; 0: chosen from the folder's size and the runner (docs/scale-out.md).")
+    shared_limits: str = Field("", description="Where call slots, spend and the RPM limit are shared: empty: this process (threads) or the data directory (dask); redis://host:port/db: every process and machine using that Redis.")
     # Paid backends (gemini): retries, pacing, budget, key. None of these change the output.
     retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try (gemini; local: 0). Worst case per variation: the level's max attempts x (1 + retries) calls.")
     retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up to 50% jitter. A 429's retryDelay wins when longer.")
