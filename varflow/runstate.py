@@ -5,7 +5,7 @@ keeps the numbers, in one of three places chosen by ``ResourceSpec.shared_limits
 
 * ``MemoryState`` -- this process (the threads runner): a lock, a dict and a semaphore.
 * ``FileState`` -- a directory of the data directory (``shared_dir``): a small JSON ledger
-  read, changed and replaced under an exclusive POSIX lock on ``ledger.lock``, and one lock
+  read, changed and rewritten in place under an exclusive POSIX lock on it, and one lock
   file per call slot (a slot is a non-blocking exclusive lock on a free slot file, polled every
   ``SLOT_POLL_S``). The OS drops a dead process's locks, so its slots come back at once. POSIX
   (``fcntl``) locks are also honoured by NFSv4, so machines sharing the data directory share
@@ -177,7 +177,7 @@ def _guard(directory: Path) -> _Guard:
 class FileState(_DictState):
     """A run's state in ``directory``: every process on every machine that sees it shares it."""
 
-    LEDGER, LOCK = "ledger.json", "ledger.lock"
+    LEDGER = "ledger.json"
 
     def __init__(self, directory: str | Path, slots: int | None = None, *, poll_s: float = SLOT_POLL_S):
         self.dir = Path(directory)
@@ -190,36 +190,35 @@ class FileState(_DictState):
         return f"FileState({str(self.dir)!r}, slots={self.slots!r})"
 
     def _update(self, fn):
+        """Read, change and write the ledger in place, in the file that is locked: taking a POSIX
+        lock makes an NFS client drop its cached pages of that file, so every machine reads the
+        last write (a renamed-in copy could be read through a stale cached name)."""
         with self._guard.lock:
-            fd = os.open(self.dir / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.dir / self.LEDGER, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX)
-                data = self._read()
+                raw = os.pread(fd, max(os.fstat(fd).st_size, 1), 0)
+                data = self._parse(raw)
                 result, changed = fn(data)
                 if changed:
-                    self._write(data)
+                    new = json.dumps(data).encode()
+                    # One write; padded with spaces (valid JSON) so a process killed before the
+                    # truncate leaves no tail of the longer old ledger.
+                    os.pwrite(fd, new.ljust(len(raw)), 0)
+                    os.ftruncate(fd, len(new))
                 return result
             finally:
                 os.close(fd)  # drops the lock
 
-    def _read(self) -> dict:
-        path = self.dir / self.LEDGER
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+    def _parse(self, raw: bytes) -> dict:
+        if not raw.strip():
             return _fresh()
         try:
             data = json.loads(raw)
             return {**_fresh(), **{k: data[k] for k in Ledger._fields if k in data}}
-        except (ValueError, TypeError):
-            raise ValueError(f"the run's shared ledger {path} is damaged; the run cannot count its spend: "
-                             f"stop the run and remove {self.dir}") from None
-
-    def _write(self, data: dict) -> None:
-        """Replace the ledger whole (a process killed mid-write leaves the old one)."""
-        tmp = self.dir / (self.LEDGER + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.dir / self.LEDGER)
+        except (ValueError, TypeError, KeyError):
+            raise ValueError(f"the run's shared ledger {self.dir / self.LEDGER} is damaged, so its spend is "
+                             f"unknown: stop the run and remove {self.dir}") from None
 
     def take_slot(self, timeout: float | None) -> object | None:
         deadline = None if timeout is None else time.monotonic() + timeout
