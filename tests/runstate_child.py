@@ -2,7 +2,8 @@
 
 Every function takes ``where``: a ``ResourceSpec`` (a separate process builds the run's control
 from it, as a worker does: ``flows.resources.run_control``) or a ``RunControl`` (threads of one
-process share it). They wait for a common start time ``go`` so they contend for real.
+process share it). They meet at a barrier (``start``: a folder and how many) so they contend
+for real.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import uuid
 from pathlib import Path
+
+WAIT_S = 60  # the longest a worker waits for the others
 
 
 def control(where, lease_s: float | None = None):
@@ -26,28 +30,30 @@ def control(where, lease_s: float | None = None):
     return RunControl(where.run_id, where.policy.max_cost_usd, state=state)
 
 
-def wait_until(go: float) -> None:
-    while time.time() < go:
+def gather(start: tuple[str, int]) -> None:
+    """Wait until all ``n`` workers have arrived at the barrier folder, then go together (a
+    worker that is not there yet cannot be replaced by one that has finished, so each part
+    really runs in its own process at the same time)."""
+    folder, n = start
+    Path(folder, uuid.uuid4().hex).touch()
+    deadline = time.time() + WAIT_S
+    while len(os.listdir(folder)) < n:
+        if time.time() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(folder))} of {n} workers arrived")
         time.sleep(0.001)
 
 
-def warm() -> int:
-    import flows.resources  # noqa: F401 - what every task below imports, once per process
-
-    return os.getpid()
-
-
-def reserve_many(where, tries: int, estimate: float, go: float) -> tuple[int, int]:
+def reserve_many(where, tries: int, estimate: float, start: tuple[str, int]) -> tuple[int, int]:
     """(calls this process booked, its pid)."""
     c = control(where)
-    wait_until(go)
+    gather(start)
     return sum(bool(c.reserve(estimate)) for _ in range(tries)), os.getpid()
 
 
-def hold_slots(where, calls: int, hold_s: float, go: float, log: str) -> int:
+def hold_slots(where, calls: int, hold_s: float, start: tuple[str, int], log: str) -> int:
     """Make ``calls`` calls of ``hold_s`` in the run's slots, appending 'enter exit' lines to ``log``."""
     c = control(where)
-    wait_until(go)
+    gather(start)
     for _ in range(calls):
         with c.call_slot():
             enter = time.time()
@@ -58,11 +64,11 @@ def hold_slots(where, calls: int, hold_s: float, go: float, log: str) -> int:
     return os.getpid()
 
 
-def race_stop(where, outcome: str, message: str, go: float) -> tuple[bool, bool, str | None, str | None, int]:
+def race_stop(where, outcome: str, message: str, start: tuple[str, int]) -> tuple:
     """(stopped before, this stop won, the outcome and message seen after, pid)."""
     c = control(where)
     before = c.stopped
-    wait_until(go)
+    gather(start)
     won = c.stop(outcome, message)
     return before, won, c.stop_outcome, c.stop_message, os.getpid()
 
@@ -75,12 +81,12 @@ def hold_forever(where, ready: str, lease_s: float | None) -> None:
         time.sleep(600)
 
 
-def acquire_times(url: str, scope: str, rpm: float | None, n: int, go: float) -> list[tuple[float, float]]:
+def acquire_times(url: str, scope: str, rpm: float | None, n: int, start: tuple[str, int]) -> list[tuple]:
     """(reserved start, time woken) of ``n`` acquisitions of a Redis rate limiter."""
     from varflow.redisstate import RedisRateLimiter, connect
 
     limiter = RedisRateLimiter(connect(url), scope, rpm)
-    wait_until(go)
+    gather(start)
     out = []
     for _ in range(n):
         r = limiter.acquire()

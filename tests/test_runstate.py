@@ -29,14 +29,20 @@ from varflow.runstate import shared_dir
 REDIS_URL = os.environ.get("VARFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 KINDS = ["memory", "file", "redis"]
 PROCESSES = 4
-START_IN_S = 0.5  # workers are told to start together this far ahead
 WAIT_S = 60  # the longest any worker's part may take (a hang fails instead of blocking)
+
+
+def barrier(tmp_path: Path, n: int) -> tuple[str, int]:
+    """Where ``n`` workers meet to start together (runstate_child.gather)."""
+    folder = tmp_path / f"barrier-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    return str(folder), n
 
 
 @pytest.fixture(scope="module")
 def pool():
     """Spawned processes (like Dask's workers), started once for the module."""
-    with multiprocessing.get_context("spawn").Pool(PROCESSES, initializer=child.warm) as p:
+    with multiprocessing.get_context("spawn").Pool(PROCESSES) as p:
         yield p
 
 
@@ -96,20 +102,19 @@ def runs(tmp_path):
         run.close()
 
 
-def test_the_cap_is_never_passed_when_four_workers_reserve_at_once(pool, kind, runs):
-    run = runs(kind, cap=1.0)
-    go = time.time() + START_IN_S
-    results = run.run_all(pool, child.reserve_many, [(10, 0.25, go)] * PROCESSES)
-    assert sum(n for n, _ in results) == 4  # 40 tries of $0.25 against a $1.00 cap
+def test_the_cap_is_never_passed_when_four_workers_reserve_at_once(pool, kind, runs, tmp_path):
+    run = runs(kind, cap=10.0)
+    results = run.run_all(pool, child.reserve_many, [(20, 0.25, barrier(tmp_path, PROCESSES))] * PROCESSES)
+    assert sum(n for n, _ in results) == 40  # 80 tries of $0.25 against a $10.00 cap
     if kind != "memory":
         assert len({pid for _, pid in results}) == PROCESSES  # four real processes
     c = run.control
-    assert (c.booked_usd, c.spent_usd, c.calls) == (1.0, 0.0, 4)
+    assert (c.booked_usd, c.spent_usd, c.calls) == (10.0, 0.0, 40)
     assert not c.reserve(0.25)
-    for _ in range(4):
+    for _ in range(40):
         c.settle(0.25, 0.125)  # the calls came back cheaper than their estimates
-    assert (c.booked_usd, c.spent_usd, c.calls) == (0.0, 0.5, 4)
-    assert c.reserve(0.5) and not c.reserve(0.01)  # what settling freed, and not a cent more
+    assert (c.booked_usd, c.spent_usd, c.calls) == (0.0, 5.0, 40)
+    assert c.reserve(5.0) and not c.reserve(0.01)  # what settling freed, and not a cent more
 
 
 def max_overlap(log: Path) -> int:
@@ -128,18 +133,17 @@ def max_overlap(log: Path) -> int:
 def test_at_most_n_calls_hold_slots_at_once_across_three_workers(pool, kind, runs, tmp_path):
     run = runs(kind, slots=2)
     log = tmp_path / "slots.log"
-    go = time.time() + START_IN_S
-    pids = run.run_all(pool, child.hold_slots, [(4, 0.1, go, str(log))] * 3)
+    pids = run.run_all(pool, child.hold_slots, [(4, 0.1, barrier(tmp_path, 3), str(log))] * 3)
     assert len(log.read_text().splitlines()) == 12
     assert max_overlap(log) == 2  # never 3; and 2 at some point, so the slots did not serialize
     if kind != "memory":
         assert len(set(pids)) == 3
 
 
-def test_the_first_stop_wins_and_every_worker_sees_its_reason(pool, kind, runs):
+def test_the_first_stop_wins_and_every_worker_sees_its_reason(pool, kind, runs, tmp_path):
     run = runs(kind)
-    go = time.time() + START_IN_S
-    results = run.run_all(pool, child.race_stop, [(f"reason-{i}", f"message {i}", go) for i in range(PROCESSES)])
+    start = barrier(tmp_path, PROCESSES)
+    results = run.run_all(pool, child.race_stop, [(f"reason-{i}", f"message {i}", start) for i in range(PROCESSES)])
     winners = [(i, r) for i, r in enumerate(results) if r[1]]
     assert len(winners) == 1
     i, _ = winners[0]
@@ -234,12 +238,12 @@ def test_redis_keys_are_namespaced_expire_and_are_removed_at_the_end(runs, redis
     assert redis_client.keys(f"varflow:{run.spec.run_id}:*") == []
 
 
-def test_the_redis_rate_limiter_spaces_starts_across_two_processes(pool, redis_client):
+def test_the_redis_rate_limiter_spaces_starts_across_two_processes(pool, redis_client, tmp_path):
     scope = f"test/{uuid.uuid4().hex}"
     rpm, interval = 300.0, 0.2
-    go = time.time() + START_IN_S
+    start = barrier(tmp_path, 2)
     try:
-        pending = [pool.apply_async(child.acquire_times, (REDIS_URL, scope, rpm, 3, go)) for _ in range(2)]
+        pending = [pool.apply_async(child.acquire_times, (REDIS_URL, scope, rpm, 3, start)) for _ in range(2)]
         times = [t for p in pending for t in p.get(timeout=WAIT_S)]
     finally:
         redis_client.delete(f"varflow:ratelimit:{scope}")
@@ -250,19 +254,22 @@ def test_the_redis_rate_limiter_spaces_starts_across_two_processes(pool, redis_c
     assert all(woke >= start - 0.01 for start, woke in times)
 
 
-def test_the_redis_rate_limiter_holds_everyone_back_for_a_deferral(pool, redis_client):
+def test_the_redis_rate_limiter_holds_everyone_back_for_a_deferral(pool, redis_client, tmp_path):
     scope = f"test/{uuid.uuid4().hex}"
     limiter = RedisRateLimiter(redis_client, scope, None)
+    folder, n = start = barrier(tmp_path, 3)  # two workers, and this process lets them go
     try:
+        pending = [pool.apply_async(child.acquire_times, (REDIS_URL, scope, None, 1, start)) for _ in range(2)]
+        deadline = time.time() + WAIT_S
+        while len(os.listdir(folder)) < 2 and time.time() < deadline:
+            time.sleep(0.005)
         deferred_at = time.time()
-        limiter.defer(0.6)
-        assert limiter.paused_until() == pytest.approx(deferred_at + 0.6, abs=0.05)
-        go = time.time()
-        pending = [pool.apply_async(child.acquire_times, (REDIS_URL, scope, None, 1, go)) for _ in range(2)]
-        woke = [w for p in pending for _, w in p.get(timeout=WAIT_S)]
-        assert min(woke) >= deferred_at + 0.6 - 0.02, [w - deferred_at for w in woke]
+        limiter.defer(0.6)  # as a 429 with a retryDelay of 0.6 s would
         limiter.defer(0.1)  # a shorter pause never shortens a longer one
-        assert limiter.paused_until() <= time.time() + 0.1 + 0.05
+        assert limiter.paused_until() == pytest.approx(deferred_at + 0.6, abs=0.05)
+        Path(folder, "go").touch()
+        woke = [w - deferred_at for p in pending for _, w in p.get(timeout=WAIT_S)]
+        assert all(0.6 - 0.02 <= w < 0.6 + 1.0 for w in woke), woke  # held back, then let go
     finally:
         redis_client.delete(f"varflow:ratelimit:{scope}")
 
