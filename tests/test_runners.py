@@ -1,0 +1,103 @@
+"""The same folder on every runner: threads (per image, and in chunks) and a real 2-process local
+Dask cluster give the same accepted files, the same metrics and the same records."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from conftest import make_photo_folder
+from flows.parameters import RunParameters
+from flows.runners import RUNNERS, DaskRunner, ThreadsRunner, runner_for
+from flows.variation_flow import run_local
+from storage import Store
+from varflow.records import score_columns
+
+N_IMAGES = 6
+
+
+def _run(tmp: Path, photos: Path, name: str, **kw) -> tuple[dict, Store, Path]:
+    out, home = tmp / f"out-{name}", tmp / f"home-{name}"
+    params = RunParameters(input_dir=str(photos), output_dir=str(out), home=str(home), count=2, seed=3,
+                           level="medium", adaptive=False, **kw)
+    return run_local(params), Store(home), out
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_server, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("runners")
+    photos = tmp / "photos"
+    make_photo_folder(photos, N_IMAGES, size=320)
+    return {
+        "threads": _run(tmp, photos, "threads"),
+        "chunks": _run(tmp, photos, "chunks", chunk_size=4),
+        "dask": _run(tmp, photos, "dask", runner="dask", dask_workers=2),
+    }
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.png"))}
+
+
+def _variations(store: Store) -> list[tuple]:
+    cols = ["variation_id", "image_id", "attempt", "variation_type", "accepted", "reject_reason", "ahash",
+            "phash", "dhash", "duplicate_of", "seed", "quality_level", "profile", *score_columns()]
+    rows = store.query(f"SELECT {', '.join(cols)} FROM variations ORDER BY variation_id")
+    return [tuple(round(v, 9) if isinstance(v, float) else v for v in r.values()) for r in rows]
+
+
+def _attempts(store: Store) -> list[tuple]:
+    return [tuple(r.values()) for r in store.query(
+        "SELECT variation_id, attempt, try_number, outcome, cost_usd FROM attempts ORDER BY variation_id, try_number")]
+
+
+def _images(store: Store) -> list[tuple]:
+    return [tuple(r.values()) for r in store.query(
+        "SELECT image_id, status, requested, accepted, attempts, quality_level, job_key IS NOT NULL AS finished "
+        "FROM images ORDER BY image_id")]  # the key itself names the output folder, which differs here
+
+
+@pytest.mark.parametrize("other", ["chunks", "dask"])
+def test_every_runner_accepts_the_same_files_with_the_same_records(runs, other):
+    (base, base_store, base_out), (summary, store, out) = runs["threads"], runs[other]
+    assert summary["status"] == "completed" and summary["images_ok"] == N_IMAGES
+    assert summary["variations_accepted"] == base["variations_accepted"] >= N_IMAGES
+    assert _files(out) == _files(base_out) and len(_files(out)) == summary["variations_accepted"]
+    assert _variations(store) == _variations(base_store)
+    assert _attempts(store) == _attempts(base_store)
+    assert _images(store) == _images(base_store)
+
+
+def test_chunked_runs_send_one_task_run_per_chunk(runs):
+    """The plan the run logged is what it did: 6 images in chunks of 4 are two task runs."""
+    summary, store, _ = runs["chunks"]
+    run_id = summary["run_id"]
+    assert store.query("SELECT count(*) AS n FROM images WHERE run_id = ?", [run_id])[0]["n"] == N_IMAGES
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        names = sorted(t.name for t in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))))
+    assert names == ["images photo-000.png .. photo-003.png (4)", "images photo-004.png .. photo-005.png (2)"]
+
+
+def test_the_dask_run_shares_its_limits_through_the_data_directory_and_cleans_up(runs):
+    summary, store, _ = runs["dask"]
+    assert not (store.home / "shared" / summary["run_id"]).exists()  # removed when the run ended
+    assert not (store.home / "work" / summary["run_id"]).exists()
+
+
+def test_runners_are_chosen_by_name_and_refuse_what_they_cannot_run(tmp_path):
+    assert set(RUNNERS) == {"threads", "dask"}
+    params = RunParameters(input_dir=str(tmp_path))
+    assert isinstance(runner_for(params), ThreadsRunner)
+    assert isinstance(runner_for(params.model_copy(update={"runner": "dask"})), DaskRunner)
+    with pytest.raises(ValueError, match="add --runner dask"):
+        runner_for(params.model_copy(update={"dask_address": "tcp://127.0.0.1:8786"}))
+    with pytest.raises(ValueError, match="gemini-batch backend .* --runner threads"):
+        runner_for(params.model_copy(update={"runner": "dask", "backend": "gemini-batch"}))
+    with pytest.raises(ValueError, match="dedup_library is not available with --runner dask"):
+        runner_for(params.model_copy(update={"runner": "dask", "dedup_library": True}))
