@@ -16,7 +16,9 @@ $(STAMP): $(ROOT)/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "varflow needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '$(ROOT)[test]'
+	# compat: the checkout goes on sys.path as a path entry, so its regular packages win over a
+	# same-named folder on sys.path (a Dask worker puts its scratch folder, holding "storage/", there).
+	$(BIN)/python -m pip install --quiet -e '$(ROOT)[test]' --config-settings editable_mode=compat
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

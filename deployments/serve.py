@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from flows.parameters import FORM_FIELDS, RunParameters, form_values, run_parameters
-from flows.variation_flow import pool_size as run_pool_size
+from flows.runners import runner_for
 from flows.variation_flow import variation_run
 
 DESCRIPTION = ("Turn a folder of images into scored, de-duplicated variations. Each run is incremental: "
@@ -65,13 +65,14 @@ def interval_schedule(seconds: float, *, params: RunParameters, overrides: dict 
 
 
 def deployment(*, name: str, params: RunParameters, schedules: list[Schedule] = (), pool_size: int | None = None):
-    """The served deployment: the flow with a pool sized for ``params``, its schedules, one run at a time.
+    """The served deployment: the flow on the runner ``params`` ask for (a thread pool sized for them,
+    or ``pool_size`` threads), its schedules, one run at a time.
 
     The deployment's parameters are the values of ``params`` that differ from the defaults, each
     its own top-level parameter: a run that overrides one keeps the others.
     """
-    pool = pool_size or run_pool_size(params.generation_concurrency, params.images_in_flight)
-    flow = variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))
+    runner = ThreadPoolTaskRunner(max_workers=pool_size) if pool_size else runner_for(params).task_runner(params)
+    flow = variation_run.with_options(task_runner=runner)
     return flow.to_deployment(
         name=name,
         parameters=form_values(params, json=True, exclude_defaults=True),

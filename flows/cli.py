@@ -51,6 +51,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--dry-run", action="store_true",
                    help="print how many calls the run would make and their estimated cost; make none")
+    r = p.add_argument_group("beyond one machine (docs/scale-out.md)")
+    opt("--runner", "runner", "threads: one process (default); dask: image chunks on a Dask cluster",
+        choices=("threads", "dask"), group=r)
+    opt("--dask-address", "dask_address", "an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local "
+        "cluster of --dask-workers processes)", metavar="ADDRESS", group=r)
+    opt("--dask-workers", "dask_workers", "worker processes of the local Dask cluster (default 2)", type=int, group=r)
+    opt("--chunk-size", "chunk_size", "images per task run (default: chosen from the folder's size and the runner)",
+        type=int, metavar="N", group=r)
+    opt("--shared-limits", "shared_limits", "where call slots, spend and the RPM limit are shared: redis://host:port/db "
+        "for processes on many machines (default: this process, or the data directory with --runner dask)",
+        metavar="URL", group=r)
     g = p.add_argument_group("paid backends (gemini)")
     opt("--retries", "retries", "retries of a call that failed transiently (429, 5xx, timeout, no image)", type=int, group=g)
     opt("--retry-backoff", "retry_backoff_s", "first retry delay in seconds, doubling per retry, plus jitter",

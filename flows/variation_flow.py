@@ -33,18 +33,21 @@ from flows.parameters import RunParameters, form_docstring, form_signature, form
 from flows.publish import RunPublisher
 from flows.report import RunSummary, image_row
 from flows.resources import data_home, open_resources, resource_spec
+from flows.runners import pool_size, runner_for
 from storage import Store
 from tasks.generate import SubmitGenerations, quiet_expected_failures
-from tasks.image import process_image
+from tasks.image import process_image, process_images
 from tasks.optimize import optimize
 from varflow.adaptive import WINDOW, AdaptiveQuality
 from varflow.batch import BatchScope
+from varflow.chunks import TaskPlan, chunk_label, plan_tasks
 from varflow.claims import ImageClaims
 from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
+from varflow.direct import DirectGenerations
 from varflow.discovery import discover_images
 from varflow.generators import FATAL_OUTCOMES, GenerationError
 from varflow.hashing import ImageHashes
-from varflow.imageio import upright_size
+from varflow.imageio import optimize_image, upright_size
 from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
@@ -56,23 +59,21 @@ from varflow.thumbnails import prune_thumbnails
 DEFAULT_POOL = 8
 
 
-def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:
-    """Task-runner threads for a run: one per image in flight (its pipeline task waits on its
-    variations) and two per call slot. A generate task holds its thread for Prefect's
-    bookkeeping before and after the call (state changes, cache lookup, result persistence);
-    with one thread per slot that time idles a slot. The call slots still bound the calls
-    themselves. docs/gemini.md gives the measured cost and gain."""
-    return images_in_flight + 2 * generation_concurrency
-
-
 def run_local(params: RunParameters) -> dict:
-    """Run the flow with a task-runner pool sized for these parameters (the CLI's entry)."""
-    pool = pool_size(params.generation_concurrency, params.images_in_flight)
-    return variation_run.with_options(task_runner=ThreadPoolTaskRunner(max_workers=pool))(**form_values(params))
+    """Run the flow on the task runner its parameters ask for (the CLI's entry)."""
+    runner = runner_for(params)
+    return variation_run.with_options(task_runner=runner.task_runner(params))(**form_values(params))
 
 
 def variation_run(**form) -> dict:
-    return run_folder(run_parameters(form))
+    params = run_parameters(form)
+    runner = runner_for(params)
+    ctx = FlowRunContext.get()
+    if ctx is not None and not runner.owns(ctx.task_runner):
+        # A deployment's flow carries the task runner it was served with; a run that asks for
+        # another (the UI's runner field) runs as a subflow on it.
+        return variation_run.with_options(task_runner=runner.task_runner(params))(**form)
+    return run_folder(params)
 
 
 # The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
@@ -150,7 +151,7 @@ def _images_in_flight(params: RunParameters, logger) -> int:
     if pool < pool_size(params.generation_concurrency, in_flight):
         logger.warning("the task runner's %d workers are fewer than %d images in flight plus two per call slot "
                        "(generation_concurrency %d): fewer calls may be in flight; size the pool with "
-                       "flows.variation_flow.pool_size (deployments/serve.py does)",
+                       "flows.runners.pool_size (deployments/serve.py does)",
                        pool, in_flight, params.generation_concurrency)
     return in_flight
 
@@ -205,10 +206,9 @@ class FolderRun:
         if paths:
             self.preflight()
         work_dir = home / "work" / self.res.run_id
-        # A backend that batches answers in jobs: the run collects the ended ones first, and
-        # its pipeline queues what is missing for a job sent at the end (varflow/batch.py).
-        generate = self.batch.open(work_dir) if self.batch is not None else SubmitGenerations(self.res)
-        pipeline = ImagePipeline(self.res, generate, work_root=work_dir, optimize=optimize)
+        self.plan = self.task_plan(len(paths))
+        pipeline = ImagePipeline(self.res, self.generator(work_dir), work_root=work_dir,
+                                 optimize=optimize if self.plan.stage_tasks else optimize_image)
         try:
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
                          pipeline)
@@ -218,6 +218,27 @@ class FolderRun:
             self.claims.release_all()
             shutil.rmtree(work_dir, ignore_errors=True)
         return self.close(paths)
+
+    def task_plan(self, images: int) -> TaskPlan:
+        runner = runner_for(self.params)
+        ctx = FlowRunContext.get()
+        self.parallel = runner.parallel(self.params, getattr(ctx, "task_runner", None))
+        plan = plan_tasks(images, count=self.params.count, parallel=self.parallel, remote=runner.remote,
+                          requested=self.params.chunk_size)
+        self.tasks_in_flight = 2 * self.parallel if runner.remote else _images_in_flight(self.params, self.logger)
+        self.logger.info("%s runner, %d at once: %s", runner.name, self.parallel, plan.describe())
+        return plan
+
+    def generator(self, work_dir: Path):
+        """How the pipeline generates a wave: a batch backend queues it for a job (collecting the
+        ended ones first, varflow/batch.py); with stage tasks, each call is a task run; in a
+        chunk, the chunk's process makes the calls."""
+        if self.batch is not None:
+            return self.batch.open(work_dir)
+        if self.plan.stage_tasks:
+            return SubmitGenerations(self.res)
+        threads = self.params.generation_concurrency if self.res.backend.remote else 1
+        return DirectGenerations(self.res, threads=threads)
 
     def preflight(self) -> None:
         """A free check that the key and the model work, before any paid call."""
@@ -231,30 +252,52 @@ class FolderRun:
                                     self.scope, problem)
 
     def process(self, found, pipeline: ImagePipeline) -> None:
-        """Admit images while the memory window allows; record the ones not to process."""
-        window = MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20,
-                              max_images=_images_in_flight(self.params, self.logger))
-        pending: dict = {}  # future -> reserved bytes
+        """Gather the images to do into task runs of ``plan.images_per_task`` and submit them
+        while the memory window allows; record the ones not to process."""
+        window = MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20, max_images=self.tasks_in_flight)
+        pending: dict = {}  # future -> (reserved bytes, its images)
+        chunk: list[tuple[FoundImage, ImageJob]] = []
+        cost = 0
         for image in found:
             if image.status != TODO:
                 self.not_processed(image, "error" if image.status == UNREADABLE else "skipped", image.message)
                 continue
-            max_side = self.adaptive.settings.max_image_size
-            w, h = upright_size(image.path) or (max_side, max_side)
-            cost = estimate_image_bytes(w, h, max_side=max_side, count=self.params.count)
-            while pending and not window.admits(cost):
-                self.finish_one(next(as_completed(list(pending))), pending, window)
-            stop = self.stop_reason()
-            if stop is not None:
-                self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
-                continue
-            if not self.claim(image):
-                continue
-            window.enter(cost)
-            fut = process_image.submit(self.job_for(image), pipeline)
-            pending[fut], self.started[fut] = cost, time.perf_counter()
+            if self.stop_reason() is None and self.claim(image):
+                max_side = self.adaptive.settings.max_image_size
+                w, h = upright_size(image.path) or (max_side, max_side)
+                # A chunk's images run one after another: it needs room for its largest.
+                cost = max(cost, estimate_image_bytes(w, h, max_side=max_side, count=self.params.count))
+                chunk.append((image, self.job_for(image)))
+            elif self.stop_reason() is not None:
+                self.not_stopped_before(image)
+            if len(chunk) >= self.plan.images_per_task:
+                self.submit(chunk, cost, pending, window, pipeline)
+                chunk, cost = [], 0
+        if chunk:
+            self.submit(chunk, cost, pending, window, pipeline)
         while pending:
             self.finish_one(next(as_completed(list(pending))), pending, window)
+
+    def submit(self, chunk: list, cost: int, pending: dict, window: MemoryWindow, pipeline: ImagePipeline) -> None:
+        """One task run for ``chunk`` once the window has room (images finishing meanwhile are recorded)."""
+        while pending and not window.admits(cost):
+            self.finish_one(next(as_completed(list(pending))), pending, window)
+        if self.stop_reason() is not None:
+            for image, _ in chunk:
+                self.claims.release(image.image_id)
+                self.not_stopped_before(image)
+            return
+        window.enter(cost)
+        jobs = [job for _, job in chunk]
+        if self.plan.stage_tasks:
+            fut = process_image.submit(jobs[0], pipeline)
+        else:
+            fut = process_images.submit(jobs, chunk_label([Path(job.source_path).name for job in jobs]), pipeline)
+        pending[fut], self.started[fut] = (cost, chunk), time.perf_counter()
+
+    def not_stopped_before(self, image: FoundImage) -> None:
+        stop = self.stop_reason()
+        self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
 
     def claim(self, image: FoundImage) -> bool:
         """Take the image's claim in the data directory (varflow/claims.py); False, with the image
@@ -284,12 +327,35 @@ class FolderRun:
                         earlier_accepted=earlier, library=view)
 
     def finish_one(self, fut, pending: dict, window: MemoryWindow) -> None:
-        """An image ended: free its place, keep its outcome, let it move the quality level."""
-        window.leave(pending.pop(fut))
-        outcome: ImageOutcome = fut.result()
-        self.claims.release(outcome.image_id)  # its rows are written: another run may take it now
+        """A task run ended: free its place, keep its images' outcomes, let them move the quality level."""
+        cost, chunk = pending.pop(fut)
+        window.leave(cost)
+        elapsed = time.perf_counter() - self.started.pop(fut)
+        try:
+            result = fut.result()
+            outcomes = result if isinstance(result, list) else [result]
+        except Exception as exc:  # noqa: BLE001 - a lost worker or task run costs its images, not the run
+            outcomes = [self.task_failed(image, exc) for image, _ in chunk]
+        for outcome in outcomes:
+            self.claims.release(outcome.image_id)  # its rows are written: another run may take it now
+            seconds = outcome.stage_ms["total"] / 1000 if "total" in outcome.stage_ms else elapsed
+            self.image_finished(outcome, image_row(outcome, seconds))
+
+    def task_failed(self, image: FoundImage, exc: Exception) -> ImageOutcome:
+        """The outcome of an image whose task run failed as a whole (its worker died, say): an
+        error, recorded, so the next run redoes it; what its calls produced is in the cache."""
+        message = (f"{image.path}: not finished: its task run failed ({type(exc).__name__}: {exc}); "
+                   "run again to redo it")
+        self.logger.error("%s", message)
+        self.store.write_image_result(
+            ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
+                        finished_at=utcnow()),
+            key=stable_id(image.image_id, str(image.path)),
+        )
+        return ImageOutcome(str(image.path), image.image_id, "error", message)
+
+    def image_finished(self, outcome: ImageOutcome, row: dict) -> None:
         self.outcomes.append(outcome)
-        row = image_row(outcome, time.perf_counter() - self.started.pop(fut))
         self.image_rows.append(row)
         self.publisher.image_done(row)
         if outcome.fatal_outcome and self.abort is None:

@@ -1,4 +1,5 @@
-"""The per-image pipeline (varflow/pipeline.py) as one Prefect task run per image."""
+"""The per-image pipeline (varflow/pipeline.py) as Prefect task runs: one per image, or one per
+chunk of images when the folder is large or the tasks run in other processes (varflow/chunks.py)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,9 @@ from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline
 @task(name="process-image", cache_policy=NONE, task_run_name="image {job.output_stem}")
 def process_image(job: ImageJob, pipeline: ImagePipeline) -> ImageOutcome:
     return pipeline.run(job)
+
+
+@task(name="process-images", cache_policy=NONE, task_run_name="images {label}")
+def process_images(jobs: list[ImageJob], label: str, pipeline: ImagePipeline) -> list[ImageOutcome]:
+    """A chunk's images one after another (the pipeline never raises: an image's failure is its outcome)."""
+    return [pipeline.run(job) for job in jobs]

@@ -28,3 +28,13 @@ def test_a_remote_backend_gets_retries_pacing_a_timeout_and_the_secrets_name(tmp
     p = spec.policy
     assert (p.retries, p.backoff_s, p.rpm, p.rate_dir) == (5, 1.5, 60, str(tmp_path / "ratelimit"))
     assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec)  # small, picklable, hashable
+
+
+def test_limits_are_shared_in_this_process_for_threads_and_in_the_data_directory_for_dask(tmp_path):
+    def shared(**kw) -> str:
+        return resource_spec(RunParameters(input_dir="x", backend="local", **kw), tmp_path, "run-1").shared_limits
+
+    assert shared() == ""
+    assert shared(runner="dask") == "file"
+    assert shared(shared_limits="file") == "file"
+    assert shared(runner="dask", shared_limits=" redis://10.0.0.5:6379/2 ") == "redis://10.0.0.5:6379/2"

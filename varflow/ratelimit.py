@@ -22,6 +22,9 @@ holds at most ``rpm`` starts (plus one at the window's closed edge) whatever the
 processes. Times are wall-clock (``time.time()``), which all processes share; a clock step
 backwards of more than an hour resets the state rather than blocking for that long.
 
+``Limiter`` writes ``acquire`` once over ``reserve``/``defer``/``paused_until``; varflow/redisstate.py
+has the same GCRA in Redis for machines that share no file system (``--shared-limits redis://``).
+
 POSIX only (``fcntl``). Core module: no Prefect, no storage.
 """
 
@@ -36,7 +39,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_HORIZON_S = 3600.0  # a reservation further ahead than this is treated as a clock step
+HORIZON_S = 3600.0  # a reservation further ahead than this is treated as a clock step
+WAIT_POLL_S = 0.25  # a waiting caller looks at should_stop() and at new pauses this often
 
 
 @dataclass(frozen=True)
@@ -51,19 +55,58 @@ def state_path(directory: str | Path, scope: str) -> Path:
     return Path(directory) / f"{safe}.json"
 
 
-class RateLimiter:
-    """At most ``rpm`` starts per minute across every user of ``path``; ``rpm=None``: no limit,
-    but :meth:`defer` pauses still apply (so 429s are honoured by everyone)."""
+class Limiter:
+    """What every rate limiter offers: ``reserve``, ``defer`` and ``paused_until`` (in
+    ``time.time()`` terms) from its state, and ``acquire`` written once over them. This module's
+    ``RateLimiter`` keeps the state in a file; varflow/redisstate.py's ``RedisRateLimiter`` in Redis."""
 
-    def __init__(self, path: str | Path, rpm: float | None = None, *, burst: int = 1):
+    def __init__(self, rpm: float | None = None, *, burst: int = 1):
         if rpm is not None and rpm <= 0:
             raise ValueError(f"rpm={rpm!r} must be a positive number of requests per minute, or None")
         if burst < 1:
             raise ValueError(f"burst={burst!r} must be at least 1")
-        self.path = Path(path)
         self.rpm = rpm
         self.interval = 60.0 / rpm if rpm else 0.0
         self.tolerance = (burst - 1) * self.interval
+
+    def reserve(self) -> float:
+        """Reserve the next slot; returns the ``time.time()`` at which the caller may start."""
+        raise NotImplementedError
+
+    def defer(self, seconds: float) -> None:
+        """Nobody starts for ``seconds`` from now (the API asked us to wait)."""
+        raise NotImplementedError
+
+    def paused_until(self) -> float:
+        raise NotImplementedError
+
+    def acquire(self, *, should_stop=None) -> Reservation:
+        """Wait for a slot. ``should_stop()`` (optional) is polled while sleeping; if it turns
+        true the wait ends early (the slot is forfeited)."""
+        start = self.reserve()
+        t0 = time.time()
+        while True:
+            left = start - time.time()
+            if left <= 0:
+                break
+            if should_stop is not None and should_stop():
+                break
+            time.sleep(min(left, WAIT_POLL_S))
+        # A pause set while we slept (another caller's 429) still applies to us.
+        paused = self.paused_until()
+        while paused > time.time() and not (should_stop is not None and should_stop()):
+            time.sleep(min(paused - time.time(), WAIT_POLL_S))
+            paused = self.paused_until()
+        return Reservation(start=start, waited_s=max(0.0, time.time() - t0))
+
+
+class RateLimiter(Limiter):
+    """At most ``rpm`` starts per minute across every user of ``path``; ``rpm=None``: no limit,
+    but :meth:`defer` pauses still apply (so 429s are honoured by everyone)."""
+
+    def __init__(self, path: str | Path, rpm: float | None = None, *, burst: int = 1):
+        super().__init__(rpm, burst=burst)
+        self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.Lock()  # flock is per open file; this only orders our threads
 
@@ -88,7 +131,7 @@ class RateLimiter:
                 now = time.time()
                 for k in ("tat", "paused_until"):
                     v = state.get(k)
-                    if not isinstance(v, (int, float)) or v > now + _HORIZON_S:
+                    if not isinstance(v, (int, float)) or v > now + HORIZON_S:
                         state[k] = 0.0
                 result = fn(state, now)
                 data = json.dumps(state).encode()
@@ -114,30 +157,11 @@ class RateLimiter:
 
         return self._update(take)
 
-    def acquire(self, *, should_stop=None) -> Reservation:
-        """Wait for a slot. ``should_stop()`` (optional) is polled while sleeping; if it turns
-        true the wait ends early (the slot is forfeited)."""
-        start = self.reserve()
-        t0 = time.time()
-        while True:
-            left = start - time.time()
-            if left <= 0:
-                break
-            if should_stop is not None and should_stop():
-                break
-            time.sleep(min(left, 0.25))
-        # A pause set while we slept (another caller's 429) still applies to us.
-        paused = self.paused_until()
-        while paused > time.time() and not (should_stop is not None and should_stop()):
-            time.sleep(min(paused - time.time(), 0.25))
-            paused = self.paused_until()
-        return Reservation(start=start, waited_s=max(0.0, time.time() - t0))
-
     def defer(self, seconds: float) -> None:
         """Nobody starts for ``seconds`` from now (the API asked us to wait)."""
         if not seconds or seconds <= 0:
             return
-        seconds = min(float(seconds), _HORIZON_S)
+        seconds = min(float(seconds), HORIZON_S)
 
         def push(state: dict, now: float) -> float:
             state["paused_until"] = max(state["paused_until"], now + seconds)
@@ -149,4 +173,4 @@ class RateLimiter:
         return self._update(lambda state, now: state["paused_until"])
 
 
-__all__ = ["RateLimiter", "Reservation", "state_path"]
+__all__ = ["HORIZON_S", "Limiter", "RateLimiter", "Reservation", "state_path"]
