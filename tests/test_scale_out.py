@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -156,3 +158,33 @@ def test_two_runs_at_once_on_one_server_and_one_data_directory_both_complete_in_
     runs = Store(home).query("SELECT run_id, status FROM runs ORDER BY run_id")
     assert sorted((r["run_id"], r["status"]) for r in runs) == sorted(
         (s["run_id"], "completed") for s in summaries.values())
+
+
+def doc_commands(program: str) -> list[list[str]]:
+    """The ``program`` commands of docs/scale-out.md's shell blocks, continuation lines joined."""
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith(f"{program} "):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def test_every_varflow_command_in_the_scale_out_doc_is_one_the_cli_takes():
+    """A user pastes these: every flag must exist and every value pass the run's validation."""
+    from flows.cli import _params, build_parser
+    from flows.resources import shared_limits
+
+    commands = doc_commands("varflow")
+    assert {c[1] for c in commands} == {"run"} and len(commands) >= 3
+    assert any("--dask-address" in c for c in commands) and any("--shared-limits" in c for c in commands)
+    for argv in commands:
+        try:
+            args = build_parser().parse_args(argv[1:])
+        except SystemExit:
+            raise AssertionError(f"docs/scale-out.md: the CLI refuses {' '.join(argv)}") from None
+        params = _params(args, args.input_dir, args.out)
+        assert shared_limits(params) in ("", "file") or params.shared_limits.startswith("redis://")
+        assert params.runner == "dask" and params.home == "/data/varflow", argv
