@@ -10,6 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from prefect_servers import (  # noqa: F401 - free_port: tests import it from here
+    free_port,
+    postgres_database,
+    postgres_unavailable,
+    postgres_url,
+    running_server,
+)
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -46,64 +54,31 @@ def photo_dir(tmp_path) -> Path:
     return d
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
-    """A real ``prefect server start`` on loopback for tests that run varflow as a subprocess.
+    """A real ``prefect server start`` (SQLite) on loopback for tests that run varflow as a subprocess.
 
     One server for the session: each subprocess then skips the ~15 s start of a temporary
     server. Yields the environment a subprocess needs to use it.
     """
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    with running_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server["env"]
 
-    prefect_home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(prefect_home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = open(prefect_home / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"prefect server did not start: {(prefect_home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    client_env = {**env, "PREFECT_API_URL": url}
-    try:
-        yield client_env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+
+@pytest.fixture(scope="session")
+def prefect_server_postgres(tmp_path_factory):
+    """A real ``prefect server start`` on PostgreSQL (127.0.0.1:5432, trust auth, user postgres):
+    a fresh database named for this session, migrated by the server on start and dropped at the
+    end. Yields the server (url, api, env for clients, log, start_s) and its ``database``."""
+    reason = postgres_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI has PostgreSQL: its absence there is a failure, not a skip
+        pytest.skip(reason)
+    with postgres_database() as database:
+        server_env = {"PREFECT_API_DATABASE_CONNECTION_URL": postgres_url(database)}
+        with running_server(tmp_path_factory.mktemp("prefect-pg-home"), server_env=server_env) as server:
+            yield {**server, "database": database}
 
 
 def make_photo_folder(dest: Path, n: int, *, size: int | None = None) -> list[Path]:

@@ -10,7 +10,6 @@ folder (``operate-output*`` under pytest's temporary directory; the path is prin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_photo_folder
+from conftest import make_photo_folder, running_server
 from storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,38 +60,12 @@ def output(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, output):
-    """``prefect server start`` with its UI. PREFECT_API_URL is in the server's own environment:
-    on a non-default port the UI is blank without it."""
-    prefect_home = tmp_path_factory.mktemp("prefect-ui-home")
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": f"{url}/api",
-           "PREFECT_UI_ENABLED": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-           # A run waiting for its deployment's slot asks again after this long (default 30 s).
-           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
-    log = open(prefect_home / "server.log", "w")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", url.rsplit(":", 1)[1]], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        while True:
-            try:
-                if call(f"{url}/api/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 120:
-                raise RuntimeError(f"prefect server did not start: {(prefect_home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        output["timings"]["server_start_s"] = round(time.perf_counter() - t0, 1)
-        yield {"url": url, "api": f"{url}/api", "env": env}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """``prefect server start`` with its UI (tests/prefect_servers.py)."""
+    # A run waiting for its deployment's slot asks again after this long (default 30 s).
+    slot_wait = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+    with running_server(tmp_path_factory.mktemp("prefect-ui-home"), ui=True, server_env=slot_wait) as server:
+        output["timings"]["server_start_s"] = server["start_s"]
+        yield server
 
 
 @pytest.fixture(scope="module")
