@@ -184,7 +184,8 @@ class FolderRun:
         self.publisher = RunPublisher(res.run_id, self.flow_run_id, logger)
         self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
         self.level_history: list[str] = []
-        self.started: dict = {}  # future -> when its image was admitted
+        self.started: dict = {}  # future -> when its task run was submitted
+        self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
         self.batch = BatchRun(res, store, BatchScope(str(self.input_dir), name_tag, f"varflow-{res.run_id[:8]}"),
                               logger) if backend.can_batch else None
@@ -220,13 +221,22 @@ class FolderRun:
         return self.close(paths)
 
     def task_plan(self, images: int) -> TaskPlan:
-        runner = runner_for(self.params)
+        """The run's task granularity (varflow/chunks.py), and how many task runs and images
+        are in flight: images whose calls wait on the network run side by side in a chunk; the
+        local backend's, one after another, a chunk per core."""
+        runner, remote_backend = runner_for(self.params), self.res.backend.remote
         ctx = FlowRunContext.get()
-        self.parallel = runner.parallel(self.params, getattr(ctx, "task_runner", None))
-        plan = plan_tasks(images, count=self.params.count, parallel=self.parallel, remote=runner.remote,
-                          requested=self.params.chunk_size)
-        self.tasks_in_flight = 2 * self.parallel if runner.remote else _images_in_flight(self.params, self.logger)
-        self.logger.info("%s runner, %d at once: %s", runner.name, self.parallel, plan.describe())
+        parallel = runner.parallel(self.params, getattr(ctx, "task_runner", None))
+        plan = plan_tasks(images, count=self.params.count, parallel=parallel, remote_runner=runner.remote,
+                          remote_backend=remote_backend, requested=self.params.chunk_size)
+        self.images_at_once = self.params.images_in_flight if remote_backend and not plan.stage_tasks else 1
+        if runner.remote:
+            self.tasks_in_flight = 2 * parallel  # one running and one ready per worker slot
+        elif self.images_at_once > 1:
+            self.tasks_in_flight = 2  # the next chunk starts while the last one's images finish
+        else:
+            self.tasks_in_flight = _images_in_flight(self.params, self.logger)
+        self.logger.info("%s runner, %d at once: %s", runner.name, parallel, plan.describe())
         return plan
 
     def generator(self, work_dir: Path):
@@ -265,8 +275,9 @@ class FolderRun:
             if self.stop_reason() is None and self.claim(image):
                 max_side = self.adaptive.settings.max_image_size
                 w, h = upright_size(image.path) or (max_side, max_side)
-                # A chunk's images run one after another: it needs room for its largest.
-                cost = max(cost, estimate_image_bytes(w, h, max_side=max_side, count=self.params.count))
+                # A chunk runs images_at_once of its images at a time: room for that many of its largest.
+                cost = max(cost, self.images_at_once * estimate_image_bytes(w, h, max_side=max_side,
+                                                                             count=self.params.count))
                 chunk.append((image, self.job_for(image)))
             elif self.stop_reason() is not None:
                 self.not_stopped_before(image)
@@ -292,8 +303,10 @@ class FolderRun:
         if self.plan.stage_tasks:
             fut = process_image.submit(jobs[0], pipeline)
         else:
-            fut = process_images.submit(jobs, chunk_label([Path(job.source_path).name for job in jobs]), pipeline)
+            fut = process_images.submit(jobs, chunk_label([Path(job.source_path).name for job in jobs]), pipeline,
+                                        self.images_at_once)
         pending[fut], self.started[fut] = (cost, chunk), time.perf_counter()
+        self.task_runs += 1
 
     def not_stopped_before(self, image: FoundImage) -> None:
         stop = self.stop_reason()
@@ -461,7 +474,7 @@ class FolderRun:
                          s.images_total, s.images_ok, s.images_error, s.images_skipped, s.variations_accepted,
                          s.attempts, s.wall_seconds, f"; {s.message}" if s.message else "")
         self.publisher.close(s, stop[0] if stop else None)
-        out = {**s.as_dict(), "stop_outcome": stop[0] if stop else None}
+        out = {**s.as_dict(), "stop_outcome": stop[0] if stop else None, "task_runs": self.task_runs}
         batch = self.batch.summary() if self.batch is not None else {}
         if batch:  # what the batch jobs answered, at the batch price
             out.update(cost_usd=round((out.get("cost_usd") or 0.0) + batch.get("cost_usd", 0.0), 6),

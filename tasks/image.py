@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline
+from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, run_chunk
 
 
 @task(name="process-image", cache_policy=NONE, task_run_name="image {job.output_stem}")
@@ -15,6 +15,7 @@ def process_image(job: ImageJob, pipeline: ImagePipeline) -> ImageOutcome:
 
 
 @task(name="process-images", cache_policy=NONE, task_run_name="images {label}")
-def process_images(jobs: list[ImageJob], label: str, pipeline: ImagePipeline) -> list[ImageOutcome]:
-    """A chunk's images one after another (the pipeline never raises: an image's failure is its outcome)."""
-    return [pipeline.run(job) for job in jobs]
+def process_images(jobs: list[ImageJob], label: str, pipeline: ImagePipeline, at_once: int = 1) -> list[ImageOutcome]:
+    """A chunk's images, ``at_once`` side by side (the pipeline never raises: an image's failure
+    is its outcome)."""
+    return run_chunk(pipeline, jobs, at_once=at_once)

@@ -19,6 +19,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -158,6 +159,15 @@ class ImagePipeline:
 
     def run(self, job: ImageJob) -> ImageOutcome:
         return _ImageRun(self, job).run()
+
+
+def run_chunk(pipeline: ImagePipeline, jobs: Sequence[ImageJob], *, at_once: int = 1) -> list[ImageOutcome]:
+    """A chunk's images, ``at_once`` side by side (images whose calls wait on the network), or one
+    after another; outcomes in the jobs' order."""
+    if at_once <= 1 or len(jobs) <= 1:
+        return [pipeline.run(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=min(at_once, len(jobs)), thread_name_prefix="varflow-image") as pool:
+        return list(pool.map(pipeline.run, jobs))
 
 
 class _ImageRun:
