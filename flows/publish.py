@@ -6,6 +6,8 @@ Publishing never fails a run: the records in the store are the truth, these are 
 
 from __future__ import annotations
 
+import time
+
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -20,6 +22,7 @@ PROGRESS_KEY = "varflow-run-progress"
 TABLE_KEY = "varflow-run-images"
 REPORT_KEY = "varflow-run-report"
 FINISHED_EVENT = "varflow.run.finished"
+PROGRESS_EVERY_S = 2.0  # one update per image was an HTTP call per image (bench/scale_out.py)
 
 
 class RunPublisher:
@@ -28,6 +31,7 @@ class RunPublisher:
     def __init__(self, run_id: str, flow_run_id: str | None, logger):
         self.run_id, self.flow_run_id, self.logger = run_id, flow_run_id, logger
         self.total, self.done, self.progress_id = 0, 0, None
+        self.shown_at = 0.0  # time.monotonic() of the last progress update
 
     def _safely(self, what: str, fn, *args, **kwargs):
         try:
@@ -49,7 +53,9 @@ class RunPublisher:
         self.done += 1
         if processed:
             self.logger.info(image_line(row))
-        if self.progress_id is not None:
+        now = time.monotonic()
+        if self.progress_id is not None and (self.done >= self.total or now - self.shown_at >= PROGRESS_EVERY_S):
+            self.shown_at = now
             self._safely("progress", update_progress_artifact, self.progress_id,
                          progress=100.0 * self.done / max(self.total, 1), description=self._progress_text())
 

@@ -174,6 +174,7 @@ class FolderRun:
             output_dir=str(self.output_dir), name_tag=name_tag, settings=params.settings(),
             keep_rejected=params.keep_rejected, force=params.force,
         )
+        self.started_at = time.time()  # what finished before this is in self.finished; after, in the claims
         self.finished = {} if params.force else store.finished_jobs()
         self.library = _load_library(store, logger) if params.dedup_library else None
         self.outcomes: list[ImageOutcome] = []
@@ -187,6 +188,7 @@ class FolderRun:
         self.started: dict = {}  # future -> when its task run was submitted
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
+        self.claims.prune_done()
         self.batch = BatchRun(res, store, BatchScope(str(self.input_dir), name_tag, f"varflow-{res.run_id[:8]}"),
                               logger) if backend.can_batch else None
 
@@ -266,7 +268,7 @@ class FolderRun:
         while the memory window allows; record the ones not to process."""
         window = MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20, max_images=self.tasks_in_flight)
         pending: dict = {}  # future -> (reserved bytes, its images)
-        chunk: list[tuple[FoundImage, ImageJob]] = []
+        chunk: list[FoundImage] = []
         cost = 0
         for image in found:
             if image.status != TODO:
@@ -278,7 +280,7 @@ class FolderRun:
                 # A chunk runs images_at_once of its images at a time: room for that many of its largest.
                 cost = max(cost, self.images_at_once * estimate_image_bytes(w, h, max_side=max_side,
                                                                              count=self.params.count))
-                chunk.append((image, self.job_for(image)))
+                chunk.append(image)
             elif self.stop_reason() is not None:
                 self.not_stopped_before(image)
             if len(chunk) >= self.plan.images_per_task:
@@ -294,12 +296,12 @@ class FolderRun:
         while pending and not window.admits(cost):
             self.finish_one(next(as_completed(list(pending))), pending, window)
         if self.stop_reason() is not None:
-            for image, _ in chunk:
+            for image in chunk:
                 self.claims.release(image.image_id)
                 self.not_stopped_before(image)
             return
         window.enter(cost)
-        jobs = [job for _, job in chunk]
+        jobs = self.jobs_for(chunk)
         if self.plan.stage_tasks:
             fut = process_image.submit(jobs[0], pipeline)
         else:
@@ -321,7 +323,7 @@ class FolderRun:
             self.logger.warning("%s", message)
             self.not_processed(image, "skipped", message)
             return False
-        if not self.params.force and image.job_key and self.store.job_finished(image.job_key):
+        if not self.params.force and image.job_key and self.claims.finished_since(image.job_key, self.started_at):
             self.claims.release(image.image_id)
             self.logger.info("%s: finished by another run while this one started; skipped", image.path)
             self.not_processed(image, "skipped", f"{image.path}: finished by another run meanwhile "
@@ -329,10 +331,17 @@ class FolderRun:
             return False
         return True
 
-    def job_for(self, image: FoundImage) -> ImageJob:
+    def jobs_for(self, chunk: list[FoundImage]) -> list[ImageJob]:
+        """The chunk's jobs at the current level, with what earlier runs accepted for each source
+        (one store query per chunk)."""
+        earlier = {} if self.library is not None else \
+            self.store.accepted_variations([i.image_id for i in chunk], except_run=self.res.run_id)
+        return [self.job_for(image, earlier.get(image.image_id, ())) for image in chunk]
+
+    def job_for(self, image: FoundImage, earlier_rows) -> ImageJob:
         own = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
         if self.library is None:
-            earlier, view = _earlier_accepted(self.store, image.image_id, own), None
+            earlier, view = _earlier_accepted(earlier_rows, own), None
         else:  # the library holds this source's earlier variations too: no query of its own
             earlier, view = (), LibraryView(self.library, own)
         return ImageJob(spec=self.job_spec, source_path=str(image.path), image_id=image.image_id,
@@ -348,9 +357,10 @@ class FolderRun:
             result = fut.result()
             outcomes = result if isinstance(result, list) else [result]
         except Exception as exc:  # noqa: BLE001 - a lost worker or task run costs its images, not the run
-            outcomes = [self.task_failed(image, exc) for image, _ in chunk]
+            outcomes = [self.task_failed(image, exc) for image in chunk]
         for outcome in outcomes:
-            self.claims.release(outcome.image_id)  # its rows are written: another run may take it now
+            # Its rows are written: another run may take it now (and sees it finished, if it is).
+            self.claims.release(outcome.image_id, finished_job=outcome.finished_job)
             seconds = outcome.stage_ms["total"] / 1000 if "total" in outcome.stage_ms else elapsed
             self.image_finished(outcome, image_row(outcome, seconds))
 
@@ -487,14 +497,14 @@ def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:
     return str(output_dir / f"{stem}-{name_tag}-v")
 
 
-def _earlier_accepted(store: Store, image_id: str, own_prefix: str) -> tuple:
-    """Variations earlier runs accepted for this source (files still present), as dedup knows them.
+def _earlier_accepted(rows, own_prefix: str) -> tuple:
+    """Variations earlier runs accepted for a source (files still present), as dedup knows them.
 
     The files this job itself (re)writes are left out: a forced re-run replaces them.
     """
     return tuple(
         KnownImage(r["variation_id"], ImageHashes(r["ahash"], r["phash"], r["dhash"]), r["output_path"])
-        for r in store.accepted_variations(image_id)
+        for r in rows
         if not r["output_path"].startswith(own_prefix) and Path(r["output_path"]).is_file()
     )
 

@@ -250,11 +250,40 @@ class Store:
             "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, level or "high", since, since, window])
         return level, [r["success_rate"] for r in reversed(rates)]
 
-    def accepted_variations(self, image_id: str) -> list[dict]:
-        """Every variation ever accepted for a source image: what a new one must not duplicate."""
-        return self.query(
-            "SELECT DISTINCT variation_id, ahash, phash, dhash, output_path FROM variations "
-            "WHERE image_id = ? AND accepted AND output_path IS NOT NULL ORDER BY output_path", [image_id])
+    def accepted_variations(self, image_ids: Iterable[str], *, except_run: str | None = None) -> dict[str, list[dict]]:
+        """Every variation ever accepted for these source images, by image: what a new one must
+        not duplicate. ``except_run``: leave out that run's files (a running run's own parts grow
+        by one per image; reading them for every chunk would cost more as the run goes on)."""
+        ids = list(dict.fromkeys(image_ids))
+        files = self._table_files("variations", except_run=except_run)
+        if not ids or not files:
+            return {i: [] for i in ids}
+
+        def read(con):
+            cur = con.execute(
+                "SELECT DISTINCT image_id, variation_id, ahash, phash, dhash, output_path "
+                "FROM read_parquet(?, union_by_name = true) "
+                "WHERE image_id IN (SELECT unnest(?)) AND accepted AND output_path IS NOT NULL "
+                "ORDER BY image_id, output_path", [files, ids])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+        out: dict[str, list[dict]] = {i: [] for i in ids}
+        for row in self._read(read):
+            out[row.pop("image_id")].append(row)
+        return out
+
+    def _table_files(self, table: str, *, except_run: str | None = None) -> list[str]:
+        """The files the lens reads for ``table``: a run's compacted file, or its parts until it has one."""
+        skip = f"run-{_safe(except_run)}" if except_run else None
+        files: list[str] = []
+        base = self.tables_dir / table
+        for run_dir in sorted(base.glob("run-*")) if base.exists() else []:
+            if run_dir.name == skip:
+                continue
+            compacted = run_dir / "compacted.parquet"
+            files += [str(compacted)] if compacted.exists() else sorted(str(p) for p in run_dir.glob("parts/*.parquet"))
+        return files
 
     def accepted_by_source(self, output_dir: str | Path) -> list[dict]:
         """The accepted variations written under ``output_dir``, one row each with its source's

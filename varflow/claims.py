@@ -8,7 +8,9 @@ runs started from the CLI, from the Prefect UI, or on two machines sharing the d
 v4 mount turns ``flock`` into a lock the server keeps).
 
 The claim file says who holds it (host, pid, run), so a run that finds an image claimed can say
-by whom.
+by whom. A run that finishes an image leaves a marker named by its job key in ``claims/done/``, so
+another run that claims the image later can tell, from one file, that it was finished meanwhile
+(asking the store instead cost a query of every part per image; bench/scale_out.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import fcntl
 import os
 import socket
 import threading
+import time
 from pathlib import Path
+
+DONE_MARKERS_KEPT_S = 7 * 24 * 3600  # older markers are pruned: the store says what finished before a run started
 
 
 class ImageClaims:
@@ -60,11 +65,38 @@ class ImageClaims:
             self._held[image_id] = fd
             return True
 
-    def release(self, image_id: str) -> None:
+    def done_path(self, job_key: str) -> Path:
+        return self.directory / "done" / job_key
+
+    def finished_since(self, job_key: str, since: float) -> bool:
+        """True if a run finished ``job_key`` at or after ``since`` (a ``time.time()``)."""
+        try:
+            return self.done_path(job_key).stat().st_mtime >= since
+        except FileNotFoundError:
+            return False
+
+    def prune_done(self, *, older_than_s: float = DONE_MARKERS_KEPT_S) -> int:
+        cutoff, removed = time.time() - older_than_s, 0
+        for marker in (self.directory / "done").glob("*") if (self.directory / "done").is_dir() else ():
+            try:
+                if marker.stat().st_mtime < cutoff:
+                    marker.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def release(self, image_id: str, *, finished_job: str | None = None) -> None:
+        """Release the claim; ``finished_job``: the job key the image finished (its marker is left
+        before the claim goes, so a run that takes the claim next sees it)."""
         with self._lock:
             fd = self._held.pop(image_id, None)
             if fd is None:
                 return
+            if finished_job:
+                marker = self.done_path(finished_job)
+                marker.parent.mkdir(exist_ok=True)
+                marker.touch()
             self.path(image_id).unlink(missing_ok=True)  # while still locked: see claim()
             os.close(fd)
 

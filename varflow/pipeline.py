@@ -92,6 +92,7 @@ class ImageOutcome:
     waiting: bool = False  # its next wave waits for a batch job: judged when the job is collected
     stage_ms: dict[str, float] = field(default_factory=dict)
     accepted_scores: list[dict] = field(default_factory=list)
+    finished_job: str | None = None  # the job key, once the image is finished (not redone by later runs)
 
     @property
     def success_rate(self) -> float | None:
@@ -217,7 +218,9 @@ class _ImageRun:
             self.outcome.accepted = len(self.accepted)
             self.ms["total"] = (time.perf_counter() - t_start) * 1000
             self.outcome.stage_ms = dict(self.ms)
-            self.res.records.write_image_result(self.image_record(), self.variations)
+            record = self.image_record()
+            self.res.records.write_image_result(record, self.variations)
+            self.outcome.finished_job = record.job_key
 
     def optimize(self) -> bool:
         job, t0 = self.job, time.perf_counter()
