@@ -135,7 +135,9 @@ def _build(spec: ResourceSpec, owner: bool) -> RunResources:
     return RunResources(
         spec, records=Store(home), backend=backend, limiter=rate_limiter(spec, backend, client),
         cache=GenerationCache(home / "cache" / "variations", max_bytes=spec.cache_max_bytes, results_dir=results_dir),
-        control=control, result_storage=result_storage(home, results_dir), rebuild=attach_resources, owner=owner,
+        # Only the flow's process submits generate task runs (stage tasks); a worker needs no block.
+        control=control, result_storage=result_storage(home, results_dir) if owner else None,
+        rebuild=attach_resources, owner=owner,
     )
 
 
