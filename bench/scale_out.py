@@ -170,10 +170,10 @@ def run_child(code: str, arg: dict, env: dict, log: Path) -> dict:
         sampler.start()
         stdout, _ = proc.communicate()
         sampler.join()
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    lines = [line[line.index("RESULT ") + len("RESULT "):] for line in stdout.splitlines() if "RESULT " in line]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"run failed (exit {proc.returncode}); see {log}")
-    return {**json.loads(lines[-1][len("RESULT "):]), "peak_rss_mib": peak[0] / 2**20}
+        raise SystemExit(f"run failed (exit {proc.returncode}); see {log}: {stdout[-2000:]}")
+    return {**json.loads(lines[-1]), "peak_rss_mib": peak[0] / 2**20}
 
 
 def recorded_task_runs(env: dict, flow_run_id: str, *, settle_s: float = 10.0, timeout_s: float = 300.0) -> int:

@@ -6,6 +6,7 @@ Layout under the data directory (``VARFLOW_HOME``)::
     tables/<table>/_schema.parquet                  zero rows: the table's columns and types
     tables/<table>/run-<run_id>/parts/<key>.parquet written as each image finishes
     tables/<table>/run-<run_id>/compacted.parquet   all parts of a finished run, in one file
+    superseded/<table>/run-<run_id>/                 its parts, moved there at compaction, deleted later
 
 Every file is written to a temp name and renamed, so a reader never sees half a file and a
 killed run loses at most the images in flight. A part's name is derived from the row's stable
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DUCKDB_FILE = "varflow.duckdb"
 PARTS_GRACE_SECONDS = 600  # parts of a compacted run are deleted after this (readers may hold them)
+SUPERSEDED_DIR = "superseded"  # where a compacted run's parts wait for deletion, outside the views' glob
 MAX_QUARANTINE_PER_QUERY = 20  # damaged files one query may set aside before it gives up
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -171,8 +173,10 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def lens(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with the same views: never blocked by a file lock."""
+        """An in-memory DuckDB connection with the same views: never blocked by a file lock. No
+        progress bar: it would print over a run's log and a command's output."""
         con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
         con.execute(self._views_script())
         return con
 
@@ -452,14 +456,29 @@ class Store:
                 continue
             merged = pq.ParquetDataset([str(p) for p in parts], schema=SCHEMAS[table]).read()
             _write_parquet_atomic(merged, run_dir / "compacted.parquet")
+            self._supersede(table, run_dir)
+
+    def _supersede(self, table: str, run_dir: Path) -> None:
+        """Move a compacted run's parts out of the tables' tree in one rename. The views ignore
+        them anyway, but only after opening each one: left in place, 10,000 parts made every query
+        of the lens take seconds until they were deleted (bench/scale_out.py). A reader that
+        listed them just before gets "no such file" and reads again (``_read``)."""
+        dest = self.home / SUPERSEDED_DIR / table / run_dir.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)  # a run compacted twice (a retried flow run)
+        try:
+            os.replace(run_dir / "parts", dest)
+        except FileNotFoundError:
+            pass
 
     def vacuum(self, *, grace_seconds: float = PARTS_GRACE_SECONDS) -> int:
         """Delete the parts of runs compacted more than ``grace_seconds`` ago; returns how many."""
         removed = 0
         now = time.time()
         for compacted in self.tables_dir.glob("*/run-*/compacted.parquet"):
-            parts = compacted.parent / "parts"
-            if parts.exists() and now - compacted.stat().st_mtime > grace_seconds:
-                removed += sum(1 for _ in parts.glob("*.parquet"))
-                shutil.rmtree(parts, ignore_errors=True)
+            table, run = compacted.parent.parent.name, compacted.parent.name
+            for parts in (compacted.parent / "parts", self.home / SUPERSEDED_DIR / table / run):
+                if parts.exists() and now - compacted.stat().st_mtime > grace_seconds:
+                    removed += sum(1 for _ in parts.glob("*.parquet"))
+                    shutil.rmtree(parts, ignore_errors=True)
         return removed

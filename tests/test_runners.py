@@ -7,22 +7,27 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from conftest import make_photo_folder
 from flows.parameters import RunParameters
 from flows.runners import RUNNERS, DaskRunner, ThreadsRunner, runner_for
-from flows.variation_flow import run_local
+from flows.parameters import form_values
+from flows.variation_flow import run_local, variation_run
 from storage import Store
 from varflow.records import score_columns
 
 N_IMAGES = 6
 
 
-def _run(tmp: Path, photos: Path, name: str, **kw) -> tuple[dict, Store, Path]:
+def _run(tmp: Path, photos: Path, name: str, *, as_deployed: bool = False, **kw) -> tuple[dict, Store, Path]:
+    """``as_deployed``: call the flow as a deployment does, on the thread pool it was decorated
+    with, whatever runner the parameters ask for."""
     out, home = tmp / f"out-{name}", tmp / f"home-{name}"
     params = RunParameters(input_dir=str(photos), output_dir=str(out), home=str(home), count=2, seed=3,
                            level="medium", adaptive=False, **kw)
-    return run_local(params), Store(home), out
+    summary = variation_run(**form_values(params)) if as_deployed else run_local(params)
+    return summary, Store(home), out
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,8 @@ def runs(prefect_server, tmp_path_factory) -> dict:
     return {
         "threads": _run(tmp, photos, "threads"),
         "chunks": _run(tmp, photos, "chunks", chunk_size=4),
-        "dask": _run(tmp, photos, "dask", runner="dask", dask_workers=2),
+        # as a deployment's run from the UI's form would: a subflow on the Dask runner
+        "dask": _run(tmp, photos, "dask", as_deployed=True, runner="dask", dask_workers=2),
     }
 
 
@@ -76,12 +82,22 @@ def test_chunked_runs_send_one_task_run_per_chunk(runs):
     run_id = summary["run_id"]
     assert store.query("SELECT count(*) AS n FROM images WHERE run_id = ?", [run_id])[0]["n"] == N_IMAGES
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
         names = sorted(t.name for t in client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))))
     assert names == ["images photo-000.png .. photo-003.png (4)", "images photo-004.png .. photo-005.png (2)"]
+
+
+def test_a_run_asking_for_dask_on_a_threads_flow_runs_as_a_subflow_on_the_cluster(runs):
+    from prefect.client.orchestration import get_client
+
+    summary, _, _ = runs["dask"]
+    with get_client(sync_client=True) as client:
+        child = client.read_flow_run(summary["run_id"])
+        assert child.parent_task_run_id is not None  # started by the deployed flow's run
+        chunks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary["run_id"]])))
+    assert chunks and all(t.name.startswith("images ") for t in chunks)
 
 
 def test_the_dask_run_shares_its_limits_through_the_data_directory_and_cleans_up(runs):
