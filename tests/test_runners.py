@@ -117,3 +117,36 @@ def test_runners_are_chosen_by_name_and_refuse_what_they_cannot_run(tmp_path):
         runner_for(params.model_copy(update={"runner": "dask", "backend": "gemini-batch"}))
     with pytest.raises(ValueError, match="dedup_library is not available with --runner dask"):
         runner_for(params.model_copy(update={"runner": "dask", "dedup_library": True}))
+
+
+GEMINI_KEY = "AIza" "SyTEST-runners-key-0123456789abcdefghiXYZ"
+N_PAID = 8
+AFFORDABLE_CALLS = 3
+
+
+def test_paid_calls_on_two_dask_workers_share_the_runs_call_slot_and_budget(prefect_server, tmp_path, monkeypatch):
+    """Two worker processes, one call slot and a cap worth three calls: never two calls on the
+    wire at once, and the spend stops where the cap says, whichever worker makes the calls."""
+    from fake_gemini import FakeGemini
+    from varflow.generators import backend_class
+
+    for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    estimate = backend_class("gemini").estimate_cost(backend_class("gemini").default_model)
+    make_photo_folder(tmp_path / "photos", N_PAID, size=64)
+    with FakeGemini(api_key=GEMINI_KEY, latency_s=0.5) as fake:
+        monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)  # the workers inherit it: the key never travels
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        summary = run_local(RunParameters(
+            input_dir=str(tmp_path / "photos"), output_dir=str(tmp_path / "out"), home=str(tmp_path / "home"),
+            backend="gemini", count=1, level="low", adaptive=False, runner="dask", dask_workers=2,
+            generation_concurrency=1, retries=0, max_cost_usd=(AFFORDABLE_CALLS + 0.5) * estimate))
+        sent, most_at_once = fake.count(), fake.max_in_flight
+    store = Store(tmp_path / "home")
+    calls = store.query("SELECT count(*) AS n, sum(cost_usd) AS usd FROM attempts "
+                        "WHERE NOT cache_hit AND outcome NOT IN ('cancelled')")[0]
+    assert most_at_once == 1
+    assert sent == calls["n"] == AFFORDABLE_CALLS
+    assert calls["usd"] <= (AFFORDABLE_CALLS + 0.5) * estimate
+    assert summary["stop_outcome"] == "budget"
