@@ -194,7 +194,10 @@ class Store:
         """An in-memory DuckDB connection with the same views: never blocked by a file lock. No
         progress bar: it would print over a run's log and a command's output."""
         con = duckdb.connect()
-        con.execute("SET enable_progress_bar = false")
+        try:
+            con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses to touch the setting
+            pass
         con.execute(self._views_script())
         return con
 

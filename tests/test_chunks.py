@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from varflow.chunks import FULL_CHUNK, TASK_RUNS_PER_FLOW, TaskPlan, chunk_label, plan_tasks, stage_task_runs
+from varflow.chunks import FULL_CHUNK, PER_IMAGE_FOLDER, TASK_RUNS_PER_FLOW, TaskPlan, chunk_label, plan_tasks, stage_task_runs
 
 
 def plan(images, *, count=1, parallel=2, remote_runner=False, remote_backend=False, requested=0) -> TaskPlan:
@@ -19,10 +19,12 @@ def test_a_paid_backend_on_a_small_folder_gets_a_task_run_per_image_and_per_call
     assert not plan(51, count=4, remote_backend=True).stage_tasks  # one more image would pass the budget
 
 
-def test_the_local_backend_and_dask_always_get_chunks():
-    assert plan(24, count=4) == TaskPlan(3, stage_tasks=False)  # 24 / (4 chunks x 2 slots)
+def test_the_local_backend_and_dask_never_get_stage_tasks_and_a_small_folder_goes_image_by_image():
+    assert plan(24, count=4) == TaskPlan(1, stage_tasks=False)  # the level adapts image by image
+    assert plan(PER_IMAGE_FOLDER) == TaskPlan(1, stage_tasks=False)
+    assert plan(PER_IMAGE_FOLDER + 4) == TaskPlan(13, stage_tasks=False)  # 104 / (4 chunks x 2 slots)
     assert plan(24, count=4, remote_backend=True, remote_runner=True) == TaskPlan(3, stage_tasks=False)
-    assert plan(3) == TaskPlan(1, stage_tasks=False)
+    assert plan(3, remote_runner=True) == TaskPlan(1, stage_tasks=False)
 
 
 @pytest.mark.parametrize("images, parallel, expected", [

@@ -32,6 +32,9 @@ TASK_RUNS_PER_IMAGE_BASE = 2
 FULL_CHUNK = 16
 # Chunks each parallel slot should get at least, so the last ones balance out.
 CHUNKS_PER_SLOT = 4
+# A folder up to this size in one process gets a task run per image: the quality level then
+# adapts image by image, as the seed's rule says (a chunk's images share the level it started at).
+PER_IMAGE_FOLDER = 100
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def plan_tasks(images: int, *, count: int, parallel: int, remote_runner: bool, r
         return TaskPlan(requested, stage_tasks=requested == 1 and stages_worth_it)
     if stages_worth_it and stage_task_runs(images, count=count) <= TASK_RUNS_PER_FLOW:
         return TaskPlan(1, stage_tasks=True)
+    if not remote_runner and images <= PER_IMAGE_FOLDER:
+        return TaskPlan(1, stage_tasks=False)
     few_enough = math.ceil(images / TASK_RUNS_PER_FLOW)  # the server keeps every record
     balanced = max(1, math.ceil(images / (CHUNKS_PER_SLOT * parallel)))  # every slot gets several
     return TaskPlan(max(few_enough, min(FULL_CHUNK, balanced)), stage_tasks=False)
