@@ -253,10 +253,6 @@ class Store:
         rows = self.query("SELECT DISTINCT output_dir FROM runs WHERE starts_with(output_dir, ?)", [prefix])
         return [r["output_dir"] for r in rows]
 
-    def job_finished(self, job_key: str) -> bool:
-        """Whether any run finished this job (a run that started earlier may have, meanwhile)."""
-        return bool(self.query("SELECT 1 FROM images WHERE status = 'ok' AND job_key = ? LIMIT 1", [job_key]))
-
     def quality_state(self, scope: str, *, window: int) -> tuple[str | None, list[float]]:
         """The adaptive level last set for ``scope`` and the success rates that count toward it.
 
