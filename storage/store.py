@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 DUCKDB_FILE = "varflow.duckdb"
 PARTS_GRACE_SECONDS = 600  # parts of a compacted run are deleted after this (readers may hold them)
+# The DuckDB file holds only views: written in a storage format older CLIs read too (the `duckdb`
+# command on PyPI, duckdb-cli 1.5, cannot open a file in duckdb 2.0's default format).
+DUCKDB_FILE_FORMAT = "v1.4.0"
 COMPACT_GROUP = 1000  # parts merged at a time when a run is compacted
 SUPERSEDED_DIR = "superseded"  # where a compacted run's parts wait for deletion, outside the views' glob
 MAX_QUARANTINE_PER_QUERY = 20  # damaged files one query may set aside before it gives up
@@ -152,7 +155,7 @@ class Store:
         if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
             return self
         try:
-            con = duckdb.connect(str(self.duckdb_path))
+            con = duckdb.connect(str(self.duckdb_path), config={"storage_compatibility_version": DUCKDB_FILE_FORMAT})
         except duckdb.IOException as exc:
             log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
             return self

@@ -150,5 +150,5 @@ def test_the_dry_run_plans_from_the_recorded_history_and_names_its_basis(tmp_pat
     assert calls > 3 * 2  # more than images x count, the old estimate
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert f"expected {calls:.0f} (" in text and "from 10 earlier attempts at level high" in text
-    assert "58% of attempts accepted" in text and "1.18 calls per attempt" in text
+    assert f"expected {calls:.0f}: " in text and "basis        from 10 earlier attempts at level high" in text
+    assert "(58% accepted) x 1.18 calls per attempt" in text

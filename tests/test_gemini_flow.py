@@ -307,7 +307,7 @@ def test_dry_run_prints_calls_and_cost_and_makes_none(fake, tmp_path, monkeypatc
     assert not (tmp_path / "home").exists()  # no run, no store
     main(["run", str(folder), "--home", str(tmp_path / "home"), "--backend", "gemini", "--dry-run"])
     text = capsys.readouterr().out
-    assert "no call made" in text and "expected 23 (" in text and "worst case 180" in text and "$0.91" in text
+    assert "no call made" in text and "expected 23: " in text and "worst case 180" in text and "$0.91" in text
 
 
 def test_requests_per_minute_paces_the_calls(prefect_server, fake, tmp_path):
