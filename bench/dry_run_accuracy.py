@@ -64,6 +64,8 @@ def main() -> None:
     from flows.parameters import RunParameters
     from flows.plan import plan_run
     from flows.variation_flow import run_local
+    from storage import Store
+    from varflow.estimate import AttemptHistory
 
     base = Path(tempfile.mkdtemp(prefix="varflow-dryrun-bench-"))
     (base / "photos").mkdir()
@@ -87,10 +89,17 @@ def main() -> None:
         print(f"  history run (seed 100): {first['calls']} calls, ${first['cost_usd']:.4f}; "
               f"without history the plan said {prior['calls_expected']:.0f} calls, ${prior['cost_expected_usd']:.4f} "
               f"({prior['basis']}); the old estimate (images x count): {prior['images_to_do'] * args.count} calls")
+        store = Store(base / "home")
         for seed in range(101, 101 + args.rounds):
             plan = plan_run(params(seed))
+            before = store.attempt_history("gemini", plan["model"]).get(plan["level"], AttemptHistory())
             summary = run_local(params(seed))
+            after = store.attempt_history("gemini", plan["model"]).get(plan["level"], AttemptHistory())
             rows.append((seed, plan, summary))
+            print(f"  seed {seed}: the run made {after.attempts - before.attempts} attempts, "
+                  f"{after.accepted - before.accepted} accepted, {after.calls - before.calls} calls "
+                  f"(the plan: {plan['attempts_per_image'] * plan['images_to_do']:.1f} attempts, "
+                  f"{plan['acceptance_rate']:.0%} accepted, {plan['calls_per_attempt']:.2f} calls per attempt)")
             print(f"  seed {seed}: level {plan['level']}, {plan['basis']}: expected {plan['calls_expected']:.1f} calls, "
                   f"${plan['cost_expected_usd']:.4f}; actual {summary['calls']} calls, ${summary['cost_usd']:.4f}; "
                   f"ratio actual/expected: calls {summary['calls'] / plan['calls_expected']:.3f}, "

@@ -8,10 +8,11 @@ Each attempt costs its calls (a retried attempt makes several) and each call its
 
 The two rates come from the store's history for the backend, model and level
 (``Store.attempt_history``), smoothed by a stated prior so that no history, or very little, still
-gives a figure: acceptance has a uniform prior (Laplace's rule of succession: ``(accepted + 1) /
-(attempts + 2)``, one in two with no history), calls per attempt a prior of one call
-(``(calls + 1) / (attempts + 1)``). With a hundred attempts on record the prior moves the rates by
-about one percent. The price of a call is the history's mean cost per call, else the backend's
+gives a figure: acceptance has Jeffreys' prior (``(accepted + 0.5) / (attempts + 1)``: one in two
+with no history; the weaker of the usual uninformed priors, so a short history of a backend that
+accepts most attempts stays close to its record), calls per attempt a prior of one call
+(``(calls + 1) / (attempts + 1)``). With a hundred
+attempts on record the priors move the rates by under one percent. The price of a call is the history's mean cost per call, else the backend's
 estimate.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import comb
 
-PRIOR_ACCEPTED, PRIOR_REJECTED = 1, 1  # uniform prior on the acceptance rate (Beta(1, 1))
+PRIOR_ACCEPTED, PRIOR_REJECTED = 0.5, 0.5  # Jeffreys' prior on the acceptance rate (Beta(1/2, 1/2))
 PRIOR_CALLS, PRIOR_ATTEMPTS = 1, 1  # one call per attempt until calls are on record
 
 
