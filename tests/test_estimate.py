@@ -152,3 +152,16 @@ def test_the_dry_run_plans_from_the_recorded_history_and_names_its_basis(tmp_pat
     text = capsys.readouterr().out
     assert f"expected {calls:.0f}: " in text and "basis        from 10 earlier attempts at level high" in text
     assert "(59% accepted) x 1.18 calls per attempt" in text
+
+
+def test_the_history_of_real_gemini_runs_agrees_with_their_summaries(gemini_calls_store):
+    """Two real runs against the fake server (conftest: a retried 500, a safety block, a text-only
+    answer retried, and in the second run a cache hit): what the estimate reads is what they did."""
+    first, second = gemini_calls_store["summaries"]
+    by_level = Store(gemini_calls_store["home"]).attempt_history(GEMINI, MODEL)
+    assert set(by_level) == {"low"}
+    low = by_level["low"]
+    assert low.calls == first["calls"] + second["calls"] == 9  # 8, then the blocked attempt again
+    assert (low.attempts, low.called) == (8, 7)  # 3 images x 2, the 2 redone; one of those from the cache
+    assert low.accepted == first["variations_accepted"] + second["variations_accepted"]
+    assert low.cost_usd == pytest.approx(first["cost_usd"] + second["cost_usd"])
