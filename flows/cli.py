@@ -125,9 +125,11 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         f"varflow dry run ({plan['backend']} / {plan['model']}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
         f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
-        f"  calls        expected {plan['calls_expected']} (images x count {plan['count']}); worst case "
-        f"{plan['calls_worst_case']} (x {plan['max_attempts_per_variation']} attempts per variation"
-        f" x {plan['max_tries_per_attempt']} tries per attempt)",
+        f"  calls        expected {plan['calls_expected']:.0f}: {plan['attempts_per_image']:.1f} attempts per image"
+        f" ({plan['acceptance_rate']:.0%} accepted) x {plan['calls_per_attempt']:.2f} calls per attempt; worst case "
+        f"{plan['calls_worst_case']} (images x count {plan['count']} x {plan['max_attempts_per_variation']} attempts"
+        f" per variation x {plan['max_tries_per_attempt']} tries per attempt)",
+        f"  basis        {plan['basis']}",
         f"  cost         expected {usd(plan['cost_expected_usd'])}, worst case {usd(plan['cost_worst_case_usd'])}"
         + (f" at ${plan['usd_per_call']:.3f} per call (estimate)" if plan["usd_per_call"] else ""),
     ]

@@ -9,6 +9,7 @@ from flows.resources import data_home
 from storage import Store
 from varflow.adaptive import WINDOW
 from varflow.discovery import discover_images
+from varflow.estimate import CallEstimate, estimate_calls, history_for
 from varflow.generators import backend_class, model_name
 from varflow.scan import DONE, SAME_CONTENT, TODO, scan_images
 from varflow.settings import QUALITY_LEVELS, level_settings
@@ -17,9 +18,11 @@ from varflow.settings import QUALITY_LEVELS, level_settings
 def plan_run(params: RunParameters) -> dict:
     """No flow run, no Prefect server, no API call and no key: the images are discovered and
     hashed, those an earlier run finished with the same parameters are left out (as the run
-    would), and the number of calls is bounded from the enhanced loop and the retry policy:
+    would), and the calls are estimated from what the store recorded (varflow/estimate.py):
 
-    * expected = images to do x count (every first attempt accepted, no retry);
+    * expected = images to do x the attempts an image makes at the recorded acceptance rate of
+      this backend, model and level (within its budget) x the recorded calls per attempt, at the
+      recorded cost per call; with no history, a stated prior (``basis`` says which);
     * worst case = images to do x count x the level's max attempts per variation x (1 + retries).
 
     Generations already in the variation cache would be free; the plan does not subtract them,
@@ -43,17 +46,35 @@ def plan_run(params: RunParameters) -> dict:
     # The adaptive policy may move back up to high during the run: its attempts bound the worst case.
     max_attempts = max(QUALITY_LEVELS["high"].max_attempts_per_variation, level.max_attempts_per_variation) \
         if params.adaptive else level.max_attempts_per_variation
-    expected = todo * params.count
-    worst = expected * max_attempts * (1 + retries)
-    per_call = backend.estimate_cost(model)
-    per_call_sync = backend.synchronous_cost(model)
-    cost = (lambda n, price=per_call: round(n * price, 6) if price is not None else None)
+    history = history_for(level.name, store.attempt_history(params.backend, model) if store is not None else {})
+    estimate = estimate_calls(history, images=todo, count=params.count, level=level.name,
+                              price=backend.estimate_cost(model),
+                              budget_per_image=params.count * level.max_attempts_per_variation)
+    worst = todo * params.count * max_attempts * (1 + retries)
     return {
         "backend": params.backend, "model": model, "level": level.name, "images_found": len(paths),
         "images_to_do": todo, "images_already_done": done, "images_same_content": same,
         "count": params.count, "max_attempts_per_variation": max_attempts,
-        "max_tries_per_attempt": 1 + retries, "calls_expected": expected, "calls_worst_case": worst,
-        "usd_per_call": per_call, "cost_expected_usd": cost(expected), "cost_worst_case_usd": cost(worst),
+        "max_tries_per_attempt": 1 + retries, "calls_worst_case": worst,
         "max_cost_usd": params.max_cost_usd, "batch": backend.can_batch,
-        "usd_per_call_synchronous": per_call_sync, "cost_expected_synchronous_usd": cost(expected, per_call_sync),
+        **_expected(estimate, history.attempts, backend, model, worst),
+    }
+
+
+def _expected(estimate: CallEstimate, history_attempts: int, backend, model: str, worst: int) -> dict:
+    """The plan's expected figures: calls, cost, and the rates and basis they come from."""
+    per_call, per_call_sync = backend.estimate_cost(model), backend.synchronous_cost(model)
+    cost = (lambda n, price=per_call: round(n * price, 6) if price is not None else None)
+    # The synchronous price of the same calls: the expected cost scaled by the prices' ratio.
+    sync = (round(estimate.cost_usd * per_call_sync / per_call, 6)
+            if estimate.cost_usd is not None and per_call and per_call_sync is not None
+            else cost(estimate.calls, per_call_sync))
+    return {
+        "calls_expected": round(estimate.calls, 1), "basis": estimate.basis, "history_attempts": history_attempts,
+        "acceptance_rate": round(estimate.acceptance_rate, 4),
+        "calls_per_attempt": round(estimate.calls_per_attempt, 4),
+        "attempts_per_image": round(estimate.attempts_per_image, 3),
+        "usd_per_call": per_call, "usd_per_call_expected": estimate.usd_per_call,
+        "cost_expected_usd": estimate.cost_usd, "cost_worst_case_usd": cost(worst),
+        "usd_per_call_synchronous": per_call_sync, "cost_expected_synchronous_usd": sync,
     }

@@ -42,7 +42,8 @@ from storage.integrity import (
     unreadable_reason,
 )
 from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
-from varflow.calls import IN_FLIGHT, INTERRUPTED
+from varflow.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
+from varflow.estimate import AttemptHistory
 from varflow.records import (
     AttemptRecord,
     BatchJobRecord,
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 DUCKDB_FILE = "varflow.duckdb"
 PARTS_GRACE_SECONDS = 600  # parts of a compacted run are deleted after this (readers may hold them)
+# The DuckDB file holds only views: written in a storage format older CLIs read too (the `duckdb`
+# command on PyPI, duckdb-cli 1.5, cannot open a file in duckdb 2.0's default format).
+DUCKDB_FILE_FORMAT = "v1.4.0"
 COMPACT_GROUP = 1000  # parts merged at a time when a run is compacted
 SUPERSEDED_DIR = "superseded"  # where a compacted run's parts wait for deletion, outside the views' glob
 MAX_QUARANTINE_PER_QUERY = 20  # damaged files one query may set aside before it gives up
@@ -151,7 +155,7 @@ class Store:
         if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
             return self
         try:
-            con = duckdb.connect(str(self.duckdb_path))
+            con = duckdb.connect(str(self.duckdb_path), config={"storage_compatibility_version": DUCKDB_FILE_FORMAT})
         except duckdb.IOException as exc:
             log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
             return self
@@ -328,6 +332,28 @@ class Store:
             "WHERE accepted AND output_path IS NOT NULL AND ahash IS NOT NULL "
             "GROUP BY variation_id ORDER BY variation_id").to_arrow_table())
         return {name: table.column(name).to_pylist() for name in table.column_names}
+
+    def attempt_history(self, backend: str, model: str) -> dict[str, AttemptHistory]:
+        """What runs of ``backend``/``model`` recorded, by level: attempts made, accepted, calls
+        and their cost (the dry run's basis, varflow/estimate.py). An attempt is one variation of
+        one image in one run; its calls are its tries that reached the backend (not cache hits,
+        not cancelled, not a live run's in-flight call)."""
+        rows = self.query(
+            "WITH a AS (SELECT run_id, image_id, attempt, any_value(quality_level) AS level, "
+            "  count(*) FILTER (WHERE NOT coalesce(cache_hit, false) AND outcome NOT IN (?, ?)) AS calls, "
+            "  coalesce(sum(cost_usd) FILTER (WHERE NOT coalesce(cache_hit, false) AND outcome NOT IN (?, ?)), 0) "
+            "    AS cost, bool_or(outcome NOT IN (?, ?)) AS made "
+            "  FROM attempts WHERE backend = ? AND model = ? GROUP BY run_id, image_id, attempt), "
+            "v AS (SELECT run_id, image_id, attempt, bool_or(accepted) AS accepted FROM variations "
+            "  WHERE backend = ? AND model = ? GROUP BY run_id, image_id, attempt) "
+            "SELECT level, count(*) AS attempts, count(*) FILTER (WHERE v.accepted) AS accepted, "
+            "  count(*) FILTER (WHERE a.calls > 0) AS called, sum(a.calls) AS calls, sum(a.cost) AS cost "
+            "FROM a LEFT JOIN v USING (run_id, image_id, attempt) WHERE a.made AND level IS NOT NULL "
+            "GROUP BY level ORDER BY level",
+            [CANCELLED, IN_FLIGHT] * 3 + [backend, model, backend, model])
+        return {r["level"]: AttemptHistory(attempts=r["attempts"], accepted=r["accepted"], called=r["called"],
+                                           calls=int(r["calls"]), cost_usd=float(r["cost"]), level=r["level"])
+                for r in rows}
 
     def running_runs(self) -> list[dict]:
         return self.query("SELECT * FROM runs WHERE status = 'running'")
