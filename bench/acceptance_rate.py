@@ -4,7 +4,7 @@ Loop semantics (the seed's "enhanced" loop, as a run does it): for each image, a
 until ``count`` variations are accepted or ``count * max_attempts_per_variation`` attempts are
 spent. Each attempt is a ``random`` variation type resolved from its seed (``derive_seed(run_seed,
 image_id, attempt)``); a duplicate of an accepted variation (hashes, thumbnail SSIM and colours,
-as the run's dedup) is rejected, the rest judged by ``varflow.profiles.VariationJudge`` with
+as the run's dedup) is rejected, the rest judged by ``varflow.quality.profiles.VariationJudge`` with
 diversity against the variations accepted so far.
 
 Photos: the demo's sample photos plus retina.jpg, at native size (the pipeline never upscales),
@@ -30,20 +30,20 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from varflow.dedup import KnownImage, find_duplicate, load_appearance  # noqa: E402
-from varflow.generators.base import (  # noqa: E402
+from varflow.duplicates.dedup import KnownImage, find_duplicate, load_appearance  # noqa: E402
+from varflow.generation.backends.base import (  # noqa: E402
     CONCRETE_TYPES,
     GenerationError,
     VariationRequest,
     derive_seed,
     resolve_variation_type,
 )
-from varflow.generators.local import LocalGenerator  # noqa: E402
-from varflow.hashing import compute_hashes  # noqa: E402
-from varflow.imageio import load_grey, load_rgb  # noqa: E402
-from varflow.metrics import GreyImage  # noqa: E402
-from varflow.profiles import HEADLINE, VariationJudge  # noqa: E402
-from varflow.samples import SAMPLE_FILES, sample_dir  # noqa: E402
+from varflow.generation.backends.local import LocalGenerator  # noqa: E402
+from varflow.duplicates.hashing import compute_hashes  # noqa: E402
+from varflow.images.imageio import load_grey, load_rgb  # noqa: E402
+from varflow.quality.metrics import GreyImage  # noqa: E402
+from varflow.quality.profiles import HEADLINE, VariationJudge  # noqa: E402
+from varflow.images.samples import SAMPLE_FILES, sample_dir  # noqa: E402
 from varflow.settings import LEVEL_ORDER, PROFILES, QUALITY_LEVELS, DedupSettings  # noqa: E402
 
 PHOTOS = SAMPLE_FILES + ("retina.jpg",)  # the demo photos plus a large one

@@ -41,10 +41,10 @@ def main() -> None:
     from fake_gemini import FakeGemini
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.collect_flow import batch_collect
-    from flows.parameters import RunParameters
-    from flows.variation_flow import run_local
-    from storage import Store
+    from varflow.flows.collect_flow import batch_collect
+    from varflow.flows.parameters import RunParameters
+    from varflow.flows.variation_flow import run_local
+    from varflow.storage import Store
 
     base = Path(tempfile.mkdtemp(prefix="varflow-batch-bench-"))
     (base / "photos").mkdir()

@@ -4,9 +4,9 @@ The labeled set is bench/calibration_set.py's: scikit-image's photos, 14 kinds o
 would keep and 13 they would throw away, several random draws each. Every variation is scored
 as its image's first variation (no diversity) by
 
-* ``seed``: ``varflow.metrics.score_variation`` + ``varflow.acceptance.judge`` with
+* ``seed``: ``varflow.quality.metrics.score_variation`` + ``varflow.quality.acceptance.judge`` with
   ``QualityThresholds()``;
-* ``calibrated``: ``varflow.calibrated.score_calibrated`` + ``judge_calibrated`` with
+* ``calibrated``: ``varflow.quality.calibrated.score_calibrated`` + ``judge_calibrated`` with
   ``CalibratedThresholds()``;
 
 and the bench prints, at level medium, the accept rate per kind, then good accepted, bad rejected
@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import calibration_set as cs  # noqa: E402
-from varflow import calibrated, metrics  # noqa: E402
-from varflow.acceptance import judge  # noqa: E402
+from varflow.quality import calibrated, metrics  # noqa: E402
+from varflow.quality.acceptance import judge  # noqa: E402
 from varflow.settings import (  # noqa: E402
     QUALITY_LEVELS,
     CalibratedThresholds,

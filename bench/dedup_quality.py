@@ -14,9 +14,9 @@ Evaluation set (scikit-image's bundled files only, nothing downloaded):
 Every pair of files is labelled: a duplicate when both come from the same base (including two
 transformed copies of it), not one otherwise. Precision and recall are over pairs.
 
-* varflow: ``varflow.dedup`` semantics (a pair is a duplicate when one of the three hashes is
+* varflow: ``varflow.duplicates.dedup`` semantics (a pair is a duplicate when one of the three hashes is
   within ``max_hamming`` bits and the confirmation SSIM exceeds ``ssim_threshold``) with the
-  ``DedupSettings`` defaults, pair by pair; and ``varflow.inspect.find_duplicate_groups`` (the
+  ``DedupSettings`` defaults, pair by pair; and ``varflow.reports.inspect.find_duplicate_groups`` (the
   index + SSIM + union-find that ``varflow dedup`` runs), counting every pair inside a group;
 * imagededup: ``PHash().find_duplicates(image_dir=...)`` with its defaults (Hamming <= 10).
 
@@ -44,13 +44,13 @@ from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from varflow.dedup import appearance_signature, confirmation_ssim, same_appearance  # noqa: E402
-from varflow.hashindex import popcount64  # noqa: E402
-from varflow.hashing import compute_hashes  # noqa: E402
-from varflow.imageio import load_rgb  # noqa: E402
-from varflow.inspect import find_duplicate_groups  # noqa: E402
-from varflow.metrics import GreyImage, ssim, to_grey  # noqa: E402
-from varflow.samples import sample_dir  # noqa: E402
+from varflow.duplicates.dedup import appearance_signature, confirmation_ssim, same_appearance  # noqa: E402
+from varflow.duplicates.hashindex import popcount64  # noqa: E402
+from varflow.duplicates.hashing import compute_hashes  # noqa: E402
+from varflow.images.imageio import load_rgb  # noqa: E402
+from varflow.reports.inspect import find_duplicate_groups  # noqa: E402
+from varflow.quality.metrics import GreyImage, ssim, to_grey  # noqa: E402
+from varflow.images.samples import sample_dir  # noqa: E402
 from varflow.settings import COPY_FINDING, DedupSettings  # noqa: E402
 
 PHOTOS = (

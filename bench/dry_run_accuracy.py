@@ -6,7 +6,7 @@ One folder of sample photos runs through ``--backend gemini`` against the fake G
 (tests/fake_gemini.py) with a fault mix: a share ``--bad`` of the answers are bad (a text-only
 answer, retried with a reworded prompt; a safety block; an image that is not one), and 5% are
 server errors (retried). The first run only builds history. Then, ``--rounds`` times: the dry run
-plans the folder with a new seed (``flows.plan.plan_run``, what ``varflow run --dry-run`` prints),
+plans the folder with a new seed (``varflow.flows.plan.plan_run``, what ``varflow run --dry-run`` prints),
 the run with that seed goes through the folder, and the bench prints expected vs actual calls and
 cost and their ratio (actual / expected). The goal: within 15% of the actual cost.
 
@@ -61,11 +61,11 @@ def main() -> None:
     from fake_gemini import FakeGemini
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.parameters import RunParameters
-    from flows.plan import plan_run
-    from flows.variation_flow import run_local
-    from storage import Store
-    from varflow.estimate import AttemptHistory
+    from varflow.flows.parameters import RunParameters
+    from varflow.flows.plan import plan_run
+    from varflow.flows.variation_flow import run_local
+    from varflow.storage import Store
+    from varflow.processing.estimate import AttemptHistory
 
     base = Path(tempfile.mkdtemp(prefix="varflow-dryrun-bench-"))
     (base / "photos").mkdir()

@@ -14,7 +14,7 @@ result persistence, retries machinery) and every per-call varflow cost (rate lim
 records, cache); the flow's fixed start and exit costs (~1-2 s whatever the size of the run) are
 printed separately as the whole run's wall time.
 
-Then the cross-process rate limiter alone (varflow/ratelimit.py): 3 processes share one limit;
+Then the cross-process rate limiter alone (varflow/runtime/ratelimit.py): 3 processes share one limit;
 the achieved rate and the busiest window are compared with the configured rpm. And, for the
 record, Prefect's own global rate limit (``prefect.concurrency.sync.rate_limit``) at the same
 rate, which is why varflow does not use it for pacing.
@@ -64,7 +64,7 @@ def start_fake(latency: float) -> tuple[subprocess.Popen, str]:
 def make_photos(dest: Path, n: int, size: int = 256) -> None:
     from PIL import Image
 
-    from varflow.samples import sample_paths
+    from varflow.images.samples import sample_paths
 
     dest.mkdir(parents=True, exist_ok=True)
     sources = sample_paths()
@@ -105,7 +105,7 @@ def cpu_seconds() -> dict[str, float]:
 
 
 def measure(home: Path, rpm: float | None, wall: float, cpu0: dict, cpu1: dict, load0: float, status: str) -> dict:
-    from storage import Store
+    from varflow.storage import Store
 
     rows = Store(home).query(
         "SELECT epoch(started_at) AS s, latency_ms, outcome FROM attempts WHERE NOT cache_hit ORDER BY s")
@@ -136,8 +136,8 @@ def raw_sdk_bench(tmp: Path, images: int, count: int) -> dict:
     records) from ``CONCURRENCY`` plain threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from varflow.generators.base import VariationRequest
-    from varflow.generators.gemini import GeminiGenerator
+    from varflow.generation.backends.base import VariationRequest
+    from varflow.generation.backends.gemini import GeminiGenerator
 
     gen = GeminiGenerator(timeout_s=60)
     photos = sorted((tmp / "photos").glob("*.png"))[:images]
@@ -171,14 +171,14 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.resources import open_resources
-    from flows.variation_flow import pool_size
-    from storage import Store
-    from tasks.generate import generate_variation, retry_options
-    from varflow.cache import generation_key
-    from varflow.calls import AttemptContext
-    from varflow.generators import VariationRequest, derive_seed
-    from varflow.resources import CallPolicy, ResourceSpec
+    from varflow.flows.resources import open_resources
+    from varflow.flows.variation_flow import pool_size
+    from varflow.storage import Store
+    from varflow.tasks.generate import generate_variation, retry_options
+    from varflow.generation.cache import generation_key
+    from varflow.runtime.calls import AttemptContext
+    from varflow.generation.backends import VariationRequest, derive_seed
+    from varflow.runtime.resources import CallPolicy, ResourceSpec
 
     home = tmp / f"gen-home-{rpm or 'nolimit'}"
     Store(home).initialize()
@@ -217,9 +217,9 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
 
 
 def flow_bench(tmp: Path, rpm: float | None, images: int, count: int) -> dict:
-    from flows.parameters import RunParameters, Thresholds
-    from flows.variation_flow import run_local
-    from storage import Store
+    from varflow.flows.parameters import RunParameters, Thresholds
+    from varflow.flows.variation_flow import run_local
+    from varflow.storage import Store
 
     home = tmp / f"home-{rpm or 'nolimit'}"
     params = RunParameters(
@@ -313,9 +313,9 @@ def main() -> int:
     for k in ("GOOGLE_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(k, None)
     os.environ.update(GEMINI_API_KEY=KEY, GOOGLE_GEMINI_BASE_URL=url, NO_PROXY="127.0.0.1,localhost")
-    import tasks.prefect_defaults
+    import varflow.tasks.prefect_defaults
 
-    tasks.prefect_defaults.apply()
+    varflow.tasks.prefect_defaults.apply()
     from prefect.testing.utilities import prefect_test_harness
 
     try:

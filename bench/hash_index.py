@@ -1,4 +1,4 @@
-"""Hamming-radius lookup at library scale: varflow.hashindex.HashIndex on 1,000,000 hashes.
+"""Hamming-radius lookup at library scale: varflow.duplicates.hashindex.HashIndex on 1,000,000 hashes.
 
 Inserts 1,000,000 random 64-bit hashes plus, for each of 1,000 query hashes, planted near
 neighbours at every distance 0..10 (random bit flips), then queries every query hash at radius
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from varflow.hashindex import HashIndex, popcount64  # noqa: E402
+from varflow.duplicates.hashindex import HashIndex, popcount64  # noqa: E402
 
 
 def flip_bits(value: int, k: int, rng: np.random.Generator) -> int:

@@ -23,12 +23,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from varflow.samples import sample_paths  # noqa: E402
+from varflow.images.samples import sample_paths  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
-from flows.parameters import RunParameters
-from flows.variation_flow import run_local
+from varflow.flows.parameters import RunParameters
+from varflow.flows.variation_flow import run_local
 params = RunParameters.model_validate_json(sys.argv[1])
 t = time.perf_counter()
 summary = run_local(params)

@@ -6,7 +6,7 @@ process, on N small distinct photos (random crops of the bundled sample photos),
 local backend, a fixed level:
 
 * ``plain``   the same per-image work in a plain Python loop, no Prefect: scan and hash, then
-              optimize/generate/score/dedup (varflow.pipeline) on as many threads as the flow
+              optimize/generate/score/dedup (varflow.processing.pipeline) on as many threads as the flow
               has images in flight, every record written to the store, the run's parts compacted;
 * ``threads`` ``varflow run`` on the thread pool (chunks of images per task run);
 * ``dask``    ``varflow run --runner dask``: a LocalCluster of 2 worker processes;
@@ -41,19 +41,19 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from varflow.samples import sample_paths  # noqa: E402
+from varflow.images.samples import sample_paths  # noqa: E402
 
 COUNT, LEVEL, IN_FLIGHT = 1, "medium", 2
 
 FLOW_CHILD = r"""
 import json, sys, time
-from flows.parameters import RunParameters
-from flows.variation_flow import run_local
+from varflow.flows.parameters import RunParameters
+from varflow.flows.variation_flow import run_local
 params = RunParameters.model_validate_json(sys.argv[1])
 t = time.perf_counter()
 summary = run_local(params)
 seconds = time.perf_counter() - t
-from storage import Store
+from varflow.storage import Store
 work = Store(params.home).query("SELECT sum(total_ms) / 1000 AS s FROM images WHERE run_id = ?", [summary["run_id"]])
 print("RESULT " + json.dumps({"seconds": seconds, "run_id": summary["run_id"], "image_seconds": work[0]["s"],
     "images_ok": summary["images_ok"], "images_error": summary["images_error"], "attempts": summary["attempts"],
@@ -64,15 +64,15 @@ PLAIN_CHILD = r"""
 import json, sys, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from storage import Store
-from varflow.cache import GenerationCache
-from varflow.direct import DirectGenerations
-from varflow.discovery import discover_images
-from varflow.generators import make_backend
-from varflow.pipeline import ImageJob, ImagePipeline, JobSpec
-from varflow.records import ImageRecord
-from varflow.resources import ResourceSpec, RunControl, RunResources
-from varflow.scan import TODO, scan_images
+from varflow.storage import Store
+from varflow.generation.cache import GenerationCache
+from varflow.processing.direct import DirectGenerations
+from varflow.processing.discovery import discover_images
+from varflow.generation.backends import make_backend
+from varflow.processing.pipeline import ImageJob, ImagePipeline, JobSpec
+from varflow.runtime.records import ImageRecord
+from varflow.runtime.resources import ResourceSpec, RunControl, RunResources
+from varflow.processing.scan import TODO, scan_images
 from varflow.settings import Settings, level_settings
 
 args = json.loads(sys.argv[1])

@@ -14,10 +14,10 @@ Formulations:
 * seed: tests/seed_reference.py, the seed's code written plainly (Pillow images in, a Pillow grey
   conversion per call, skimage SSIM, ImageStat, CV_64F Laplacian, Canny + connected components,
   imagehash for each hash);
-* ours: varflow.metrics + varflow.hashing on the same Pillow images, as varflow runs them
+* ours: varflow.quality.metrics + varflow.duplicates.hashing on the same Pillow images, as varflow runs them
   (edge detection and hashes on one helper thread while the main thread computes SSIM);
 * ours, one thread: the same with the helper thread off;
-* calibrated: the calibrated profile (varflow.calibrated) on the same images: the original's
+* calibrated: the calibrated profile (varflow.quality.calibrated) on the same images: the original's
   ImageFeatures once per image, each variation's once, then score_calibrated with diversity
   against the same other variations (its own measures; the perceptual hashes, which dedup
   computes whatever the profile, are not part of it). Its ratio is against the seed formulation
@@ -51,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import seed_reference as seed  # noqa: E402
-from varflow import calibrated, metrics  # noqa: E402
-from varflow.hashing import compute_hashes  # noqa: E402
-from varflow.samples import SAMPLE_FILES, sample_dir  # noqa: E402
+from varflow.quality import calibrated, metrics  # noqa: E402
+from varflow.duplicates.hashing import compute_hashes  # noqa: E402
+from varflow.images.samples import SAMPLE_FILES, sample_dir  # noqa: E402
 
 VARIATIONS = 4
 

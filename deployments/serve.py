@@ -22,9 +22,9 @@ from prefect.schedules import Cron, Interval, Schedule
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
-from flows.parameters import FORM_FIELDS, RunParameters, form_values, run_parameters
-from flows.runners import runner_for
-from flows.variation_flow import variation_run
+from varflow.flows.parameters import FORM_FIELDS, RunParameters, form_values, run_parameters
+from varflow.flows.runners import runner_for
+from varflow.flows.variation_flow import variation_run
 
 DESCRIPTION = ("Turn a folder of images into scored, de-duplicated variations. Each run is incremental: "
                "images already done with the same parameters are skipped.")
@@ -90,7 +90,7 @@ def collector(*, name: str = "collect", home: str | None = None, every_s: float 
 
     from prefect.schedules import Interval
 
-    from flows.collect_flow import batch_collect
+    from varflow.flows.collect_flow import batch_collect
     from varflow.settings import BATCH
 
     return batch_collect.to_deployment(

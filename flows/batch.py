@@ -1,5 +1,5 @@
 """A batch run's jobs, seen from the flow: collected at the run's start, submitted at its end,
-shown in the Prefect UI as the ``varflow-batch-jobs`` artifact (varflow/batch.py does the work)."""
+shown in the Prefect UI as the ``varflow-batch-jobs`` artifact (varflow/processing/batch.py does the work)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prefect.artifacts import create_table_artifact
 
-from tasks.batch import collect_batch_jobs, submit_batch_jobs
-from varflow.batch import OPEN_STATES, BatchQueue, BatchScope, answered_failures
-from varflow.resources import RunResources
+from varflow.tasks.batch import collect_batch_jobs, submit_batch_jobs
+from varflow.processing.batch import OPEN_STATES, BatchQueue, BatchScope, answered_failures
+from varflow.runtime.resources import RunResources
 
 ARTIFACT_KEY = "varflow-batch-jobs"
 _COLUMNS = ("job_name", "display_name", "state", "requests", "succeeded", "failed", "submitted_at", "updated_at",

@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from varflow.generators import BACKENDS
+from varflow.generation.backends import BACKENDS
 from varflow.settings import DEFAULT_PROFILE, GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
-from varflow.tabular import cell_text, format_table
+from varflow.reports.tabular import cell_text, format_table
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options named as ``RunParameters`` fields; a default shown here is read from there."""
-    from flows.parameters import RunParameters
+    from varflow.flows.parameters import RunParameters
 
     fields = RunParameters.model_fields
 
@@ -82,7 +82,7 @@ def _add_runner_options(r, opt) -> None:
 def _params(args, input_dir: str, output_dir: str):
     from pydantic import ValidationError
 
-    from flows.parameters import RunParameters
+    from varflow.flows.parameters import RunParameters
 
     given = {k: v for k, v in vars(args).items()
              if k in RunParameters.model_fields and k not in ("input_dir", "output_dir")}
@@ -100,8 +100,8 @@ def _check_backend(params) -> None:
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
-    from varflow.resources import enforceable_cap
-    from varflow.generators import backend_class, make_backend, model_name
+    from varflow.runtime.resources import enforceable_cap
+    from varflow.generation.backends import backend_class, make_backend, model_name
 
     backend = backend_class(params.backend)
     try:
@@ -146,12 +146,12 @@ def _print_plan(plan: dict, as_json: bool) -> None:
 
 def _run(params, as_json: bool, dry_run: bool = False) -> int:
     if dry_run:
-        from flows.plan import plan_run
+        from varflow.flows.plan import plan_run
 
         _print_plan(plan_run(params), as_json)
         return 0
     _check_backend(params)
-    from flows.variation_flow import run_local
+    from varflow.flows.variation_flow import run_local
 
     try:
         summary = run_local(params)
@@ -162,11 +162,11 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
     else:
         import dataclasses
 
-        from flows.report import RunSummary
+        from varflow.flows.report import RunSummary
 
         names = {f.name for f in dataclasses.fields(RunSummary)}
         print(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text())
-        from varflow.generators import backend_class
+        from varflow.generation.backends import backend_class
 
         if backend_class(summary["backend"]).remote and summary.get("calls"):
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls (retries included)")
@@ -195,7 +195,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from varflow.samples import export_samples
+    from varflow.images.samples import export_samples
 
     base = Path(args.dir)
     photos = export_samples(base / "photos")
@@ -212,9 +212,9 @@ def cmd_demo(args) -> int:
 def write_contact_sheet(params, dest: Path) -> Path | None:
     """Each original beside its accepted variations (type and overall score under each): how a
     person judges the result. None when nothing was accepted."""
-    from flows.resources import data_home
-    from storage import Store
-    from varflow.contact_sheet import make_contact_sheet
+    from varflow.flows.resources import data_home
+    from varflow.storage import Store
+    from varflow.reports.contact_sheet import make_contact_sheet
 
     store = Store(data_home(params))
     rows: dict[str, list] = {}
@@ -232,7 +232,7 @@ def write_contact_sheet(params, dest: Path) -> Path | None:
 
 def cmd_collect(args) -> int:
     """Collect ended batch jobs (``--backend gemini-batch``): their folders' runs judge the answers."""
-    from flows.collect_flow import batch_collect
+    from varflow.flows.collect_flow import batch_collect
 
     try:
         result = batch_collect(home=args.home)
@@ -252,7 +252,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_samples(args) -> int:
-    from varflow.samples import export_samples
+    from varflow.images.samples import export_samples
 
     for p in export_samples(args.dest):
         print(p)
@@ -261,14 +261,14 @@ def cmd_samples(args) -> int:
 
 def cmd_models(args) -> int:
     """The models a backend can use (a remote one: those its key can use), or why they can't be listed."""
-    from varflow.generators import BACKENDS, GenerationError, backend_class, make_backend
+    from varflow.generation.backends import BACKENDS, GenerationError, backend_class, make_backend
 
     name = args.backend or next(b for b in BACKENDS if backend_class(b).remote)
     options = {}
     if backend_class(name).remote:
         options["timeout_s"] = args.timeout
         if args.api_key_secret:
-            from flows.resources import load_secret
+            from varflow.flows.resources import load_secret
 
             try:
                 options["api_key"] = load_secret(args.api_key_secret)
@@ -307,9 +307,9 @@ def _print_models(models, as_json: bool) -> int:
 
 
 def cmd_score(args) -> int:
-    from varflow.imageio import ImageReadError
-    from varflow.inspect import score_files
-    from varflow.profiles import calibrated_parts
+    from varflow.images.imageio import ImageReadError
+    from varflow.reports.inspect import score_files
+    from varflow.quality.profiles import calibrated_parts
 
     try:
         rows = score_files(args.original, args.variations, profile=args.profile, level=args.level,
@@ -339,8 +339,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_dedup(args) -> int:
-    from varflow.discovery import discover_images
-    from varflow.inspect import find_duplicate_groups
+    from varflow.processing.discovery import discover_images
+    from varflow.reports.inspect import find_duplicate_groups
 
     try:
         paths = discover_images(args.dir)
@@ -370,7 +370,7 @@ def _home(args) -> Path:
 
 
 def cmd_report(args) -> int:
-    from flows.gallery import write_gallery
+    from varflow.flows.gallery import write_gallery
 
     try:
         out = write_gallery(_home(args), args.out, args.run_id, max_images=args.max_images)
@@ -382,8 +382,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from storage.analysis import recent_runs
-    from varflow.tabular import format_json
+    from varflow.storage.analysis import recent_runs
+    from varflow.reports.tabular import format_json
 
     result = recent_runs(_home(args), limit=args.limit)
     if args.json:
@@ -406,7 +406,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from storage.analysis import as_jsonable, quality_summary, resolve_run
+    from varflow.storage.analysis import as_jsonable, quality_summary, resolve_run
 
     try:
         run = resolve_run(_home(args), args.run_id)
@@ -422,8 +422,8 @@ def cmd_stats(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    from storage.analysis import QueryFailed, ReadOnlyQueryError, read_only_query
-    from varflow.tabular import format_csv, format_json
+    from varflow.storage.analysis import QueryFailed, ReadOnlyQueryError, read_only_query
+    from varflow.reports.tabular import format_csv, format_json
 
     try:
         result = read_only_query(_home(args), args.query)
@@ -446,8 +446,8 @@ def cmd_sql(args) -> int:
 def cmd_doctor(args) -> int:
     """Check the data directory; with --repair, fix it. Exit 0 when healthy (or repaired), 1 when
     problems remain (the lines say what --repair would do)."""
-    from storage.doctor import diagnose, repair
-    from storage.integrity import quarantined
+    from varflow.storage.doctor import diagnose, repair
+    from varflow.storage.integrity import quarantined
 
     home = _home(args)
     if not home.exists():
@@ -475,7 +475,7 @@ def cmd_doctor(args) -> int:
 
 
 def render_stats(summary: dict) -> str:
-    """``varflow stats``: one run's quality summary (``storage.analysis.quality_summary``) as text."""
+    """``varflow stats``: one run's quality summary (``varflow.storage.analysis.quality_summary``) as text."""
     run = summary["run"]
     rate = summary["acceptance_rate"]
     lines = [
@@ -613,7 +613,7 @@ def cmd_serve(args) -> int:
     if params.home:  # a served run's relative paths would follow the serving process's directory
         params = params.model_copy(update={"home": str(Path(params.home).expanduser().resolve())})
     _check_backend(params)
-    from deployments.serve import cron_schedule, deployment, interval_schedule, serve
+    from varflow.deployments.serve import cron_schedule, deployment, interval_schedule, serve
 
     try:
         schedules = []
@@ -635,10 +635,10 @@ def cmd_serve(args) -> int:
                                "parameters": s.parameters} for s in d.schedules]}, indent=2, default=str))
         if args.dry_run:
             return 0
-    from varflow.generators import backend_class
+    from varflow.generation.backends import backend_class
 
     if backend_class(params.backend).can_batch:  # a batch run submits and ends: its collector goes with it
-        from deployments.serve import collector
+        from varflow.deployments.serve import collector
 
         serve([d, collector(name=f"{args.name}-collect", home=params.home or None)])
     else:

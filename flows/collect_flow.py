@@ -17,12 +17,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
 
-from flows.batch import publish_jobs
-from flows.parameters import RunParameters
-from flows.resources import data_home, open_resources, resource_spec
-from flows.variation_flow import run_local
-from storage import Store
-from varflow.batch import OPEN_STATES, poll_jobs
+from varflow.flows.batch import publish_jobs
+from varflow.flows.parameters import RunParameters
+from varflow.flows.resources import data_home, open_resources, resource_spec
+from varflow.flows.variation_flow import run_local
+from varflow.storage import Store
+from varflow.processing.batch import OPEN_STATES, poll_jobs
 
 
 @flow(name="varflow-collect", persist_result=False)

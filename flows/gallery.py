@@ -1,9 +1,9 @@
-"""Write a run's gallery page: the store's rows plus thumbnails, rendered by varflow.gallery.
+"""Write a run's gallery page: the store's rows plus thumbnails, rendered by varflow.reports.gallery.
 
 Used by ``varflow report`` and by the flow at the end of every run. Pictures come from the
 files the run left: the original, the accepted variation, a rejected one kept under
 ``_rejected/`` (``--keep-rejected``), or else the small thumbnail the run kept of it under the
-data directory (varflow/thumbnails.py); a card whose picture is gone says so.
+data directory (varflow/images/thumbnails.py); a card whose picture is gone says so.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from storage.analysis import resolve_run, run_rows
-from varflow.gallery import Card, Source, render_gallery
+from varflow.storage.analysis import resolve_run, run_rows
+from varflow.reports.gallery import Card, Source, render_gallery
 from varflow.settings import GALLERY
-from varflow.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
+from varflow.images.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
 
 REPORTS_DIR = "reports"
 THUMBNAIL_THREADS = 2  # Pillow decodes and resizes without the GIL

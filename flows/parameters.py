@@ -8,8 +8,8 @@ from typing import Annotated, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from varflow.discovery import normalize_extensions
-from varflow.generators import BACKENDS, DEFAULT_BACKEND
+from varflow.processing.discovery import normalize_extensions
+from varflow.generation.backends import BACKENDS, DEFAULT_BACKEND
 from varflow.settings import (
     DEFAULT_PROFILE,
     CalibratedThresholds,

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.parameters import RunParameters
-from flows.resources import data_home
-from storage import Store
-from varflow.adaptive import WINDOW
-from varflow.discovery import discover_images
-from varflow.estimate import CallEstimate, estimate_calls, history_for
-from varflow.generators import backend_class, model_name
-from varflow.scan import DONE, SAME_CONTENT, TODO, scan_images
+from varflow.flows.parameters import RunParameters
+from varflow.flows.resources import data_home
+from varflow.storage import Store
+from varflow.quality.adaptive import WINDOW
+from varflow.processing.discovery import discover_images
+from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
+from varflow.generation.backends import backend_class, model_name
+from varflow.processing.scan import DONE, SAME_CONTENT, TODO, scan_images
 from varflow.settings import QUALITY_LEVELS, level_settings
 
 
 def plan_run(params: RunParameters) -> dict:
     """No flow run, no Prefect server, no API call and no key: the images are discovered and
     hashed, those an earlier run finished with the same parameters are left out (as the run
-    would), and the calls are estimated from what the store recorded (varflow/estimate.py):
+    would), and the calls are estimated from what the store recorded (varflow/processing/estimate.py):
 
     * expected = images to do x the attempts an image makes at the recorded acceptance rate of
       this backend, model and level (within its budget) x the recorded calls per attempt, at the

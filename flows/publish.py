@@ -16,7 +16,7 @@ from prefect.artifacts import (
 )
 from prefect.events import emit_event
 
-from flows.report import RunSummary, image_line
+from varflow.flows.report import RunSummary, image_line
 
 PROGRESS_KEY = "varflow-run-progress"
 TABLE_KEY = "varflow-run-images"

@@ -7,8 +7,8 @@ environment or a Prefect Secret block), the shared rate limiter and the run's co
 backend needs (retries, pacing, a key, a timeout) follows from its registry capabilities.
 
 Where the run's limits are shared (``shared_limits``): this process for the threads runner; the
-data directory (``<home>/shared/<run_id>/``, varflow/runstate.py) for runner dask, or any Redis
-(varflow/redisstate.py) named by the parameter. The flow's process opens the resources (and
+data directory (``<home>/shared/<run_id>/``, varflow/runtime/runstate.py) for runner dask, or any Redis
+(varflow/runtime/redisstate.py) named by the parameter. The flow's process opens the resources (and
 starts their shared state afresh); a worker process rebuilds them from the pickled spec once
 (``attach_resources``) and finds the same state from the run's id. Closing the flow's copy
 removes the state.
@@ -21,14 +21,14 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flows.parameters import RunParameters
-from storage import Store
-from varflow.cache import GenerationCache
-from varflow.generators import backend_class, make_backend
-from varflow.ratelimit import Limiter, RateLimiter, state_path
-from varflow.redisstate import RedisRateLimiter, RedisState, check_redis_url, connect, is_redis_url, slot_lease_s
-from varflow.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
-from varflow.runstate import FileState, MemoryState, shared_dir
+from varflow.flows.parameters import RunParameters
+from varflow.storage import Store
+from varflow.generation.cache import GenerationCache
+from varflow.generation.backends import backend_class, make_backend
+from varflow.runtime.ratelimit import Limiter, RateLimiter, state_path
+from varflow.runtime.redisstate import RedisRateLimiter, RedisState, check_redis_url, connect, is_redis_url, slot_lease_s
+from varflow.runtime.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
+from varflow.runtime.runstate import FileState, MemoryState, shared_dir
 from varflow.settings import default_home
 
 

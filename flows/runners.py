@@ -3,7 +3,7 @@
 ``threads``: Prefect's thread pool in the flow's process (the default; one machine).
 ``dask``: prefect-dask's ``DaskTaskRunner`` on a Dask cluster: an existing scheduler
 (``dask_address``) or a ``LocalCluster`` of ``dask_workers`` processes on this machine. Task runs
-then travel to other processes, so images go in chunks (varflow/chunks.py) and the run's limits
+then travel to other processes, so images go in chunks (varflow/processing/chunks.py) and the run's limits
 are shared through the data directory or Redis (flows/resources.py). docs/scale-out.md.
 """
 
@@ -13,8 +13,8 @@ from typing import Protocol
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.parameters import RunParameters
-from varflow.generators import backend_class
+from varflow.flows.parameters import RunParameters
+from varflow.generation.backends import backend_class
 
 
 def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:

@@ -1,7 +1,7 @@
 """The flow: discover a folder's images and run each through the per-image pipeline.
 
 Images are admitted in a sliding window bounded by a memory budget (the seed's batch formula,
-fixed: see varflow/memory.py) and a count; each finished image is recorded at once, feeds the
+fixed: see varflow/processing/memory.py) and a count; each finished image is recorded at once, feeds the
 adaptive quality level, and frees its place for the next one. The task runner's pool holds the
 images in flight plus the generation calls they submit, so the two never starve each other.
 
@@ -10,8 +10,8 @@ is skipped, and every generation is cached on its content key, so a run killed a
 started again redoes only what was in flight, and never pays for a call twice.
 
 Where things are: the run's resources are chosen in flows/resources.py; one image's stages are
-varflow/pipeline.py (run as the ``process-image`` task, tasks/image.py); one generation call is
-varflow/calls.py (the ``generate`` task, tasks/generate.py).
+varflow/processing/pipeline.py (run as the ``process-image`` task, tasks/image.py); one generation call is
+varflow/runtime/calls.py (the ``generate`` task, tasks/generate.py).
 """
 
 from __future__ import annotations
@@ -27,34 +27,34 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.batch import BatchRun
-from flows.gallery import run_gallery_path, write_gallery
-from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
-from flows.publish import RunPublisher
-from flows.report import RunSummary, image_row
-from flows.resources import data_home, open_resources, resource_spec
-from flows.runners import pool_size, runner_for
-from storage import Store
-from tasks.generate import SubmitGenerations, quiet_expected_failures
-from tasks.image import process_image, process_images
-from tasks.optimize import optimize
-from varflow.adaptive import WINDOW, AdaptiveQuality
-from varflow.batch import BatchScope
-from varflow.chunks import TaskPlan, chunk_label, plan_tasks
-from varflow.claims import ImageClaims
-from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
-from varflow.direct import DirectGenerations
-from varflow.discovery import discover_images
-from varflow.generators import FATAL_OUTCOMES, GenerationError
-from varflow.hashing import ImageHashes
-from varflow.imageio import optimize_image, upright_size
-from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
-from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
-from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
-from varflow.resources import RunResources
-from varflow.runlock import RunLock, is_held, run_lock_path
-from varflow.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
-from varflow.thumbnails import prune_thumbnails
+from varflow.flows.batch import BatchRun
+from varflow.flows.gallery import run_gallery_path, write_gallery
+from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
+from varflow.flows.publish import RunPublisher
+from varflow.flows.report import RunSummary, image_row
+from varflow.flows.resources import data_home, open_resources, resource_spec
+from varflow.flows.runners import pool_size, runner_for
+from varflow.storage import Store
+from varflow.tasks.generate import SubmitGenerations, quiet_expected_failures
+from varflow.tasks.image import process_image, process_images
+from varflow.tasks.optimize import optimize
+from varflow.quality.adaptive import WINDOW, AdaptiveQuality
+from varflow.processing.batch import BatchScope
+from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
+from varflow.runtime.claims import ImageClaims
+from varflow.duplicates.dedup import KnownImage, KnownImageIndex, LibraryView
+from varflow.processing.direct import DirectGenerations
+from varflow.processing.discovery import discover_images
+from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
+from varflow.duplicates.hashing import ImageHashes
+from varflow.images.imageio import optimize_image, upright_size
+from varflow.processing.memory import MemoryWindow, estimate_image_bytes, tune_allocator
+from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
+from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
+from varflow.runtime.resources import RunResources
+from varflow.runtime.runlock import RunLock, is_held, run_lock_path
+from varflow.processing.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
+from varflow.images.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
 
@@ -151,7 +151,7 @@ def _images_in_flight(params: RunParameters, logger) -> int:
     if pool < pool_size(params.generation_concurrency, in_flight):
         logger.warning("the task runner's %d workers are fewer than %d images in flight plus two per call slot "
                        "(generation_concurrency %d): fewer calls may be in flight; size the pool with "
-                       "flows.runners.pool_size (deployments/serve.py does)",
+                       "varflow.flows.runners.pool_size (deployments/serve.py does)",
                        pool, in_flight, params.generation_concurrency)
     return in_flight
 
@@ -223,7 +223,7 @@ class FolderRun:
         return self.close(paths)
 
     def task_plan(self, images: int) -> TaskPlan:
-        """The run's task granularity (varflow/chunks.py), and how many task runs and images
+        """The run's task granularity (varflow/processing/chunks.py), and how many task runs and images
         are in flight: images whose calls wait on the network run side by side in a chunk; the
         local backend's, one after another, a chunk per core."""
         runner, remote_backend = runner_for(self.params), self.res.backend.remote
@@ -243,7 +243,7 @@ class FolderRun:
 
     def generator(self, work_dir: Path):
         """How the pipeline generates a wave: a batch backend queues it for a job (collecting the
-        ended ones first, varflow/batch.py); with stage tasks, each call is a task run; in a
+        ended ones first, varflow/processing/batch.py); with stage tasks, each call is a task run; in a
         chunk, the chunk's process makes the calls."""
         if self.batch is not None:
             return self.batch.open(work_dir)
@@ -315,7 +315,7 @@ class FolderRun:
         self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
 
     def claim(self, image: FoundImage) -> bool:
-        """Take the image's claim in the data directory (varflow/claims.py); False, with the image
+        """Take the image's claim in the data directory (varflow/runtime/claims.py); False, with the image
         recorded as skipped, when another run holds it or finished it meanwhile."""
         if not self.claims.claim(image.image_id):
             message = (f"{image.path}: not processed: another run ({self.claims.holder(image.image_id)}) is "

@@ -1,6 +1,6 @@
 """The only package that knows DuckDB and Parquet. See SCHEMA.md for every table and column."""
 
-from storage.schema import SCHEMA_VERSION, SCHEMAS, TABLES
-from storage.store import DUCKDB_FILE, Store
+from varflow.storage.schema import SCHEMA_VERSION, SCHEMAS, TABLES
+from varflow.storage.store import DUCKDB_FILE, Store
 
 __all__ = ["DUCKDB_FILE", "SCHEMAS", "SCHEMA_VERSION", "Store", "TABLES"]

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import duckdb
 
-from storage.schema import SCHEMAS, TABLES
-from storage.store import Store
-from varflow.tabular import format_table, html_table
+from varflow.storage.schema import SCHEMAS, TABLES
+from varflow.storage.store import Store
+from varflow.reports.tabular import format_table, html_table
 
 # Every score a variation row carries, in the order people read them (docs/quality-model.md).
 METRICS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")

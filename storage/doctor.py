@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from storage.integrity import (
+from varflow.storage.integrity import (
     Problem,
     duckdb_file_problem,
     quarantine,
@@ -17,8 +17,8 @@ from storage.integrity import (
     stale_temp,
     undecodable_parts,
 )
-from storage.store import Store
-from varflow.runlock import is_held, run_lock_path
+from varflow.storage.store import Store
+from varflow.runtime.runlock import is_held, run_lock_path
 
 
 def diagnose(home: str | Path) -> list[Problem]:

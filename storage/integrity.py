@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from varflow.records import utcnow
+from varflow.runtime.records import utcnow
 
 log = logging.getLogger(__name__)
 

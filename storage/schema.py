@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from varflow.records import (
+from varflow.runtime.records import (
     AttemptRecord,
     BatchJobRecord,
     BatchRequestRecord,

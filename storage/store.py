@@ -31,7 +31,7 @@ from typing import Iterable
 import duckdb
 import pyarrow.parquet as pq
 
-from storage.integrity import (
+from varflow.storage.integrity import (
     duckdb_file_problem,
     file_named_in,
     is_query_error,
@@ -41,10 +41,10 @@ from storage.integrity import (
     unreadable_parts,
     unreadable_reason,
 )
-from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
-from varflow.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
-from varflow.estimate import AttemptHistory
-from varflow.records import (
+from varflow.storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from varflow.runtime.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
+from varflow.processing.estimate import AttemptHistory
+from varflow.runtime.records import (
     AttemptRecord,
     BatchJobRecord,
     BatchRequestRecord,
@@ -262,7 +262,7 @@ class Store:
 
         Derived from what runs recorded (no separate state to drift): the level is the target of
         the scope's latest change; the history is the latest ``window`` success rates of images
-        processed at that level since that change (varflow/adaptive.py explains why).
+        processed at that level since that change (varflow/quality/adaptive.py explains why).
         """
         backend, _, model = scope.partition("/")
         last = self.query("SELECT to_level, changed_at FROM quality_level_changes WHERE scope = ? "
@@ -335,7 +335,7 @@ class Store:
 
     def attempt_history(self, backend: str, model: str) -> dict[str, AttemptHistory]:
         """What runs of ``backend``/``model`` recorded, by level: attempts made, accepted, calls
-        and their cost (the dry run's basis, varflow/estimate.py). An attempt is one variation of
+        and their cost (the dry run's basis, varflow/processing/estimate.py). An attempt is one variation of
         one image in one run; its calls are its tries that reached the backend (not cache hits,
         not cancelled, not a live run's in-flight call)."""
         rows = self.query(

@@ -1,6 +1,6 @@
 """Thin Prefect tasks over the core: retries, cache policy, names. One module per task:
 ``optimize``, ``generate`` (one generation attempt) and ``image`` (one image's pipeline)."""
 
-from tasks import prefect_defaults
+from varflow.tasks import prefect_defaults
 
 prefect_defaults.apply()

@@ -1,5 +1,5 @@
 """Batch jobs as Prefect tasks: collect the ended jobs of a run's folder, submit what it queued
-(the work itself: varflow/batch.py). A task run each, so the Prefect UI shows when a run polled
+(the work itself: varflow/processing/batch.py). A task run each, so the Prefect UI shows when a run polled
 and when it submitted; no cache (their inputs are live objects) and no retries (a job that cannot
 be polled stays open for the next run; requests not submitted are queued again by the next run)."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from varflow.batch import BatchQueue, BatchScope, collect_jobs, submit_queued
-from varflow.resources import RunResources
+from varflow.processing.batch import BatchQueue, BatchScope, collect_jobs, submit_queued
+from varflow.runtime.resources import RunResources
 
 
 @task(name="collect-batch-jobs", cache_policy=NO_CACHE, persist_result=False)

@@ -1,10 +1,10 @@
-"""Stage 2 as a Prefect task: one generation attempt (``varflow.calls.run_attempt``) with
+"""Stage 2 as a Prefect task: one generation attempt (``varflow.runtime.calls.run_attempt``) with
 Prefect's retries, its cache policy and result persistence added.
 
 * Retries: Prefect task retries are the only retry layer; ``retry_only_retryable`` lets only
   ``RetryableGenerationError`` through, with the run's backoff and jitter (``retry_options``).
 * Cache: Prefect caches the task on the request's content key (``GenerationKey``; every caching
-  rule is in varflow/cache.py), its results persisted in the run's result storage.
+  rule is in varflow/generation/cache.py), its results persisted in the run's result storage.
 * Logs: an expected failure (blocked, no image, rate limited, ...) is one line without a
   traceback (``quiet_expected_failures``); its row in ``attempts`` says the rest.
 
@@ -23,17 +23,17 @@ from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run as runtime_task_run
 from prefect.utilities.math import lower_clamp_multiple
 
-from varflow.calls import (
+from varflow.runtime.calls import (
     AttemptContext,
     GenerationFailed,
     GenerationResult,
     RetryableGenerationError,
     run_attempt,
 )
-from varflow.generators import VariationRequest
-from varflow.imageio import ImageReadError
-from varflow.pipeline import Attempt
-from varflow.resources import CallPolicy, RunResources
+from varflow.generation.backends import VariationRequest
+from varflow.images.imageio import ImageReadError
+from varflow.processing.pipeline import Attempt
+from varflow.runtime.resources import CallPolicy, RunResources
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""The per-image pipeline (varflow/pipeline.py) as Prefect task runs: one per image, or one per
-chunk of images when the folder is large or the tasks run in other processes (varflow/chunks.py)."""
+"""The per-image pipeline (varflow/processing/pipeline.py) as Prefect task runs: one per image, or one per
+chunk of images when the folder is large or the tasks run in other processes (varflow/processing/chunks.py)."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, run_chunk
+from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, run_chunk
 
 
 @task(name="process-image", cache_policy=NONE, task_run_name="image {job.output_stem}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from varflow.imageio import OptimizedImage, optimize_image
+from varflow.images.imageio import OptimizedImage, optimize_image
 from varflow.settings import LoadLimits
 
 

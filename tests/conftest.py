@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def skimage_photo(name: str) -> Path:
-    from varflow.samples import sample_dir
+    from varflow.images.samples import sample_dir
 
     return sample_dir() / name
 
@@ -83,7 +83,7 @@ def prefect_server_postgres(tmp_path_factory):
 
 def make_photo_folder(dest: Path, n: int, *, size: int | None = None) -> list[Path]:
     """``n`` distinct real photos (sample photos, flipped/rotated for more), optionally resized."""
-    from varflow.samples import sample_paths
+    from varflow.images.samples import sample_paths
 
     dest.mkdir(parents=True, exist_ok=True)
     sources = sample_paths()

@@ -6,8 +6,8 @@ the child skips starting a temporary Prefect server."""
 import json
 import sys
 
-from flows.parameters import RunParameters
-from flows.variation_flow import run_local
+from varflow.flows.parameters import RunParameters
+from varflow.flows.variation_flow import run_local
 
 if __name__ == "__main__":
     summary = run_local(RunParameters(**json.loads(sys.argv[1])))

@@ -25,7 +25,7 @@ def slot_times(state: Path, rpm: float, per_process: int, procs: int, *, start_i
 
 def _child(root: str, state: str, rpm: str, n: str, start: str) -> None:
     sys.path.insert(0, root)
-    from varflow.ratelimit import RateLimiter
+    from varflow.runtime.ratelimit import RateLimiter
 
     lim = RateLimiter(state, rpm=float(rpm))
     go = float(start)

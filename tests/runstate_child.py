@@ -1,7 +1,7 @@
 """What each process of tests/test_runstate.py does: importable, so spawned processes can run it.
 
 Every function takes ``where``: a ``ResourceSpec`` (a separate process builds the run's control
-from it, as a worker does: ``flows.resources.run_control``) or a ``RunControl`` (threads of one
+from it, as a worker does: ``varflow.flows.resources.run_control``) or a ``RunControl`` (threads of one
 process share it). They meet at a barrier (``start``: a folder and how many) so they contend
 for real.
 """
@@ -18,9 +18,9 @@ WAIT_S = 60  # the longest a worker waits for the others
 
 
 def control(where, lease_s: float | None = None):
-    from flows.resources import run_control
-    from varflow.redisstate import RedisState, connect
-    from varflow.resources import ResourceSpec, RunControl
+    from varflow.flows.resources import run_control
+    from varflow.runtime.redisstate import RedisState, connect
+    from varflow.runtime.resources import ResourceSpec, RunControl
 
     if not isinstance(where, ResourceSpec):
         return where
@@ -83,7 +83,7 @@ def hold_forever(where, ready: str, lease_s: float | None) -> None:
 
 def acquire_times(url: str, scope: str, rpm: float | None, n: int, start: tuple[str, int]) -> list[tuple]:
     """(reserved start, time woken) of ``n`` acquisitions of a Redis rate limiter."""
-    from varflow.redisstate import RedisRateLimiter, connect
+    from varflow.runtime.redisstate import RedisRateLimiter, connect
 
     limiter = RedisRateLimiter(connect(url), scope, rpm)
     gather(start)
@@ -98,9 +98,9 @@ def attach_twice(pickled: bytes) -> tuple[bool, bool, bool, int]:
     """Unpickle the flow's resources twice, as two tasks bring them to a worker; book one call.
 
     Prefect's result-storage block is the one part left out (it is saved over the Prefect API)."""
-    import flows.resources
+    import varflow.flows.resources
 
-    flows.resources.result_storage = lambda home, results_dir: None
+    varflow.flows.resources.result_storage = lambda home, results_dir: None
     first, second = pickle.loads(pickled), pickle.loads(pickled)
     booked = first.control.reserve(0.25)
     return first is second, first.owner, booked, os.getpid()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_photo_folder
-from flows.parameters import CalibratedForm, RunParameters
-from flows.variation_flow import run_local
-from storage import Store
+from varflow.flows.parameters import CalibratedForm, RunParameters
+from varflow.flows.variation_flow import run_local
+from varflow.storage import Store
 
 
 def test_forced_failures_step_the_level_down_and_shrink_the_work(prefect_server, tmp_path):

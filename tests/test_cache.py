@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from varflow.cache import VariationCache, generation_key
+from varflow.generation.cache import VariationCache, generation_key
 
 BASE = dict(image_id="a" * 64, backend="local", model="local-v1", variation_type="style_change",
             prompt="golden hour", seed=7, max_image_size=1536)

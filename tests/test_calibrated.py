@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from varflow.calibrated import (
+from varflow.quality.calibrated import (
     CalibratedScores,
     ImageFeatures,
     judge_calibrated,

@@ -11,10 +11,10 @@ import time
 import pytest
 
 from test_pipeline import Sink, TintBackend, resources
-from varflow.calls import AttemptContext, GenerationFailed, RetryableGenerationError, run_attempt
-from varflow.generators import GenerationError, TokenUsage, VariationRequest, backend_class
-from varflow.ratelimit import RateLimiter
-from varflow.resources import CallPolicy, enforceable_cap
+from varflow.runtime.calls import AttemptContext, GenerationFailed, RetryableGenerationError, run_attempt
+from varflow.generation.backends import GenerationError, TokenUsage, VariationRequest, backend_class
+from varflow.runtime.ratelimit import RateLimiter
+from varflow.runtime.resources import CallPolicy, enforceable_cap
 
 
 class Scripted(TintBackend):

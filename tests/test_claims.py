@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from varflow.claims import ImageClaims
+from varflow.runtime.claims import ImageClaims
 
 
 def test_a_finished_image_leaves_a_marker_that_a_later_claim_sees(tmp_path):

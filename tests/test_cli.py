@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, make_photo_folder
-from storage import Store
+from varflow.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +52,10 @@ def test_readme_main_job_command_runs_the_demo_and_the_summary_matches_the_store
 
 
 def test_wrong_arguments_exit_2_with_what_to_fix(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "nope")],
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(tmp_path / "nope")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "does not exist" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path), "--count", "0"],
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(tmp_path), "--count", "0"],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "count" in (out.stderr + out.stdout)
 
@@ -65,7 +65,7 @@ def test_no_image_succeeding_exits_1(tmp_path, prefect_api):
     photos.mkdir()
     (photos / "broken.png").write_bytes((FIXTURES / "bad" / "truncated.png").read_bytes())
     env = {**prefect_api, "VARFLOW_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--json"],
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--json"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     summary = json.loads(out.stdout[out.stdout.index("{"):])
@@ -77,7 +77,7 @@ def test_a_rerun_with_nothing_new_exits_0(tmp_path, prefect_api):
 
     photos = make_photo_folder(tmp_path / "photos", 1, size=64)[0].parent
     env = {**prefect_api, "VARFLOW_HOME": str(tmp_path / "home")}
-    args = [sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--count", "1",
+    args = [sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--count", "1",
             "--level", "low", "--no-adapt", "--json"]
     runs = [subprocess.run(args, env=env, capture_output=True, text=True, timeout=300) for _ in range(2)]
     summaries = [json.loads(r.stdout[r.stdout.index("{"):]) for r in runs]
@@ -112,7 +112,7 @@ def test_a_notebook_can_query_while_a_flow_is_writing(tmp_path, prefect_api):
     reader = subprocess.Popen([sys.executable, "-c", READER, str(home / "varflow.duckdb"), str(stop)],
                               stdout=subprocess.PIPE, text=True)
     try:
-        writer = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(tmp_path / "o"),
+        writer = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(tmp_path / "o"),
                                  "--count", "2", "--level", "medium", "--images-in-flight", "1"],
                                 env=env, capture_output=True, text=True, timeout=300)
         assert writer.returncode == 0, writer.stdout[-2000:] + writer.stderr[-2000:]
@@ -133,7 +133,7 @@ def test_score_prints_every_metric_and_the_verdict(tmp_path):
 
     original = skimage_photo("chelsea.png")
     args = [str(original), str(FIXTURES / "good" / "flipped.png"), str(FIXTURES / "good" / "resized-half.png")]
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "score", *args, "--json"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "score", *args, "--json"], capture_output=True, text=True)
     rows = json.loads(out.stdout)
     assert [r["index"] for r in rows] == [1, 2]
     assert rows[0]["diversity"] is None and rows[1]["diversity"] is not None
@@ -142,7 +142,7 @@ def test_score_prints_every_metric_and_the_verdict(tmp_path):
                 "overall_quality", "ahash", "phash", "dhash"):
         assert key in rows[0]
     assert out.returncode == 1  # not every variation passed
-    text = subprocess.run([sys.executable, "-m", "flows.cli", "score", *args], capture_output=True, text=True).stdout
+    text = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "score", *args], capture_output=True, text=True).stdout
     assert "V2" in text and "rejected: " in text and "similarity_high" in text
 
 
@@ -156,7 +156,7 @@ def test_dedup_groups_near_copies_of_a_folder(tmp_path):
     shutil.copy(skimage_photo("chelsea.png"), tmp_path / "chelsea.png")
     shutil.copy(skimage_photo("astronaut.png"), tmp_path / "astronaut.png")
     shutil.copy(FIXTURES / "bad" / "truncated.png", tmp_path / "broken.png")
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "dedup", str(tmp_path), "--json"],
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "dedup", str(tmp_path), "--json"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     groups = [[Path(p).name for p in g] for g in json.loads(out.stdout)]

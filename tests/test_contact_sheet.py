@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import load_photo
-from varflow.contact_sheet import make_contact_sheet
+from varflow.reports.contact_sheet import make_contact_sheet
 
 BG = (250, 250, 248)
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
 from conftest import skimage_photo
-from varflow.dedup import (
+from varflow.duplicates.dedup import (
     KnownImage,
     KnownImageIndex,
     LibraryView,
@@ -19,9 +19,9 @@ from varflow.dedup import (
     confirmation_ssim,
     find_duplicate,
 )
-from varflow.hashing import compute_hashes, hash_distances
-from varflow.imageio import load_rgb
-from varflow.metrics import GreyImage, to_grey
+from varflow.duplicates.hashing import compute_hashes, hash_distances
+from varflow.images.imageio import load_rgb
+from varflow.quality.metrics import GreyImage, to_grey
 from varflow.settings import COPY_FINDING, DedupSettings
 
 DEFAULTS = COPY_FINDING  # varflow dedup's copies; a run's variations: RUN

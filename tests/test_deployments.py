@@ -9,16 +9,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from deployments.serve import cron_schedule, deployment, interval_schedule
-from flows.parameters import FORM_FIELDS, PAID_FIELDS, PaidBackendOptions, RunParameters, form_values, run_parameters
-from flows.report import LOW_ACCEPTANCE_SHARE, RunSummary, image_line, image_row
-from varflow.pipeline import ImageOutcome
+from varflow.deployments.serve import cron_schedule, deployment, interval_schedule
+from varflow.flows.parameters import FORM_FIELDS, PAID_FIELDS, PaidBackendOptions, RunParameters, form_values, run_parameters
+from varflow.flows.report import LOW_ACCEPTANCE_SHARE, RunSummary, image_line, image_row
+from varflow.processing.pipeline import ImageOutcome
 
 
 def _schema():
     from prefect.utilities.callables import parameter_schema
 
-    from flows.variation_flow import variation_run
+    from varflow.flows.variation_flow import variation_run
 
     return parameter_schema(variation_run).model_dump_for_openapi()
 
@@ -81,7 +81,7 @@ def test_a_bad_schedule_is_refused_when_defined(overrides, message):
 
 
 def test_varflow_serve_dry_run_prints_the_deployment_and_refuses_bad_settings(tmp_path):
-    cmd = [sys.executable, "-m", "flows.cli", "serve", str(tmp_path), "--out", "out", "--count", "2",
+    cmd = [sys.executable, "-m", "varflow.flows.cli", "serve", str(tmp_path), "--out", "out", "--count", "2",
            "--every", "600", "--every-set", "count=1", "--every-set", "prompt=a snowy day", "--dry-run"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -139,7 +139,7 @@ def test_the_report_has_the_per_image_breakdown_cost_and_level_changes():
 
 
 def test_the_finished_event_carries_the_counts_and_labels_automations_match():
-    from flows.publish import FINISHED_EVENT, finished_event
+    from varflow.flows.publish import FINISHED_EVENT, finished_event
 
     e = finished_event(_summary(0, 18), "budget", "fr-1")
     assert e["event"] == FINISHED_EVENT == "varflow.run.finished"

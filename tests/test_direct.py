@@ -8,10 +8,10 @@ import time
 
 from test_calls import CTX, Scripted, request, source  # noqa: F401 - the source fixture
 from test_pipeline import resources
-from varflow.direct import DirectGenerations, retry_wait
-from varflow.generators import GenerationError
-from varflow.pipeline import Attempt
-from varflow.resources import CallPolicy
+from varflow.processing.direct import DirectGenerations, retry_wait
+from varflow.generation.backends import GenerationError
+from varflow.processing.pipeline import Attempt
+from varflow.runtime.resources import CallPolicy
 
 
 def attempt(source_path, tmp_path) -> Attempt:

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from varflow.discovery import discover_images
+from varflow.processing.discovery import discover_images
 
 
 def touch(p):

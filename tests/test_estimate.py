@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage import Store
-from varflow.estimate import AttemptHistory, estimate_calls, expected_attempts, history_for, rates
-from varflow.records import AttemptRecord, ImageRecord, VariationRecord
+from varflow.storage import Store
+from varflow.processing.estimate import AttemptHistory, estimate_calls, expected_attempts, history_for, rates
+from varflow.runtime.records import AttemptRecord, ImageRecord, VariationRecord
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
 GEMINI, MODEL = "gemini", "gemini-2.5-flash-image"
@@ -130,7 +130,7 @@ def photos(folder, n):
 
 
 def test_the_dry_run_plans_from_the_recorded_history_and_names_its_basis(tmp_path, capsys):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     store = Store(tmp_path / "home").initialize()
     seed_history(store)

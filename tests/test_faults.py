@@ -20,14 +20,14 @@ import duckdb
 import pytest
 
 from conftest import FAKE_GEMINI_KEY, make_photo_folder
-from storage import Store
-from varflow.records import AttemptRecord, RunRecord, utcnow
+from varflow.storage import Store
+from varflow.runtime.records import AttemptRecord, RunRecord, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def varflow(args, env, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "varflow.flows.cli", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -127,7 +127,7 @@ def test_parts_are_readable_by_the_group(damaged_then_run):
 
 def test_parts_follow_the_umask(tmp_path):
     code = ("import os; os.umask(0o027)\n"
-            "from storage import Store; from varflow.records import RunRecord, utcnow\n"
+            "from varflow.storage import Store; from varflow.runtime.records import RunRecord, utcnow\n"
             f"s = Store({str(tmp_path)!r}).initialize()\n"
             "s.write_run(RunRecord('r1', None, '{}', 'i', 'o', 'local', 'local-v1', utcnow(), None, 'running'))\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
@@ -197,7 +197,7 @@ def test_doctor_says_what_is_wrong_and_repair_fixes_it(tmp_path):
 
 HOLD = """
 import sys, time
-from varflow.claims import ImageClaims
+from varflow.runtime.claims import ImageClaims
 c = ImageClaims(sys.argv[1], "holder-run")
 assert c.claim("abc")
 print("held", flush=True)
@@ -206,7 +206,7 @@ time.sleep(60)
 
 
 def test_a_claim_is_exclusive_and_frees_itself_when_its_holder_is_killed(tmp_path):
-    from varflow.claims import ImageClaims
+    from varflow.runtime.claims import ImageClaims
 
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES
-from flows.parameters import RunParameters
-from flows.variation_flow import run_local
-from storage import Store
+from varflow.flows.parameters import RunParameters
+from varflow.flows.variation_flow import run_local
+from varflow.storage import Store
 
 
 def run(photo_dir, tmp_path, **kw):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TRICKY_NAME
-from storage import Store
-from varflow.gallery import Card, Source, render_gallery
+from varflow.storage import Store
+from varflow.reports.gallery import Card, Source, render_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def report(local_run_store, tmp_path_factory):
     """``varflow report`` of the local run (the latest run by default), written by the CLI."""
     out = tmp_path_factory.mktemp("report") / "report.html"
     env = {**os.environ, "VARFLOW_HOME": str(local_run_store["home"])}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "report", "--out", str(out)], env=env,
+    done = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "report", "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)
@@ -147,7 +147,7 @@ def test_thumbnails_are_small_upright_jpegs_and_old_runs_are_pruned(tmp_path):
     from PIL import Image
 
     from conftest import skimage_photo
-    from varflow.thumbnails import prune_thumbnails, rejected_thumbnail_path, save_thumbnail, thumbnail_jpeg
+    from varflow.images.thumbnails import prune_thumbnails, rejected_thumbnail_path, save_thumbnail, thumbnail_jpeg
 
     data = thumbnail_jpeg(skimage_photo("rocket.jpg"), max_side=100)
     with Image.open(io.BytesIO(data)) as im:
@@ -161,7 +161,7 @@ def test_thumbnails_are_small_upright_jpegs_and_old_runs_are_pruned(tmp_path):
 
 
 def test_the_run_report_artifact_and_the_printed_summary_link_the_gallery(tmp_path):
-    from flows.report import RunSummary
+    from varflow.flows.report import RunSummary
 
     page = tmp_path / "reports" / "run-r1.html"
     s = RunSummary(run_id="r1", status="completed", input_dir="/in", output_dir="/out", home=str(tmp_path),

@@ -19,9 +19,9 @@ try:
 except ImportError:  # tests/ on sys.path (pytest's default rootdir-less import)
     from fake_gemini import FAULTS, FakeGemini, Reply
 
-from varflow.generators import PROMPT_CHANGE_OUTCOMES, GenerationError, GeneratorBackend, TokenUsage, make_backend
-from varflow.generators.base import CONCRETE_TYPES, VariationRequest
-from varflow.generators.gemini import (
+from varflow.generation.backends import PROMPT_CHANGE_OUTCOMES, GenerationError, GeneratorBackend, TokenUsage, make_backend
+from varflow.generation.backends.base import CONCRETE_TYPES, VariationRequest
+from varflow.generation.backends.gemini import (
     DEFAULT_MODEL,
     OUTCOMES,
     PROMPT_TEMPLATES,

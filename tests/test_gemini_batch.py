@@ -21,15 +21,15 @@ try:
 except ImportError:
     from fake_gemini import BATCH_EXPIRED, BATCH_FAILED, FakeBatches, FakeGemini
 
-from flows.cli import main as cli_main
-from flows.collect_flow import batch_collect
-from flows.parameters import RunParameters
-from flows.plan import plan_run
-from flows.variation_flow import run_local
-from storage import Store
-from varflow.batch import plan_jobs
-from varflow.generators import TokenUsage
-from varflow.generators.gemini import estimate_cost
+from varflow.flows.cli import main as cli_main
+from varflow.flows.collect_flow import batch_collect
+from varflow.flows.parameters import RunParameters
+from varflow.flows.plan import plan_run
+from varflow.flows.variation_flow import run_local
+from varflow.storage import Store
+from varflow.processing.batch import plan_jobs
+from varflow.generation.backends import TokenUsage
+from varflow.generation.backends.gemini import estimate_cost
 from varflow.settings import BatchLimits
 
 KEY = "AIza" "SyTEST-gemini-batch-key-0123456789abcdefXYZ"
@@ -178,7 +178,7 @@ def test_an_ended_job_without_answers_is_recorded_and_its_requests_resubmitted(f
     run_local(p)
     (job,) = Store(p.home).batch_jobs()
     if end == "cancelled":
-        from varflow.generators import make_backend
+        from varflow.generation.backends import make_backend
 
         make_backend("gemini-batch").cancel(job["job_name"])  # batches.cancel through the SDK: ended at once
         batch_collect(home=p.home)
@@ -229,11 +229,11 @@ def test_a_cached_request_is_not_resubmitted(fake, tmp_path):
 
 
 def test_requests_over_the_inline_limit_go_as_uploaded_files_split_by_the_file_limit(fake, tmp_path, monkeypatch):
-    import varflow.batch
+    import varflow.processing.batch
 
     one = len(json.dumps({"x": "y"}))  # any request is larger: nothing goes inline
     # a request here is 12-17 kB (a 64 px photo in base64): at most two per file
-    monkeypatch.setattr(varflow.batch, "BATCH", BatchLimits(inline_max_bytes=one, file_max_bytes=40_000))
+    monkeypatch.setattr(varflow.processing.batch, "BATCH", BatchLimits(inline_max_bytes=one, file_max_bytes=40_000))
     p = params(tmp_path, photos(tmp_path, 2))
     run_local(p)
     jobs = Store(p.home).batch_jobs()
@@ -291,7 +291,7 @@ def test_the_dry_run_shows_the_batch_price_beside_the_synchronous_one(tmp_path, 
     assert plan["cost_expected_usd"] == pytest.approx(plan["cost_expected_synchronous_usd"] / 2)
     assert plan["cost_expected_synchronous_usd"] == pytest.approx(6 * 0.039)
     cli_main(["run", str(p.input_dir), "--backend", "gemini-batch", "--home", p.home, "--count", "2", "--dry-run"])
-    out = capsys.readouterr().out  # level high, no history: the prior's 11.25 calls (varflow/estimate.py)
+    out = capsys.readouterr().out  # level high, no history: the prior's 11.25 calls (varflow/processing/estimate.py)
     assert "batch        expected $0.22 at the Batch API's price, against $0.44 for the same calls" in out
 
 
@@ -366,7 +366,7 @@ def test_the_fake_speaks_the_batch_and_files_api_to_the_real_sdk(fake, tmp_path)
 def test_the_collector_deployment_polls_on_an_interval():
     from datetime import timedelta
 
-    from deployments.serve import collector
+    from varflow.deployments.serve import collector
 
     deployment = collector(home="/data/varflow", every_s=120)
     assert deployment.name == "collect" and deployment.parameters == {"home": "/data/varflow"}
@@ -374,8 +374,8 @@ def test_the_collector_deployment_polls_on_an_interval():
 
 
 def test_the_batch_backend_declares_its_capabilities(monkeypatch):
-    from varflow.generators import backend_class, make_backend
-    from varflow.generators.base import BatchingBackend
+    from varflow.generation.backends import backend_class, make_backend
+    from varflow.generation.backends.base import BatchingBackend
 
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     cls = backend_class("gemini-batch")

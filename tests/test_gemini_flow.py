@@ -22,10 +22,10 @@ try:
 except ImportError:
     from fake_gemini import FakeGemini, image_reply
 
-from flows.parameters import RunParameters, Thresholds
-from flows.plan import plan_run
-from flows.variation_flow import run_local
-from storage import Store
+from varflow.flows.parameters import RunParameters, Thresholds
+from varflow.flows.plan import plan_run
+from varflow.flows.variation_flow import run_local
+from varflow.storage import Store
 
 KEY = "AIza" "SyTEST-gemini-flow-key-0123456789abcdefXYZ"
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_auth_error_mid_run_stops_at_once_without_retries(prefect_server, fake, 
 
 
 def test_wrong_key_stops_before_any_paid_call_and_the_cli_exits_1(prefect_server, fake, tmp_path, monkeypatch, capsys):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     monkeypatch.setenv("GEMINI_API_KEY", "AIza" "SyWRONG-key-000000000000000000000000")
     folder = photos(tmp_path, 2)
@@ -290,7 +290,7 @@ def test_budget_cap_stops_new_calls_and_skips_the_rest(prefect_server, fake, tmp
 
 
 def test_dry_run_prints_calls_and_cost_and_makes_none(fake, tmp_path, monkeypatch, capsys):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     monkeypatch.delenv("GEMINI_API_KEY")  # no key needed to plan
     folder = photos(tmp_path, 3)
@@ -347,7 +347,7 @@ def test_rate_limit_holds_across_processes(tmp_path):
 
 
 def test_missing_key_is_a_clear_error_before_any_work(fake, tmp_path, monkeypatch):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     monkeypatch.delenv("GEMINI_API_KEY")
     with pytest.raises(SystemExit) as info:
@@ -482,7 +482,7 @@ def test_dedup_library_rejects_a_copy_of_any_sources_accepted_variation(prefect_
 
 
 def test_varflow_models_lists_image_models(fake, capsys):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -492,7 +492,7 @@ def test_varflow_models_lists_image_models(fake, capsys):
 
 
 def test_varflow_models_says_why_it_cannot_list(fake, capsys, monkeypatch):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     monkeypatch.setenv("GEMINI_API_KEY", "AIza" "SyWRONG-key-000000000000000000000000")
     assert main(["models"]) == 1

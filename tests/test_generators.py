@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from varflow.generators import (
+from varflow.generation.backends import (
     BACKENDS,
     DEFAULT_BACKEND,
     REGISTRY,
@@ -17,7 +17,7 @@ from varflow.generators import (
     make_backend,
     model_name,
 )
-from varflow.generators import gemini
+from varflow.generation.backends import gemini
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -60,8 +60,8 @@ def test_the_gemini_backend_is_remote_priced_and_rewords(monkeypatch):
 
 
 def test_the_cli_offers_the_registered_backends():
-    from flows.cli import build_parser
-    from flows.parameters import RunParameters
+    from varflow.flows.cli import build_parser
+    from varflow.flows.parameters import RunParameters
 
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     (backend,) = [a for a in run._actions if a.dest == "backend"]
@@ -70,7 +70,7 @@ def test_the_cli_offers_the_registered_backends():
 
 
 def test_varflow_models_asks_the_backend(capsys):
-    from flows.cli import main
+    from varflow.flows.cli import main
 
     assert main(["models", "--backend", "local", "--json"]) == 0
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["local-v1"]

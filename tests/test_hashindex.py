@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from varflow.hashindex import HashIndex, popcount64, to_uint64
+from varflow.duplicates.hashindex import HashIndex, popcount64, to_uint64
 
 
 def flip(value: int, k: int, rng) -> int:

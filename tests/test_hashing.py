@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES, skimage_photo
-from varflow import hashing
-from varflow.hashing import ImageHashes, compute_hashes, hamming, hash_distances
-from varflow.imageio import _flatten_to_rgb
-from varflow.metrics import GreyImage
+from varflow.duplicates import hashing
+from varflow.duplicates.hashing import ImageHashes, compute_hashes, hamming, hash_distances
+from varflow.images.imageio import _flatten_to_rgb
+from varflow.quality.metrics import GreyImage
 
 
 def imagehash_triple(im: Image.Image) -> tuple[str, str, str]:
@@ -76,7 +76,7 @@ def test_hamming_distances():
 def test_a_files_grey_hashes_like_its_rgb(path):
     """dedup hashes the cached grey of a variation file (one decode, reused by scoring): the
     same hashes as its RGB image, whatever the file's mode (RGBA, CMYK, 16-bit, palette)."""
-    from varflow.imageio import GREY_CACHE, load_grey, load_rgb
+    from varflow.images.imageio import GREY_CACHE, load_grey, load_rgb
 
     GREY_CACHE.forget([str(path)])
     assert compute_hashes(load_grey(str(path))) == compute_hashes(load_rgb(path))

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES, skimage_photo
-from varflow.imageio import (
+from varflow.images.imageio import (
     ImageReadError,
     fit_within,
     load_rgb,

@@ -14,11 +14,11 @@ from PIL import Image, ImageEnhance
 
 import seed_reference as seed
 from conftest import FIXTURES, skimage_photo
-from varflow.acceptance import judge
-from varflow.imageio import ImageReadError
-from varflow.inspect import find_duplicate_groups, score_files
-from varflow.metrics import AestheticScore, VariationScores
-from varflow.calibrated import CalibratedScores, judge_calibrated
+from varflow.quality.acceptance import judge
+from varflow.images.imageio import ImageReadError
+from varflow.reports.inspect import find_duplicate_groups, score_files
+from varflow.quality.metrics import AestheticScore, VariationScores
+from varflow.quality.calibrated import CalibratedScores, judge_calibrated
 from varflow.settings import CalibratedThresholds, DedupSettings, QualityThresholds, level_settings
 
 
@@ -145,7 +145,7 @@ def test_dedup_sees_a_photo_stored_sideways_as_it_is_shown(tmp_path):
     for the SSIM confirmation alike. With full-size SSIM (the seed's way, ssim_size=0) the
     confirmation reads the grey cache, which once read the file as stored: its upright copy was
     a candidate by hash, then refuted by SSIM."""
-    from varflow.inspect import find_duplicate_groups
+    from varflow.reports.inspect import find_duplicate_groups
     from varflow.settings import DedupSettings
 
     photo = Image.open(skimage_photo("chelsea.png")).convert("RGB")

@@ -2,7 +2,7 @@
 
 Imports point one way (flows -> tasks -> core; the core never imports Prefect or storage), no
 module imports itself through others, flows and tasks stay thin (short functions, no
-process-wide registries), and only varflow/generators/ names a backend.
+process-wide registries), and only varflow/generation/backends/ names a backend.
 """
 
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from varflow.generators import BACKENDS
+from varflow.generation.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("varflow", "flows", "tasks", "storage", "deployments")
@@ -53,17 +53,17 @@ def test_imports_point_one_way(package, forbidden):
     assert offenders == {}
 
 
-SCORING_MODULES = {"varflow.metrics", "varflow.calibrated", "varflow.acceptance", "varflow.profiles",
-                   "varflow.adaptive", "varflow.dedup", "varflow.hashing", "varflow.hashindex", "varflow.inspect"}
+SCORING_MODULES = {"varflow.quality.metrics", "varflow.quality.calibrated", "varflow.quality.acceptance", "varflow.quality.profiles",
+                   "varflow.quality.adaptive", "varflow.duplicates.dedup", "varflow.duplicates.hashing", "varflow.duplicates.hashindex", "varflow.reports.inspect"}
 
 
 def test_local_generator_never_imports_scoring():
     """The local generator makes variations a person would keep; it must not see any score (a
     generator that measures itself drifts towards pleasing the metric)."""
     offenders = {}
-    package = ROOT / "varflow" / "generators" / "local"
+    package = ROOT / "varflow" / "generation" / "backends" / "local"
     files = sorted(package.rglob("*.py"))
-    assert files, "varflow/generators/local/ has no modules"
+    assert files, "varflow/generation/backends/local/ has no modules"
     for path in files:
         names = set()
         for node in ast.walk(ast.parse(path.read_text())):
@@ -120,7 +120,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert "varflow.metrics" in graph["varflow.imageio"]  # the graph sees real edges
+    assert "varflow.quality.metrics" in graph["varflow.images.imageio"]  # the graph sees real edges
     assert find_cycle(graph) is None
 
 
@@ -143,7 +143,7 @@ def test_only_the_generators_package_names_a_backend():
     offenders = sorted(
         f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}"
         for pkg in PACKAGES for path, tree in sources(pkg)
-        if "varflow/generators" not in path.as_posix()
+        if "varflow/generation/backends" not in path.as_posix()
         for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names
     )
     assert offenders == []

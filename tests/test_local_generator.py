@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import load_photo
-from varflow.generators import make_backend
-from varflow.generators.base import CONCRETE_TYPES, GenerationError, GeneratorBackend, VariationRequest
-from varflow.generators.local import LocalGenerator, parse_prompt
-from varflow.generators.local import composition, looks
+from varflow.generation.backends import make_backend
+from varflow.generation.backends.base import CONCRETE_TYPES, GenerationError, GeneratorBackend, VariationRequest
+from varflow.generation.backends.local import LocalGenerator, parse_prompt
+from varflow.generation.backends.local import composition, looks
 
 OBJECT_CENTRE, OBJECT_RADIUS = (51, 53), 11  # the blue disc of the synthetic scene
 BLUE = np.array([40, 70, 200])

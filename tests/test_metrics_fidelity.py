@@ -15,9 +15,9 @@ from PIL import Image, ImageEnhance
 
 import seed_reference as seed
 from conftest import FIXTURES, skimage_photo
-from varflow import metrics
-from varflow.imageio import _flatten_to_rgb, load_rgb
-from varflow.samples import SAMPLE_FILES
+from varflow.quality import metrics
+from varflow.images.imageio import _flatten_to_rgb, load_rgb
+from varflow.images.samples import SAMPLE_FILES
 
 PHOTOS = SAMPLE_FILES  # scikit-image's colour photos
 SSIM_TOL = 1e-4

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from storage import Store
+from varflow.storage import Store
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -89,12 +89,12 @@ def test_quality_and_runs_notebooks_plot_a_real_local_run(name, on_local_run, lo
 
 
 def test_runs_notebook_shows_the_level_change_with_its_window_average(on_local_run, local_run_store):
-    from storage import Store
+    from varflow.storage import Store
 
     (change,) = Store(local_run_store["home"]).query("SELECT * FROM quality_level_changes")
     cell = next(c for c in code_cells(on_local_run["runs"]) if "FROM quality_level_changes" in c.source)
     table = next(t for t in texts(cell) if "(1 row)" in t)
-    from varflow.tabular import cell_text
+    from varflow.reports.tabular import cell_text
 
     average = cell_text(round(change["window_average"], 3))
     assert re.search(rf"{change['from_level']}\s+{change['to_level']}\s+{re.escape(average)}\s", table), table
@@ -127,7 +127,7 @@ def test_quality_notebook_tables_match_the_store(on_local_run, local_run_store):
     """The reasons table's counts are the store's own, reason by reason."""
     from collections import Counter
 
-    from storage import Store
+    from varflow.storage import Store
 
     cell = next(c for c in code_cells(on_local_run["quality"]) if "unnest(string_split(reject_reason" in c.source)
     shown = next(t for t in texts(cell) if "share_of_rejected" in t)

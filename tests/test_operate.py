@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_photo_folder, running_server
-from storage import Store
+from varflow.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 180
@@ -81,7 +81,7 @@ def served(server, tmp_path_factory, output):
     log = open(base / "serve.log", "w")
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "../photos", "--out", "../out", "--home", "../home",
+        [sys.executable, "-m", "varflow.flows.cli", "serve", "../photos", "--out", "../out", "--home", "../home",
          "--count", "2", "--images-in-flight", "1", "--name", "e2e", "--every", "86400", "--every-set", "count=1"],
         cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
     try:

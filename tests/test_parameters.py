@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.cli import build_parser
-from flows.parameters import CalibratedForm, RunParameters, Thresholds
+from varflow.flows.cli import build_parser
+from varflow.flows.parameters import CalibratedForm, RunParameters, Thresholds
 from varflow.settings import CalibratedThresholds, DedupSettings, LoadLimits, QualityThresholds, Settings
 
 
@@ -32,7 +32,7 @@ def test_forms_take_bounds_meanings_and_rules_from_the_dataclasses():
 
 def test_cli_defaults_are_the_run_parameters():
     """An option not given is not passed, so RunParameters' default (from the core) applies."""
-    from flows.cli import _params
+    from varflow.flows.cli import _params
 
     args = build_parser().parse_args(["run", "photos"])
     params = _params(args, "photos", "out")
@@ -45,7 +45,7 @@ def test_cli_defaults_are_the_run_parameters():
 
 
 def test_invalid_arguments_exit_2(capsys):
-    from flows.cli import _params
+    from varflow.flows.cli import _params
 
     args = build_parser().parse_args(["run", "photos", "--count", "0"])
     with pytest.raises(SystemExit) as exc:

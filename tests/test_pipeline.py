@@ -1,7 +1,7 @@
 """The per-image pipeline without Prefect: waves, dedup, judging, files, records, caching, stops.
 
 A scripted backend (colour tints of the source, so every variation is a distinct picture) and
-scripted judges drive ``ImagePipeline`` through plain calls of ``varflow.calls.run_attempt``;
+scripted judges drive ``ImagePipeline`` through plain calls of ``varflow.runtime.calls.run_attempt``;
 records go to an in-memory sink.
 """
 
@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from conftest import load_photo
-from varflow.cache import GenerationCache
-from varflow.calls import GenerationFailed, run_attempt
-from varflow.generators import Backend, GeneratedVariation, GenerationError
-from varflow.imageio import optimize_image
-from varflow.pipeline import ImageJob, ImagePipeline, JobSpec
-from varflow.resources import CallPolicy, ResourceSpec, RunControl, RunResources
+from varflow.generation.cache import GenerationCache
+from varflow.runtime.calls import GenerationFailed, run_attempt
+from varflow.generation.backends import Backend, GeneratedVariation, GenerationError
+from varflow.images.imageio import optimize_image
+from varflow.processing.pipeline import ImageJob, ImagePipeline, JobSpec
+from varflow.runtime.resources import CallPolicy, ResourceSpec, RunControl, RunResources
 from varflow.settings import QUALITY_LEVELS
 
 TINTS = [(1.35, 1.0, 0.7), (0.7, 1.0, 1.35), (1.0, 1.3, 0.7), (0.75, 0.85, 1.3), (1.2, 0.8, 1.2), (0.9, 1.2, 1.1)]

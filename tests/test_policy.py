@@ -2,10 +2,10 @@
 
 import pytest
 
-from varflow.acceptance import judge
-from varflow.adaptive import AdaptiveQuality
-from varflow.memory import MemoryWindow, estimate_image_bytes
-from varflow.metrics import AestheticScore, VariationScores
+from varflow.quality.acceptance import judge
+from varflow.quality.adaptive import AdaptiveQuality
+from varflow.processing.memory import MemoryWindow, estimate_image_bytes
+from varflow.quality.metrics import AestheticScore, VariationScores
 from varflow.settings import QUALITY_LEVELS, QualityThresholds
 
 

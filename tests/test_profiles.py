@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import load_photo
-from varflow import acceptance, calibrated, metrics
-from varflow.profiles import HEADLINE, VariationJudge, check_profile, record_columns
-from varflow.records import VariationRecord
+from varflow.quality import acceptance, calibrated, metrics
+from varflow.quality.profiles import HEADLINE, VariationJudge, check_profile, record_columns
+from varflow.runtime.records import VariationRecord
 from varflow.settings import QUALITY_LEVELS, CalibratedThresholds, QualityThresholds
 
 MEDIUM = QUALITY_LEVELS["medium"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from flows.parameters import RunParameters
-from flows.resources import resource_spec
+from varflow.flows.parameters import RunParameters
+from varflow.flows.resources import resource_spec
 
 
 def test_a_backend_that_is_not_remote_is_never_retried_paced_or_given_a_key(tmp_path):

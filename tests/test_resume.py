@@ -16,13 +16,13 @@ from collections import Counter
 import pytest
 
 from conftest import make_photo_folder
-from storage import Store
+from varflow.storage import Store
 
 N_IMAGES = 8
 
 
 def varflow(args, env, **kw):
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "varflow.flows.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 

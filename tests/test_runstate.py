@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 import runstate_child as child
-from flows.parameters import RunParameters
-from flows.resources import open_resources, resource_spec, run_control
-from varflow.redisstate import PASSWORD_ENV, RUN_KEY_TTL_S, RedisRateLimiter, connect
-from varflow.resources import CallPolicy, ResourceSpec
-from varflow.runstate import shared_dir
+from varflow.flows.parameters import RunParameters
+from varflow.flows.resources import open_resources, resource_spec, run_control
+from varflow.runtime.redisstate import PASSWORD_ENV, RUN_KEY_TTL_S, RedisRateLimiter, connect
+from varflow.runtime.resources import CallPolicy, ResourceSpec
+from varflow.runtime.runstate import shared_dir
 
 REDIS_URL = os.environ.get("VARFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 KINDS = ["memory", "file", "redis"]
@@ -190,7 +190,7 @@ def test_the_flow_and_its_workers_share_one_state_and_build_it_once_per_process(
                                                                                  monkeypatch, request):
     if shared == "redis":
         request.getfixturevalue("redis_client")
-    monkeypatch.setattr("flows.resources.result_storage", lambda home, results_dir: None)  # the Prefect API
+    monkeypatch.setattr("varflow.flows.resources.result_storage", lambda home, results_dir: None)  # the Prefect API
     params = RunParameters(input_dir=str(tmp_path), backend="local", runner="dask", max_cost_usd=1.0,
                            generation_concurrency=2, shared_limits="" if shared == "file" else REDIS_URL)
     spec = resource_spec(params, tmp_path / "home", f"test-{uuid.uuid4().hex}")
@@ -288,7 +288,7 @@ def test_an_unreachable_redis_fails_before_any_work_in_one_line(tmp_path, monkey
     def no_prefect(*a):
         raise AssertionError("the Redis was not checked first")
 
-    monkeypatch.setattr("flows.resources.result_storage", no_prefect)
+    monkeypatch.setattr("varflow.flows.resources.result_storage", no_prefect)
     params = RunParameters(input_dir=".", backend="local", runner="dask", shared_limits="redis://127.0.0.1:1/0")
     with pytest.raises(ValueError) as caught:
         open_resources(resource_spec(params, tmp_path, "r"))

@@ -26,11 +26,11 @@ from pathlib import Path
 
 from conftest import make_photo_folder
 from prefect_servers import query_postgres
-from storage import Store
-from tasks.generate import generate_variation
-from tasks.image import process_image, process_images
-from tasks.optimize import optimize
-from varflow.chunks import plan_tasks
+from varflow.storage import Store
+from varflow.tasks.generate import generate_variation
+from varflow.tasks.image import process_image, process_images
+from varflow.tasks.optimize import optimize
+from varflow.processing.chunks import plan_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 180
@@ -42,7 +42,7 @@ COUNT = 2  # variations per image: two generate task runs per image at least
 def start_run(server: dict, photos: Path, out: Path, home: Path, *options: str) -> subprocess.Popen:
     """``varflow run`` in a child process, against the server (PREFECT_API_URL in its env)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", str(photos), "--out", str(out), "--home", str(home),
+        [sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(out), "--home", str(home),
          "--count", str(COUNT), "--json", *options],
         env=server["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -57,7 +57,7 @@ def finish(proc: subprocess.Popen) -> dict:
 def expected_task_runs(home: Path, run_id: str, chunk_size: int = 0) -> Counter:
     """(task_key, final state type) of the task runs varflow's store says a threads run made.
 
-    The local backend runs in chunks (varflow/chunks.py; a small folder in chunks of one image):
+    The local backend runs in chunks (varflow/processing/chunks.py; a small folder in chunks of one image):
     one completed process-images task run each, and nothing else. With stage tasks (a paid
     backend on a small folder), a completed process-image and optimize per image processed, one
     generate per attempt, failed when the attempt's outcome was not ok.
@@ -174,8 +174,8 @@ def doc_commands(program: str) -> list[list[str]]:
 
 def test_every_varflow_command_in_the_scale_out_doc_is_one_the_cli_takes():
     """A user pastes these: every flag must exist and every value pass the run's validation."""
-    from flows.cli import _params, build_parser
-    from flows.resources import shared_limits
+    from varflow.flows.cli import _params, build_parser
+    from varflow.flows.resources import shared_limits
 
     commands = doc_commands("varflow")
     assert {c[1] for c in commands} == {"run"} and len(commands) >= 3

@@ -10,9 +10,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from storage import SCHEMAS, TABLES, Store
-from storage.schema import RECORD_TYPES
-from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, VariationRecord
+from varflow.storage import SCHEMAS, TABLES, Store
+from varflow.storage.schema import RECORD_TYPES
+from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, VariationRecord
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -121,7 +121,7 @@ def test_rows_of_the_wrong_type_are_refused(tmp_path):
 
 
 def test_a_file_being_written_is_invisible_to_readers(tmp_path, monkeypatch):
-    import storage.store as store_module
+    import varflow.storage.store as store_module
 
     store = Store(tmp_path).initialize()
     store.write_image_result(image("r1", "a"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prefect.utilities.math import lower_clamp_multiple
 
-from tasks.generate import GenerationKey, retry_only_retryable, retry_options, shortest_retry_wait
-from varflow.calls import AttemptContext
-from varflow.resources import CallPolicy
+from varflow.tasks.generate import GenerationKey, retry_only_retryable, retry_options, shortest_retry_wait
+from varflow.runtime.calls import AttemptContext
+from varflow.runtime.resources import CallPolicy
 
 
 def test_a_policy_without_retries_turns_prefect_retries_off():

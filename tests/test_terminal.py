@@ -8,9 +8,9 @@ import json
 import re
 import pytest
 
-from flows.cli import main
-from storage import Store
-from storage.analysis import ReadOnlyQueryError, read_only_query
+from varflow.flows.cli import main
+from varflow.storage import Store
+from varflow.storage.analysis import ReadOnlyQueryError, read_only_query
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

@@ -22,7 +22,7 @@ VARIATION_TYPES = (
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
-# Quality profiles (varflow.profiles): the calibrated one judges by default; the seed's formulas
+# Quality profiles (varflow.quality.profiles): the calibrated one judges by default; the seed's formulas
 # stay available, exact, and are recorded beside it for every variation.
 PROFILES = ("calibrated", "seed")
 DEFAULT_PROFILE = "calibrated"
@@ -100,7 +100,7 @@ class DedupSettings:
     max_hamming: int = 16
     ssim_threshold: float = 0.72
     ssim_size: int = 20
-    # Appearance (varflow.dedup.same_appearance): copy-finding semantics call a grade, a 10%
+    # Appearance (varflow.duplicates.dedup.same_appearance): copy-finding semantics call a grade, a 10%
     # recrop or an object removed in one place "the same picture", yet a person sees another
     # variation. In a run a confirmed pair is a duplicate only when it is also aligned (SSIM at
     # aligned_size px >= aligned_ssim: same framing), its mean CIELAB chroma distance (8 x 8
@@ -175,7 +175,7 @@ CALIBRATED_LEVELS = ("high", "medium", "low")
 
 @dataclass(frozen=True)
 class CalibratedThresholds:
-    """Every threshold, scale and weight of the calibrated profile (varflow.calibrated).
+    """Every threshold, scale and weight of the calibrated profile (varflow.quality.calibrated).
 
     Chosen as round numbers on bench/calibration.py's labeled set of real photos and edits
     (docs/calibrated-profile.md has the table). ``*_ok`` / ``*_bad`` pairs are the ends of a

@@ -1,0 +1,1 @@
+"""Perceptual hashes, their index, and the near-duplicate decision."""

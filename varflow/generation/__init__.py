@@ -1,0 +1,1 @@
+"""Making variations: the backends, their registry, and the never-pay-twice cache."""

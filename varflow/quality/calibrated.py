@@ -1,0 +1,519 @@
+"""The calibrated quality profile: the seed's five notions, measured so they hold on real photos.
+
+The seed's gate (``varflow.quality.metrics`` + ``varflow.quality.acceptance``) rejects every natural variation of a
+real photo: its similarity is grey SSIM (a colour grade looks like a copy, a mirror like another
+photo), its integrity counts long Canny edges (0 on real photos), its aesthetic rewards noise.
+This profile keeps the same notions and roles and measures each for what its name says, at a
+fixed working size (long side 512, never upscaled) so values do not depend on resolution:
+
+* similarity: is it the original's picture (relatedness: gradient correlation at a coarse scale
+  after the best of three alignments: none, an ORB + RANSAC homography, the same on the mirror
+  image), and how visibly has it changed where it stands (colour, structure, the most changed
+  cell, fine detail added)? ``similarity = structure_match * (1 - visible_change / 2)``: 1 is a
+  copy, about 0.5 the same picture entirely changed, 0 an unrelated picture;
+* diversity: the visible change between this variation and the nearest accepted one;
+* aesthetic: no defect a person would call ugly, each measured against the original
+  (naturalness: added noise and JPEG blocking; detail_sharpness: detail kept; exposure:
+  highlights blown, washed out), lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
+* object integrity: does the original's content survive (how much of its frame the variation
+  shows, how much of it was flattened away, how widely foreign structure was drawn over it);
+* overall: a weighted mean of the four against the quality level's threshold.
+
+Every threshold, scale and weight is a field of ``varflow.settings.CalibratedThresholds``;
+docs/calibrated-profile.md gives the definitions and the calibration (bench/calibration.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from varflow.quality.acceptance import Verdict, gate
+from varflow.quality.metrics import to_rgb
+from varflow.settings import CalibratedThresholds, LevelSettings
+
+WORK_SIDE = 512  # working size: long side in pixels (images are only ever shrunk to it)
+NOISE_SIDE = 2048  # noise is estimated at up to this long side (a large photo's noise survives)
+COMPARE_SIDE = 256  # in-place comparisons (copy or changed?) at this long side, both images alike
+COARSE_SIDE = 128  # the scale at which "is it the same picture" is asked
+CELLS = 16  # local comparisons on a CELLS x CELLS grid over the frame
+MIN_SIDE = 16
+_SMOOTH_SIGMA = 1.5  # working-size pre-blur: tolerance for resampling and sub-pixel shifts
+_ORB_FEATURES = 500
+_MIN_INLIERS = 12  # a homography with fewer RANSAC inliers is not trusted
+_RANSAC_PX = 4.0
+_IN_PLACE_ENOUGH = 0.97  # in-place coarse correlation above which no alignment is sought
+_DETAIL_SLACK = 0.15  # detail gained by resampling alone (a copy at another size) is not an edit
+_EDGE_BAND = 0.03  # share of the long side along the frame left out of the integrity parts
+_ADDED_GAIN = 2.5  # a variation gradient this many times the original's nearby one is new ...
+_ADDED_FLOOR = 8.0  # ... and above this many grey levels per pixel
+_ADDED_CELL = 0.2  # a cell is "drawn over" when that much of its gradient energy is new
+_FLAT_FRACTION = 0.1  # a cell is flattened when its grey-level spread falls below 10% of the
+_FLAT_STD = 0.5  # original's plus half a grey level, ...
+_FILL_CHANGE = 15.0  # ... and its mean moved by this many grey levels (a fill, not a smoothing)
+
+
+def _unit(x: float) -> float:
+    return float(min(1.0, max(0.0, x)))
+
+
+def _ramp(x: float, good: float, bad: float) -> float:
+    """1 at or before ``good``, 0 at or beyond ``bad``, linear between (either direction)."""
+    return _unit((bad - x) / (bad - good))
+
+
+def _shrink(a: np.ndarray, side: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    s = side / max(h, w)
+    if s >= 1:
+        return a
+    return cv2.resize(a, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _cells(a: np.ndarray) -> np.ndarray:
+    return cv2.resize(a, (CELLS, CELLS), interpolation=cv2.INTER_AREA)
+
+
+def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+
+
+def _grad_corr(ax, ay, bx, by, mask=None) -> float:
+    """Correlation of two gradient fields: 1 same structure, 0 unrelated, -1 inverted."""
+    dot = cv2.add(cv2.multiply(ax, bx), cv2.multiply(ay, by))
+    na = cv2.add(cv2.multiply(ax, ax), cv2.multiply(ay, ay))
+    nb = cv2.add(cv2.multiply(bx, bx), cv2.multiply(by, by))
+    if mask is not None:
+        s_dot, s_a, s_b = (float(x[mask].sum()) for x in (dot, na, nb))
+    else:
+        s_dot, s_a, s_b = (cv2.sumElems(x)[0] for x in (dot, na, nb))
+    den = math.sqrt(max(s_a, 0.0) * max(s_b, 0.0))
+    return float(s_dot / den) if den > 0 else 0.0
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equally long samples (0 when either is constant)."""
+    if a.size < 2:
+        return 0.0
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def _blockiness(grey: np.ndarray) -> float:
+    """JPEG blocking at native resolution: mean step across 8-px block borders / elsewhere."""
+    out = []
+    for axis in (1, 0):
+        d = np.abs(np.diff(grey.astype(np.int16), axis=axis)).mean(axis=1 - axis)
+        n = (len(d) // 8) * 8
+        if n < 16:
+            continue
+        per = d[:n].reshape(-1, 8).mean(axis=0)  # index 7: the step from pixel 8k+7 to 8k+8
+        out.append(per[7] / (np.delete(per, 7).mean() + 1.0))
+    return float(np.mean(out)) if out else 1.0
+
+
+def _noise_sigma(grey: np.ndarray) -> float:
+    """Immerkaer's noise estimate (1996) with a median, so texture and edges weigh little."""
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = np.abs(cv2.filter2D(grey, cv2.CV_32F, k))[1:-1:2, 1:-1:2]  # every other pixel suffices
+    return float(math.sqrt(math.pi / 2) / 6 * np.median(r))
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk (2003): ~0 grey, ~33 moderately, ~59 quite, ~109 extremely colourful."""
+    f = rgb.astype(np.float32)
+    rg = f[..., 0] - f[..., 1]
+    yb = 0.5 * (f[..., 0] + f[..., 1]) - f[..., 2]
+    (m_rg,), (s_rg,) = (v.ravel() for v in cv2.meanStdDev(rg))
+    (m_yb,), (s_yb,) = (v.ravel() for v in cv2.meanStdDev(yb))
+    return float(math.hypot(s_rg, s_yb) + 0.3 * math.hypot(m_rg, m_yb))
+
+
+class ImageFeatures:
+    """Everything the profile reuses about one image, computed once (original or variation).
+
+    Working-size grey and its smoothed version, the 256 px comparison grey and 128 px coarse
+    grey with their gradients, 16 x 16 cell means (Lab, grey) and spreads, single-image
+    statistics (noise, blocking, lightness, highlights, colourfulness); the gradient magnitude,
+    detail and ORB keypoints (and the mirror image's) are computed on first use. About 2.4 MB
+    for a variation, 3.4 MB for an original once scored (a 1024 px photo).
+    """
+
+    def __init__(self, rgb: np.ndarray):
+        if rgb.ndim == 2:
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+        h, w = rgb.shape[:2]
+        if h < MIN_SIDE or w < MIN_SIDE:
+            raise ValueError(
+                f"image of {w}x{h} px is too small for the calibrated profile; pass at least "
+                f"{MIN_SIDE}x{MIN_SIDE} pixels"
+            )
+        rgb = np.ascontiguousarray(rgb)
+        self.native_shape = (h, w)
+        grey_native = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        self.blockiness = _blockiness(grey_native)
+        self.noise = _noise_sigma(_shrink(grey_native, NOISE_SIDE))
+        small = _shrink(rgb, WORK_SIDE)
+        self.shape = small.shape[:2]
+        lab = cv2.cvtColor(small.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
+        self.grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        gf = self.grey.astype(np.float32)
+        self.smooth = cv2.GaussianBlur(gf, (0, 0), _SMOOTH_SIGMA)
+        self._gmag: np.ndarray | None = None
+        self.compare = cv2.GaussianBlur(_shrink(gf, COMPARE_SIDE), (0, 0), 1.0)
+        self.sgx, self.sgy = _gradients(self.compare)
+        self.coarse = cv2.GaussianBlur(_shrink(gf, COARSE_SIDE), (0, 0), 1.0)
+        self.cgx, self.cgy = _gradients(self.coarse)
+        self.cmag = cv2.magnitude(self.cgx, self.cgy)
+        self.cell_lab = _cells(lab)
+        m = self.cell_mean = _cells(self.smooth)
+        self.cell_std = np.sqrt(np.maximum(0.0, _cells(self.smooth * self.smooth) - m * m))
+        # single-image statistics
+        self._detail: dict[int, float] = {}
+        L = lab[..., 0]
+        self.lightness = float(cv2.mean(L)[0])
+        self.highlights = float(np.count_nonzero(L >= 95.0)) / L.size
+        self.colourfulness = _colourfulness(small)
+        self._orb: dict[bool, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    @property
+    def gmag(self) -> np.ndarray:
+        """Gradient magnitude of the smoothed working-size grey (needed of originals only)."""
+        if self._gmag is None:
+            self._gmag = cv2.magnitude(*_gradients(self.smooth))
+        return self._gmag
+
+    def detail_at(self, side: int) -> float:
+        """Mean fine detail (|grey - its 2 px blur|) at a long side of ``side`` (cached)."""
+        if side not in self._detail:
+            g = _shrink(self.grey, side).astype(np.float32)
+            self._detail[side] = float(cv2.mean(cv2.absdiff(g, cv2.GaussianBlur(g, (0, 0), 2.0)))[0])
+        return self._detail[side]
+
+    @classmethod
+    def from_image(cls, image: np.ndarray | Image.Image) -> "ImageFeatures":
+        """From a uint8 RGB, RGBA (composited on white) or grey array, or a PIL image."""
+        return cls(to_rgb(image))
+
+    def keypoints(self, *, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """ORB keypoints (N x 2, in this image's working coordinates) and descriptors.
+
+        ``mirrored``: detected on the left-right mirror image, in its coordinates (robust
+        homography estimators reject orientation-reversing fits, so the flip is composed after).
+        """
+        if mirrored not in self._orb:
+            grey = np.ascontiguousarray(self.grey[:, ::-1]) if mirrored else self.grey
+            orb = cv2.ORB_create(nfeatures=_ORB_FEATURES, fastThreshold=10, edgeThreshold=15,
+                                 patchSize=15)
+            kps, desc = orb.detectAndCompute(grey, None)
+            pts = np.float32([k.pt for k in kps]).reshape(-1, 2)
+            self._orb[mirrored] = (pts, desc)
+        return self._orb[mirrored]
+
+
+@dataclass(frozen=True)
+class CalibratedScores:
+    """The calibrated profile's scores of one variation (docs/calibrated-profile.md).
+
+    Headline values (in [0, 1]): ``similarity``, ``diversity`` (None for an image's first
+    variation), ``aesthetic``, ``object_integrity``, ``overall_quality``. Named parts:
+
+    * ``structure_match``: coarse gradient correlation with the original after the best
+      alignment (1 same picture, 0 unrelated; inversion is negative and counts as 0);
+    * ``geometric_match``: RANSAC inliers of the chosen homography / the original's keypoints
+      (0 when the variation is compared in place);
+    * ``mirrored``: 1.0 when the best alignment is the mirror image;
+    * ``colour_change``: mean CIE76 colour difference of 16x16 cell means, in place;
+    * ``local_change``: the largest change of one cell (colour or structure), in [0, 1];
+    * ``visible_change``: how changed the variation looks in place (colour, structure, the most
+      changed cell, fine detail added), in [0, 1];
+    * ``coverage``: share of the original's frame the variation shows;
+    * ``structure_lost``: share of the original's contrast in cells the variation replaced by a
+      flat fill (flattened and their brightness moved: a black frame, not a smoothing);
+    * ``structure_added``: share of cells drawn over with structure the original lacks;
+    * ``noise_excess``: noise added (grey levels at working size, Immerkaer estimate);
+    * ``blockiness``: JPEG block-border step ratio at native size (1 none; the aesthetic counts
+      only what exceeds the original's own);
+    * ``detail_ratio``: fine detail kept relative to the original (1 same, 0 blurred away);
+    * ``highlight_clipping``: share of newly blown highlights (Lab L >= 95);
+    * ``brightening``: mean Lab lightness gained over the original;
+    * ``colourfulness``: Hasler and Suesstrunk's M of the variation;
+    * ``naturalness``, ``detail_sharpness``, ``exposure``: the aesthetic's defect scores (1 clean).
+    """
+
+    similarity: float
+    diversity: float | None
+    aesthetic: float
+    object_integrity: float
+    overall_quality: float
+    structure_match: float
+    geometric_match: float
+    mirrored: float
+    colour_change: float
+    local_change: float
+    visible_change: float
+    coverage: float
+    structure_lost: float
+    structure_added: float
+    noise_excess: float
+    blockiness: float
+    detail_ratio: float
+    highlight_clipping: float
+    brightening: float
+    colourfulness: float
+    naturalness: float
+    detail_sharpness: float
+    exposure: float
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+FIELDS = tuple(f.name for f in fields(CalibratedScores))
+
+
+# ---- pair measurements ----------------------------------------------------------------------
+
+def _change_in_place(a: ImageFeatures, b: ImageFeatures, t: CalibratedThresholds):
+    """How changed ``b`` looks against ``a`` where it stands: (visible, colour ΔE, local)."""
+    de = np.linalg.norm(a.cell_lab - b.cell_lab, axis=2)
+    colour = float(de.mean())
+    if b.compare.shape == a.compare.shape:
+        bgx, bgy = b.sgx, b.sgy
+    else:  # another size or aspect: b resampled onto a's comparison grid, then differentiated
+        h, w = a.compare.shape
+        bgx, bgy = _gradients(cv2.resize(b.compare, (w, h), interpolation=cv2.INTER_AREA))
+    agx, agy = a.sgx, a.sgy
+    structure = 1.0 - _grad_corr(agx, agy, bgx, bgy)
+    diff = _cells(cv2.add(cv2.pow(cv2.subtract(agx, bgx), 2), cv2.pow(cv2.subtract(agy, bgy), 2)))
+    energy = _cells(cv2.add(cv2.multiply(agx, agx), cv2.multiply(agy, agy))) + \
+        _cells(cv2.add(cv2.multiply(bgx, bgx), cv2.multiply(bgy, bgy)))
+    cell_structure = float((diff / (energy + 25.0)).max())
+    local = _unit(max(float(de.max()) / t.local_change_full, cell_structure))
+    # fine detail added (sharpening, detail enhancement) is a visible edit even when the 256 px
+    # grid cannot see it; detail lost is what re-encoding and resizing do to copies, so only
+    # a gain counts
+    side = min(max(a.shape), max(b.shape))
+    gain = b.detail_at(side) / max(a.detail_at(side), 0.05) - 1.0 - _DETAIL_SLACK
+    visible = _unit(max(colour / t.colour_change_full, structure, local, gain / t.detail_gain_full))
+    return visible, colour, local
+
+
+def _match(o: ImageFeatures, v: ImageFeatures, mirrored: bool):
+    po, do = o.keypoints()
+    pv, dv = v.keypoints(mirrored=mirrored)
+    if do is None or dv is None or len(po) < 8 or len(pv) < 8:
+        return None, 0
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(dv, do, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.85 * p[1].distance]
+    if len(good) < _MIN_INLIERS:
+        return None, 0
+    src = np.float32([pv[m.queryIdx] for m in good])
+    dst = np.float32([po[m.trainIdx] for m in good])
+    H, mask = cv2.findHomography(src, dst, cv2.USAC_FAST, _RANSAC_PX)
+    if H is None:
+        return None, 0
+    if mirrored:  # variation -> its mirror image -> original
+        flip = np.array([[-1.0, 0.0, v.shape[1] - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        H = H @ flip
+    return H, int(mask.sum())
+
+
+@dataclass
+class _Aligned:
+    H: np.ndarray
+    inliers: int
+    mirrored: bool
+    coarse: float  # coarse gradient correlation in the overlap
+    cover: np.ndarray  # bool, the original's pixels the variation covers
+    warped: np.ndarray  # the variation's smoothed grey in the original's frame
+
+
+def _try_alignment(o: ImageFeatures, v: ImageFeatures, H, inliers, mirrored):
+    h, w = o.shape
+    cover = cv2.warpPerspective(np.ones(v.shape, np.uint8), H, (w, h), flags=cv2.INTER_NEAREST)
+    if cv2.countNonZero(cover) < 0.04 * h * w:
+        return None
+    ws = cv2.warpPerspective(v.smooth, H, (w, h), flags=cv2.INTER_LINEAR)
+    ch, cw = o.coarse.shape
+    cs = cv2.GaussianBlur(cv2.resize(ws, (cw, ch), interpolation=cv2.INTER_AREA), (0, 0), 1.0)
+    cmask = cv2.resize(cover, (cw, ch), interpolation=cv2.INTER_NEAREST)
+    cmask = cv2.erode(cmask, np.ones((5, 5), np.uint8)) > 0
+    if np.count_nonzero(cmask) < 16:
+        return None
+    cgx, cgy = _gradients(cs)
+    signed = _grad_corr(o.cgx, o.cgy, cgx, cgy, cmask)
+    magnitude = _pearson(o.cmag[cmask], cv2.magnitude(cgx, cgy)[cmask])
+    # the same picture: its structure in the same places, and not reversed (an inversion's
+    # gradients all point the other way; a sketch's lines or a false-colour map's are neither)
+    coarse = max(signed, magnitude * (1.0 + signed) / 2.0)
+    return _Aligned(H, inliers, mirrored, coarse, cover > 0, ws)
+
+
+def _align(o: ImageFeatures, v: ImageFeatures) -> _Aligned:
+    """The best of: in place (stretched to the original's frame), the homography, the mirror's.
+
+    Best = the highest coarse structure correlation; a homography must beat in-place by a margin,
+    so a few chance matches between unrelated textures cannot win.
+    """
+    h, w = o.shape
+    stretch = np.array([[w / v.shape[1], 0, 0], [0, h / v.shape[0], 0], [0, 0, 1]], np.float64)
+    best = _try_alignment(o, v, stretch, 0, False)
+    if best is not None and best.coarse >= _IN_PLACE_ENOUGH:
+        return best  # already in place: no homography could win by the margin that counts
+    for mirrored in (False, True):
+        H, n = _match(o, v, mirrored)
+        if H is not None and n >= _MIN_INLIERS:
+            cand = _try_alignment(o, v, H, n, mirrored)
+            if cand is not None and (best is None or cand.coarse > best.coarse + 0.02):
+                best = cand
+            if not mirrored and cand is not None and n >= 60 and cand.coarse > 0.8:
+                break  # a clear direct match: the mirror image cannot do better
+    assert best is not None  # in place always covers the whole frame
+    return best
+
+
+def _integrity_parts(o: ImageFeatures, al: _Aligned) -> tuple[float, float, float]:
+    """(coverage, structure_lost, structure_added) of the aligned variation."""
+    coverage = float(np.count_nonzero(al.cover)) / al.cover.size
+    inner = cv2.erode(al.cover.astype(np.uint8), np.ones((5, 5), np.uint8))
+    # a band along the frame's edges is left out: an aligned variation's own frame edge (or a
+    # warp's black wedge beside it) lands there, and no object of the original lives in it
+    h, w = inner.shape
+    m = max(2, round(_EDGE_BAND * max(h, w)))
+    inner[:m] = 0
+    inner[-m:] = 0
+    inner[:, :m] = 0
+    inner[:, -m:] = 0
+    wgx, wgy = _gradients(al.warped)
+    wgm = cv2.magnitude(wgx, wgy)
+    near = cv2.dilate(o.gmag, np.ones((5, 5), np.uint8))
+    new = np.maximum(0.0, wgm - _ADDED_GAIN * near - _ADDED_FLOOR)
+    inner_f = inner.astype(np.float32)
+    cell_new = _cells(new * new * inner_f)
+    cell_all = _cells(wgm * wgm * inner_f) + 1.0
+    added = float(np.mean(cell_new / cell_all > _ADDED_CELL))
+    m = _cells(al.warped)
+    std_v = np.sqrt(np.maximum(0.0, _cells(al.warped * al.warped) - m * m))
+    covered = _cells(inner_f) > 0.5
+    refilled = np.abs(m - o.cell_mean) >= _FILL_CHANGE
+    flattened = (std_v < _FLAT_FRACTION * o.cell_std + _FLAT_STD) & refilled & covered
+    content = float((o.cell_std * covered).sum())
+    lost = float((o.cell_std * flattened).sum()) / content if content > 0 else 0.0
+    return coverage, lost, added
+
+
+# ---- scoring ----------------------------------------------------------------------------------
+
+def score_calibrated(
+    original: ImageFeatures,
+    variation: np.ndarray | Image.Image | None,
+    *,
+    variation_features: ImageFeatures | None = None,
+    accepted: Sequence[ImageFeatures] = (),
+    thresholds: CalibratedThresholds | None = None,
+) -> CalibratedScores:
+    """Every calibrated score of one variation against its original and the accepted ones.
+
+    Pass ``variation_features`` when the variation's features are already computed (they are
+    then reused, e.g. by adding them to ``accepted`` if it is kept); ``variation`` may then be
+    None. ``thresholds`` supplies the scales and weights (defaults: ``CalibratedThresholds()``).
+    """
+    t = thresholds if thresholds is not None else CalibratedThresholds()
+    if not isinstance(original, ImageFeatures):
+        raise TypeError(
+            f"original must be ImageFeatures, got {type(original).__name__}; build it once per "
+            "original with ImageFeatures.from_image(image)"
+        )
+    v = variation_features
+    if v is None:
+        if variation is None:
+            raise ValueError("pass the variation image or its variation_features")
+        v = ImageFeatures.from_image(variation)
+    o = original
+
+    # similarity
+    visible, colour, local = _change_in_place(o, v, t)
+    al = _align(o, v)
+    relatedness = _unit(al.coarse)
+    similarity = relatedness * (1.0 - visible / 2.0)
+    n_kp = len(o.keypoints()[0])
+    geometric = _unit(al.inliers / max(n_kp, _MIN_INLIERS)) if al.inliers else 0.0
+
+    # diversity: the visible change from the nearest accepted variation
+    diversity = min((_change_in_place(a, v, t)[0] for a in accepted), default=None)
+
+    # aesthetic
+    noise_excess = math.sqrt(max(0.0, v.noise ** 2 - o.noise ** 2))
+    naturalness = _ramp(noise_excess, t.noise_excess_ok, t.noise_excess_bad) * _ramp(
+        v.blockiness - max(0.0, o.blockiness - 1.0), t.blockiness_ok, t.blockiness_bad)
+    side = min(max(o.shape), max(v.shape))  # detail compared at the smaller working size
+    detail_ratio = v.detail_at(side) / max(o.detail_at(side), 0.05)
+    detail_sharpness = _ramp(detail_ratio, t.detail_ratio_ok, t.detail_ratio_bad)
+    clipping = max(0.0, v.highlights - o.highlights)
+    brightening = v.lightness - o.lightness
+    exposure = _ramp(clipping, t.highlight_clipping_ok, t.highlight_clipping_bad) * _ramp(
+        brightening, t.brightening_ok, t.brightening_bad)
+    colour_score = _unit(v.colourfulness / t.colourfulness_full)
+    w_c = t.colourfulness_weight
+    aesthetic = naturalness * detail_sharpness * exposure * (1.0 - w_c + w_c * colour_score)
+
+    # object integrity
+    coverage, lost, added = _integrity_parts(o, al)
+    integrity = (_ramp(coverage, t.coverage_ok, t.coverage_bad)
+                 * _ramp(lost, 0.0, t.structure_lost_bad)
+                 * _ramp(added, 0.0, t.structure_added_bad))
+
+    overall = overall_calibrated(similarity=similarity, diversity=diversity, aesthetic=aesthetic,
+                                 object_integrity=integrity, thresholds=t)
+    return CalibratedScores(
+        similarity=similarity, diversity=diversity, aesthetic=aesthetic,
+        object_integrity=integrity, overall_quality=overall,
+        structure_match=relatedness, geometric_match=geometric, mirrored=float(al.mirrored),
+        colour_change=colour, local_change=local, visible_change=visible,
+        coverage=coverage, structure_lost=lost, structure_added=added,
+        noise_excess=noise_excess, blockiness=v.blockiness, detail_ratio=detail_ratio,
+        highlight_clipping=clipping, brightening=brightening, colourfulness=v.colourfulness,
+        naturalness=naturalness, detail_sharpness=detail_sharpness, exposure=exposure,
+    )
+
+
+def similarity_fit(similarity: float, *, thresholds: CalibratedThresholds) -> float:
+    """1 well inside the similarity band, falling to 0 at its edges (over ``band_margin``)."""
+    t = thresholds
+    inside = min(similarity - t.similarity_min, t.similarity_max - similarity)
+    return _unit(inside / t.band_margin)
+
+
+def overall_calibrated(
+    *, similarity: float, diversity: float | None, aesthetic: float, object_integrity: float,
+    thresholds: CalibratedThresholds,
+) -> float:
+    """Weighted mean of the band fit, diversity, aesthetic and integrity.
+
+    A first variation has no diversity: its weight is left out (the rest renormalised) rather
+    than filled with a made-up value.
+    """
+    t = thresholds
+    parts = [(t.weight_similarity, similarity_fit(similarity, thresholds=t)),
+             (t.weight_aesthetic, aesthetic), (t.weight_object_integrity, object_integrity)]
+    if diversity is not None:
+        parts.append((t.weight_diversity, _unit(diversity)))
+    total = sum(w for w, _ in parts)
+    return sum(w * x for w, x in parts) / total
+
+
+def judge_calibrated(
+    scores: CalibratedScores, *, thresholds: CalibratedThresholds, level: LevelSettings
+) -> Verdict:
+    """Every failed check, with the same checks and stable reason codes as the seed's gate."""
+    return gate(similarity=scores.similarity, diversity=scores.diversity, aesthetic=scores.aesthetic,
+                object_integrity=scores.object_integrity, overall_quality=scores.overall_quality,
+                thresholds=thresholds, level_min=thresholds.overall_for(level.name))

@@ -1,0 +1,1 @@
+"""What people read: galleries, contact sheets, tables, the score and dedup commands' output."""

@@ -1,0 +1,1 @@
+"""A run's resources and shared state: records, limits, locks, claims, one paid attempt."""
