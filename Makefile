@@ -16,9 +16,9 @@ $(STAMP): $(ROOT)/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "varflow needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# compat: the checkout goes on sys.path as a path entry, so its regular packages win over a
-	# same-named folder on sys.path (a Dask worker puts its scratch folder, holding "storage/", there).
-	$(BIN)/python -m pip install --quiet -e '$(ROOT)[test]' --config-settings editable_mode=compat
+	# The default editable mode: setuptools' finder maps varflow and varflow.flows/.tasks/.storage/
+	# .deployments to this checkout's folders; no other top-level name is importable.
+	$(BIN)/python -m pip install --quiet -e '$(ROOT)[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -27,8 +27,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/varflow demo
 
+# -P: the checkout's root is not put on sys.path, so the tests import varflow the way a user's
+# process (and a Dask worker) does, through the installed finder, never a top-level folder by chance.
 test: $(STAMP)
-	cd $(ROOT) && $(BIN)/python -m pytest
+	cd $(ROOT) && $(BIN)/python -P -m pytest
 
 system-deps:
 	bash $(ROOT)/scripts/install-system-deps.sh
