@@ -1,11 +1,18 @@
 """The house rules the code's shape must keep, checked on its source.
 
-Imports point one way (flows -> tasks -> core; the core never imports Prefect or storage), no
-module imports itself through others, flows and tasks stay thin (short functions, no
-process-wide registries), and only varflow/generation/backends/ names a backend.
+One import name: everything installs under ``varflow``; the repository's flows/, tasks/, storage/
+and deployments/ are varflow.flows, varflow.tasks, varflow.storage and varflow.deployments.
+Imports point one way, by rank (a package imports only its own rank or lower): the core's groups
+first, then storage, tasks, flows. Only the named packages may import Prefect, DuckDB or pyarrow;
+``import varflow`` and every core module load without them. No module imports itself through
+others, flows and tasks stay thin (short functions, no process-wide registries), and only
+varflow/generation/backends/ names a backend.
 """
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,48 +20,138 @@ import pytest
 from varflow.generation.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("varflow", "flows", "tasks", "storage", "deployments")
+# Where each installed package's source lives in the repository (pyproject.toml/setup.py map them).
+FOLDERS = {"varflow": ROOT / "varflow", "varflow.flows": ROOT / "flows", "varflow.tasks": ROOT / "tasks",
+           "varflow.storage": ROOT / "storage", "varflow.deployments": ROOT / "deployments"}
+PACKAGES = tuple(FOLDERS)
 MAX_FUNCTION_LINES = 60
+
+# Lowest first. A module may import modules of its own package's rank or lower. varflow's own
+# top-level modules (BASE) are rank 0: the errors, the vocabularies and every number.
+RANKS = {
+    "varflow": 0,
+    "varflow.safety": 0,       # escaping per sink, secrets redacted, file modes (its modules arrive by merge)
+    "varflow.quality": 1,      # measurements of pixels in memory and verdicts over them (no files)
+    "varflow.images": 2,       # reading, writing, thumbnailing image files (caches quality's greys)
+    "varflow.duplicates": 3,   # perceptual hashes, their index, the near-duplicate decision
+    "varflow.generation": 4,   # the backends and their registry, the never-pay-twice cache
+    "varflow.runtime": 5,      # records, resources, shared run state, limits, locks, one attempt
+    "varflow.processing": 6,   # which images, admission, chunks, one image's pipeline, batch runs
+    "varflow.reports": 7,      # galleries, contact sheets, tables, the score/dedup commands' output
+    "varflow.storage": 8,      # the only code that knows DuckDB and Parquet
+    "varflow.tasks": 9,        # thin Prefect tasks over the core
+    "varflow.flows": 10,       # the flows
+    "varflow.deployments": 11,  # deployments of the flow (serve, schedules)
+    "varflow.flows.cli": 12,   # the command line: the top, it may reach every package
+}
+BASE = {"__init__", "settings", "errors", "kinds"}
+# Which packages may import these (all others, the whole core included, never do).
+GUARDED = {
+    "prefect": {"varflow.tasks", "varflow.flows", "varflow.deployments"},
+    "prefect_dask": {"varflow.flows"},
+    "duckdb": {"varflow.storage"},
+    "pyarrow": {"varflow.storage"},
+}
+CORE = [p for p, r in RANKS.items() if r <= RANKS["varflow.reports"]]
 
 
 def sources(package: str):
-    for path in sorted((ROOT / package).rglob("*.py")):
+    for path in sorted(FOLDERS[package].rglob("*.py")):
         yield path, ast.parse(path.read_text())
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    for package, folder in sorted(FOLDERS.items(), key=lambda kv: -len(kv[0])):
+        if path.is_relative_to(folder):
+            parts = (*package.split("."), *path.relative_to(folder).with_suffix("").parts)
+            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    raise ValueError(path)
 
 
-def imported_modules(package: str) -> dict[str, set[str]]:
-    out = {}
-    for path, tree in sources(package):
-        names = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(a.name.split(".")[0] for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-        out[str(path.relative_to(ROOT))] = names
-    return out
+def all_sources():
+    for path in sorted(FOLDERS["varflow"].rglob("*.py")):
+        yield path, ast.parse(path.read_text())
+    for package in PACKAGES[1:]:
+        yield from sources(package)
 
 
-@pytest.mark.parametrize(
-    "package, forbidden",
-    [
-        ("varflow", {"prefect", "duckdb", "pyarrow", "flows", "tasks", "storage"}),
-        ("storage", {"prefect", "flows", "tasks"}),
-        ("tasks", {"flows"}),
-    ],
-)
-def test_imports_point_one_way(package, forbidden):
-    offenders = {f: sorted(n & forbidden) for f, n in imported_modules(package).items() if n & forbidden}
+def package_of(module: str) -> str:
+    """The ranked package a module belongs to (the longest name in RANKS it starts with)."""
+    return max((p for p in RANKS if module == p or module.startswith(p + ".")), key=len)
+
+
+def imports_of(tree: ast.AST, modules: set[str]) -> set[str]:
+    """Every name a module imports anywhere (functions included): project modules resolved."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                         for a in node.names)
+    return names
+
+
+def test_every_core_module_has_a_room():
+    """A new module goes into a group (varflow/<group>/), not back into a flat varflow/."""
+    flat = sorted(p.name for p in (ROOT / "varflow").glob("*.py") if p.stem not in BASE)
+    groups = {f"varflow.{p.name}" for p in (ROOT / "varflow").iterdir() if (p / "__init__.py").exists()}
+    assert flat == []
+    assert groups - set(CORE) == set()  # every group has its rank (a new group is one line in RANKS)
+
+
+def test_imports_point_one_way_by_rank():
+    modules = {module_name(p): tree for p, tree in all_sources()}
+    offenders = {}
+    for name, tree in modules.items():
+        rank = RANKS[package_of(name)]
+        bad = sorted(t for t in imports_of(tree, set(modules)) if t.split(".")[0] == "varflow"
+                     and RANKS[package_of(t)] > rank)
+        if bad:
+            offenders[name] = bad
     assert offenders == {}
 
 
-SCORING_MODULES = {"varflow.quality.metrics", "varflow.quality.calibrated", "varflow.quality.acceptance", "varflow.quality.profiles",
-                   "varflow.quality.adaptive", "varflow.duplicates.dedup", "varflow.duplicates.hashing", "varflow.duplicates.hashindex", "varflow.reports.inspect"}
+def test_only_named_packages_import_prefect_duckdb_pyarrow():
+    modules = {module_name(p): tree for p, tree in all_sources()}
+    offenders = {}
+    for name, tree in modules.items():
+        bad = sorted(t for t in imports_of(tree, set(modules))
+                     if t.split(".")[0] in GUARDED and package_of(name) not in GUARDED[t.split(".")[0]])
+        if bad:
+            offenders[name] = bad
+    assert offenders == {}
+
+
+def test_the_core_loads_without_prefect_duckdb_pyarrow():
+    """Checked on the loaded modules too (what a user gets from ``import varflow``, and from every
+    core module): transitive imports and ones the source check cannot see included."""
+    core = sorted(module_name(p) for p, _ in all_sources() if package_of(module_name(p)) in CORE)
+    code = ("import json, sys, importlib\n"
+            "import varflow\n"
+            "first = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'duckdb', 'pyarrow'))\n"
+            f"for m in {core!r}: importlib.import_module(m)\n"
+            "after = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'duckdb', 'pyarrow'})\n"
+            "print(json.dumps([first, after, varflow.__file__]))")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=ROOT / "tests")
+    assert out.returncode == 0, out.stderr
+    first, after, where = json.loads(out.stdout)
+    assert (first, after) == ([], [])
+    assert Path(where).resolve() == (ROOT / "varflow" / "__init__.py").resolve()  # this checkout's code
+
+
+def test_one_import_name():
+    """The old top-level names are gone: nothing imports flows, tasks, storage or deployments."""
+    out = subprocess.run([sys.executable, "-P", "-c", "import importlib.util as u; "
+                          "print([n for n in ('flows', 'tasks', 'storage', 'deployments') if u.find_spec(n)])"],
+                         capture_output=True, text=True, cwd=ROOT / "tests")
+    assert out.stdout.strip() == "[]", out.stderr
+    offenders = sorted(f"{module_name(p)}: {t}" for p, tree in all_sources()
+                       for t in imports_of(tree, set()) if t.split(".")[0] in ("flows", "tasks", "storage", "deployments"))
+    assert offenders == []
+
+
+SCORING_MODULES = {"varflow.quality", "varflow.duplicates", "varflow.reports.inspect"}
 
 
 def test_local_generator_never_imports_scoring():
@@ -80,20 +177,9 @@ def test_local_generator_never_imports_scoring():
 
 def import_graph() -> dict[str, set[str]]:
     """Project module -> the project modules it imports anywhere (functions included)."""
-    modules = {module_name(p): tree for pkg in PACKAGES for p, tree in sources(pkg)}
-    graph = {}
-    for name, tree in modules.items():
-        edges = set()
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                           for a in node.names]
-            edges.update(t for t in targets if t in modules and t != name)
-        graph[name] = edges
-    return graph
+    modules = {module_name(p): tree for p, tree in all_sources()}
+    return {name: {t for t in imports_of(tree, set(modules)) if t in modules and t != name}
+            for name, tree in modules.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -128,7 +214,7 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-@pytest.mark.parametrize("package", ["flows", "tasks"])
+@pytest.mark.parametrize("package", ["varflow.flows", "varflow.tasks"])
 def test_no_function_in_flows_or_tasks_is_long(package):
     long = {f"{path.relative_to(ROOT)}:{node.name}": node.end_lineno - node.lineno + 1
             for path, tree in sources(package) for node in ast.walk(tree)
@@ -157,7 +243,7 @@ def is_container(value: ast.expr) -> bool:
 def test_tasks_hold_no_process_wide_registries():
     """Module-level containers in tasks/ are constants: upper-case and never written."""
     problems = []
-    for path, tree in sources("tasks"):
+    for path, tree in sources("varflow.tasks"):
         containers = {t.id for node in tree.body
                       if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
                       and is_container(node.value)
