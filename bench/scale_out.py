@@ -72,7 +72,7 @@ from varflow.generation.backends import make_backend
 from varflow.processing.pipeline import ImageJob, ImagePipeline, JobSpec
 from varflow.runtime.records import ImageRecord
 from varflow.runtime.resources import ResourceSpec, RunControl, RunResources
-from varflow.processing.scan import TODO, scan_images
+from varflow.processing.scan import PENDING, scan_images
 from varflow.settings import Settings, level_settings
 
 args = json.loads(sys.argv[1])
@@ -91,7 +91,7 @@ pipeline = ImagePipeline(res, DirectGenerations(res), work_root=home / "work" / 
 paths = discover_images(src, exclude=[out, home])
 jobs = (ImageJob(spec=spec, source_path=str(f.path), image_id=f.image_id, output_stem=f.stem, job_key=f.job_key,
                  level=level) for f in scan_images(paths, src, fingerprint={"plain": 1}, finished={})
-        if f.status == TODO)
+        if f.status == PENDING)
 with ThreadPoolExecutor(args["in_flight"]) as pool:
     outcomes = list(pool.map(pipeline.run, jobs))
 store.compact_run(run_id)

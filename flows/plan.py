@@ -11,7 +11,7 @@ from varflow.quality.adaptive import WINDOW
 from varflow.processing.discovery import discover_images
 from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
 from varflow.generation.backends import backend_class, model_name
-from varflow.processing.scan import DONE, SAME_CONTENT, TODO, scan_images
+from varflow.processing.scan import DONE, PENDING, SAME_CONTENT, scan_images
 from varflow.settings import QUALITY_LEVELS, level_settings
 
 
@@ -41,7 +41,7 @@ def plan_run(params: RunParameters) -> dict:
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs])
     found = [image.status for image in scan_images(paths, input_dir, finished=finished,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]
-    todo, done, same = found.count(TODO), found.count(DONE), found.count(SAME_CONTENT)
+    todo, done, same = found.count(PENDING), found.count(DONE), found.count(SAME_CONTENT)
     retries = params.retries if backend.remote and not backend.can_batch else 0  # a batch answers once
     # The adaptive policy may move back up to high during the run: its attempts bound the worst case.
     max_attempts = max(QUALITY_LEVELS["high"].max_attempts_per_variation, level.max_attempts_per_variation) \

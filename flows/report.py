@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
 
+from varflow.kinds import ImageStatus
+
 SCORE_KEYS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
 # A run that accepted under this share of the variations it asked for is flagged in its report,
 # its log and its end-of-run event (an automation can notify on it: docs/operating.md).
@@ -105,9 +107,9 @@ class RunSummary:
         scores: dict[str, list[float]] = {k: [] for k in SCORE_KEYS}
         for o in outcomes:
             s.images_total += 1
-            if o.status == "ok":
+            if o.status == ImageStatus.OK:
                 s.images_ok += 1
-            elif o.status == "skipped":
+            elif o.status == ImageStatus.SKIPPED:
                 s.images_skipped += 1
             else:
                 s.images_error += 1

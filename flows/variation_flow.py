@@ -53,7 +53,7 @@ from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, J
 from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
 from varflow.runtime.runlock import RunLock, is_held, run_lock_path
-from varflow.processing.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
+from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, scan_images
 from varflow.images.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
@@ -271,7 +271,7 @@ class FolderRun:
         chunk: list[FoundImage] = []
         cost = 0
         for image in found:
-            if image.status != TODO:
+            if image.status != PENDING:
                 self.not_processed(image, "error" if image.status == UNREADABLE else "skipped", image.message)
                 continue
             if self.stop_reason() is None and self.claim(image):

@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from varflow.kinds import QualityLevel
+
 VARIATION_TYPES = (
     "random",
     "object_rearrange",
@@ -69,11 +71,11 @@ class LevelSettings:
 
 
 QUALITY_LEVELS: dict[str, LevelSettings] = {
-    "high": LevelSettings("high", 2048, 0.8, 3),
-    "medium": LevelSettings("medium", 1536, 0.6, 2),
-    "low": LevelSettings("low", 1024, 0.4, 1),
+    QualityLevel.HIGH: LevelSettings(QualityLevel.HIGH, 2048, 0.8, 3),
+    QualityLevel.MEDIUM: LevelSettings(QualityLevel.MEDIUM, 1536, 0.6, 2),
+    QualityLevel.LOW: LevelSettings(QualityLevel.LOW, 1024, 0.4, 1),
 }
-LEVEL_ORDER = ("high", "medium", "low")
+LEVEL_ORDER = tuple(QualityLevel)
 
 
 def level_settings(name: str) -> LevelSettings:

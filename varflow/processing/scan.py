@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Iterator
 
 from varflow.images.imageio import sha256_file
+from varflow.kinds import ScanStatus
 from varflow.runtime.records import stable_id
 
-TODO, UNREADABLE, SAME_CONTENT, DONE = "todo", "unreadable", "same_content", "done"
+PENDING, UNREADABLE, SAME_CONTENT, DONE = (ScanStatus.PENDING, ScanStatus.UNREADABLE, ScanStatus.SAME_CONTENT,
+                                          ScanStatus.DONE)
 
 
 def output_stems(paths: list[Path], input_dir: Path) -> list[str]:
@@ -31,7 +33,7 @@ class FoundImage:
     path: Path
     stem: str  # OUTPUT-relative name without suffix
     image_id: str  # SHA-256 of its bytes (of its path when unreadable)
-    status: str  # TODO, UNREADABLE, SAME_CONTENT or DONE
+    status: ScanStatus
     message: str | None = None  # why it is not to do
     job_key: str | None = None  # stable id of (content, output name, parameters)
 
@@ -58,4 +60,4 @@ def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict,
             yield FoundImage(path, stem, image_id, DONE, f"unchanged since run {finished[job_key]} "
                              "(same content and parameters); --force redoes it", job_key)
             continue
-        yield FoundImage(path, stem, image_id, TODO, None, job_key)
+        yield FoundImage(path, stem, image_id, PENDING, None, job_key)

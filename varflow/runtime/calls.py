@@ -37,13 +37,14 @@ from varflow.generation.backends import (
     TokenUsage,
     VariationRequest,
 )
+from varflow.kinds import CallOutcome
 from varflow.runtime.records import AttemptRecord, utcnow
 from varflow.runtime.resources import CallPolicy, RunControl, RunResources
 
-CANCELLED = "cancelled"  # no call was made: the run had stopped, or the budget refused it
-IN_FLIGHT = "in_flight"  # the call was sent and has not ended (or its process died: see INTERRUPTED)
-INTERRUPTED = "interrupted"  # a recovered run's in-flight call: maybe answered and billed, counted at its estimate
-DEFERRED = "deferred"  # no call was made yet: the request waits for a batch job (varflow/processing/batch.py)
+CANCELLED = CallOutcome.CANCELLED  # no call was made: the run had stopped, or the budget refused it
+IN_FLIGHT = CallOutcome.IN_FLIGHT  # the call was sent and has not ended (or its process died: see INTERRUPTED)
+INTERRUPTED = CallOutcome.INTERRUPTED  # a recovered run's in-flight call: maybe answered and billed, counted at its estimate
+DEFERRED = CallOutcome.DEFERRED  # no call was made yet: the request waits for a batch job (varflow/processing/batch.py)
 
 
 @dataclass(frozen=True)

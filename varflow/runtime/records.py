@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Mapping
 
+from varflow.kinds import ImageStatus, RunStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -42,7 +44,7 @@ class RunRecord(Row):
     model: str
     started_at: datetime
     finished_at: datetime | None
-    status: str  # running | completed | failed | no_images
+    status: RunStatus
     images_total: int = 0
     images_ok: int = 0
     images_error: int = 0
@@ -62,7 +64,7 @@ class ImageRecord(Row):
     path: str
     width: int | None
     height: int | None
-    status: str  # ok | error | skipped
+    status: ImageStatus
     error: str | None
     optimized_width: int | None = None
     optimized_height: int | None = None

@@ -15,13 +15,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
+from varflow.kinds import CallOutcome
 from varflow.settings import VARIATION_TYPES
 
 CONCRETE_TYPES = tuple(t for t in VARIATION_TYPES if t != "random")
 
 # Outcome codes every backend classifies into (``attempts.outcome``), grouped by what the run does.
-FATAL_OUTCOMES = frozenset({"auth", "not_found", "quota_day"})  # no further call can succeed: stop
-PROMPT_CHANGE_OUTCOMES = frozenset({"no_image", "bad_image"})  # retried with ``retry_prompt``
+FATAL_OUTCOMES = frozenset({CallOutcome.AUTH, CallOutcome.NOT_FOUND, CallOutcome.QUOTA_DAY})  # no further call can succeed: stop
+PROMPT_CHANGE_OUTCOMES = frozenset({CallOutcome.NO_IMAGE, CallOutcome.BAD_IMAGE})  # retried with ``retry_prompt``
 
 
 @dataclass(frozen=True)
