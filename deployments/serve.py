@@ -22,6 +22,7 @@ from prefect.schedules import Cron, Interval, Schedule
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
+from varflow.errors import ConfigurationError
 from varflow.flows.parameters import FORM_FIELDS, RunParameters, form_values, run_parameters
 from varflow.flows.runners import runner_for
 from varflow.flows.variation_flow import variation_run
@@ -38,13 +39,13 @@ def schedule_parameters(params: RunParameters, overrides: dict) -> dict:
     """
     unknown = set(overrides) - set(FORM_FIELDS)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}; the flow takes {', '.join(FORM_FIELDS)}")
+        raise ConfigurationError(f"unknown parameter(s) {', '.join(sorted(unknown))}; the flow takes {', '.join(FORM_FIELDS)}")
     base = form_values(params, json=True)
     try:
         merged = run_parameters({**base, **overrides})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid schedule parameters: {problems}") from None
+        raise ConfigurationError(f"invalid schedule parameters: {problems}") from None
     full = form_values(merged, json=True)
     return {k: full[k] for k in overrides}
 
@@ -58,7 +59,7 @@ def interval_schedule(seconds: float, *, params: RunParameters, overrides: dict 
                       slug: str = "interval") -> Schedule:
     """Runs every ``seconds``, the first one interval from now (serving does not start a run at once)."""
     if seconds <= 0:
-        raise ValueError(f"an interval must be positive; got {seconds} s")
+        raise ConfigurationError(f"an interval must be positive; got {seconds} s")
     every = timedelta(seconds=seconds)
     return Interval(every, anchor_date=datetime.now(timezone.utc) + every, slug=slug,
                     parameters=schedule_parameters(params, overrides or {}))

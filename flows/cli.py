@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from varflow.errors import VarflowError
 from varflow.generation.backends import BACKENDS
 from varflow.settings import DEFAULT_PROFILE, GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 from varflow.reports.tabular import cell_text, format_table
@@ -155,7 +156,7 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
 
     try:
         summary = run_local(params)
-    except ValueError as exc:  # a setup problem found by the run (missing key or secret, ...)
+    except VarflowError as exc:  # a setup problem found by the run (missing key or secret, ...); a bug stays a bug
         raise SystemExit(f"varflow: cannot run: {exc}")
     if as_json:
         print(json.dumps(summary, indent=2, default=str))

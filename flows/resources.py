@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from varflow.errors import ConfigurationError
 from varflow.flows.parameters import RunParameters
 from varflow.storage import Store
 from varflow.generation.cache import GenerationCache
@@ -43,11 +44,11 @@ def load_secret(name: str) -> str:
     try:
         value = Secret.load(name).get()
     except ValueError as exc:
-        raise ValueError(f"no Prefect Secret block named {name!r} (create it with "
+        raise ConfigurationError(f"no Prefect Secret block named {name!r} (create it with "
                          f"`Secret(value=...).save({name!r})` or in the UI's Blocks page): "
                          f"{type(exc).__name__}") from None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"the Prefect Secret block {name!r} holds no API key string")
+        raise ConfigurationError(f"the Prefect Secret block {name!r} holds no API key string")
     return value.strip()
 
 
@@ -71,7 +72,7 @@ def shared_limits(params: RunParameters) -> str:
         check_redis_url(value)
         return value
     kind = urlsplit(value).scheme or value
-    raise ValueError(f"shared limits: {kind!r} is not a place to share them: leave it empty (this process; "
+    raise ConfigurationError(f"shared limits: {kind!r} is not a place to share them: leave it empty (this process; "
                      f"the data directory with runner dask), or give {SHARED_IN_FILES!r} or redis://host:port/db")
 
 

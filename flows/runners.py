@@ -13,6 +13,7 @@ from typing import Protocol
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from varflow.errors import ConfigurationError
 from varflow.flows.parameters import RunParameters
 from varflow.generation.backends import backend_class
 
@@ -56,7 +57,7 @@ class ThreadsRunner:
 
     def check(self, params: RunParameters) -> None:
         if params.dask_address:
-            raise ValueError("dask_address is set but the runner is threads: add --runner dask to use the cluster")
+            raise ConfigurationError("dask_address is set but the runner is threads: add --runner dask to use the cluster")
 
 
 class DaskRunner:
@@ -87,10 +88,10 @@ class DaskRunner:
 
     def check(self, params: RunParameters) -> None:
         if backend_class(params.backend).can_batch:
-            raise ValueError(f"the {params.backend} backend queues requests in the flow's process and cannot run "
+            raise ConfigurationError(f"the {params.backend} backend queues requests in the flow's process and cannot run "
                              "on Dask: use --runner threads (a batch job does the work far away anyway)")
         if params.dedup_library:
-            raise ValueError("dedup_library is not available with --runner dask (every chunk would carry the "
+            raise ConfigurationError("dedup_library is not available with --runner dask (every chunk would carry the "
                              "whole library to its worker): use --runner threads for a library-wide dedup")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import duckdb
 
+from varflow.errors import InputError
 from varflow.storage.schema import SCHEMAS, TABLES
 from varflow.storage.store import Store
 from varflow.reports.tabular import format_table, html_table
@@ -88,7 +89,7 @@ def score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [c for c in SCORE_COLUMNS if c in numeric] + [c for c in numeric if c not in SCORE_COLUMNS]
 
 
-class ReadOnlyQueryError(ValueError):
+class ReadOnlyQueryError(InputError):
     """The text given to ``varflow sql`` is not one read-only query."""
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from varflow.errors import ConfigurationError
 from varflow.kinds import QualityLevel
 
 VARIATION_TYPES = (
@@ -49,12 +50,12 @@ class QualityThresholds:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not 0.0 <= value <= 1.0:
-                raise ValueError(
+                raise ConfigurationError(
                     f"quality threshold {name}={value!r} is outside [0, 1]; every score it "
                     "gates lies in [0, 1], so pass a value between 0 and 1"
                 )
         if self.similarity_min > self.similarity_max:
-            raise ValueError(
+            raise ConfigurationError(
                 f"similarity_min={self.similarity_min} is above similarity_max="
                 f"{self.similarity_max}: no variation could pass; swap or widen them"
             )
@@ -82,7 +83,7 @@ def level_settings(name: str) -> LevelSettings:
     try:
         return QUALITY_LEVELS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigurationError(
             f"unknown quality level {name!r}; choose one of {', '.join(LEVEL_ORDER)}"
         ) from None
 
@@ -116,17 +117,17 @@ class DedupSettings:
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_hamming <= 64:
-            raise ValueError(
+            raise ConfigurationError(
                 f"max_hamming={self.max_hamming} must be between 0 and 64 (bits of a 64-bit hash)"
             )
         if not -1.0 <= self.ssim_threshold <= 1.0:
-            raise ValueError(f"ssim_threshold={self.ssim_threshold} must be within [-1, 1]")
+            raise ConfigurationError(f"ssim_threshold={self.ssim_threshold} must be within [-1, 1]")
         for name in ("max_colour_distance", "max_local_difference"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name}={value} must be >= 0 (or None: no such check)")
+                raise ConfigurationError(f"{name}={value} must be >= 0 (or None: no such check)")
         if self.ssim_size != 0 and self.ssim_size < 7:
-            raise ValueError(
+            raise ConfigurationError(
                 f"ssim_size={self.ssim_size} is below SSIM's 7x7 window; use 0 (full size) "
                 "or at least 7 pixels"
             )
@@ -225,21 +226,21 @@ class CalibratedThresholds:
             value = getattr(self, f.name)
             lo, hi = f.metadata.get("ge"), f.metadata.get("le")
             if not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"calibrated threshold {f.name}={value!r} must be a number")
+                raise ConfigurationError(f"calibrated threshold {f.name}={value!r} must be a number")
             if lo is not None and not lo <= value <= hi:
-                raise ValueError(
+                raise ConfigurationError(
                     f"calibrated threshold {f.name}={value!r} is outside [0, 1]; it gates or "
                     "weighs a score in [0, 1], so pass a value between 0 and 1"
                 )
             if "gt" in f.metadata and not value > 0:
-                raise ValueError(f"calibrated scale {f.name}={value!r} must be positive")
+                raise ConfigurationError(f"calibrated scale {f.name}={value!r} must be positive")
         if not self.similarity_min < self.similarity_max:
-            raise ValueError(
+            raise ConfigurationError(
                 f"similarity_min={self.similarity_min} is not below similarity_max="
                 f"{self.similarity_max}: no variation could pass; swap or widen them"
             )
         if not self.overall_high > self.overall_medium > self.overall_low:
-            raise ValueError(
+            raise ConfigurationError(
                 f"level thresholds must be strictly ordered high > medium > low, got high="
                 f"{self.overall_high}, medium={self.overall_medium}, low={self.overall_low}"
             )
@@ -251,18 +252,18 @@ class CalibratedThresholds:
                                 ("coverage_ok", "coverage_bad", False)):
             a, b = getattr(self, ok), getattr(self, bad)
             if (a >= b) if rising else (a <= b):
-                raise ValueError(
+                raise ConfigurationError(
                     f"{ok}={a} must be {'below' if rising else 'above'} {bad}={b}: the ramp runs "
                     "from the acceptable value to the bad one"
                 )
         if self.weight_similarity + self.weight_aesthetic + self.weight_object_integrity <= 0:
-            raise ValueError("the overall weights of similarity, aesthetic and integrity are all 0; "
+            raise ConfigurationError("the overall weights of similarity, aesthetic and integrity are all 0; "
                              "give at least one a positive weight")
 
     def overall_for(self, level: str) -> float:
         """The overall threshold of a quality level by name (high, medium, low)."""
         if level not in CALIBRATED_LEVELS:
-            raise ValueError(
+            raise ConfigurationError(
                 f"unknown quality level {level!r}; choose one of {', '.join(CALIBRATED_LEVELS)}"
             )
         return getattr(self, f"overall_{level}")
@@ -301,7 +302,7 @@ class BatchLimits:
 
     def __post_init__(self) -> None:
         if self.inline_max_bytes > self.file_max_bytes:
-            raise ValueError("inline_max_bytes must not exceed file_max_bytes")
+            raise ConfigurationError("inline_max_bytes must not exceed file_max_bytes")
 
 
 BATCH = BatchLimits()

@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from varflow.errors import ConfigurationError
+
 EVICT_TO = 0.8  # after eviction the cache holds at most this fraction of its limit
 
 
@@ -84,7 +86,7 @@ class VariationCache:
 
     def __init__(self, root: str | Path, *, max_bytes: int = 2 * 2**30):
         if max_bytes <= 0:
-            raise ValueError(f"cache limit {max_bytes} must be positive (bytes)")
+            raise ConfigurationError(f"cache limit {max_bytes} must be positive (bytes)")
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.files = self.root / "files"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from varflow.errors import InputError
 from varflow.quality.metrics import GreyImage
 from varflow.quality.pixels import flatten_to_rgb as _flatten_to_rgb
 from varflow.quality.pixels import upright as _upright
@@ -31,7 +32,7 @@ warnings.filterwarnings("ignore", message=r"(Possibly corrupt EXIF|Corrupt EXIF|
                         category=UserWarning)
 
 
-class ImageReadError(Exception):
+class ImageReadError(InputError):
     """An input image that cannot be used; ``str()`` is the message recorded in ``images.error``."""
 
     def __init__(self, path: str | Path, problem: str, fix: str):

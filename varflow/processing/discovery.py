@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from varflow.errors import ConfigurationError
 from varflow.settings import IMAGE_EXTENSIONS
 
 
@@ -16,7 +17,7 @@ def normalize_extensions(extensions) -> tuple[str, ...]:
             continue
         out.append(ext if ext.startswith(".") else "." + ext)
     if not out:
-        raise ValueError("no image extensions given; pass e.g. png,jpg,jpeg")
+        raise ConfigurationError("no image extensions given; pass e.g. png,jpg,jpeg")
     return tuple(dict.fromkeys(out))
 
 

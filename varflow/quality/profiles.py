@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from PIL import Image
 
+from varflow.errors import ConfigurationError
 from varflow.quality import acceptance, calibrated, metrics
 from varflow.quality.acceptance import Verdict
 from varflow.quality.calibrated import CalibratedScores, ImageFeatures
@@ -33,7 +34,7 @@ SEED_PARTS = ("color_variance", "contrast", "brightness_balance", "sharpness")
 
 def check_profile(name: str) -> str:
     if name not in PROFILES:
-        raise ValueError(f"unknown quality profile {name!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigurationError(f"unknown quality profile {name!r}; choose one of {', '.join(PROFILES)}")
     return name
 
 

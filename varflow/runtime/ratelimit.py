@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from varflow.errors import ConfigurationError
+
 HORIZON_S = 3600.0  # a reservation further ahead than this is treated as a clock step
 WAIT_POLL_S = 0.25  # a waiting caller looks at should_stop() and at new pauses this often
 
@@ -62,9 +64,9 @@ class Limiter:
 
     def __init__(self, rpm: float | None = None, *, burst: int = 1):
         if rpm is not None and rpm <= 0:
-            raise ValueError(f"rpm={rpm!r} must be a positive number of requests per minute, or None")
+            raise ConfigurationError(f"rpm={rpm!r} must be a positive number of requests per minute, or None")
         if burst < 1:
-            raise ValueError(f"burst={burst!r} must be at least 1")
+            raise ConfigurationError(f"burst={burst!r} must be at least 1")
         self.rpm = rpm
         self.interval = 60.0 / rpm if rpm else 0.0
         self.tolerance = (burst - 1) * self.interval

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
+from varflow.errors import ConfigurationError
 from varflow.runtime.ratelimit import HORIZON_S, Limiter
 from varflow.runtime.runstate import CAP_TOLERANCE_USD, SLOT_POLL_S, Ledger
 
@@ -142,9 +143,9 @@ def check_redis_url(url: str) -> None:
     """Refuse a URL that is not Redis's or that carries a password (parameters are recorded)."""
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
-        raise ValueError(f"shared limits: {parts.scheme or url!r} is not a Redis URL (redis://host:port/db)")
+        raise ConfigurationError(f"shared limits: {parts.scheme or url!r} is not a Redis URL (redis://host:port/db)")
     if parts.password or "password" in parse_qs(parts.query):
-        raise ValueError(f"shared limits: the Redis URL for {redis_address(url)} holds a password, and the "
+        raise ConfigurationError(f"shared limits: the Redis URL for {redis_address(url)} holds a password, and the "
                          f"run's parameters are recorded: drop it from the URL and set {PASSWORD_ENV} instead")
 
 
@@ -159,14 +160,14 @@ def connect(url: str) -> redis.Redis:
         client.ping()
     except redis.AuthenticationError:
         client.close()
-        raise ValueError(f"Redis at {address} refused the connection's credentials: set {PASSWORD_ENV} to its "
+        raise ConfigurationError(f"Redis at {address} refused the connection's credentials: set {PASSWORD_ENV} to its "
                          f"password (or unset it for a Redis without one)") from None
     except redis.RedisError as exc:
         client.close()
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if "password" in reason.lower() or "AUTH" in reason:
             reason += f" (check {PASSWORD_ENV})"
-        raise ValueError(f"cannot reach Redis at {address} for the run's shared limits ({reason}): start it "
+        raise ConfigurationError(f"cannot reach Redis at {address} for the run's shared limits ({reason}): start it "
                          f"or fix the address, or run with --shared-limits file (a data directory every "
                          f"worker shares)") from None
     return client

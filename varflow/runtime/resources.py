@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from varflow.errors import ConfigurationError
 from varflow.generation.cache import GenerationCache
 from varflow.generation.backends import GeneratorBackend
 from varflow.runtime.ratelimit import Limiter
@@ -62,7 +63,7 @@ class CallPolicy:
 def enforceable_cap(backend: type[GeneratorBackend], model: str, max_cost_usd: float | None) -> None:
     """Refuse a spend cap that cannot be enforced: no price is known for the model."""
     if max_cost_usd is not None and backend.estimate_cost(model) is None:
-        raise ValueError(f"--max-cost cannot be enforced: no price is known for model {model!r} "
+        raise ConfigurationError(f"--max-cost cannot be enforced: no price is known for model {model!r} "
                          f"(the {backend.name} backend has none for it)")
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Protocol
 
+from varflow.errors import StoreError
+
 SLOT_POLL_S = 0.05  # how often a caller waiting for a shared call slot looks again
 CAP_TOLERANCE_USD = 1e-12  # float sums of estimates may overshoot an exactly reachable cap by this
 SHARED_DIR = "shared"  # under the data directory: one folder of shared state per run
@@ -217,7 +219,7 @@ class FileState(_DictState):
             data = json.loads(raw)
             return {**_fresh(), **{k: data[k] for k in Ledger._fields if k in data}}
         except (ValueError, TypeError, KeyError):
-            raise ValueError(f"the run's shared ledger {self.dir / self.LEDGER} is damaged, so its spend is "
+            raise StoreError(f"the run's shared ledger {self.dir / self.LEDGER} is damaged, so its spend is "
                              f"unknown: stop the run and remove {self.dir}") from None
 
     def take_slot(self, timeout: float | None) -> object | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from varflow.errors import ConfigurationError
 from varflow.generation.backends.base import (
     FATAL_OUTCOMES,
     PROMPT_CHANGE_OUTCOMES,
@@ -38,7 +39,7 @@ def backend_class(name: str) -> type[GeneratorBackend]:
     try:
         module, cls = REGISTRY[name].split(":")
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
+        raise ConfigurationError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
     return getattr(import_module(module), cls)
 
 

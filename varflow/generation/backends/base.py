@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
+from varflow.errors import BackendError, ConfigurationError
 from varflow.kinds import CallOutcome
 from varflow.settings import VARIATION_TYPES
 
@@ -64,7 +65,7 @@ class ModelInfo:
     supported_actions: tuple[str, ...] = ()
 
 
-class GenerationError(Exception):
+class GenerationError(BackendError):
     """A generation attempt that produced no usable image.
 
     ``outcome`` is a stable code recorded in ``attempts.outcome``; ``retryable`` says whether
@@ -191,7 +192,7 @@ def resolve_variation_type(variation_type: str, seed: int, *, among: tuple[str, 
     """``random`` picks one of ``among`` (the types that apply to the photo: a backend's
     ``variation_types_for``) from the seed; other types pass through."""
     if variation_type not in VARIATION_TYPES:
-        raise ValueError(
+        raise ConfigurationError(
             f"unknown variation type {variation_type!r}; choose one of {', '.join(VARIATION_TYPES)}"
         )
     if variation_type != "random":

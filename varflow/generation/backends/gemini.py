@@ -31,6 +31,7 @@ from typing import Any, Iterable
 
 from PIL import Image, UnidentifiedImageError
 
+from varflow.errors import ConfigurationError
 from varflow.images.imageio import write_bytes_atomic
 from varflow.generation.backends.base import (
     Backend,
@@ -201,7 +202,7 @@ def build_prompt(variation_type: str, user_prompt: str, seed: int) -> str:
     """The exact text sent: a template for the type (chosen from ``seed``) and the user's prompt."""
     templates = PROMPT_TEMPLATES.get(variation_type)
     if templates is None:
-        raise ValueError(f"no prompt templates for variation type {variation_type!r}; known: "
+        raise ConfigurationError(f"no prompt templates for variation type {variation_type!r}; known: "
                          f"{', '.join(PROMPT_TEMPLATES)}")
     text = templates[_template_index(seed, len(templates))]
     user = " ".join((user_prompt or "").split())
@@ -258,7 +259,7 @@ def _clip(text: str, limit: int = 300) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class MissingApiKeyError(ValueError):
+class MissingApiKeyError(ConfigurationError):
     """No API key: raised when the backend is created, before any work."""
 
 
@@ -630,9 +631,9 @@ class GeminiGenerator(Backend):
                  api_version: str | None = None, aspect_ratio: str | None = None,
                  image_size: str | None = None, temperature: float | None = None):
         if not model or not model.strip():
-            raise ValueError("model must be a Gemini image model name, e.g. " + DEFAULT_MODEL)
+            raise ConfigurationError("model must be a Gemini image model name, e.g. " + DEFAULT_MODEL)
         if timeout_s is None or timeout_s <= 0:
-            raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
+            raise ConfigurationError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
         self.model = model.strip().removeprefix("models/")
         self._api_key = resolve_api_key(api_key)  # raises before any work
         self.timeout_s = float(timeout_s)

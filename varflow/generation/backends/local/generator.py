@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from varflow.errors import ConfigurationError
 from varflow.generation.backends.base import CONCRETE_TYPES, Backend, GeneratedVariation, GenerationError, VariationRequest
 from varflow.images.imageio import write_bytes_atomic
 
@@ -65,15 +66,15 @@ class LocalGenerator(Backend):
         model: str | None = None,
     ):
         if model not in (None, "", self.model):
-            raise ValueError(f"the local backend has one model, {self.model!r}; got model={model!r}")
+            raise ConfigurationError(f"the local backend has one model, {self.model!r}; got model={model!r}")
         fmt = output_format.lower().lstrip(".")
         fmt = "jpg" if fmt == "jpeg" else fmt
         if fmt not in ("png", "jpg", "webp"):
-            raise ValueError(f"output_format={output_format!r}: choose png, jpg or webp")
+            raise ConfigurationError(f"output_format={output_format!r}: choose png, jpg or webp")
         if not 0 <= png_compression <= 9:
-            raise ValueError(f"png_compression={png_compression}: choose 0 (fastest) to 9 (smallest)")
+            raise ConfigurationError(f"png_compression={png_compression}: choose 0 (fastest) to 9 (smallest)")
         if not 1 <= jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality={jpeg_quality}: choose 1 to 100")
+            raise ConfigurationError(f"jpeg_quality={jpeg_quality}: choose 1 to 100")
         self.output_format = fmt
         self.png_compression = int(png_compression)
         self.jpeg_quality = int(jpeg_quality)
