@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine with Python 3.11+:
 #   make demo   - create .venv, install varflow, run it on bundled sample photos
-#   make test   - create .venv, install varflow with test tools, run the test suite
+#   make test   - create .venv, install varflow with test tools, lint (ruff), run the test suite
 # and, for looking at results:
 #   make notebooks   - install the notebooks extra and open notebooks/ in JupyterLab
 #   make system-deps - Debian's Chromium for the gallery's browser test (CI runs it before make test)
@@ -30,7 +30,7 @@ demo: $(STAMP)
 # -P: the checkout's root is not put on sys.path, so the tests import varflow the way a user's
 # process (and a Dask worker) does, through the installed finder, never a top-level folder by chance.
 test: $(STAMP)
-	cd $(ROOT) && $(BIN)/python -P -m pytest
+	cd $(ROOT) && $(BIN)/ruff check . && $(BIN)/python -P -m pytest
 
 system-deps:
 	bash $(ROOT)/scripts/install-system-deps.sh

@@ -31,6 +31,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from varflow.duplicates.dedup import KnownImage, find_duplicate, load_appearance  # noqa: E402
+from varflow.duplicates.hashing import compute_hashes  # noqa: E402
 from varflow.generation.backends.base import (  # noqa: E402
     CONCRETE_TYPES,
     GenerationError,
@@ -39,11 +40,10 @@ from varflow.generation.backends.base import (  # noqa: E402
     resolve_variation_type,
 )
 from varflow.generation.backends.local import LocalGenerator  # noqa: E402
-from varflow.duplicates.hashing import compute_hashes  # noqa: E402
 from varflow.images.imageio import load_grey, load_rgb  # noqa: E402
+from varflow.images.samples import SAMPLE_FILES, sample_dir  # noqa: E402
 from varflow.quality.metrics import GreyImage  # noqa: E402
 from varflow.quality.profiles import HEADLINE, VariationJudge  # noqa: E402
-from varflow.images.samples import SAMPLE_FILES, sample_dir  # noqa: E402
 from varflow.settings import LEVEL_ORDER, PROFILES, QUALITY_LEVELS, DedupSettings  # noqa: E402
 
 PHOTOS = SAMPLE_FILES + ("retina.jpg",)  # the demo photos plus a large one
@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     print(f"local generator acceptance: {len(sources)} photos x {args.seeds} run seeds, count={args.count}, "
           f"type={args.type}, prompts={'mixed' if args.mixed_prompts else repr(args.prompt)}")
     for (profile, level_name), (attempts, accepted, filled, reasons, by_type, by_type_ok) in per.items():
-        print(f"\n[{profile} / {level_name}] budget={args.count * QUALITY_LEVELS[level_name].max_attempts_per_variation}"
+        print(f"\n[{profile} / {level_name}] "
+              f"budget={args.count * QUALITY_LEVELS[level_name].max_attempts_per_variation}"
               " attempts/image")
         print(f"  attempts={attempts} accepted={accepted} acceptance rate={accepted / max(attempts, 1):.1%} "
               f"fill rate={filled}/{n_runs} ({filled / n_runs:.0%})")

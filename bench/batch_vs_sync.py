@@ -40,7 +40,6 @@ def main() -> None:
     from conftest import skimage_photo
     from fake_gemini import FakeGemini
     from prefect.testing.utilities import prefect_test_harness
-
     from varflow.flows.collect_flow import batch_collect
     from varflow.flows.parameters import RunParameters
     from varflow.flows.variation_flow import run_local
@@ -52,7 +51,8 @@ def main() -> None:
         shutil.copy(skimage_photo(name), base / "photos" / name)
     results = {}
     with FakeGemini(api_key="bench-key") as fake, prefect_test_harness(server_startup_timeout=120):
-        os.environ.update(GEMINI_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake.base_url, NO_PROXY="127.0.0.1,localhost")
+        os.environ.update(GEMINI_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake.base_url,
+                          NO_PROXY="127.0.0.1,localhost")
         for backend in ("gemini", "gemini-batch"):
             p = RunParameters(input_dir=str(base / "photos"), output_dir=str(base / f"out-{backend}"),
                               home=str(base / f"home-{backend}"), backend=backend, count=args.count, level="medium",
@@ -63,7 +63,7 @@ def main() -> None:
                 runs += batch_collect(home=p.home)["runs"]
             store = Store(p.home)
             ids = [r["run_id"] for r in runs]
-            q = lambda sql: store.query(sql.replace("IDS", ",".join(f"'{i}'" for i in ids)))[0]  # noqa: E731
+            q = lambda sql: store.query(sql.replace("IDS", ",".join(f"'{i}'" for i in ids)))[0]  # noqa: B023
             results[backend] = {
                 "wall_s": time.perf_counter() - t0,
                 "images_ok": q("SELECT count(*) AS n FROM images WHERE status = 'ok' AND run_id IN (IDS)")["n"],

@@ -27,7 +27,7 @@ import argparse
 import itertools
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import calibration_set as cs  # noqa: E402
+
 from varflow.quality import calibrated, metrics  # noqa: E402
 from varflow.quality.acceptance import judge  # noqa: E402
 from varflow.settings import (  # noqa: E402

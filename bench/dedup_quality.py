@@ -48,9 +48,9 @@ from varflow.duplicates.dedup import appearance_signature, confirmation_ssim, sa
 from varflow.duplicates.hashindex import popcount64  # noqa: E402
 from varflow.duplicates.hashing import compute_hashes  # noqa: E402
 from varflow.images.imageio import load_rgb  # noqa: E402
-from varflow.reports.inspect import find_duplicate_groups  # noqa: E402
-from varflow.quality.metrics import GreyImage, ssim, to_grey  # noqa: E402
 from varflow.images.samples import sample_dir  # noqa: E402
+from varflow.quality.metrics import GreyImage, to_grey  # noqa: E402
+from varflow.reports.inspect import find_duplicate_groups  # noqa: E402
 from varflow.settings import COPY_FINDING, DedupSettings  # noqa: E402
 
 PHOTOS = (
@@ -233,7 +233,7 @@ def sweep(f: Features, defaults: DedupSettings) -> None:
         mid = (pmin + nmax) / 2 if pmin > nmax else float("nan")
         mark = "  <- default" if size == defaults.ssim_size else ""
         print(f"{size:>6} {pmin:>8.3f} {p1:>7.3f} {nmax:>8.3f} {pmin - nmax:>7.3f}  "
-              f"{'%.2f (midpoint)' % mid if mid == mid else 'none separates':<18}{mark}")
+              f"{f'{mid:.2f} (midpoint)' if mid == mid else 'none separates':<18}{mark}")
     full = f.confirm(np.flatnonzero(pos), DedupSettings(defaults.max_hamming, 0.0, 0))
     print(f"  full size, the seed's way (second image resized to the first): positives' SSIM "
           f"goes down to {full.min():.3f}; {np.mean(full > 0.95):.0%} of them pass the seed's 0.95")

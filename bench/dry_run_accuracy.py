@@ -60,11 +60,11 @@ def main() -> None:
     from conftest import skimage_photo
     from fake_gemini import FakeGemini
     from prefect.testing.utilities import prefect_test_harness
-
     from varflow.flows.parameters import RunParameters
     from varflow.flows.plan import plan_run
     from varflow.flows.variation_flow import run_local
     from varflow.storage import Store
+
     from varflow.processing.estimate import AttemptHistory
 
     base = Path(tempfile.mkdtemp(prefix="varflow-dryrun-bench-"))
@@ -100,7 +100,8 @@ def main() -> None:
                   f"{after.accepted - before.accepted} accepted, {after.calls - before.calls} calls "
                   f"(the plan: {plan['attempts_per_image'] * plan['images_to_do']:.1f} attempts, "
                   f"{plan['acceptance_rate']:.0%} accepted, {plan['calls_per_attempt']:.2f} calls per attempt)")
-            print(f"  seed {seed}: level {plan['level']}, {plan['basis']}: expected {plan['calls_expected']:.1f} calls, "
+            print(f"  seed {seed}: level {plan['level']}, {plan['basis']}: expected "
+                  f"{plan['calls_expected']:.1f} calls, "
                   f"${plan['cost_expected_usd']:.4f}; actual {summary['calls']} calls, ${summary['cost_usd']:.4f}; "
                   f"ratio actual/expected: calls {summary['calls'] / plan['calls_expected']:.3f}, "
                   f"cost {summary['cost_usd'] / plan['cost_expected_usd']:.3f}")

@@ -170,14 +170,14 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
 
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
-
     from varflow.flows.resources import open_resources
     from varflow.flows.variation_flow import pool_size
     from varflow.storage import Store
     from varflow.tasks.generate import generate_variation, retry_options
+
+    from varflow.generation.backends import VariationRequest, derive_seed
     from varflow.generation.cache import generation_key
     from varflow.runtime.calls import AttemptContext
-    from varflow.generation.backends import VariationRequest, derive_seed
     from varflow.runtime.resources import CallPolicy, ResourceSpec
 
     home = tmp / f"gen-home-{rpm or 'nolimit'}"
@@ -219,7 +219,6 @@ def generation_bench(tmp: Path, rpm: float | None, images: int, count: int) -> d
 def flow_bench(tmp: Path, rpm: float | None, images: int, count: int) -> dict:
     from varflow.flows.parameters import RunParameters, Thresholds
     from varflow.flows.variation_flow import run_local
-    from varflow.storage import Store
 
     home = tmp / f"home-{rpm or 'nolimit'}"
     params = RunParameters(
@@ -337,7 +336,8 @@ def main() -> int:
     failed = report("generate task inside a flow (real task, retries machinery, limiter, budget, records, cache):",
                     generation, gate=True, ceiling=raw["achieved_per_s"])
     if full:
-        report("whole `varflow run` (also optimize, dedup and score each variation; a task run per call and two per image):",
+        report("whole `varflow run` (also optimize, dedup and score each variation; a task run per call and "
+               "two per image):",
                full, gate=False, ceiling=raw["achieved_per_s"])
     print(f"  cross-process limiter: {limiter['processes']} processes, {limiter['calls']} acquisitions at "
           f"{limiter['rpm']:.0f}/min -> {limiter['achieved_per_min']:.0f}/min achieved; gaps "

@@ -135,7 +135,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen, dict]:
     env = {**os.environ, "PREFECT_HOME": str(workdir / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING", "PREFECT_LOGGING_LEVEL": "WARNING"}
     env.pop("PREFECT_API_URL", None)
-    log = open(workdir / "server.log", "w")
+    log = open(workdir / "server.log", "w")  # noqa: SIM115 - the server writes to it until it is stopped
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port), "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
@@ -221,10 +221,12 @@ def main() -> None:
     server, env = start_server(work)
     results: dict[str, dict] = {}
     try:
-        pair = [("plain", PLAIN_CHILD, dict(flow_params(small, work, "plain"), in_flight=IN_FLIGHT), small, args.images),
+        pair = [("plain", PLAIN_CHILD, dict(flow_params(small, work, "plain"), in_flight=IN_FLIGHT), small,
+                 args.images),
                 ("threads", FLOW_CHILD, flow_params(small, work, "threads"), small, args.images)]
         runs = pair * max(1, args.repeat) + [
-                ("dask", FLOW_CHILD, flow_params(small, work, "dask", runner="dask", dask_workers=2), small, args.images)]
+                ("dask", FLOW_CHILD, flow_params(small, work, "dask", runner="dask", dask_workers=2), small,
+                 args.images)]
         if "large" in which:
             large = make_photos(work / f"photos-{args.large}", args.large, args.size)
             runs.append(("large", FLOW_CHILD, flow_params(large, work, "large"), large, args.large))
@@ -241,7 +243,8 @@ def main() -> None:
                 results[name] = r
             results[name]["all_seconds"] = r["all_seconds"]
             print(f"{name:8} {n:6d} images: {r['seconds']:8.1f} s, {1000 * r['seconds'] / n:6.1f} ms/image, "
-                  f"{r['images_ok']} ok, {r['images_error']} error, {r['accepted']} accepted of {r['attempts']} attempts, "
+                  f"{r['images_ok']} ok, {r['images_error']} error, {r['accepted']} accepted of "
+                  f"{r['attempts']} attempts, "
                   f"task runs sent {r['task_runs']}, recorded {r['recorded']}, peak RSS {r['peak_rss_mib']:.0f} MiB",
                   flush=True)
     finally:
@@ -258,7 +261,8 @@ def report(r: dict) -> None:
     print()
     if "plain" in r and "threads" in r:
         print(f"orchestration overhead, threads vs plain loop: {per_image('threads') / per_image('plain') - 1:+.1%} "
-              f"(goal <= +10%; fastest of plain {r['plain']['all_seconds']} s, threads {r['threads']['all_seconds']} s)")
+              f"(goal <= +10%; fastest of plain {r['plain']['all_seconds']} s, "
+              f"threads {r['threads']['all_seconds']} s)")
     for name in ("threads", "dask", "large"):
         if name in r:
             sent, kept = r[name]["task_runs"], r[name]["recorded"]

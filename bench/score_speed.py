@@ -51,9 +51,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import seed_reference as seed  # noqa: E402
-from varflow.quality import calibrated, metrics  # noqa: E402
+
 from varflow.duplicates.hashing import compute_hashes  # noqa: E402
 from varflow.images.samples import SAMPLE_FILES, sample_dir  # noqa: E402
+from varflow.quality import calibrated, metrics  # noqa: E402
 
 VARIATIONS = 4
 

@@ -15,17 +15,17 @@ over a growing folder does only the new work.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron, Interval, Schedule
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
-
-from varflow.errors import ConfigurationError
 from varflow.flows.parameters import FORM_FIELDS, RunParameters, form_values, run_parameters
 from varflow.flows.runners import runner_for
 from varflow.flows.variation_flow import variation_run
+
+from varflow.errors import ConfigurationError
 
 DESCRIPTION = ("Turn a folder of images into scored, de-duplicated variations. Each run is incremental: "
                "images already done with the same parameters are skipped.")
@@ -39,7 +39,8 @@ def schedule_parameters(params: RunParameters, overrides: dict) -> dict:
     """
     unknown = set(overrides) - set(FORM_FIELDS)
     if unknown:
-        raise ConfigurationError(f"unknown parameter(s) {', '.join(sorted(unknown))}; the flow takes {', '.join(FORM_FIELDS)}")
+        raise ConfigurationError(f"unknown parameter(s) {', '.join(sorted(unknown))}; the flow takes "
+                                 f"{', '.join(FORM_FIELDS)}")
     base = form_values(params, json=True)
     try:
         merged = run_parameters({**base, **overrides})
@@ -61,7 +62,7 @@ def interval_schedule(seconds: float, *, params: RunParameters, overrides: dict 
     if seconds <= 0:
         raise ConfigurationError(f"an interval must be positive; got {seconds} s")
     every = timedelta(seconds=seconds)
-    return Interval(every, anchor_date=datetime.now(timezone.utc) + every, slug=slug,
+    return Interval(every, anchor_date=datetime.now(UTC) + every, slug=slug,
                     parameters=schedule_parameters(params, overrides or {}))
 
 
@@ -90,8 +91,8 @@ def collector(*, name: str = "collect", home: str | None = None, every_s: float 
     from datetime import timedelta
 
     from prefect.schedules import Interval
-
     from varflow.flows.collect_flow import batch_collect
+
     from varflow.settings import BATCH
 
     return batch_collect.to_deployment(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect.artifacts import create_table_artifact
-
 from varflow.tasks.batch import collect_batch_jobs, submit_batch_jobs
+
 from varflow.processing.batch import OPEN_STATES, BatchQueue, BatchScope, answered_failures
 from varflow.runtime.resources import RunResources
 
@@ -63,6 +63,7 @@ class BatchRun:
     def summary(self) -> dict:
         return {
             "jobs_submitted": len(self.submitted), "requests_submitted": sum(j.requests for j in self.submitted),
-            "answers": len(self.delivered), "cost_usd": round(sum(r.cost_usd or 0.0 for r in self.delivered.values()), 6),
+            "answers": len(self.delivered), "cost_usd": round(sum(r.cost_usd or 0.0 for r in self.delivered.values()),
+                                                              6),
             "jobs": [{k: j[k] for k in ("job_name", "state", "requests", "succeeded", "failed")} for j in self.jobs],
         }

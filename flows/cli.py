@@ -9,8 +9,8 @@ from pathlib import Path
 
 from varflow.errors import VarflowError
 from varflow.generation.backends import BACKENDS
-from varflow.settings import DEFAULT_PROFILE, GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 from varflow.reports.tabular import cell_text, format_table
+from varflow.settings import DEFAULT_PROFILE, GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -54,7 +54,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="print how many calls the run would make and their estimated cost; make none")
     _add_runner_options(p.add_argument_group("beyond one machine (docs/scale-out.md)"), opt)
     g = p.add_argument_group("paid backends (gemini)")
-    opt("--retries", "retries", "retries of a call that failed transiently (429, 5xx, timeout, no image)", type=int, group=g)
+    opt("--retries", "retries", "retries of a call that failed transiently (429, 5xx, timeout, no image)", type=int,
+        group=g)
     opt("--retry-backoff", "retry_backoff_s", "first retry delay in seconds, doubling per retry, plus jitter",
         type=float, group=g)
     opt("--rpm", "requests_per_minute", "most calls started per minute, shared by all runs on this data directory "
@@ -75,14 +76,14 @@ def _add_runner_options(r, opt) -> None:
     opt("--dask-workers", "dask_workers", "worker processes of the local Dask cluster (default 2)", type=int, group=r)
     opt("--chunk-size", "chunk_size", "images per task run (default: chosen from the folder's size and the runner)",
         type=int, metavar="N", group=r)
-    opt("--shared-limits", "shared_limits", "where call slots, spend and the RPM limit are shared: redis://host:port/db "
+    opt("--shared-limits", "shared_limits",
+        "where call slots, spend and the RPM limit are shared: redis://host:port/db "
         "for processes on many machines (default: this process, or the data directory with --runner dask)",
         metavar="URL", group=r)
 
 
 def _params(args, input_dir: str, output_dir: str):
     from pydantic import ValidationError
-
     from varflow.flows.parameters import RunParameters
 
     given = {k: v for k, v in vars(args).items()
@@ -92,7 +93,7 @@ def _params(args, input_dir: str, output_dir: str):
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"varflow: invalid arguments: {problems}", file=sys.stderr)
-        raise SystemExit(2)  # like argparse: 2 is a usage error
+        raise SystemExit(2) from None  # like argparse: 2 is a usage error
 
 
 def _check_backend(params) -> None:
@@ -101,20 +102,20 @@ def _check_backend(params) -> None:
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
-    from varflow.runtime.resources import enforceable_cap
     from varflow.generation.backends import backend_class, make_backend, model_name
+    from varflow.runtime.resources import enforceable_cap
 
     backend = backend_class(params.backend)
     try:
         enforceable_cap(backend, model_name(params.backend, params.model), params.max_cost_usd)
     except ValueError as exc:
-        raise SystemExit(f"varflow: {exc}")
+        raise SystemExit(f"varflow: {exc}") from None
     if backend.remote and params.api_key_secret:
         return
     try:
         make_backend(params.backend, **({"model": params.model} if params.model else {}))
     except (ValueError, ImportError) as exc:
-        raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}")
+        raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}") from None
 
 
 def _print_plan(plan: dict, as_json: bool) -> None:
@@ -157,7 +158,7 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
     try:
         summary = run_local(params)
     except VarflowError as exc:  # a setup problem found by the run (missing key or secret, ...); a bug stays a bug
-        raise SystemExit(f"varflow: cannot run: {exc}")
+        raise SystemExit(f"varflow: cannot run: {exc}") from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -170,7 +171,8 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         from varflow.generation.backends import backend_class
 
         if backend_class(summary["backend"]).remote and summary.get("calls"):
-            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls (retries included)")
+            print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls "
+                  f"(retries included)")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
         print(f"varflow: {summary['message']}", file=sys.stderr)
     return run_exit_code(summary)
@@ -215,6 +217,7 @@ def write_contact_sheet(params, dest: Path) -> Path | None:
     person judges the result. None when nothing was accepted."""
     from varflow.flows.resources import data_home
     from varflow.storage import Store
+
     from varflow.reports.contact_sheet import make_contact_sheet
 
     store = Store(data_home(params))
@@ -238,12 +241,13 @@ def cmd_collect(args) -> int:
     try:
         result = batch_collect(home=args.home)
     except ValueError as exc:
-        raise SystemExit(f"varflow: cannot collect: {exc}")
+        raise SystemExit(f"varflow: cannot collect: {exc}") from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
     for job in result["jobs"]:
-        done = f", {job['succeeded']} answered with an image, {job['failed']} without" if job["succeeded"] is not None else ""
+        done = (f", {job['succeeded']} answered with an image, {job['failed']} without"
+                if job["succeeded"] is not None else "")
         print(f"  {job['job_name']:<32} {job['state']:<10} {job['requests']} requests{done}")
     for run in result["runs"]:
         print(f"  run {run['run_id']}: {run['input_dir']}: {run['images_ok']} images ok, "
@@ -309,8 +313,8 @@ def _print_models(models, as_json: bool) -> int:
 
 def cmd_score(args) -> int:
     from varflow.images.imageio import ImageReadError
-    from varflow.reports.inspect import score_files
     from varflow.quality.profiles import calibrated_parts
+    from varflow.reports.inspect import score_files
 
     try:
         rows = score_files(args.original, args.variations, profile=args.profile, level=args.level,
@@ -350,7 +354,7 @@ def cmd_dedup(args) -> int:
         return 2
     errors: list[tuple[str, str]] = []
     groups = find_duplicate_groups(paths, errors=errors)
-    for path, message in errors:
+    for _path, message in errors:
         print(f"varflow: skipped {message}", file=sys.stderr)
     if args.json:
         print(json.dumps(groups, indent=2))
@@ -384,6 +388,7 @@ def cmd_report(args) -> int:
 
 def cmd_runs(args) -> int:
     from varflow.storage.analysis import recent_runs
+
     from varflow.reports.tabular import format_json
 
     result = recent_runs(_home(args), limit=args.limit)
@@ -424,6 +429,7 @@ def cmd_stats(args) -> int:
 
 def cmd_sql(args) -> int:
     from varflow.storage.analysis import QueryFailed, ReadOnlyQueryError, read_only_query
+
     from varflow.reports.tabular import format_csv, format_json
 
     try:
@@ -537,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", help="list the image models a backend can use (a paid one: those your API key can use)")
+    p = sub.add_parser("models",
+                       help="list the image models a backend can use (a paid one: those your API key can use)")
     p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the first paid backend")
     p.add_argument("--api-key-secret", default=None, metavar="BLOCK",
                    help="Prefect Secret block holding the API key (default: GEMINI_API_KEY / GOOGLE_API_KEY)")
@@ -548,10 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score variations against their original, as a run would (exit 1 if any fails)")
     p.add_argument("original")
     p.add_argument("variations", nargs="+", help="V1 V2 ...: diversity of Vi is measured against V1..V(i-1)")
-    p.add_argument("--level", default="medium", choices=("high", "medium", "low"), help="level for the gate (default medium)")
+    p.add_argument("--level", default="medium", choices=("high", "medium", "low"),
+                   help="level for the gate (default medium)")
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
                    help=f"quality model that decides (default {DEFAULT_PROFILE}); both are printed")
-    p.add_argument("--max-side", type=int, default=None, help="fit images within this size first, as a run's optimize does")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="fit images within this size first, as a run's optimize does")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 
@@ -562,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_command(sub)
 
-    p = sub.add_parser("collect", help="collect ended batch jobs (--backend gemini-batch): judge and record their answers")
+    p = sub.add_parser("collect",
+                       help="collect ended batch jobs (--backend gemini-batch): judge and record their answers")
     p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     p.add_argument("--json", action="store_true", help="print the jobs and the runs as JSON")
     p.set_defaults(func=cmd_collect)
@@ -576,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_command(sub) -> None:
-    p = sub.add_parser("serve", help="serve a Prefect deployment: a nightly cron, an interval schedule, runs from the UI")
+    p = sub.add_parser("serve",
+                       help="serve a Prefect deployment: a nightly cron, an interval schedule, runs from the UI")
     p.add_argument("input_dir", help="folder of images of the deployment's runs")
     p.add_argument("--out", default="variations", help="where accepted variations go (default ./variations)")
     p.add_argument("--name", default="varflow", help="deployment name (default varflow)")
@@ -650,7 +661,8 @@ def cmd_serve(args) -> int:
 def _add_analysis_commands(sub) -> None:
     """report, runs, stats, sql: reading what runs recorded."""
     home_help = "data directory (default $VARFLOW_HOME or ~/.local/share/varflow)"
-    p = sub.add_parser("report", help="write a run's gallery: originals, accepted and rejected variations, one HTML page")
+    p = sub.add_parser("report",
+                       help="write a run's gallery: originals, accepted and rejected variations, one HTML page")
     p.add_argument("run_id", nargs="?", default=None, help="run id or a unique prefix (default: the latest run)")
     p.add_argument("--out", default="report.html", help="the page to write (default ./report.html)")
     p.add_argument("--max-images", type=int, default=GALLERY.max_images,
@@ -678,7 +690,8 @@ def _add_analysis_commands(sub) -> None:
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("doctor", help="check the data directory (damaged files, killed runs, leftovers); --repair fixes it")
+    p = sub.add_parser("doctor",
+                       help="check the data directory (damaged files, killed runs, leftovers); --repair fixes it")
     p.add_argument("--repair", action="store_true", help="do what each problem line says")
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_doctor)

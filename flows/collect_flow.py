@@ -16,12 +16,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
-
 from varflow.flows.batch import publish_jobs
 from varflow.flows.parameters import RunParameters
 from varflow.flows.resources import data_home, open_resources, resource_spec
 from varflow.flows.variation_flow import run_local
 from varflow.storage import Store
+
 from varflow.processing.batch import OPEN_STATES, poll_jobs
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from varflow.storage.analysis import resolve_run, run_rows
+
+from varflow.images.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
 from varflow.reports.gallery import Card, Source, render_gallery
 from varflow.settings import GALLERY
-from varflow.images.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
 
 REPORTS_DIR = "reports"
 THUMBNAIL_THREADS = 2  # Pillow decodes and resizes without the GIL
@@ -60,7 +61,8 @@ def _picture(home: Path, run_id: str, row: dict) -> tuple[Callable[[], str | Non
     return (lambda: None), "file not kept (--keep-rejected keeps rejected files)"
 
 
-def build_gallery(home: str | Path, run_id: str | None = None, *, max_images: int = GALLERY.max_images) -> tuple[str, dict]:
+def build_gallery(home: str | Path, run_id: str | None = None, *,
+                  max_images: int = GALLERY.max_images) -> tuple[str, dict]:
     """The page's HTML and the run's row, for ``run_id`` (a unique prefix) or the latest run."""
     home = Path(home)
     run = resolve_run(home, run_id)

@@ -8,14 +8,14 @@ from typing import Annotated, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from varflow.processing.discovery import normalize_extensions
 from varflow.generation.backends import BACKENDS, DEFAULT_BACKEND
+from varflow.processing.discovery import normalize_extensions
 from varflow.settings import (
     DEFAULT_PROFILE,
-    CalibratedThresholds,
     IMAGE_EXTENSIONS,
     PROFILES,
     VARIATION_TYPES,
+    CalibratedThresholds,
     DedupSettings,
     LoadLimits,
     QualityThresholds,
@@ -81,7 +81,8 @@ def form_of(name: str, settings_class: type, description: str) -> type[BaseModel
     return model
 
 
-Thresholds = form_of("Thresholds", QualityThresholds, "The seed profile's acceptance thresholds (the seed document's values).")
+Thresholds = form_of("Thresholds", QualityThresholds,
+                     "The seed profile's acceptance thresholds (the seed document's values).")
 CalibratedForm = form_of("CalibratedForm", CalibratedThresholds,
                          "The calibrated profile's thresholds, scales and weights (docs/quality-model.md).")
 
@@ -97,15 +98,18 @@ class RunParameters(BaseModel):
     variation_type: VariationType = Field("random", description="What kind of change to make.")
     prompt: str = Field("", max_length=2000, description="What the variations should look like.")
     seed: int = Field(0, ge=0, description="Same seed, same variations.")
-    backend: Literal[BACKENDS] = Field(DEFAULT_BACKEND, description=f"Generator backend: {' or '.join(BACKENDS)} (docs/architecture.md).")
+    backend: Literal[BACKENDS] = Field(DEFAULT_BACKEND, description=f"Generator backend: {' or '.join(BACKENDS)} "
+                                                                    f"(docs/architecture.md).")
     model: str = Field("", description="Model name for the backend; empty for its default.")
     level: Level = Field(
-        "auto", description="Quality level to start at; auto: where the last run of this backend/model left it (high at first)."
+        "auto",
+        description="Quality level to start at; auto: where the last run of this backend/model left it (high at first)."
     )
     adaptive: bool = Field(True, description="Let the success rate move the quality level (the seed's rules).")
     keep_rejected: bool = Field(False, description="Keep rejected variations under OUTPUT/_rejected for review.")
     force: bool = Field(False, description="Redo finished images and regenerate cached variations.")
-    cache_max_mb: int = Field(2048, ge=1, description="Size limit of the variation cache (MiB); least recently used go first.")
+    cache_max_mb: int = Field(2048, ge=1,
+                              description="Size limit of the variation cache (MiB); least recently used go first.")
     home: str = Field("", description="varflow data directory; empty: $VARFLOW_HOME or ~/.local/share/varflow.")
     extensions: list[str] = Field(
         default_factory=lambda: [e.lstrip(".") for e in IMAGE_EXTENSIONS],
@@ -114,29 +118,48 @@ class RunParameters(BaseModel):
     images_in_flight: int = Field(2, ge=1, le=64, description="Most images processed at once.")
     generation_concurrency: int = Field(2, ge=1, le=256, description="Most generation calls in flight at once.")
     max_memory_mb: int = Field(2048, ge=64, description="Memory budget for images in flight (MiB).")
-    profile: Profile = Field(DEFAULT_PROFILE, description="Which quality model decides: calibrated (agrees with a person on real photos) or seed (the seed document's formulas, exact). Both are recorded.")
+    profile: Profile = Field(DEFAULT_PROFILE, description="Which quality model decides: calibrated (agrees with a "
+                                                          "person on real photos) or seed (the seed document's "
+                                                          "formulas, exact). Both are recorded.")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="The seed profile's acceptance thresholds.")
-    calibrated_thresholds: CalibratedForm = Field(default_factory=CalibratedForm, description="The calibrated profile's thresholds, scales and weights.")
-    dedup_max_hamming: int = Field(_DEDUP.max_hamming, ge=0, le=64, description="Hash distance (bits) that makes a duplicate candidate.")
-    dedup_ssim: float = Field(_DEDUP.ssim_threshold, ge=-1, le=1, description="SSIM of small thumbnails above which a candidate is a duplicate.")
+    calibrated_thresholds: CalibratedForm = Field(
+        default_factory=CalibratedForm, description="The calibrated profile's thresholds, scales and weights.")
+    dedup_max_hamming: int = Field(_DEDUP.max_hamming, ge=0, le=64,
+                                   description="Hash distance (bits) that makes a duplicate candidate.")
+    dedup_ssim: float = Field(_DEDUP.ssim_threshold, ge=-1, le=1,
+                              description="SSIM of small thumbnails above which a candidate is a duplicate.")
     dedup_library: bool = Field(
         False, description="Also check each new variation against every variation ever accepted in this data "
                            "directory, from any source image (default: only those of its own source).",
     )
     max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Larger images are refused (decompression bombs).")
     # Where and how the run executes (docs/scale-out.md). None of these change the output.
-    runner: Runner = Field("threads", description="threads: one process; dask: image chunks on a Dask cluster (a local cluster of processes, or dask_address).")
-    dask_address: str = Field("", description="Address of an existing Dask scheduler (tcp://host:8786) for runner dask; empty: a local cluster of dask_workers processes.")
-    dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local Dask cluster (runner dask without dask_address).")
-    chunk_size: int = Field(0, ge=0, le=10000, description="Images per task run; 0: chosen from the folder's size and the runner (docs/scale-out.md).")
-    shared_limits: str = Field("", description="Where call slots, spend and the RPM limit are shared: empty: this process (threads) or the data directory (dask); redis://host:port/db: every process and machine using that Redis.")
+    runner: Runner = Field("threads", description="threads: one process; dask: image chunks on a Dask cluster (a local "
+                                                  "cluster of processes, or dask_address).")
+    dask_address: str = Field("", description="Address of an existing Dask scheduler (tcp://host:8786) for runner "
+                                              "dask; empty: a local cluster of dask_workers processes.")
+    dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local Dask cluster (runner dask "
+                                                           "without dask_address).")
+    chunk_size: int = Field(0, ge=0, le=10000, description="Images per task run; 0: chosen from the folder's size and "
+                                                           "the runner (docs/scale-out.md).")
+    shared_limits: str = Field("", description="Where call slots, spend and the RPM limit are shared: empty: this "
+                                               "process (threads) or the data directory (dask); redis://host:port/db: "
+                                               "every process and machine using that Redis.")
     # Paid backends (gemini): retries, pacing, budget, key. None of these change the output.
-    retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try (gemini; local: 0). Worst case per variation: the level's max attempts x (1 + retries) calls.")
-    retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up to 50% jitter. A 429's retryDelay wins when longer.")
-    requests_per_minute: float | None = Field(None, gt=0, description="Most generation calls started per minute, shared by every run using the same data directory (empty: no limit).")
+    retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try "
+                                                     "(gemini; local: 0). Worst case per variation: the level's max "
+                                                     "attempts x (1 + retries) calls.")
+    retry_backoff_s: float = Field(2.0, ge=0, le=300, description="First retry delay (s); doubles per retry, plus up "
+                                                                  "to 50% jitter. A 429's retryDelay wins when longer.")
+    requests_per_minute: float | None = Field(None, gt=0, description="Most generation calls started per minute, "
+                                                                      "shared by every run using the same data "
+                                                                      "directory (empty: no limit).")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one API request (s).")
-    max_cost_usd: float | None = Field(None, gt=0, description="Estimated-spend cap for the run (USD): no call starts that would pass it (empty: no cap; a cap of 0 would allow no call).")
-    api_key_secret: str = Field("", description="Name of a Prefect Secret block holding the API key; empty: GEMINI_API_KEY or GOOGLE_API_KEY.")
+    max_cost_usd: float | None = Field(None, gt=0, description="Estimated-spend cap for the run (USD): no call starts "
+                                                               "that would pass it (empty: no cap; a cap of 0 would "
+                                                               "allow no call).")
+    api_key_secret: str = Field("", description="Name of a Prefect Secret block holding the API key; empty: "
+                                                "GEMINI_API_KEY or GOOGLE_API_KEY.")
 
     @field_validator("extensions")
     @classmethod

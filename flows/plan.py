@@ -7,11 +7,12 @@ from pathlib import Path
 from varflow.flows.parameters import RunParameters
 from varflow.flows.resources import data_home
 from varflow.storage import Store
-from varflow.quality.adaptive import WINDOW
+
+from varflow.generation.backends import backend_class, model_name
 from varflow.processing.discovery import discover_images
 from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
-from varflow.generation.backends import backend_class, model_name
 from varflow.processing.scan import DONE, PENDING, SAME_CONTENT, scan_images
+from varflow.quality.adaptive import WINDOW
 from varflow.settings import QUALITY_LEVELS, level_settings
 
 

@@ -15,7 +15,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.events import emit_event
-
 from varflow.flows.report import RunSummary, image_line
 
 PROGRESS_KEY = "varflow-run-progress"

@@ -32,7 +32,8 @@ def image_line(row: dict) -> str:
     """The log line of a finished image: 'astronaut.png: 4 accepted of 6 attempts, 2 below level threshold, 3.1 s'."""
     if row["status"] != "ok":
         return f"{row['image']}: {row['status']}" + (f" ({row['note']})" if row["note"] else "")
-    parts = [f"{row['image']}: {row['accepted']} accepted of {row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"]
+    parts = [f"{row['image']}: {row['accepted']} accepted of {row['attempts']} "
+             f"attempt{'' if row['attempts'] == 1 else 's'}"]
     if row["why rejected"]:
         parts.append(row["why rejected"])
     if row["generation failures"]:
@@ -100,7 +101,7 @@ class RunSummary:
         return d
 
     @classmethod
-    def from_outcomes(cls, outcomes, **head) -> "RunSummary":
+    def from_outcomes(cls, outcomes, **head) -> RunSummary:
         s = cls(**head)
         reasons: Counter = Counter()
         stage: dict[str, list[float]] = {}
@@ -137,7 +138,8 @@ class RunSummary:
         rate = f"{self.acceptance_rate:.0%}" if self.acceptance_rate is not None else "n/a"
         lines = [
             f"varflow run {self.run_id}: {self.status}",
-            f"  images       {self.images_total} found: {self.images_ok} ok, {self.images_error} error, {self.images_skipped} skipped",
+            f"  images       {self.images_total} found: {self.images_ok} ok, {self.images_error} error, "
+            f"{self.images_skipped} skipped",
             f"  variations   {self.variations_accepted} accepted of {self.variations_requested} requested; "
             f"{self.attempts} attempts ({rate} accepted), {self.variations_rejected} rejected, "
             f"{self.duplicates} duplicates, {self.generation_failures} generation failures",
@@ -154,13 +156,15 @@ class RunSummary:
         lines.append(f"  level        ends at {self.final_level} ({self.level_changes} changes)")
         lines.append(f"  wall time    {self.wall_seconds:.1f} s")
         lines.append(f"  output       {self.output_dir}")
-        lines.append(f"  records      {self.duckdb_path} (tables runs, images, variations, attempts, quality_level_changes)")
+        lines.append(f"  records      {self.duckdb_path} (tables runs, images, variations, attempts, "
+                     f"quality_level_changes)")
         if self.gallery_path:
             lines.append(f"  gallery      {self.gallery_path} (open it in a browser)")
         for e in self.errors[:10]:
             lines.append(f"  error        {e}")
         if len(self.errors) > 10:
-            lines.append(f"  ...and {len(self.errors) - 10} more errors (SELECT path, error FROM images WHERE status = 'error')")
+            lines.append(f"  ...and {len(self.errors) - 10} more errors (SELECT path, error FROM images WHERE "
+                         f"status = 'error')")
         if self.message:
             lines.append(f"  note         {self.message}")
         if self.warning:
@@ -171,7 +175,8 @@ class RunSummary:
         rate = f"{self.acceptance_rate:.0%}" if self.acceptance_rate is not None else "n/a"
         rows = [
             ("status", self.status), ("backend / model", f"{self.backend} / {self.model}"),
-            ("images", f"{self.images_ok} ok, {self.images_error} error, {self.images_skipped} skipped of {self.images_total}"),
+            ("images",
+             f"{self.images_ok} ok, {self.images_error} error, {self.images_skipped} skipped of {self.images_total}"),
             ("variations accepted", f"{self.variations_accepted} of {self.variations_requested} requested"),
             ("attempts", f"{self.attempts} ({rate} accepted)"),
             ("generation calls (retries included) / attempts that called / cache hits",

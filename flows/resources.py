@@ -21,13 +21,21 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from varflow.errors import ConfigurationError
 from varflow.flows.parameters import RunParameters
 from varflow.storage import Store
-from varflow.generation.cache import GenerationCache
+
+from varflow.errors import ConfigurationError
 from varflow.generation.backends import backend_class, make_backend
+from varflow.generation.cache import GenerationCache
 from varflow.runtime.ratelimit import Limiter, RateLimiter, state_path
-from varflow.runtime.redisstate import RedisRateLimiter, RedisState, check_redis_url, connect, is_redis_url, slot_lease_s
+from varflow.runtime.redisstate import (
+    RedisRateLimiter,
+    RedisState,
+    check_redis_url,
+    connect,
+    is_redis_url,
+    slot_lease_s,
+)
 from varflow.runtime.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
 from varflow.runtime.runstate import FileState, MemoryState, shared_dir
 from varflow.settings import default_home

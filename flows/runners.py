@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from varflow.flows.parameters import RunParameters
 
 from varflow.errors import ConfigurationError
-from varflow.flows.parameters import RunParameters
 from varflow.generation.backends import backend_class
 
 
@@ -57,7 +57,8 @@ class ThreadsRunner:
 
     def check(self, params: RunParameters) -> None:
         if params.dask_address:
-            raise ConfigurationError("dask_address is set but the runner is threads: add --runner dask to use the cluster")
+            raise ConfigurationError("dask_address is set but the runner is threads: add --runner dask to "
+                                     "use the cluster")
 
 
 class DaskRunner:
@@ -88,7 +89,8 @@ class DaskRunner:
 
     def check(self, params: RunParameters) -> None:
         if backend_class(params.backend).can_batch:
-            raise ConfigurationError(f"the {params.backend} backend queues requests in the flow's process and cannot run "
+            raise ConfigurationError(f"the {params.backend} backend queues requests in the flow's process "
+                                     f"and cannot run "
                              "on Dask: use --runner threads (a batch job does the work far away anyway)")
         if params.dedup_library:
             raise ConfigurationError("dedup_library is not available with --runner dask (every chunk would carry the "

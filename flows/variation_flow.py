@@ -26,7 +26,6 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-
 from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
 from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
@@ -38,23 +37,24 @@ from varflow.storage import Store
 from varflow.tasks.generate import SubmitGenerations, quiet_expected_failures
 from varflow.tasks.image import process_image, process_images
 from varflow.tasks.optimize import optimize
-from varflow.quality.adaptive import WINDOW, AdaptiveQuality
+
+from varflow.duplicates.dedup import KnownImage, KnownImageIndex, LibraryView
+from varflow.duplicates.hashing import ImageHashes
+from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
+from varflow.images.imageio import optimize_image, upright_size
+from varflow.images.thumbnails import prune_thumbnails
 from varflow.processing.batch import BatchScope
 from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
-from varflow.runtime.claims import ImageClaims
-from varflow.duplicates.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.processing.direct import DirectGenerations
 from varflow.processing.discovery import discover_images
-from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
-from varflow.duplicates.hashing import ImageHashes
-from varflow.images.imageio import optimize_image, upright_size
 from varflow.processing.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
+from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, scan_images
+from varflow.quality.adaptive import WINDOW, AdaptiveQuality
+from varflow.runtime.claims import ImageClaims
 from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
 from varflow.runtime.runlock import RunLock, is_held, run_lock_path
-from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, scan_images
-from varflow.images.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
 
@@ -442,7 +442,8 @@ class FolderRun:
         else:
             summary.status = "completed"
             if processed == 0:
-                summary.message = "nothing new: every image was already done with these parameters (--force redoes them)"
+                summary.message = ("nothing new: every image was already done with these parameters "
+                                   "(--force redoes them)")
         if self.batch is not None and self.batch.waiting_message():
             summary.message = self.batch.waiting_message()
         stop = self.stop_reason()

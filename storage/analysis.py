@@ -8,15 +8,16 @@ query returns no rows, and the callers say "no runs yet" instead of failing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
-
-from varflow.errors import InputError
 from varflow.storage.schema import SCHEMAS, TABLES
 from varflow.storage.store import Store
+
+from varflow.errors import InputError
 from varflow.reports.tabular import format_table, html_table
 
 # Every score a variation row carries, in the order people read them (docs/quality-model.md).

@@ -18,6 +18,7 @@ from varflow.storage.integrity import (
     undecodable_parts,
 )
 from varflow.storage.store import Store
+
 from varflow.runtime.runlock import is_held, run_lock_path
 
 

@@ -18,7 +18,8 @@ from varflow.runtime.records import (
     score_columns,
 )
 
-SCHEMA_VERSION = 3  # 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job
+# 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job
+SCHEMA_VERSION = 3
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -62,7 +63,8 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
         "succeeded": _I, "failed": _I, "submitted_at": _TS, "updated_at": _TS, "message": _S,
     },
     "batch_requests": {
-        "run_id": _S, "job_name": _S, "request_key": _S, "position": _I, "image_id": _S, "variation_id": _S, "attempt": _I,
+        "run_id": _S, "job_name": _S, "request_key": _S, "position": _I, "image_id": _S, "variation_id": _S,
+        "attempt": _I,
         "variation_type": _S, "seed": _I, "quality_level": _S, "prompt": _S, "submitted_at": _TS,
     },
 }

@@ -25,12 +25,11 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import duckdb
 import pyarrow.parquet as pq
-
 from varflow.storage.integrity import (
     duckdb_file_problem,
     file_named_in,
@@ -42,8 +41,9 @@ from varflow.storage.integrity import (
     unreadable_reason,
 )
 from varflow.storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
-from varflow.runtime.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
+
 from varflow.processing.estimate import AttemptHistory
+from varflow.runtime.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
 from varflow.runtime.records import (
     AttemptRecord,
     BatchJobRecord,
@@ -93,7 +93,8 @@ def _merge_parts_atomic(parts: list[Path], schema, path: Path) -> None:
     def write(tmp: str) -> None:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for i in range(0, len(parts), COMPACT_GROUP):
-                writer.write_table(pq.ParquetDataset([str(p) for p in parts[i:i + COMPACT_GROUP]], schema=schema).read())
+                writer.write_table(pq.ParquetDataset([str(p) for p in parts[i:i + COMPACT_GROUP]],
+                                                     schema=schema).read())
 
     _write_atomic(write, path)
 
@@ -131,7 +132,7 @@ class Store:
         self.duckdb_path = self.home / DUCKDB_FILE
 
     # -- set-up -----------------------------------------------------------------------------
-    def initialize(self) -> "Store":
+    def initialize(self) -> Store:
         """Create the folders, the schema files and the DuckDB views (idempotent).
 
         Unreadable Parquet files are quarantined first (storage/integrity.py) and a DuckDB file
@@ -376,7 +377,8 @@ class Store:
         counts = self.query(
             "SELECT count(*) AS total, count(*) FILTER (status = 'ok') AS ok, "
             "count(*) FILTER (status = 'error') AS err, count(*) FILTER (status = 'skipped') AS skipped, "
-            "coalesce(sum(accepted), 0) AS accepted, coalesce(sum(attempts), 0) AS attempts FROM images WHERE run_id = ?",
+            "coalesce(sum(accepted), 0) AS accepted, coalesce(sum(attempts), 0) AS attempts FROM images "
+            "WHERE run_id = ?",
             [run_id])[0]
         interrupted = self.close_in_flight_calls(run_id)
         fields = {k: run[k] for k in RunRecord.columns() if k in run}
@@ -471,7 +473,8 @@ class Store:
         if not names:
             return []
         return self.query(
-            "SELECT r.request_key, arg_max(a.outcome, a.started_at) AS outcome, arg_max(a.error, a.started_at) AS error, "
+            "SELECT r.request_key, arg_max(a.outcome, a.started_at) AS outcome, arg_max(a.error, "
+            "a.started_at) AS error, "
             "arg_max(a.prompt, a.started_at) AS prompt, arg_max(a.model, a.started_at) AS model, count(*) AS answers "
             "FROM attempts a JOIN batch_requests r ON a.batch_job = r.job_name AND a.variation_id = r.variation_id "
             "WHERE a.outcome <> 'ok' AND list_contains(?, r.job_name) GROUP BY r.request_key", [names])

@@ -14,15 +14,18 @@ Prefect's retries, its cache policy and result persistence added.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Sequence
 
 from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run as runtime_task_run
 from prefect.utilities.math import lower_clamp_multiple
 
+from varflow.generation.backends import VariationRequest
+from varflow.images.imageio import ImageReadError
+from varflow.processing.pipeline import Attempt
 from varflow.runtime.calls import (
     AttemptContext,
     GenerationFailed,
@@ -30,9 +33,6 @@ from varflow.runtime.calls import (
     RetryableGenerationError,
     run_attempt,
 )
-from varflow.generation.backends import VariationRequest
-from varflow.images.imageio import ImageReadError
-from varflow.processing.pipeline import Attempt
 from varflow.runtime.resources import CallPolicy, RunResources
 
 

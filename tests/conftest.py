@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from prefect_servers import (  # noqa: F401 - free_port: tests import it from here
     free_port,
     postgres_database,

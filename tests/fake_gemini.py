@@ -52,9 +52,10 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
@@ -322,7 +323,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256  # benches open many connections at once (the default is 5)
-    fake: "FakeGemini"
+    fake: FakeGemini
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -391,7 +392,7 @@ class FakeGemini:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> "FakeGemini":
+    def start(self) -> FakeGemini:
         if self._server is not None:
             return self
         self._stop.clear()
@@ -413,7 +414,7 @@ class FakeGemini:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeGemini":
+    def __enter__(self) -> FakeGemini:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -431,7 +432,7 @@ class FakeGemini:
 
     # -- scripting -------------------------------------------------------------------------
 
-    def script(self, items: Iterable[str | Reply | None] | Script) -> "FakeGemini":
+    def script(self, items: Iterable[str | Reply | None] | Script) -> FakeGemini:
         """Queue answers for the next generateContent requests, or install a function.
 
         A function is called as ``fn(model, request_index, prompt)`` for every generateContent
@@ -491,7 +492,7 @@ class FakeGemini:
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
             self._handle_inner(h, method, arrived, arrived_mono)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             h.close_connection = True  # the client went away (e.g. its timeout fired)
         finally:
             with self._lock:
@@ -712,7 +713,7 @@ class FakeGemini:
         prompt_tokens = 258 + max(1, len(prompt) // 4)
         common = {"modelVersion": model,
                   "responseId": hashlib.sha1(f"{model}:{seed}:{prompt}".encode()).hexdigest()[:22]}
-        if fault == SAFETY_BLOCK or fault == PROHIBITED:
+        if fault in (SAFETY_BLOCK, PROHIBITED):
             reason = "IMAGE_SAFETY" if fault == SAFETY_BLOCK else "IMAGE_PROHIBITED_CONTENT"
             return Reply(200, {"candidates": [{"finishReason": reason, "index": 0,
                                                "finishMessage": "Unable to show the generated "
@@ -849,7 +850,7 @@ class FakeBatches:
     once done), and ``done``/``response`` at the end.
     """
 
-    def __init__(self, fake: "FakeGemini"):
+    def __init__(self, fake: FakeGemini):
         self.fake = fake
         self.polls_to_finish = 2
         self.end_states: deque[str] = deque()

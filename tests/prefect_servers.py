@@ -16,9 +16,9 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 SERVER_START_TIMEOUT_S = 120  # healthy in 5-15 s alone; a loaded 2-core machine takes longer
 SERVER_STOP_TIMEOUT_S = 20
@@ -71,7 +71,8 @@ def running_server(prefect_home: Path, *, ui: bool = False, server_env: dict | N
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+             url.rsplit(":", 1)[1]],
             env={**env, **(server_env or {})}, stdout=log, stderr=subprocess.STDOUT)
         try:
             while not _healthy(api):

@@ -19,6 +19,7 @@ WAIT_S = 60  # the longest a worker waits for the others
 
 def control(where, lease_s: float | None = None):
     from varflow.flows.resources import run_control
+
     from varflow.runtime.redisstate import RedisState, connect
     from varflow.runtime.resources import ResourceSpec, RunControl
 

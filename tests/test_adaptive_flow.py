@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from conftest import make_photo_folder
 from varflow.flows.parameters import CalibratedForm, RunParameters
 from varflow.flows.variation_flow import run_local

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from test_pipeline import Sink, TintBackend, resources
-from varflow.runtime.calls import AttemptContext, GenerationFailed, RetryableGenerationError, run_attempt
+
 from varflow.generation.backends import GenerationError, TokenUsage, VariationRequest, backend_class
+from varflow.runtime.calls import AttemptContext, GenerationFailed, RetryableGenerationError, run_attempt
 from varflow.runtime.ratelimit import RateLimiter
 from varflow.runtime.resources import CallPolicy, enforceable_cap
 
@@ -60,9 +60,8 @@ def tries(req, res, ctx, n):
 
 @pytest.fixture
 def source(tmp_path):
-    from PIL import Image
-
     from conftest import load_photo
+    from PIL import Image
 
     path = tmp_path / "src.png"
     Image.fromarray(load_photo("coffee.png")).resize((60, 40)).save(path)

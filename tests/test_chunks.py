@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from varflow.processing.chunks import FULL_CHUNK, PER_IMAGE_FOLDER, TASK_RUNS_PER_FLOW, TaskPlan, chunk_label, plan_tasks, stage_task_runs
+from varflow.processing.chunks import (
+    FULL_CHUNK,
+    PER_IMAGE_FOLDER,
+    TASK_RUNS_PER_FLOW,
+    TaskPlan,
+    chunk_label,
+    plan_tasks,
+    stage_task_runs,
+)
 
 
 def plan(images, *, count=1, parallel=2, remote_runner=False, remote_backend=False, requested=0) -> TaskPlan:

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import FIXTURES, make_photo_folder
 from varflow.storage import Store
 
@@ -65,7 +63,8 @@ def test_no_image_succeeding_exits_1(tmp_path, prefect_api):
     photos.mkdir()
     (photos / "broken.png").write_bytes((FIXTURES / "bad" / "truncated.png").read_bytes())
     env = {**prefect_api, "VARFLOW_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(tmp_path / "o"), "--json"],
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(tmp_path / "o"),
+                          "--json"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     summary = json.loads(out.stdout[out.stdout.index("{"):])
@@ -112,7 +111,8 @@ def test_a_notebook_can_query_while_a_flow_is_writing(tmp_path, prefect_api):
     reader = subprocess.Popen([sys.executable, "-c", READER, str(home / "varflow.duckdb"), str(stop)],
                               stdout=subprocess.PIPE, text=True)
     try:
-        writer = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out", str(tmp_path / "o"),
+        writer = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out",
+                                 str(tmp_path / "o"),
                                  "--count", "2", "--level", "medium", "--images-in-flight", "1"],
                                 env=env, capture_output=True, text=True, timeout=300)
         assert writer.returncode == 0, writer.stdout[-2000:] + writer.stderr[-2000:]
@@ -133,7 +133,8 @@ def test_score_prints_every_metric_and_the_verdict(tmp_path):
 
     original = skimage_photo("chelsea.png")
     args = [str(original), str(FIXTURES / "good" / "flipped.png"), str(FIXTURES / "good" / "resized-half.png")]
-    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "score", *args, "--json"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "score", *args, "--json"], capture_output=True,
+                         text=True)
     rows = json.loads(out.stdout)
     assert [r["index"] for r in rows] == [1, 2]
     assert rows[0]["diversity"] is None and rows[1]["diversity"] is not None
@@ -142,7 +143,8 @@ def test_score_prints_every_metric_and_the_verdict(tmp_path):
                 "overall_quality", "ahash", "phash", "dhash"):
         assert key in rows[0]
     assert out.returncode == 1  # not every variation passed
-    text = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "score", *args], capture_output=True, text=True).stdout
+    text = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "score", *args], capture_output=True,
+                          text=True).stdout
     assert "V2" in text and "rejected: " in text and "similarity_high" in text
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load_photo
 from PIL import Image
 
-from conftest import load_photo
 from varflow.reports.contact_sheet import make_contact_sheet
 
 BG = (250, 250, 248)
@@ -28,7 +28,7 @@ def test_layout_rows_thumbnails_and_aspect(tmp_path):
     a = np.asarray(sheet).astype(int)
 
     def box_of(rgb):
-        ys, xs = np.nonzero((np.abs(a - rgb).sum(-1) < 30))
+        ys, xs = np.nonzero(np.abs(a - rgb).sum(-1) < 30)
         return xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
 
     rx, ry, rw, rh = box_of((255, 0, 0))

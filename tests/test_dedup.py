@@ -7,9 +7,9 @@ import io
 import cv2
 import numpy as np
 import pytest
+from conftest import skimage_photo
 from PIL import Image, ImageEnhance, ImageFilter
 
-from conftest import skimage_photo
 from varflow.duplicates.dedup import (
     KnownImage,
     KnownImageIndex,
@@ -155,7 +155,8 @@ def test_different_faces_are_not_duplicates_even_blurred():
         return Image.fromarray(f).convert("RGB")
 
     a, b = face(0), face(90)
-    assert min(hash_distances(compute_hashes(a), compute_hashes(b))) <= DEFAULTS.max_hamming  # hashes alone would say yes
+    assert min(hash_distances(compute_hashes(a),
+                              compute_hashes(b))) <= DEFAULTS.max_hamming  # hashes alone would say yes
     assert not is_duplicate(edits(a)["blur"], edits(b)["blur"])
     assert is_duplicate(edits(a)["blur"], a)
 
@@ -217,7 +218,8 @@ def test_the_library_view_leaves_out_the_jobs_own_files_and_deleted_ones(tmp_pat
     # the per-source list and the library together: the nearest confirmed of both, each key once
     match = find_duplicate(hashes, cand, known[:1], view, settings=DEFAULTS, load_grey=greys.__getitem__)
     assert match.duplicate_of == "own"
-    assert find_duplicate(hashes, cand, [], view, settings=DEFAULTS, load_grey=greys.__getitem__).duplicate_of == "other"
+    assert find_duplicate(hashes, cand, [], view, settings=DEFAULTS,
+                          load_grey=greys.__getitem__).duplicate_of == "other"
     # what a job accepts joins the shared index at once
     view.add([KnownImage("new", hashes, str(tmp_path / "cat-v01.png"))])
     assert "new" in {k.key for k in LibraryView(library).candidates(hashes, 0)}

@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from varflow.deployments.serve import cron_schedule, deployment, interval_schedule
-from varflow.flows.parameters import FORM_FIELDS, PAID_FIELDS, PaidBackendOptions, RunParameters, form_values, run_parameters
+from varflow.flows.parameters import (
+    FORM_FIELDS,
+    PAID_FIELDS,
+    PaidBackendOptions,
+    RunParameters,
+    form_values,
+    run_parameters,
+)
 from varflow.flows.report import LOW_ACCEPTANCE_SHARE, RunSummary, image_line, image_row
+
 from varflow.processing.pipeline import ImageOutcome
 
 
 def _schema():
     from prefect.utilities.callables import parameter_schema
-
     from varflow.flows.variation_flow import variation_run
 
     return parameter_schema(variation_run).model_dump_for_openapi()
@@ -50,15 +56,18 @@ def test_form_values_round_trip_and_zero_means_no_limit():
     assert form_values(params, json=True, exclude_defaults=True) == {
         "input_dir": "/in", "count": 3, "level": "low", "paid_backend": {"requests_per_minute": 30.0}}
     assert run_parameters({"input_dir": "/in", "paid_backend": {"max_cost_usd": 0}}).max_cost_usd is None
-    assert run_parameters({"input_dir": "/in", "paid_backend": PaidBackendOptions(max_cost_usd=0.5)}).max_cost_usd == 0.5
+    assert run_parameters({"input_dir": "/in",
+                           "paid_backend": PaidBackendOptions(max_cost_usd=0.5)}).max_cost_usd == 0.5
     with pytest.raises(ValueError, match="max_cost_usd"):  # so the form's 0 (no cap) is never a real cap
         RunParameters(input_dir="/in", max_cost_usd=0)
-    assert RunParameters(input_dir="x").start_level is None and RunParameters(input_dir="x", level="low").start_level == "low"
+    assert RunParameters(input_dir="x").start_level is None and RunParameters(input_dir="x",
+                                                                              level="low").start_level == "low"
 
 
 def test_the_deployment_has_two_schedules_with_their_own_parameters_and_runs_one_at_a_time():
     params = RunParameters(input_dir="/data/photos", output_dir="/data/variations", count=3)
-    nightly = cron_schedule("0 2 * * *", tz="Europe/Berlin", params=params, overrides={"variation_type": "style_change"})
+    nightly = cron_schedule("0 2 * * *", tz="Europe/Berlin", params=params,
+                            overrides={"variation_type": "style_change"})
     hourly = interval_schedule(3600, params=params, overrides={"input_dir": "/data/inbox", "count": 1})
     d = deployment(name="nightly", params=params, schedules=[nightly, hourly])
     assert d.name == "nightly" and d.flow_name == "varflow-run" and d.enforce_parameter_schema
@@ -66,8 +75,9 @@ def test_the_deployment_has_two_schedules_with_their_own_parameters_and_runs_one
     cron, every = d.schedules
     assert (cron.schedule.cron, cron.schedule.timezone, cron.parameters) == (
         "0 2 * * *", "Europe/Berlin", {"variation_type": "style_change"})
-    assert every.schedule.interval.total_seconds() == 3600 and every.parameters == {"input_dir": "/data/inbox", "count": 1}
-    assert every.schedule.anchor_date > datetime.now(timezone.utc), "serving does not start a run at once"
+    assert every.schedule.interval.total_seconds() == 3600
+    assert every.parameters == {"input_dir": "/data/inbox", "count": 1}
+    assert every.schedule.anchor_date > datetime.now(UTC), "serving does not start a run at once"
     assert d.concurrency_limit == 1 and d.concurrency_options.collision_strategy == "ENQUEUE"
 
 
@@ -91,7 +101,8 @@ def test_varflow_serve_dry_run_prints_the_deployment_and_refuses_bad_settings(tm
     assert (d["concurrency_limit"], d["collision_strategy"]) == (1, "ENQUEUE")
     assert [(s["slug"], s["parameters"]) for s in d["schedules"]] == [
         ("nightly", {}), ("interval", {"count": 1, "prompt": "a snowy day"})]
-    bad = subprocess.run(cmd[:-4] + ["--every-set", "count=0", "--dry-run"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(cmd[:-4] + ["--every-set", "count=0", "--dry-run"], capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "count" in bad.stderr
 
 
@@ -102,7 +113,8 @@ def _outcome(**kw) -> ImageOutcome:
 
 
 def test_one_log_line_per_image_says_what_happened():
-    assert image_line(image_row(_outcome(), 3.14)) == "astronaut.png: 4 accepted of 6 attempts, 2 below level threshold, 3.1 s"
+    assert image_line(image_row(_outcome(),
+                                3.14)) == "astronaut.png: 4 accepted of 6 attempts, 2 below level threshold, 3.1 s"
     row = image_row(_outcome(accepted=1, attempts=4, rejected={"duplicate": 1}, generation_failures=2), 0.5)
     assert image_line(row) == "astronaut.png: 1 accepted of 4 attempts, 1 duplicate, 2 without an image, 0.5 s"
     assert row["rejected"] == 1

@@ -8,8 +8,9 @@ import time
 
 from test_calls import CTX, Scripted, request, source  # noqa: F401 - the source fixture
 from test_pipeline import resources
-from varflow.processing.direct import DirectGenerations, retry_wait
+
 from varflow.generation.backends import GenerationError
+from varflow.processing.direct import DirectGenerations, retry_wait
 from varflow.processing.pipeline import Attempt
 from varflow.runtime.resources import CallPolicy
 

@@ -1,20 +1,21 @@
 """One base for the errors a user can act on; anything else is a bug and surfaces as one."""
 
 import pytest
+from varflow.flows import cli, variation_flow
+from varflow.storage.analysis import ReadOnlyQueryError
 
 import varflow
 from varflow.errors import BackendError, ConfigurationError, InputError, StoreError, VarflowError
-from varflow.flows import cli, variation_flow
 from varflow.generation.backends import GenerationError, make_backend
 from varflow.generation.backends.gemini import MissingApiKeyError
 from varflow.images.imageio import ImageReadError
 from varflow.settings import level_settings
-from varflow.storage.analysis import ReadOnlyQueryError
 
 
 def test_the_base_is_exported_and_every_kind_derives_from_it():
     assert varflow.VarflowError is VarflowError
-    assert [issubclass(c, VarflowError) for c in (ConfigurationError, InputError, BackendError, StoreError)] == [True] * 4
+    assert [issubclass(c, VarflowError) for c in (ConfigurationError, InputError, BackendError,
+                                                  StoreError)] == [True] * 4
     # configuration and input errors stay ValueErrors: callers that caught ValueError keep working
     assert issubclass(ConfigurationError, ValueError) and issubclass(InputError, ValueError)
     assert issubclass(ImageReadError, InputError) and issubclass(ReadOnlyQueryError, InputError)

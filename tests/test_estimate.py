@@ -2,17 +2,17 @@
 
 import itertools
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from PIL import Image
-
 from varflow.storage import Store
+
 from varflow.processing.estimate import AttemptHistory, estimate_calls, expected_attempts, history_for, rates
 from varflow.runtime.records import AttemptRecord, ImageRecord, VariationRecord
 
-NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 GEMINI, MODEL = "gemini", "gemini-2.5-flash-image"
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from conftest import FAKE_GEMINI_KEY, make_photo_folder
 from varflow.storage import Store
+
 from varflow.runtime.records import AttemptRecord, RunRecord, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,7 +208,8 @@ time.sleep(60)
 def test_a_claim_is_exclusive_and_frees_itself_when_its_holder_is_killed(tmp_path):
     from varflow.runtime.claims import ImageClaims
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         mine = ImageClaims(tmp_path, "me")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
 from conftest import FIXTURES
+from PIL import Image
 from varflow.flows.parameters import RunParameters
 from varflow.flows.variation_flow import run_local
 from varflow.storage import Store
@@ -154,9 +153,11 @@ def test_a_variation_is_checked_against_every_earlier_run_of_its_source(prefect_
     earlier = {r["variation_id"] for r in store.query(
         "SELECT variation_id FROM variations WHERE run_id = ? AND accepted", [runs[0]])}
     repeats = store.query("SELECT variation_id, accepted, reject_reason, duplicate_of FROM variations "
-                          "WHERE run_id = ? AND variation_id IN (SELECT unnest(?::VARCHAR[]))", [runs[1], sorted(earlier)])
+                          "WHERE run_id = ? AND variation_id IN (SELECT unnest(?::VARCHAR[]))",
+                          [runs[1], sorted(earlier)])
     assert len(repeats) == len(earlier)
-    assert all(not r["accepted"] and r["reject_reason"] == "duplicate" and r["duplicate_of"] in earlier for r in repeats)
+    assert all(not r["accepted"] and r["reject_reason"] == "duplicate" and r["duplicate_of"] in earlier
+               for r in repeats)
     assert second["duplicates"] >= len(earlier)
     # both runs' accepted files are on disk under their own names
     accepted = [r["output_path"] for r in store.query("SELECT output_path FROM variations WHERE accepted")]

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TRICKY_NAME
 from varflow.storage import Store
+
 from varflow.reports.gallery import Card, Source, render_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,9 +144,9 @@ def test_render_marks_failing_scores_links_duplicates_and_says_what_is_missing()
 def test_thumbnails_are_small_upright_jpegs_and_old_runs_are_pruned(tmp_path):
     import time
 
+    from conftest import skimage_photo
     from PIL import Image
 
-    from conftest import skimage_photo
     from varflow.images.thumbnails import prune_thumbnails, rejected_thumbnail_path, save_thumbnail, thumbnail_jpeg
 
     data = thumbnail_jpeg(skimage_photo("rocket.jpg"), max_side=100)

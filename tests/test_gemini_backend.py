@@ -19,7 +19,13 @@ try:
 except ImportError:  # tests/ on sys.path (pytest's default rootdir-less import)
     from fake_gemini import FAULTS, FakeGemini, Reply
 
-from varflow.generation.backends import PROMPT_CHANGE_OUTCOMES, GenerationError, GeneratorBackend, TokenUsage, make_backend
+from varflow.generation.backends import (
+    PROMPT_CHANGE_OUTCOMES,
+    GenerationError,
+    GeneratorBackend,
+    TokenUsage,
+    make_backend,
+)
 from varflow.generation.backends.base import CONCRETE_TYPES, VariationRequest
 from varflow.generation.backends.gemini import (
     DEFAULT_MODEL,
@@ -337,7 +343,7 @@ def test_classify_redacts_sdk_exception_text():
 def test_generator_repr_and_pickle_hide_nothing_important(fake):
     backend = gen(fake)
     assert KEY not in repr(backend)
-    backend.client  # built lazily; not pickled
+    backend.client  # noqa: B018 - built lazily (the attribute access builds it); not pickled
     clone = pickle.loads(pickle.dumps(backend))
     assert clone.model == backend.model and clone._client is None
     backend.close()

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import make_photo_folder, run_flow_child
 
 try:
@@ -27,9 +26,10 @@ from varflow.flows.parameters import RunParameters
 from varflow.flows.plan import plan_run
 from varflow.flows.variation_flow import run_local
 from varflow.storage import Store
-from varflow.processing.batch import plan_jobs
+
 from varflow.generation.backends import TokenUsage
 from varflow.generation.backends.gemini import estimate_cost
+from varflow.processing.batch import plan_jobs
 from varflow.settings import BatchLimits
 
 KEY = "AIza" "SyTEST-gemini-batch-key-0123456789abcdefXYZ"
@@ -216,9 +216,11 @@ def test_a_cached_request_is_not_resubmitted(fake, tmp_path):
     _, collected = collect_until_idle(more)
     (run,) = collected["runs"]
     assert (run["images_ok"], run["attempts"], run["cache_hits"]) == (1, 2, 1)
-    rows = query(p, "SELECT attempt, cache_hit, cost_usd FROM attempts WHERE run_id = ? ORDER BY attempt", [run["run_id"]])
+    rows = query(p, "SELECT attempt, cache_hit, cost_usd FROM attempts WHERE run_id = ? ORDER BY attempt",
+                 [run["run_id"]])
     assert [(r["attempt"], r["cache_hit"]) for r in rows] == [(0, True), (1, False)] and rows[0]["cost_usd"] == 0
-    judged = query(p, "SELECT attempt, reject_reason FROM variations WHERE run_id = ? ORDER BY attempt", [run["run_id"]])
+    judged = query(p, "SELECT attempt, reject_reason FROM variations WHERE run_id = ? ORDER BY attempt",
+                   [run["run_id"]])
     # attempt 0 is judged again (from the cache): the same picture the first run accepted, so a duplicate
     assert [(v["attempt"], v["reject_reason"]) for v in judged] == [(0, "duplicate"), (1, None)]
 
@@ -326,7 +328,8 @@ def test_the_fake_speaks_the_batch_and_files_api_to_the_real_sdk(fake, tmp_path)
                                                     types.Part.from_text(text="vary it")])],
         config=types.GenerateContentConfig(response_modalities=["IMAGE"], seed=7), metadata={"key": "a"})
     job = client.batches.create(model=MODEL, src=[request], config={"display_name": "inline-one"})
-    assert job.name.startswith("batches/") and job.state.name == "JOB_STATE_PENDING" and job.display_name == "inline-one"
+    assert job.name.startswith("batches/") and job.state.name == "JOB_STATE_PENDING"
+    assert job.display_name == "inline-one"
     assert client.batches.get(name=job.name).state.name == "JOB_STATE_RUNNING"
     done = client.batches.get(name=job.name)
     assert done.state.name == "JOB_STATE_SUCCEEDED" and done.dest.file_name is None

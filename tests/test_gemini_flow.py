@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import make_photo_folder
 from limiter_child import slot_times
 
@@ -148,7 +147,7 @@ def test_mixed_faults_every_call_is_a_row_and_each_row_behaves_as_decided(mixed)
     rows = attempts(store)
     assert len(rows) == expected_calls == summary["calls"]
     assert not any(r["cache_hit"] or r["outcome"] == "cancelled" for r in rows)
-    for name, faults, outcomes in MIX:
+    for name, _faults, outcomes in MIX:
         mine = [r for r in rows if Path(r["path"]).name == name]
         assert [r["outcome"] for r in mine] == outcomes, name
         assert [r["try_number"] for r in mine] == list(range(1, len(outcomes) + 1)), name

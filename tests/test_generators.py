@@ -14,10 +14,10 @@ from varflow.generation.backends import (
     TokenUsage,
     VariationRequest,
     backend_class,
+    gemini,
     make_backend,
     model_name,
 )
-from varflow.generation.backends import gemini
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -32,7 +32,7 @@ def test_every_registered_backend_declares_its_capabilities(name):
 
 
 def test_the_registry_is_the_one_list_of_backends():
-    assert BACKENDS == tuple(REGISTRY) and DEFAULT_BACKEND == BACKENDS[0] == "local"
+    assert tuple(REGISTRY) == BACKENDS and DEFAULT_BACKEND == BACKENDS[0] == "local"
     with pytest.raises(ValueError, match="unknown backend 'dall-e'; choose one of local, gemini"):
         make_backend("dall-e")
 

@@ -6,9 +6,9 @@ import cv2
 import imagehash
 import numpy as np
 import pytest
+from conftest import FIXTURES, skimage_photo
 from PIL import Image
 
-from conftest import FIXTURES, skimage_photo
 from varflow.duplicates import hashing
 from varflow.duplicates.hashing import ImageHashes, compute_hashes, hamming, hash_distances
 from varflow.images.imageio import _flatten_to_rgb

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from conftest import FIXTURES, skimage_photo
 from PIL import Image
 
-from conftest import FIXTURES, skimage_photo
 from varflow.images.imageio import (
     ImageReadError,
     fit_within,

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import io
 import json
 import shutil
+from dataclasses import fields
 
-import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
-
 import seed_reference as seed
 from conftest import FIXTURES, skimage_photo
-from varflow.quality.acceptance import judge
+from PIL import Image, ImageEnhance
+
 from varflow.images.imageio import ImageReadError
-from varflow.reports.inspect import find_duplicate_groups, score_files
-from varflow.quality.metrics import AestheticScore, VariationScores
+from varflow.quality.acceptance import judge
 from varflow.quality.calibrated import CalibratedScores, judge_calibrated
+from varflow.quality.metrics import AestheticScore, VariationScores
+from varflow.reports.inspect import find_duplicate_groups, score_files
 from varflow.settings import CalibratedThresholds, DedupSettings, QualityThresholds, level_settings
 
 

@@ -147,7 +147,8 @@ def test_one_import_name():
                          capture_output=True, text=True, cwd=ROOT / "tests")
     assert out.stdout.strip() == "[]", out.stderr
     offenders = sorted(f"{module_name(p)}: {t}" for p, tree in all_sources()
-                       for t in imports_of(tree, set()) if t.split(".")[0] in ("flows", "tasks", "storage", "deployments"))
+                       for t in imports_of(tree, set()) if t.split(".")[0] in ("flows", "tasks", "storage",
+                                                                               "deployments"))
     assert offenders == []
 
 

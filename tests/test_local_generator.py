@@ -4,17 +4,17 @@ steered by the prompt, on small real photos and a synthetic scene with a known o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import load_photo
 from PIL import Image
 
-from conftest import load_photo
 from varflow.generation.backends import make_backend
 from varflow.generation.backends.base import CONCRETE_TYPES, GenerationError, GeneratorBackend, VariationRequest
-from varflow.generation.backends.local import LocalGenerator, parse_prompt
-from varflow.generation.backends.local import composition, looks
+from varflow.generation.backends.local import LocalGenerator, composition, looks, parse_prompt
 
 OBJECT_CENTRE, OBJECT_RADIUS = (51, 53), 11  # the blue disc of the synthetic scene
 BLUE = np.array([40, 70, 200])
@@ -107,7 +107,7 @@ def test_same_request_same_bytes_other_seed_other_variation(gen, coffee, scene, 
         src = scene if vtype.startswith("object") else coffee
         a = gen.generate(_request(src, tmp_path / f"a-{vtype}.png", vtype=vtype, seed=11))
         b = gen.generate(_request(src, tmp_path / f"b-{vtype}.png", vtype=vtype, seed=11))
-        assert open(a.output_path, "rb").read() == open(b.output_path, "rb").read(), vtype
+        assert Path(a.output_path).read_bytes() == Path(b.output_path).read_bytes(), vtype
         assert (a.prompt_sent, a.detail) == (b.prompt_sent, b.detail)
     # several seeds of one type: every pair differs visibly
     outs = [_rgb(gen.generate(_request(coffee, tmp_path / f"s{s}.png", vtype="style_change", seed=s)).output_path)
@@ -264,8 +264,10 @@ def test_warm_and_cool_prompts_move_red_against_blue(gen, coffee, tmp_path):
     ratio = lambda a: float(a[..., 0].mean() / a[..., 2].mean())
     for vtype in ("style_change", "composition"):
         for seed in (4, 5):
-            warm = _rgb(gen.generate(_request(coffee, tmp_path / "w.png", vtype=vtype, seed=seed, prompt="warm")).output_path)
-            cool = _rgb(gen.generate(_request(coffee, tmp_path / "c.png", vtype=vtype, seed=seed, prompt="cool")).output_path)
+            warm = _rgb(gen.generate(_request(coffee, tmp_path / "w.png", vtype=vtype, seed=seed,
+                                              prompt="warm")).output_path)
+            cool = _rgb(gen.generate(_request(coffee, tmp_path / "c.png", vtype=vtype, seed=seed,
+                                              prompt="cool")).output_path)
             assert ratio(warm) > ratio(src) * 1.05 > ratio(cool) * 1.1, (vtype, seed)
 
 

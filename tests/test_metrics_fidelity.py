@@ -11,13 +11,13 @@ import io
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
-
 import seed_reference as seed
 from conftest import FIXTURES, skimage_photo
-from varflow.quality import metrics
+from PIL import Image, ImageEnhance
+
 from varflow.images.imageio import _flatten_to_rgb, load_rgb
 from varflow.images.samples import SAMPLE_FILES
+from varflow.quality import metrics
 
 PHOTOS = SAMPLE_FILES  # scikit-image's colour photos
 SSIM_TOL = 1e-4

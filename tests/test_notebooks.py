@@ -8,9 +8,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from varflow.storage import Store
 from nbclient import NotebookClient
+from varflow.storage import Store
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("quality", "runs", "calls")

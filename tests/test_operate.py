@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import make_photo_folder, running_server
 from varflow.storage import Store
 
@@ -78,7 +77,7 @@ def served(server, tmp_path_factory, output):
     cwd = base / "cwd"
     cwd.mkdir()
     env = {**server["env"], "PREFECT_HOME": str(base / "client-home"), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    log = open(base / "serve.log", "w")
+    log = open(base / "serve.log", "w")  # noqa: SIM115 - `varflow serve` writes to it until it is stopped
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "varflow.flows.cli", "serve", "../photos", "--out", "../out", "--home", "../home",
@@ -252,7 +251,8 @@ def test_in_chromium_a_custom_run_from_the_form_completes_and_shows_its_report(b
     count = page.get_by_role("spinbutton").first
     assert count.input_value() == "2", "the form starts from the deployment's parameters"
     count.fill("1")
-    prompt = page.locator("xpath=//*[normalize-space(text())='prompt (Optional)']/ancestor::*[.//textarea][1]//textarea")
+    prompt = page.locator("xpath=//*[normalize-space(text())='prompt (Optional)']"
+                          "/ancestor::*[.//textarea][1]//textarea")
     prompt.fill("from the browser")
     count.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "2-custom-run-form.png"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
 from varflow.flows.cli import build_parser
 from varflow.flows.parameters import CalibratedForm, RunParameters, Thresholds
+
 from varflow.settings import CalibratedThresholds, DedupSettings, LoadLimits, QualityThresholds, Settings
 
 

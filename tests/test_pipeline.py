@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_photo
 from PIL import Image
 
-from conftest import load_photo
-from varflow.generation.cache import GenerationCache
-from varflow.runtime.calls import GenerationFailed, run_attempt
 from varflow.generation.backends import Backend, GeneratedVariation, GenerationError
+from varflow.generation.cache import GenerationCache
 from varflow.images.imageio import optimize_image
 from varflow.processing.pipeline import ImageJob, ImagePipeline, JobSpec
+from varflow.runtime.calls import GenerationFailed, run_attempt
 from varflow.runtime.resources import CallPolicy, ResourceSpec, RunControl, RunResources
 from varflow.settings import QUALITY_LEVELS
 
@@ -289,7 +289,7 @@ def test_resources_travel_to_another_process_as_their_spec(tmp_path):
     BUILT.clear()
     res = rebuild(ResourceSpec("r", str(tmp_path), "tint", api_key_secret="block-name"))
     clone = pickle.loads(pickle.dumps(res))
-    assert clone is not res and clone.spec == res.spec and BUILT == [res.spec, res.spec]
+    assert clone is not res and clone.spec == res.spec and [res.spec, res.spec] == BUILT
     with pytest.raises(TypeError, match="no builder"):
         pickle.dumps(RunResources(res.spec, records=Sink(), backend=TintBackend(), control=RunControl("r"),
                                   cache=res.cache))

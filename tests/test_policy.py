@@ -2,9 +2,9 @@
 
 import pytest
 
+from varflow.processing.memory import MemoryWindow, estimate_image_bytes
 from varflow.quality.acceptance import judge
 from varflow.quality.adaptive import AdaptiveQuality
-from varflow.processing.memory import MemoryWindow, estimate_image_bytes
 from varflow.quality.metrics import AestheticScore, VariationScores
 from varflow.settings import QUALITY_LEVELS, QualityThresholds
 
@@ -17,7 +17,8 @@ def test_no_change_before_five_images():
 def test_downgrade_is_one_step_at_a_time_and_restore_goes_straight_to_high():
     q = AdaptiveQuality()
     changes = [q.record(0.2) for _ in range(5)]
-    assert (changes[4].from_level, changes[4].to_level, changes[4].window_average) == ("high", "medium", pytest.approx(0.2))
+    assert (changes[4].from_level, changes[4].to_level,
+            changes[4].window_average) == ("high", "medium", pytest.approx(0.2))
     # the window restarts: medium is judged on five images of its own, not on high's
     assert [q.record(0.2) for _ in range(4)] == [None] * 4
     change = q.record(0.2)

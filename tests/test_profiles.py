@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import load_photo
+
 from varflow.quality import acceptance, calibrated, metrics
 from varflow.quality.profiles import HEADLINE, VariationJudge, check_profile, record_columns
 from varflow.runtime.records import VariationRecord

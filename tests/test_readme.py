@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from markdown_it import MarkdownIt
-
 from conftest import skimage_photo
+from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import make_photo_folder
 from varflow.storage import Store
 

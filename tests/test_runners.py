@@ -7,14 +7,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
 from conftest import make_photo_folder
-from varflow.flows.parameters import RunParameters
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from varflow.flows.parameters import RunParameters, form_values
 from varflow.flows.runners import RUNNERS, DaskRunner, ThreadsRunner, runner_for
-from varflow.flows.parameters import form_values
 from varflow.flows.variation_flow import run_local, variation_run
 from varflow.storage import Store
+
 from varflow.runtime.records import score_columns
 
 N_IMAGES = 6
@@ -128,6 +127,7 @@ def test_paid_calls_on_two_dask_workers_share_the_runs_call_slot_and_budget(pref
     """Two worker processes, one call slot and a cap worth three calls: never two calls on the
     wire at once, and the spend stops where the cap says, whichever worker makes the calls."""
     from fake_gemini import FakeGemini
+
     from varflow.generation.backends import backend_class
 
     for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 import runstate_child as child
 from varflow.flows.parameters import RunParameters
 from varflow.flows.resources import open_resources, resource_spec, run_control
+
 from varflow.runtime.redisstate import PASSWORD_ENV, RUN_KEY_TTL_S, RedisRateLimiter, connect
 from varflow.runtime.resources import CallPolicy, ResourceSpec
 from varflow.runtime.runstate import shared_dir
@@ -170,9 +170,8 @@ def test_a_slot_held_by_a_killed_process_comes_back(shared, runs, tmp_path, requ
             time.sleep(0.02)
         assert ready.exists(), "the child never took its slot"
         time.sleep(lease_s or 0)  # a live holder keeps its lease past its first term
-        with pytest.raises(TimeoutError, match="no call slot"):
-            with run.control.call_slot(timeout=0.3):
-                pass
+        with pytest.raises(TimeoutError, match="no call slot"), run.control.call_slot(timeout=0.3):
+            pass
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()

@@ -30,6 +30,7 @@ from varflow.storage import Store
 from varflow.tasks.generate import generate_variation
 from varflow.tasks.image import process_image, process_images
 from varflow.tasks.optimize import optimize
+
 from varflow.processing.chunks import plan_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,18 +3,17 @@
 import json
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-
 from varflow.storage import SCHEMAS, TABLES, Store
 from varflow.storage.schema import RECORD_TYPES
+
 from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, VariationRecord
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def variation(run_id, image_id, n, accepted=True):
@@ -38,10 +37,12 @@ def test_every_record_field_is_a_column_and_back():
 
 def test_rows_round_trip_through_parquet_and_duckdb(tmp_path):
     store = Store(tmp_path).initialize()
-    store.write_run(RunRecord("r1", None, json.dumps({"count": 4}), "/in", "/out", "local", "local-v1", NOW, None, "running"))
+    store.write_run(RunRecord("r1", None, json.dumps({"count": 4}), "/in", "/out", "local", "local-v1", NOW, None,
+                              "running"))
     store.write_image_result(image("r1", "a"), [variation("r1", "a", 0), variation("r1", "a", 1, accepted=False)])
     store.write_image_result(image("r1", "b", "error", "/in/b.png: is empty (0 bytes); remove it"))
-    store.write_level_change(QualityLevelChangeRecord("r1", "a", NOW, "high", "medium", 0.42, "mean < 0.5", "local/local-v1"))
+    store.write_level_change(QualityLevelChangeRecord("r1", "a", NOW, "high", "medium", 0.42, "mean < 0.5",
+                                                      "local/local-v1"))
     rows = store.query("SELECT variation_id, accepted, reject_reason, diversity FROM variations ORDER BY attempt")
     assert rows == [
         {"variation_id": "a-v0", "accepted": True, "reject_reason": None, "diversity": None},
@@ -91,7 +92,8 @@ def test_the_duckdb_file_is_a_lens_other_processes_can_open(tmp_path):
         "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True);"
         "print(c.execute('SELECT count(*) FROM variations').fetchone()[0])"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(store.duckdb_path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(store.duckdb_path)], capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "1"
     # a writer holding nothing open: a second reader in this process works alongside
     with duckdb.connect(str(store.duckdb_path), read_only=True) as con:
@@ -102,7 +104,8 @@ def test_the_duckdb_file_is_a_lens_other_processes_can_open(tmp_path):
 def test_initialize_tolerates_a_notebook_holding_the_file(tmp_path):
     store = Store(tmp_path).initialize()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)",
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)",
          str(store.duckdb_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from prefect.utilities.math import lower_clamp_multiple
-
 from varflow.tasks.generate import GenerationKey, retry_only_retryable, retry_options, shortest_retry_wait
+
 from varflow.runtime.calls import AttemptContext
 from varflow.runtime.resources import CallPolicy
 
@@ -30,4 +30,5 @@ def test_the_shortest_wait_is_prefects_lower_jitter_bound(try_number, base):
 
 def test_the_cache_key_is_the_requests_content_key_only():
     ctx = AttemptContext("v", "low", "f" * 64)
-    assert GenerationKey().compute_key(None, {"context": ctx, "request": object(), "resources": object()}, {}) == "f" * 64
+    assert GenerationKey().compute_key(None, {"context": ctx, "request": object(), "resources": object()},
+                                       {}) == "f" * 64

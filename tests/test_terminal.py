@@ -6,8 +6,8 @@ import csv
 import io
 import json
 import re
-import pytest
 
+import pytest
 from varflow.flows.cli import main
 from varflow.storage import Store
 from varflow.storage.analysis import ReadOnlyQueryError, read_only_query
@@ -53,7 +53,8 @@ def test_stats_prints_the_quality_summary_of_the_latest_run_or_a_prefix(home, lo
         assert re.search(rf"^\s+{reason}\s+{n}$", latest, re.M), reason
     accepted = Store(home).query("SELECT avg(overall_quality) AS m FROM variations WHERE accepted")[0]["m"]
     row = re.search(r"^\s+overall_quality\s+(\d+)\s+\S+\s+\S+\s+(\S+)", latest, re.M)
-    assert int(row.group(1)) == summary["variations_accepted"] and float(row.group(2)) == pytest.approx(accepted, abs=1e-3)
+    assert int(row.group(1)) == summary["variations_accepted"]
+    assert float(row.group(2)) == pytest.approx(accepted, abs=1e-3)
     code, out, _ = run_cli(capsys, "stats", "--home", home, "--json")
     data = json.loads(out)
     assert data["accepted"] == summary["variations_accepted"] and data["reasons"] == summary["rejected_by_reason"]

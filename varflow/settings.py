@@ -41,11 +41,14 @@ class QualityThresholds:
     """The seed's acceptance thresholds (VariationQualityAnalyzer.quality_thresholds)."""
 
     similarity_min: float = field(default=0.3, metadata=_unit("Lowest SSIM to the original a variation may have."))
-    similarity_max: float = field(default=0.9, metadata=_unit("Highest SSIM to the original (above: too close a copy)."))
-    diversity_min: float = field(default=0.2, metadata=_unit("Lowest mean (1 - SSIM) to the image's accepted variations."))
+    similarity_max: float = field(default=0.9,
+                                  metadata=_unit("Highest SSIM to the original (above: too close a copy)."))
+    diversity_min: float = field(default=0.2,
+                                 metadata=_unit("Lowest mean (1 - SSIM) to the image's accepted variations."))
     aesthetic_min: float = field(default=0.6, metadata=_unit("Lowest aesthetic score."))
     object_integrity_min: float = field(default=0.7, metadata=_unit("Lowest object-integrity score."))
-    overall_min: float = field(default=0.6, metadata=_unit("Lowest overall quality (the level's threshold applies too)."))
+    overall_min: float = field(default=0.6,
+                               metadata=_unit("Lowest overall quality (the level's threshold applies too)."))
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -153,7 +156,7 @@ class Settings:
 
     profile: str = DEFAULT_PROFILE
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)  # the seed profile's
-    calibrated: "CalibratedThresholds" = field(default_factory=lambda: CalibratedThresholds())
+    calibrated: CalibratedThresholds = field(default_factory=lambda: CalibratedThresholds())
     dedup: DedupSettings = field(default_factory=DedupSettings)
     limits: LoadLimits = field(default_factory=LoadLimits)
 
@@ -185,39 +188,63 @@ class CalibratedThresholds:
     linear ramp from a part score of 1 (no defect) to 0.
     """
 
-    similarity_min: float = field(default=0.1, metadata=_unit("Lowest similarity: below, the variation is not the original's picture."))
+    similarity_min: float = field(default=0.1, metadata=_unit("Lowest similarity: below, the variation is not the "
+                                                              "original's picture."))
     similarity_max: float = field(default=0.92, metadata=_unit("Highest similarity: above, the variation is a copy."))
-    diversity_min: float = field(default=0.15, metadata=_unit("Lowest visible change from the nearest accepted variation of the image."))
-    aesthetic_min: float = field(default=0.5, metadata=_unit("Lowest aesthetic score (noise, blocking, blur, blown exposure)."))
-    object_integrity_min: float = field(default=0.5, metadata=_unit("Lowest object-integrity score (original's content shown, not flattened or drawn over)."))
+    diversity_min: float = field(default=0.15, metadata=_unit("Lowest visible change from the nearest accepted "
+                                                              "variation of the image."))
+    aesthetic_min: float = field(default=0.5,
+                                 metadata=_unit("Lowest aesthetic score (noise, blocking, blur, blown exposure)."))
+    object_integrity_min: float = field(default=0.5, metadata=_unit("Lowest object-integrity score (original's content "
+                                                                    "shown, not flattened or drawn over)."))
     overall_min: float = field(default=0.5, metadata=_unit("Lowest overall quality at any level."))
     overall_high: float = field(default=0.8, metadata=_unit("Overall quality the level 'high' requires."))
     overall_medium: float = field(default=0.65, metadata=_unit("Overall quality the level 'medium' requires."))
     overall_low: float = field(default=0.5, metadata=_unit("Overall quality the level 'low' requires."))
-    weight_similarity: float = field(default=0.2, metadata=_unit("Overall weight of how well similarity sits inside its band."))
-    weight_diversity: float = field(default=0.2, metadata=_unit("Overall weight of diversity (left out for a first variation)."))
+    weight_similarity: float = field(default=0.2,
+                                     metadata=_unit("Overall weight of how well similarity sits inside its band."))
+    weight_diversity: float = field(default=0.2,
+                                    metadata=_unit("Overall weight of diversity (left out for a first variation)."))
     weight_aesthetic: float = field(default=0.3, metadata=_unit("Overall weight of the aesthetic score."))
     weight_object_integrity: float = field(default=0.3, metadata=_unit("Overall weight of object integrity."))
-    band_margin: float = field(default=0.1, metadata=_unit("Similarity distance from a band edge at which the band fit reaches 1."))
-    colour_change_full: float = field(default=20.0, metadata=_scale("Mean cell colour difference (CIE76 dE) that alone counts as fully changed."))
-    local_change_full: float = field(default=40.0, metadata=_scale("One cell's colour difference (CIE76 dE) that alone counts as fully changed."))
-    detail_gain_full: float = field(default=1.0, metadata=_scale("Fine detail gained (detail ratio - 1) that alone counts as fully changed."))
-    noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) still natural."))
-    noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 px) that is ugly."))
-    blockiness_ok: float = field(default=1.8, metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))
+    band_margin: float = field(default=0.1,
+                               metadata=_unit("Similarity distance from a band edge at which the band fit reaches 1."))
+    colour_change_full: float = field(default=20.0, metadata=_scale("Mean cell colour difference (CIE76 dE) that alone "
+                                                                    "counts as fully changed."))
+    local_change_full: float = field(default=40.0, metadata=_scale("One cell's colour difference (CIE76 dE) that alone "
+                                                                   "counts as fully changed."))
+    detail_gain_full: float = field(default=1.0, metadata=_scale("Fine detail gained (detail ratio - 1) that alone "
+                                                                 "counts as fully changed."))
+    noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 "
+                                                                "px) still natural."))
+    noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 "
+                                                                  "px) that is ugly."))
+    blockiness_ok: float = field(default=1.8,
+                                 metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))
     blockiness_bad: float = field(default=2.4, metadata=_scale("JPEG block-border step ratio that is ugly."))
-    detail_ratio_ok: float = field(default=0.32, metadata=_scale("Share of the original's fine detail kept that is sharp enough."))
-    detail_ratio_bad: float = field(default=0.12, metadata=_scale("Share of the original's fine detail kept that is blurred away."))
-    highlight_clipping_ok: float = field(default=0.1, metadata=_unit("Share of newly blown highlights still acceptable."))
-    highlight_clipping_bad: float = field(default=0.35, metadata=_unit("Share of newly blown highlights that is over-exposed."))
+    detail_ratio_ok: float = field(default=0.32,
+                                   metadata=_scale("Share of the original's fine detail kept that is sharp enough."))
+    detail_ratio_bad: float = field(default=0.12,
+                                    metadata=_scale("Share of the original's fine detail kept that is blurred away."))
+    highlight_clipping_ok: float = field(default=0.1,
+                                         metadata=_unit("Share of newly blown highlights still acceptable."))
+    highlight_clipping_bad: float = field(default=0.35,
+                                          metadata=_unit("Share of newly blown highlights that is over-exposed."))
     brightening_ok: float = field(default=20.0, metadata=_scale("Mean lightness gain (Lab L, 0-100) still a grade."))
-    brightening_bad: float = field(default=35.0, metadata=_scale("Mean lightness gain (Lab L, 0-100) that is washed out."))
-    colourfulness_full: float = field(default=100.0, metadata=_scale("Hasler-Suesstrunk colourfulness counted as fully colourful (~109: extremely)."))
-    colourfulness_weight: float = field(default=0.1, metadata=_unit("Share of the aesthetic score that colourfulness can take away."))
-    coverage_ok: float = field(default=0.7, metadata=_unit("Share of the original's frame shown that keeps its objects."))
-    coverage_bad: float = field(default=0.3, metadata=_unit("Share of the original's frame shown that has lost its objects."))
-    structure_lost_bad: float = field(default=0.25, metadata=_unit("Share of the frame flattened away at which integrity is 0."))
-    structure_added_bad: float = field(default=0.25, metadata=_unit("Share of the frame drawn over with foreign structure at which integrity is 0."))
+    brightening_bad: float = field(default=35.0,
+                                   metadata=_scale("Mean lightness gain (Lab L, 0-100) that is washed out."))
+    colourfulness_full: float = field(default=100.0, metadata=_scale("Hasler-Suesstrunk colourfulness counted as fully "
+                                                                     "colourful (~109: extremely)."))
+    colourfulness_weight: float = field(default=0.1, metadata=_unit("Share of the aesthetic score that "
+                                                                    "colourfulness can take away."))
+    coverage_ok: float = field(default=0.7,
+                               metadata=_unit("Share of the original's frame shown that keeps its objects."))
+    coverage_bad: float = field(default=0.3,
+                                metadata=_unit("Share of the original's frame shown that has lost its objects."))
+    structure_lost_bad: float = field(default=0.25,
+                                      metadata=_unit("Share of the frame flattened away at which integrity is 0."))
+    structure_added_bad: float = field(default=0.25, metadata=_unit("Share of the frame drawn over with foreign "
+                                                                    "structure at which integrity is 0."))
 
     def __post_init__(self) -> None:
         from dataclasses import fields  # (this section is appended; the file's imports stay as they are)

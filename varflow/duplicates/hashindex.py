@@ -17,8 +17,8 @@ for probing to pay (over 19 bits) fall back to a full scan, which is also exact.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Sequence
 from itertools import combinations
-from typing import Iterable, Sequence
 
 import numpy as np
 

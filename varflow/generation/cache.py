@@ -142,7 +142,8 @@ class VariationCache:
         meta = meta or {}
         with self._db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO entries (key, relpath, size, meta, created, last_used) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO entries (key, relpath, size, meta, created, last_used) VALUES "
+                "(?, ?, ?, ?, ?, ?)",
                 (key, dest.relative_to(self.root).as_posix(), size, json.dumps(meta, sort_keys=True), now, now),
             )
         self.evict()

@@ -178,7 +178,8 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     return path
 
 
-_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+            ".tiff": "TIFF"}
 
 
 def _format_for(path: Path) -> str:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from varflow.runtime.calls import DEFERRED, GenerationResult, _complete
 from varflow.generation.backends import GenerationError, VariationRequest
+from varflow.runtime.calls import DEFERRED, GenerationResult, _complete
 from varflow.runtime.records import AttemptRecord, BatchJobRecord, BatchRequestRecord, utcnow
 from varflow.runtime.resources import RunResources
 from varflow.settings import BATCH, BatchLimits
@@ -71,15 +71,18 @@ class BatchQueue:
                 missing.append(a)
                 continue
             ready.append((GenerationResult(
-                ok=True, outcome="ok", output_path=str(entry.path), prompt_sent=entry.meta.get("prompt", a.request.prompt),
-                model=entry.meta.get("model", self.res.backend.model), latency_ms=0.0, tries=0, from_cache=True), False))
+                ok=True, outcome="ok", output_path=str(entry.path),
+                prompt_sent=entry.meta.get("prompt", a.request.prompt),
+                model=entry.meta.get("model", self.res.backend.model), latency_ms=0.0, tries=0, from_cache=True),
+                False))
         if not missing:
             return ready
         sent = sum(self.queue(a) for a in missing)
         why = (f"{len(missing)} request(s) wait for a batch job ({sent} queued now, {len(missing) - sent} already "
                "in an open job); the run that collects the job judges this image")
         return [(GenerationResult(ok=False, outcome=DEFERRED, output_path=None, prompt_sent=a.request.prompt,
-                                  model=self.res.backend.model, latency_ms=0.0, error=why, tries=0, cost_usd=0.0), False)
+                                  model=self.res.backend.model, latency_ms=0.0, error=why, tries=0, cost_usd=0.0),
+                                  False)
                 for a in attempts]
 
     def queue(self, a) -> bool:
@@ -180,7 +183,8 @@ def submit_queued(res: RunResources, queue: BatchQueue, store, scope: BatchScope
     return jobs
 
 
-def collect_jobs(res: RunResources, store, scope: BatchScope, work_dir: Path) -> tuple[dict[str, GenerationResult], list[dict]]:
+def collect_jobs(res: RunResources, store, scope: BatchScope,
+                 work_dir: Path) -> tuple[dict[str, GenerationResult], list[dict]]:
     """Poll this scope's open jobs; record the answers of those that ended.
 
     Returns (request key -> result, for every answer delivered now; every job's latest state).

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
-from varflow.runtime.calls import GenerationFailed, GenerationResult, RetryableGenerationError, run_attempt
 from varflow.processing.pipeline import Attempt
+from varflow.runtime.calls import GenerationFailed, GenerationResult, RetryableGenerationError, run_attempt
 from varflow.runtime.resources import CallPolicy, RunResources
 
 

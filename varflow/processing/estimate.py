@@ -12,7 +12,8 @@ gives a figure: acceptance has Jeffreys' prior (``(accepted + 0.5) / (attempts +
 with no history; the weaker of the usual uninformed priors, so a short history of a backend that
 accepts most attempts stays close to its record), calls per attempt a prior of one call
 (``(calls + 1) / (attempts + 1)``). With a hundred
-attempts on record the priors move the rates by under one percent. The price of a call is the history's mean cost per call, else the backend's
+attempts on record the priors move the rates by under one percent. The price of a call is the history's mean cost per
+call, else the backend's
 estimate.
 """
 

@@ -69,7 +69,8 @@ def tune_allocator(*, mmap_threshold: int = 1 << 20, arena_max: int = 2) -> bool
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
     image-sized arrays come from the heap and their memory stays with the process (the peak RSS
-    it saves is in docs/architecture.md). A fixed threshold (set through mallopt) turns that off. No-op off glibc; returns whether set.
+    it saves is in docs/architecture.md). A fixed threshold (set through mallopt) turns that off. No-op off glibc;
+    returns whether set.
     """
     if not sys.platform.startswith("linux"):
         return False

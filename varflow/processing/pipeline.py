@@ -19,24 +19,25 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from varflow.generation.cache import generation_key
-from varflow.runtime.calls import AttemptContext, GenerationResult, record_cache_hit
 from varflow.duplicates.dedup import DedupResult, KnownImage, LibraryView, dedup_file
 from varflow.generation.backends import VariationRequest, derive_seed, resolve_variation_type
 from varflow.generation.backends.base import CONCRETE_TYPES
+from varflow.generation.cache import generation_key
 from varflow.images.imageio import GREY_CACHE, ImageReadError, OptimizedImage, load_grey, load_rgb, optimize_image
+from varflow.images.thumbnails import rejected_thumbnail_path, save_thumbnail
 from varflow.quality.profiles import VariationJudge
+from varflow.runtime.calls import AttemptContext, GenerationResult, record_cache_hit
 from varflow.runtime.records import ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
 from varflow.settings import LevelSettings, Settings
-from varflow.images.thumbnails import rejected_thumbnail_path, save_thumbnail
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ starts on the first image before the last is read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from varflow.images.imageio import sha256_file
 from varflow.kinds import ScanStatus

@@ -26,8 +26,8 @@ docs/calibrated-profile.md gives the definitions and the calibration (bench/cali
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -198,7 +198,7 @@ class ImageFeatures:
         return self._detail[side]
 
     @classmethod
-    def from_image(cls, image: np.ndarray | Image.Image) -> "ImageFeatures":
+    def from_image(cls, image: np.ndarray | Image.Image) -> ImageFeatures:
         """From a uint8 RGB, RGBA (composited on white) or grey array, or a PIL image."""
         return cls(to_rgb(image))
 

@@ -182,7 +182,7 @@ class GreyImage:
         self._resized: dict[tuple, GreyImage] = {}
 
     @classmethod
-    def from_image(cls, image: np.ndarray | Image.Image) -> "GreyImage":
+    def from_image(cls, image: np.ndarray | Image.Image) -> GreyImage:
         return cls(to_grey(image))
 
     @property
@@ -220,7 +220,7 @@ class GreyImage:
             weakref.finalize(self, _POOL.give, (s, p, r))
         return self.pixels, self._S, self._P, self._R
 
-    def resized_to(self, shape: tuple[int, int]) -> "GreyImage":
+    def resized_to(self, shape: tuple[int, int]) -> GreyImage:
         """This image resized to ``shape`` (H, W) as the seed does: cv2.resize, bilinear."""
         if shape == self.shape:
             return self
@@ -228,7 +228,7 @@ class GreyImage:
             self._resized[shape] = GreyImage(cv2.resize(self.pixels, (shape[1], shape[0])))
         return self._resized[shape]
 
-    def thumbnail(self, side: int) -> "GreyImage":
+    def thumbnail(self, side: int) -> GreyImage:
         """This image area-averaged to ``side`` x ``side`` (aspect ratio not kept), cached.
 
         Near-duplicate confirmation compares thumbnails: at 20 px a 2-degree rotation or a 4%

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-ImageLike = Union[np.ndarray, Image.Image, str, Path]
-Thumb = Union[ImageLike, tuple[ImageLike, str]]
+ImageLike = np.ndarray | Image.Image | str | Path
+Thumb = ImageLike | tuple[ImageLike, str]
 
 
 def make_contact_sheet(
@@ -70,7 +69,7 @@ def make_contact_sheet(
 
     caption_block = caption_lines * cap_line_h
     row_h = label_h + 4 + thumb_height + 3 + caption_block
-    width = gap * 2 + max([row_width(c) for _, c in rendered] + [label_font.getlength(l) for l, _ in rendered])
+    width = gap * 2 + max([row_width(c) for _, c in rendered] + [label_font.getlength(label) for label, _ in rendered])
     height = gap + len(rendered) * (row_h + gap)
     sheet = Image.new("RGB", (int(np.ceil(width)), int(height)), background)
     draw = ImageDraw.Draw(sheet)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Iterable
+from typing import Any
 
 # Which score a reject reason is about: its value is marked on the card.
 REASON_METRIC = {
@@ -115,7 +116,8 @@ def _header(run, parameters, sources, accepted, rejected, not_processed, hidden_
         ("started", _when(run.get("started_at"))),
         ("wall time", f"{run['wall_seconds']:.1f} s" if run.get("wall_seconds") is not None else "running"),
         ("images", f"{statuses.get('ok', 0)} ok, {statuses.get('error', 0)} error, "
-                   f"{statuses.get('skipped', 0)} skipped" + (f" ({hidden_sources} not shown)" if hidden_sources else "")),
+                   f"{statuses.get('skipped', 0)} skipped"
+                   + (f" ({hidden_sources} not shown)" if hidden_sources else "")),
         ("prompt", parameters.get("prompt") or "(none)"),
         ("type / count / seed", f"{parameters.get('variation_type', '?')} / {parameters.get('count', '?')} / "
                                 f"{parameters.get('seed', '?')}"),
@@ -154,7 +156,8 @@ def _source(s: Source, input_dir: str | None, attempt_of: dict) -> str:
     r = s.row
     name = _display_name(r.get("path"), input_dir)
     size = f"{r['width']}×{r['height']}" if r.get("width") else ""
-    if r.get("optimized_width") and (r.get("optimized_width"), r.get("optimized_height")) != (r.get("width"), r.get("height")):
+    if r.get("optimized_width") and (r.get("optimized_width"),
+                                     r.get("optimized_height")) != (r.get("width"), r.get("height")):
         size += f" → {r['optimized_width']}×{r['optimized_height']}"
     n_acc = sum(1 for c in s.cards if c.row.get("accepted"))
     facts = [f"level {r.get('quality_level')}" if r.get("quality_level") else "",
@@ -165,7 +168,8 @@ def _source(s: Source, input_dir: str | None, attempt_of: dict) -> str:
     thumb = (f'<img src="{esc(s.thumbnail)}" alt="original {esc(name)}">' if s.thumbnail
              else '<div class="missing">original not found</div>')
     original = (f'<article class="card original"><div class="pic">{thumb}</div><div class="body">'
-                f'<p class="verdict"><span class="badge original">original</span><span class="meta">{esc(size)}</span></p>'
+                f'<p class="verdict"><span class="badge original">original</span><span '
+                f'class="meta">{esc(size)}</span></p>'
                 f'</div></article>')
     cards = "".join(_card(c, attempt_of) for c in s.cards)
     return (f'<section class="source" data-image="{esc(r.get("image_id"))}">'
@@ -210,13 +214,15 @@ def _card(c: Card, attempt_of: dict) -> str:
             f'<p class="verdict"><span class="badge {verdict}">{"✓ accepted" if ok else "✗ rejected"}</span>'
             f'<span class="meta">{esc(meta)}</span></p>{scores}'
             + (f'<div class="chips">{chips}</div>' if chips else "")
-            + (f'<p class="prompt" title="{esc(r.get("prompt"))}">{esc(r.get("prompt"))}</p>' if r.get("prompt") else "")
+            + (f'<p class="prompt" title="{esc(r.get("prompt"))}">{esc(r.get("prompt"))}</p>'
+               if r.get("prompt") else "")
             + '</div></article>')
 
 
 def _not_processed(rows: Iterable[dict], input_dir: str | None) -> str:
     items = "".join(
-        f'<li><b>{esc(_display_name(r.get("path"), input_dir))}</b> <span class="chip {"fail" if r.get("status") == "error" else ""}">'
+        f'<li><b>{esc(_display_name(r.get("path"), input_dir))}</b> <span class="chip '
+        f'{"fail" if r.get("status") == "error" else ""}">'
         f'{esc(r.get("status"))}</span> {esc(r.get("error") or "")}</li>' for r in rows)
     return f'<section class="others"><h2>Images without variations in this run</h2><ul>{items}</ul></section>'
 
@@ -245,11 +251,13 @@ header { background: var(--card); border: 1px solid var(--line); border-radius: 
 .tile { min-width: 110px; padding: 8px 14px; border-radius: 8px; background: var(--bg); border: 1px solid var(--line); }
 .tile b { display: block; font-size: 22px; } .tile span { color: var(--muted); }
 .tile.ok b { color: var(--ok); } .tile.bad b { color: var(--bad); }
-dl { display: grid; grid-template-columns: max-content minmax(0, 1fr) max-content minmax(0, 1fr); gap: 2px 16px; margin: 0; }
+dl { display: grid; grid-template-columns: max-content minmax(0, 1fr) max-content minmax(0, 1fr);
+     gap: 2px 16px; margin: 0; }
 dt { color: var(--muted); } dd { margin: 0; word-break: break-all; }
 .means { margin: 10px 0 0; } .note { color: #9a6700; }
 .filters { position: sticky; top: 0; z-index: 2; display: flex; flex-wrap: wrap; gap: 10px 18px; align-items: center;
-           margin: 16px 0; padding: 10px 14px; background: rgba(246,248,250,.95); border-bottom: 1px solid var(--line); }
+           margin: 16px 0; padding: 10px 14px; background: rgba(246,248,250,.95);
+           border-bottom: 1px solid var(--line); }
 .group { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
 .label { color: var(--muted); margin-right: 2px; }
 button { font: inherit; cursor: pointer; }
@@ -262,7 +270,8 @@ button { font: inherit; cursor: pointer; }
 .chip.fail { background: #fff8c5; border-color: #eac54f; color: #7d4e00; }
 .chip.reason.on { background: var(--bad); border-color: var(--bad); color: #fff; }
 .shown { margin-left: auto; color: var(--muted); }
-.source { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px; margin: 0 0 16px; }
+.source { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px;
+          margin: 0 0 16px; }
 .head { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 14px; margin-bottom: 10px; }
 .facts { color: var(--muted); } .error { color: var(--bad); margin: 0 0 10px; word-break: break-word; }
 .card.original { align-self: start; border-color: #0969da; box-shadow: 0 0 0 1px #0969da inset; }
@@ -279,7 +288,8 @@ button { font: inherit; cursor: pointer; }
 .body { padding: 8px 10px 10px; display: flex; flex-direction: column; gap: 6px; }
 .verdict { display: flex; justify-content: space-between; align-items: center; gap: 6px; margin: 0; }
 .badge { font-weight: 600; font-size: 12px; padding: 1px 8px; border-radius: 999px; white-space: nowrap; }
-.badge.accepted { background: var(--ok-bg); color: var(--ok); } .badge.rejected { background: var(--bad-bg); color: var(--bad); }
+.badge.accepted { background: var(--ok-bg); color: var(--ok); }
+.badge.rejected { background: var(--bad-bg); color: var(--bad); }
 .meta { color: var(--muted); font-size: 12px; text-align: right; }
 .scores { display: grid; gap: 2px; font-size: 12px; font-variant-numeric: tabular-nums; }
 .score { display: grid; grid-template-columns: 66px 1fr 42px; gap: 6px; align-items: center; }
@@ -335,7 +345,9 @@ _SCRIPT = """
       b.classList.toggle('on', reasons.has(r));
       if (reasons.size && verdict === 'accepted') {
         verdict = 'all';
-        document.querySelectorAll('.seg').forEach(function (x) { x.classList.toggle('on', x.dataset.verdict === 'all'); });
+        document.querySelectorAll('.seg').forEach(function (x) {
+          x.classList.toggle('on', x.dataset.verdict === 'all');
+        });
       }
       apply();
     });

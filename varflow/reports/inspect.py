@@ -8,8 +8,8 @@ paid run) with the hash index, the SSIM confirmation and union-find.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from varflow.duplicates.dedup import HASH_KINDS, appearance_signature, confirmation_ssim, same_appearance
 from varflow.duplicates.hashindex import HashIndex

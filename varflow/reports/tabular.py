@@ -8,9 +8,10 @@ import io
 import json
 import math
 import numbers
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 MAX_CELL = 60  # characters of one cell in a table; the CSV and JSON forms are never cut
 

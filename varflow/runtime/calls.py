@@ -26,8 +26,8 @@ actually sent is recorded). No Prefect here: tasks/generate.py wraps ``run_attem
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from varflow.generation.backends import (
     FATAL_OUTCOMES,
@@ -43,7 +43,8 @@ from varflow.runtime.resources import CallPolicy, RunControl, RunResources
 
 CANCELLED = CallOutcome.CANCELLED  # no call was made: the run had stopped, or the budget refused it
 IN_FLIGHT = CallOutcome.IN_FLIGHT  # the call was sent and has not ended (or its process died: see INTERRUPTED)
-INTERRUPTED = CallOutcome.INTERRUPTED  # a recovered run's in-flight call: maybe answered and billed, counted at its estimate
+# a recovered run's in-flight call: maybe answered and billed, counted at its estimate
+INTERRUPTED = CallOutcome.INTERRUPTED
 DEFERRED = CallOutcome.DEFERRED  # no call was made yet: the request waits for a batch job (varflow/processing/batch.py)
 
 
@@ -254,7 +255,8 @@ class _Try:
         ))
 
 
-def record_cache_hit(res: RunResources, request: VariationRequest, ctx: AttemptContext, result: GenerationResult) -> None:
+def record_cache_hit(res: RunResources, request: VariationRequest, ctx: AttemptContext,
+                     result: GenerationResult) -> None:
     """A result served from a cache made no call: one zero-cost row with ``cache_hit``."""
     res.records.write_attempt(AttemptRecord(
         run_id=res.run_id, image_id=request.image_id, variation_id=ctx.variation_id,

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 from varflow.kinds import ImageStatus, RunStatus
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def stable_id(*parts: object) -> str:

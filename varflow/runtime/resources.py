@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from varflow.errors import ConfigurationError
-from varflow.generation.cache import GenerationCache
 from varflow.generation.backends import GeneratorBackend
+from varflow.generation.cache import GenerationCache
 from varflow.runtime.ratelimit import Limiter
 from varflow.runtime.records import AttemptRecord, ImageRecord, VariationRecord
 from varflow.runtime.runstate import MemoryState, RunState
@@ -199,7 +200,7 @@ class RunResources:
 
     def __init__(self, spec: ResourceSpec, *, records: RecordSink, cache: GenerationCache,
                  backend: GeneratorBackend, control: RunControl, limiter: Limiter | None = None,
-                 result_storage: Any = None, rebuild: Callable[[ResourceSpec], "RunResources"] | None = None,
+                 result_storage: Any = None, rebuild: Callable[[ResourceSpec], RunResources] | None = None,
                  owner: bool = True):
         self.spec = spec
         self.records = records

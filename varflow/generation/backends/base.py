@@ -22,7 +22,8 @@ from varflow.settings import VARIATION_TYPES
 CONCRETE_TYPES = tuple(t for t in VARIATION_TYPES if t != "random")
 
 # Outcome codes every backend classifies into (``attempts.outcome``), grouped by what the run does.
-FATAL_OUTCOMES = frozenset({CallOutcome.AUTH, CallOutcome.NOT_FOUND, CallOutcome.QUOTA_DAY})  # no further call can succeed: stop
+FATAL_OUTCOMES = frozenset({CallOutcome.AUTH, CallOutcome.NOT_FOUND,
+                            CallOutcome.QUOTA_DAY})  # no further call can succeed: stop
 PROMPT_CHANGE_OUTCOMES = frozenset({CallOutcome.NO_IMAGE, CallOutcome.BAD_IMAGE})  # retried with ``retry_prompt``
 
 
@@ -74,7 +75,7 @@ class GenerationError(BackendError):
 
     def __init__(self, message: str, *, outcome: str = "error", retryable: bool = False,
                  http_status: int | None = None, retry_after_s: float | None = None,
-                 usage: "TokenUsage | None" = None):
+                 usage: TokenUsage | None = None):
         super().__init__(message)
         self.outcome = outcome
         self.retryable = retryable
@@ -132,7 +133,8 @@ class BatchingBackend(GeneratorBackend, Protocol):
 
     def answers(self, job) -> list: ...
 
-    def answer_variation(self, answer, request: VariationRequest, *, prompt: str | None = None) -> GeneratedVariation: ...
+    def answer_variation(self, answer, request: VariationRequest, *,
+                         prompt: str | None = None) -> GeneratedVariation: ...
 
     def resubmits(self, outcome: str) -> bool: ...
 

@@ -25,14 +25,14 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from varflow.errors import ConfigurationError
-from varflow.images.imageio import write_bytes_atomic
 from varflow.generation.backends.base import (
     Backend,
     GeneratedVariation,
@@ -41,6 +41,7 @@ from varflow.generation.backends.base import (
     VariationRequest,
     resolve_variation_type,
 )
+from varflow.images.imageio import write_bytes_atomic
 
 DEFAULT_MODEL = "gemini-2.5-flash-image"
 DEFAULT_TIMEOUT_S = 120.0
@@ -686,7 +687,7 @@ class GeminiGenerator(Backend):
         if client is not None:
             client.close()
 
-    def __enter__(self) -> "GeminiGenerator":
+    def __enter__(self) -> GeminiGenerator:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -731,7 +732,8 @@ class GeminiGenerator(Backend):
         )
         return self.variation_from(response, request)
 
-    def variation_from(self, response: Any, request: VariationRequest, *, prompt: str | None = None) -> GeneratedVariation:
+    def variation_from(self, response: Any, request: VariationRequest, *,
+                       prompt: str | None = None) -> GeneratedVariation:
         """The variation in a ``GenerateContentResponse`` for ``request`` (``prompt``: the text
         sent, when known), its image written to ``request.output_path`` with its real suffix;
         raises the classified GenerationError."""

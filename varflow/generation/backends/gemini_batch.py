@@ -18,8 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from varflow.generation.backends.base import GeneratedVariation, GenerationError, TokenUsage, VariationRequest, resolve_variation_type
-from varflow.generation.backends.gemini import OUTCOMES, GeminiGenerator, _source_part, build_prompt, classify, estimate_cost
+from varflow.generation.backends.base import (
+    GeneratedVariation,
+    GenerationError,
+    TokenUsage,
+    VariationRequest,
+    resolve_variation_type,
+)
+from varflow.generation.backends.gemini import (
+    OUTCOMES,
+    GeminiGenerator,
+    _source_part,
+    build_prompt,
+    classify,
+    estimate_cost,
+)
 
 # The SDK's job states (``JOB_STATE_*``; the wire says ``BATCH_STATE_*``) -> varflow's.
 JOB_STATES = {
@@ -176,7 +189,8 @@ class GeminiBatchGenerator(GeminiGenerator):
             return out
         return []
 
-    def answer_variation(self, answer: BatchAnswer, request: VariationRequest, *, prompt: str | None = None) -> GeneratedVariation:
+    def answer_variation(self, answer: BatchAnswer, request: VariationRequest, *,
+                         prompt: str | None = None) -> GeneratedVariation:
         """The variation an answer holds for ``request``; raises the classified GenerationError
         (the same outcomes as a synchronous answer: docs/gemini.md)."""
         if answer.error is not None or answer.response is None:

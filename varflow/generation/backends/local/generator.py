@@ -13,7 +13,13 @@ import cv2
 import numpy as np
 
 from varflow.errors import ConfigurationError
-from varflow.generation.backends.base import CONCRETE_TYPES, Backend, GeneratedVariation, GenerationError, VariationRequest
+from varflow.generation.backends.base import (
+    CONCRETE_TYPES,
+    Backend,
+    GeneratedVariation,
+    GenerationError,
+    VariationRequest,
+)
 from varflow.images.imageio import write_bytes_atomic
 
 from . import composition, looks, objects

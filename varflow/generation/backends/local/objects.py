@@ -372,7 +372,8 @@ def paste(dst: np.ndarray, src: np.ndarray, region: Region, x: int, y: int, scal
         patch, mask = patch[:, ::-1], mask[:, ::-1]
     if abs(scale - 1.0) > 1e-3:
         size = (max(3, round(patch.shape[1] * scale)), max(3, round(patch.shape[0] * scale)))
-        patch = cv2.resize(np.ascontiguousarray(patch), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        patch = cv2.resize(np.ascontiguousarray(patch), size,
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         mask = cv2.resize(np.ascontiguousarray(mask), size, interpolation=cv2.INTER_LINEAR)
         mask = (mask > 127).astype(np.uint8) * 255
     patch, mask = np.ascontiguousarray(patch), np.ascontiguousarray(mask)
