@@ -30,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
+from flows.preflight import check_space, new_images
 from flows.publish import RunPublisher
 from flows.report import RunSummary, image_row
 from flows.resources import data_home, open_resources, resource_spec
@@ -49,7 +50,9 @@ from varflow.generators import FATAL_OUTCOMES, GenerationError
 from varflow.hashing import ImageHashes
 from varflow.imageio import optimize_image, upright_size
 from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
+from varflow.outnames import held_stems, holders_of
 from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
+from varflow.preflight import check_folders
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.resources import RunResources
 from varflow.runlock import RunLock, is_held, run_lock_path
@@ -93,6 +96,8 @@ def run_folder(params: RunParameters) -> dict:
     tune_allocator()
     quiet_expected_failures()
     home = data_home(params)
+    check_folders(Path(params.input_dir).expanduser().resolve(), Path(params.output_dir).expanduser().resolve(),
+                  home)  # before anything is written or paid for (varflow/preflight.py)
     store = Store(home).initialize()
     store.vacuum()
     flow_run_id = runtime_flow_run.id
@@ -196,7 +201,9 @@ class FolderRun:
         params, home = self.params, self.store.home
         earlier_outputs = self.store.output_dirs_inside(self.input_dir)  # never sources, whatever --out is now
         paths = discover_images(self.input_dir, extensions=params.extensions,
-                                exclude=[self.output_dir, home, *earlier_outputs])
+                                exclude=[self.output_dir, home, *earlier_outputs], follow_links=params.follow_links)
+        check_space(params, home, new_images(paths, self.input_dir, self.store))
+        self.held = held_stems(self.store.accepted_by_source(self.output_dir), self.output_dir)
         self.record = dict(
             run_id=self.res.run_id, flow_run_id=self.flow_run_id, parameters=params.model_dump_json(),
             input_dir=str(self.input_dir), output_dir=str(self.output_dir), backend=self.res.backend.name,
@@ -213,8 +220,8 @@ class FolderRun:
         pipeline = ImagePipeline(self.res, self.generator(work_dir), work_root=work_dir,
                                  optimize=optimize if self.plan.stage_tasks else optimize_image)
         try:
-            self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
-                         pipeline)
+            self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
+                                     follow_links=params.follow_links, held=self.held), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:
@@ -300,6 +307,9 @@ class FolderRun:
                 self.claims.release(image.image_id)
                 self.not_stopped_before(image)
             return
+        chunk = self.names_free(chunk)
+        if not chunk:
+            return
         window.enter(cost)
         jobs = self.jobs_for(chunk)
         if self.plan.stage_tasks:
@@ -309,6 +319,25 @@ class FolderRun:
                                         self.images_at_once)
         pending[fut], self.started[fut] = (cost, chunk), time.perf_counter()
         self.task_runs += 1
+
+    def names_free(self, chunk: list[FoundImage]) -> list[FoundImage]:
+        """The chunk's images whose output names no other source's accepted variations hold, as
+        the store says now (varflow/outnames.py gives each source its own; this catches a run
+        writing into the same output folder meanwhile). The others are errors, nothing written."""
+        rows = self.store.accepted_by_source(self.output_dir)
+        free = []
+        for image in chunk:
+            prefix = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
+            others = holders_of(prefix, str(image.path), rows)
+            if not others:
+                free.append(image)
+                continue
+            self.claims.release(image.image_id)
+            message = (f"{image.path}: not processed: its output names {Path(prefix).name}NN.png are held by "
+                       f"accepted variations of {sorted(others)[0]}; nothing was overwritten: rename one of them")
+            self.logger.error("%s", message)
+            self.not_processed(image, "error", message)
+        return free
 
     def not_stopped_before(self, image: FoundImage) -> None:
         stop = self.stop_reason()
