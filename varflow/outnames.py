@@ -13,13 +13,14 @@ merge ``X`` and ``x`` too) or the extension. The rules, in order:
    or, when that is taken too, ``<stem>-<ext>-<6 hex digits of the relative path>``: unique,
    and stable for that file.
 
-Stems are compared case-folded. ``held`` maps a case-folded stem to the source paths whose
+Stems are compared case-folded (and NFC-normalized). ``held`` maps a case-folded stem to the source paths whose
 accepted variations use it (``held_stems`` reads it from the store's rows).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -31,8 +32,8 @@ _ACCEPTED_NAME = re.compile(r"^(?P<stem>.+)-[0-9a-f]{8}-v\d{2,}\.png$")
 
 
 def stem_key(stem: str) -> str:
-    """How a file system that ignores case sees a stem."""
-    return stem.casefold()
+    """How a file system that ignores case (and normalizes Unicode, as macOS does) sees a stem."""
+    return unicodedata.normalize("NFC", stem).casefold()
 
 
 def held_stems(rows: Iterable[Mapping], output_dir: str | Path) -> dict[str, set[str]]:
@@ -110,10 +111,10 @@ def _spelled(key: str, base: str, rel: Path) -> str:
 def holders_of(prefix: str, source: str, rows: Iterable[Mapping]) -> set[str]:
     """The other sources whose accepted variations hold ``<prefix>NN.png`` (the guard before a job
     writes; compared case-folded)."""
-    key = prefix.casefold()
+    key = stem_key(prefix)
     out = set()
     for r in rows:
-        path = str(r.get("output_path") or "").casefold()
+        path = stem_key(str(r.get("output_path") or ""))
         if path.startswith(key) and re.fullmatch(r"\d{2,}\.png", path[len(key):]) and str(r["source_path"]) != source:
             out.add(str(r["source_path"]))
     return out
