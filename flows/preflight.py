@@ -57,6 +57,9 @@ def preflight(params: RunParameters) -> str | None:
     check_folders(input_dir, output_dir, home)
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home],
                             follow_links=params.follow_links)
-    store = Store(home).initialize() if (home / "tables").exists() else None
-    check_space(params, home, new_images(paths, input_dir, store))
+    try:  # read only: the run itself initializes (and repairs) the store
+        new = new_images(paths, input_dir, Store(home) if (home / "tables").exists() else None)
+    except Exception:  # noqa: BLE001 - a store the run will repair: the flow checks the space then
+        return check_key(params)
+    check_space(params, home, new)
     return check_key(params)
