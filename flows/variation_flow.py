@@ -50,7 +50,7 @@ from varflow.generators import FATAL_OUTCOMES, GenerationError
 from varflow.hashing import ImageHashes
 from varflow.imageio import optimize_image, upright_size
 from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
-from varflow.outnames import held_stems, holders_of
+from varflow.outnames import held_stems, holders_of, stem_key
 from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.preflight import check_folders
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
@@ -193,6 +193,7 @@ class FolderRun:
         self.started: dict = {}  # future -> when its task run was submitted
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
+        self.name_claims: dict[str, str] = {}  # image_id -> the claim on its output names (names_free)
         self.claims.prune_done()
         self.batch = BatchRun(res, store, BatchScope(str(self.input_dir), name_tag, f"varflow-{res.run_id[:8]}"),
                               logger) if backend.can_batch else None
@@ -323,18 +324,26 @@ class FolderRun:
     def names_free(self, chunk: list[FoundImage]) -> list[FoundImage]:
         """The chunk's images whose output names no other source's accepted variations hold, as
         the store says now (varflow/outnames.py gives each source its own; this catches a run
-        writing into the same output folder meanwhile). The others are errors, nothing written."""
-        rows = self.store.accepted_by_source(self.output_dir)
-        free = []
+        writing into the same output folder meanwhile; a claim on the name in the data directory, like
+        the image's, catches one writing them right now). The others are errors, nothing written."""
+        rows, free = None, []
         for image in chunk:
             prefix = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
-            others = holders_of(prefix, str(image.path), rows)
-            if not others:
-                free.append(image)
-                continue
+            name = "name-" + stable_id(stem_key(prefix))  # a run writing these names right now holds it
+            if self.claims.claim(name):
+                rows = self.store.accepted_by_source(self.output_dir) if rows is None else rows
+                others = holders_of(prefix, str(image.path), rows)
+                if not others:
+                    self.name_claims[image.image_id] = name
+                    free.append(image)
+                    continue
+                self.claims.release(name)
+                holder = f"accepted variations of {sorted(others)[0]}"
+            else:
+                holder = f"a run writing them now ({self.claims.holder(name)})"
             self.claims.release(image.image_id)
             message = (f"{image.path}: not processed: its output names {Path(prefix).name}NN.png are held by "
-                       f"accepted variations of {sorted(others)[0]}; nothing was overwritten: rename one of them")
+                       f"{holder}; nothing was overwritten: rename one of the files")
             self.logger.error("%s", message)
             self.not_processed(image, "error", message)
         return free
@@ -390,6 +399,7 @@ class FolderRun:
         for outcome in outcomes:
             # Its rows are written: another run may take it now (and sees it finished, if it is).
             self.claims.release(outcome.image_id, finished_job=outcome.finished_job)
+            self.claims.release(self.name_claims.pop(outcome.image_id, ""))
             seconds = outcome.stage_ms["total"] / 1000 if "total" in outcome.stage_ms else elapsed
             self.image_finished(outcome, image_row(outcome, seconds))
 

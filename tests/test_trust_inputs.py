@@ -134,6 +134,36 @@ def test_sources_folding_to_one_name_get_their_own_outputs_that_keep_their_names
     assert new["other/y.jpg"].startswith("y-jpg-") and new["other/y.jpg"].count("-") == 4  # y-jpg-<6 hex>-<tag>-v01
 
 
+def test_two_runs_at_once_never_share_an_output_path(tmp_path, prefect_api):
+    """Two folders with an x.png each, run at the same moment into one output folder: neither knew
+    the other's names when it started. The guard (a claim on the name while writing, the store's
+    rows after) leaves each path to one source; the refused one is an error, redone next time."""
+    out, home = tmp_path / "out", tmp_path / "home"
+    photo(tmp_path / "a" / "x.png", 0), photo(tmp_path / "b" / "x.png", 1)
+    env = {**prefect_api, "VARFLOW_HOME": str(home)}
+    base = dict(output_dir=str(out), home=str(home), count=1, level="low", adaptive=False, profile="seed",
+                thresholds=OPEN_GATE, images_in_flight=1, variation_type="style_change")
+    child = ROOT / "tests" / "flow_child.py"
+    procs = [subprocess.Popen([sys.executable, str(child), json.dumps({**base, "input_dir": str(tmp_path / d)})],
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d in ("a", "b")]
+    for p in procs:
+        p.communicate(timeout=300)
+        assert p.returncode == 0
+    rows = accepted(home)
+    files = sorted(out.glob("*.png"))
+    assert len(rows) == len({r["output_path"].casefold() for r in rows}) == len(files) >= 1  # before: 2 rows, 1 file
+    refused = Store(home).query("SELECT path, error FROM images WHERE status = 'error'")
+    assert len(rows) + len(refused) == 2 and all("nothing was overwritten" in r["error"] for r in refused)
+    for d in ("a", "b"):  # the next runs: each source gets its own name, nothing rewritten
+        before = {p.name: sha(p) for p in out.glob("*.png")}
+        flow_run(env, input_dir=str(tmp_path / d), **base)
+        assert {p.name: sha(p) for p in out.glob("*.png") if p.name in before} == before
+    rows = accepted(home)
+    assert {Path(r["source"]).parent.name for r in rows} == {"a", "b"}
+    assert len(rows) == len({r["output_path"].casefold() for r in rows}) == len(list(out.glob("*.png"))) == 2
+
+
 def test_the_guard_refuses_a_name_another_source_holds(tmp_path):
     """The last check before a job writes: the store's accepted rows, compared case-folded."""
     from varflow.outnames import held_stems, holders_of, output_stems
