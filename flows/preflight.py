@@ -21,9 +21,10 @@ def new_images(paths: list[Path], input_dir: Path, store: Store | None) -> int:
 
 
 def check_space(params: RunParameters, home: Path, images: int) -> None:
-    """Room for ``images`` x count variations (at the high level's size: the run may get there)."""
+    """Room for ``images`` x count variations at the level the run starts at (auto: high, where an
+    adaptive run may go back to)."""
     check_free_space(Path(params.output_dir).expanduser().resolve(), home, images=images, count=params.count,
-                     cache_bytes=params.cache_max_mb * 2**20)
+                     cache_bytes=params.cache_max_mb * 2**20, level=params.start_level or "high")
 
 
 def check_key(params: RunParameters) -> str | None:

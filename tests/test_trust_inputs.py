@@ -330,7 +330,7 @@ def test_a_disk_without_room_for_the_run_exits_2_before_any_call(tmp_path, gemin
     from varflow.preflight import bytes_needed
 
     free = shutil.disk_usage(tmp_path).free
-    n = free // bytes_needed(1, 64) + 1
+    n = free // bytes_needed(1, 64, "low") + 1  # the run starts (and stays) at level low
     if n > 20_000:
         pytest.skip(f"{free / 2**30:.0f} GiB free: too many files to outgrow it")
     inbox = tmp_path / "many"
@@ -340,7 +340,7 @@ def test_a_disk_without_room_for_the_run_exits_2_before_any_call(tmp_path, gemin
     out = varflow("run", inbox, "--out", tmp_path / "out", *GEMINI_RUN, "--count", "64", env=gemini_env)
     assert out.returncode == 2
     line = one_line(out.stderr)
-    assert "MiB free" in line and f"{n} images x 64 variations" in line
+    assert "MiB free" in line and f"{n} images x 64 variations at level low" in line
     assert gemini.count() == 0
 
 
