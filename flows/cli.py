@@ -44,11 +44,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     opt("--home", "home", "data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     opt("--ext", "extensions", "comma-separated image extensions (default: " + ",".join(
         e.lstrip(".") for e in IMAGE_EXTENSIONS) + ")", type=lambda v: v.split(","))
+    opt("--follow-links", "follow_links", "also read images through links that lead outside the input folder "
+        "(default: such a link is recorded as an error, not read)", action="store_true")
     opt("--images-in-flight", "images_in_flight", "most images processed at once", type=int)
     opt("--concurrency", "generation_concurrency", "most generation calls at once", type=int)
     opt("--max-memory-mb", "max_memory_mb", "memory budget for images in flight (MiB)", type=int)
     opt("--max-megapixels", "max_pixels", "refuse images larger than this many megapixels (decompression bombs; "
-        "default 100)", type=lambda v: int(float(v) * 1_000_000))
+        "default 100)", type=_megapixels)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--dry-run", action="store_true",
                    help="print how many calls the run would make and their estimated cost; make none")
@@ -65,6 +67,28 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "(default: no cap)", type=float, metavar="USD", group=g)
     opt("--api-key-secret", "api_key_secret", "Prefect Secret block holding the API key (default: GEMINI_API_KEY / "
         "GOOGLE_API_KEY)", metavar="BLOCK", group=g)
+
+
+def _megapixels(value: str) -> int:
+    """--max-megapixels as pixels: a positive, finite number of megapixels."""
+    try:
+        mp = float(value)
+    except ValueError:
+        mp = float("nan")
+    if not (0 < mp < float("inf")) or mp * 1_000_000 < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of megapixels (e.g. 100)")
+    return int(mp * 1_000_000)
+
+
+def _positive_int(value: str) -> int:
+    """An argument that counts something: a whole number of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
 
 
 def _add_runner_options(r, opt) -> None:
@@ -153,10 +177,24 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         _print_plan(plan_run(params), as_json)
         return 0
     _check_backend(params)
+    from varflow.flows.preflight import preflight
+
+    from varflow.runtime.preflight import PreflightError
+
+    try:  # nothing is paid for before the run knows it can keep the result
+        warning = preflight(params)
+    except PreflightError as exc:
+        print(f"varflow: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"varflow: {warning}", file=sys.stderr)
     from varflow.flows.variation_flow import run_local
 
     try:
         summary = run_local(params)
+    except PreflightError as exc:  # found by the run itself (the data changed meanwhile)
+        print(f"varflow: {exc}", file=sys.stderr)
+        return 2
     except VarflowError as exc:  # a setup problem found by the run (missing key or secret, ...); a bug stays a bug
         raise SystemExit(f"varflow: cannot run: {exc}") from None
     if as_json:
@@ -193,6 +231,13 @@ def cmd_run(args) -> int:
     input_dir = Path(args.input_dir)
     if not input_dir.exists():
         print(f"varflow: input folder {input_dir} does not exist; pass a folder of images", file=sys.stderr)
+        return 2
+    from varflow.runtime.preflight import PreflightError, check_not_input
+
+    try:
+        check_not_input(input_dir, Path(args.out).expanduser())
+    except PreflightError as exc:
+        print(f"varflow: {exc}", file=sys.stderr)
         return 2
     return _run(_params(args, str(input_dir), args.out), args.json, args.dry_run)
 
@@ -371,14 +416,22 @@ RUN_ID_SHOWN = 8  # characters of a run id in `varflow runs`; any unique prefix 
 def _home(args) -> Path:
     from varflow.settings import default_home
 
-    return Path(args.home).expanduser() if args.home else default_home()
+    home = Path(args.home).expanduser() if args.home else default_home()
+    if home.exists() and not home.is_dir():
+        print(f"varflow: the data directory {home} is a file, not a folder; pass another --home (or VARFLOW_HOME)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return home
 
 
 def cmd_report(args) -> int:
     from varflow.flows.gallery import write_gallery
 
+    out = Path(args.out)
+    if out.is_dir():  # like cp: a folder receives the page under its default name
+        out = out / "report.html"
     try:
-        out = write_gallery(_home(args), args.out, args.run_id, max_images=args.max_images)
+        out = write_gallery(_home(args), out, args.run_id, max_images=args.max_images)
     except LookupError as exc:
         print(f"varflow report: {exc}", file=sys.stderr)
         return 1
@@ -664,14 +717,15 @@ def _add_analysis_commands(sub) -> None:
     p = sub.add_parser("report",
                        help="write a run's gallery: originals, accepted and rejected variations, one HTML page")
     p.add_argument("run_id", nargs="?", default=None, help="run id or a unique prefix (default: the latest run)")
-    p.add_argument("--out", default="report.html", help="the page to write (default ./report.html)")
-    p.add_argument("--max-images", type=int, default=GALLERY.max_images,
+    p.add_argument("--out", default="report.html", help="the page to write (default ./report.html); an existing "
+                   "folder gets report.html inside it")
+    p.add_argument("--max-images", type=_positive_int, default=GALLERY.max_images,
                    help=f"most source images on the page (default {GALLERY.max_images})")
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("runs", help="list recent runs with their counts")
-    p.add_argument("--limit", type=int, default=20, help="how many runs, newest first (default 20)")
+    p.add_argument("--limit", type=_positive_int, default=20, help="how many runs, newest first (default 20)")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_runs)

@@ -115,6 +115,10 @@ class RunParameters(BaseModel):
         default_factory=lambda: [e.lstrip(".") for e in IMAGE_EXTENSIONS],
         description="File extensions treated as images.",
     )
+    follow_links: bool = Field(
+        False, description="Also read images through links that lead outside the input folder (links inside it "
+                           "are always followed); off: such a link is recorded as an error and not read.",
+    )
     images_in_flight: int = Field(2, ge=1, le=64, description="Most images processed at once.")
     generation_concurrency: int = Field(2, ge=1, le=256, description="Most generation calls in flight at once.")
     max_memory_mb: int = Field(2048, ge=64, description="Memory budget for images in flight (MiB).")

@@ -11,6 +11,7 @@ from varflow.storage import Store
 from varflow.generation.backends import backend_class, model_name
 from varflow.processing.discovery import discover_images
 from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
+from varflow.processing.outnames import held_stems
 from varflow.processing.scan import DONE, PENDING, SAME_CONTENT, scan_images
 from varflow.quality.adaptive import WINDOW
 from varflow.settings import QUALITY_LEVELS, level_settings
@@ -39,8 +40,11 @@ def plan_run(params: RunParameters) -> dict:
     saved_level = store.quality_state(f"{params.backend}/{model}", window=WINDOW)[0] if store is not None else None
     level = level_settings(params.start_level or saved_level or "high")
     earlier_outputs = store.output_dirs_inside(input_dir) if store is not None else []
-    paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs])
+    paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs],
+                            follow_links=params.follow_links)
+    held = held_stems(store.accepted_by_source(output_dir), output_dir) if store is not None else None
     found = [image.status for image in scan_images(paths, input_dir, finished=finished,
+                                                   follow_links=params.follow_links, held=held,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]
     todo, done, same = found.count(PENDING), found.count(DONE), found.count(SAME_CONTENT)
     retries = params.retries if backend.remote and not backend.can_batch else 0  # a batch answers once

@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
 from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
+from varflow.flows.preflight import check_space, new_images
 from varflow.flows.publish import RunPublisher
 from varflow.flows.report import RunSummary, image_row
 from varflow.flows.resources import data_home, open_resources, resource_spec
@@ -48,10 +49,12 @@ from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
 from varflow.processing.direct import DirectGenerations
 from varflow.processing.discovery import discover_images
 from varflow.processing.memory import MemoryWindow, estimate_image_bytes, tune_allocator
+from varflow.processing.outnames import held_stems, holders_of, stem_key
 from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, scan_images
 from varflow.quality.adaptive import WINDOW, AdaptiveQuality
 from varflow.runtime.claims import ImageClaims
+from varflow.runtime.preflight import check_folders
 from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
 from varflow.runtime.runlock import RunLock, is_held, run_lock_path
@@ -93,6 +96,8 @@ def run_folder(params: RunParameters) -> dict:
     tune_allocator()
     quiet_expected_failures()
     home = data_home(params)
+    check_folders(Path(params.input_dir).expanduser().resolve(), Path(params.output_dir).expanduser().resolve(),
+                  home)  # before anything is written or paid for (varflow/runtime/preflight.py)
     store = Store(home).initialize()
     store.vacuum()
     flow_run_id = runtime_flow_run.id
@@ -188,6 +193,7 @@ class FolderRun:
         self.started: dict = {}  # future -> when its task run was submitted
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
+        self.name_claims: dict[str, str] = {}  # image_id -> the claim on its output names (names_free)
         self.claims.prune_done()
         self.batch = BatchRun(res, store, BatchScope(str(self.input_dir), name_tag, f"varflow-{res.run_id[:8]}"),
                               logger) if backend.can_batch else None
@@ -196,7 +202,9 @@ class FolderRun:
         params, home = self.params, self.store.home
         earlier_outputs = self.store.output_dirs_inside(self.input_dir)  # never sources, whatever --out is now
         paths = discover_images(self.input_dir, extensions=params.extensions,
-                                exclude=[self.output_dir, home, *earlier_outputs])
+                                exclude=[self.output_dir, home, *earlier_outputs], follow_links=params.follow_links)
+        check_space(params, home, new_images(paths, self.input_dir, self.store))
+        self.held = held_stems(self.store.accepted_by_source(self.output_dir), self.output_dir)
         self.record = dict(
             run_id=self.res.run_id, flow_run_id=self.flow_run_id, parameters=params.model_dump_json(),
             input_dir=str(self.input_dir), output_dir=str(self.output_dir), backend=self.res.backend.name,
@@ -213,8 +221,8 @@ class FolderRun:
         pipeline = ImagePipeline(self.res, self.generator(work_dir), work_root=work_dir,
                                  optimize=optimize if self.plan.stage_tasks else optimize_image)
         try:
-            self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
-                         pipeline)
+            self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
+                                     follow_links=params.follow_links, held=self.held), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:
@@ -300,6 +308,9 @@ class FolderRun:
                 self.claims.release(image.image_id)
                 self.not_stopped_before(image)
             return
+        chunk = self.names_free(chunk)
+        if not chunk:
+            return
         window.enter(cost)
         jobs = self.jobs_for(chunk)
         if self.plan.stage_tasks:
@@ -309,6 +320,33 @@ class FolderRun:
                                         self.images_at_once)
         pending[fut], self.started[fut] = (cost, chunk), time.perf_counter()
         self.task_runs += 1
+
+    def names_free(self, chunk: list[FoundImage]) -> list[FoundImage]:
+        """The chunk's images whose output names no other source's accepted variations hold, as
+        the store says now (varflow/processing/outnames.py gives each source its own; this catches a run
+        writing into the same output folder meanwhile; a claim on the name in the data directory, like
+        the image's, catches one writing them right now). The others are errors, nothing written."""
+        rows, free = None, []
+        for image in chunk:
+            prefix = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
+            name = "name-" + stable_id(stem_key(prefix))  # a run writing these names right now holds it
+            if self.claims.claim(name):
+                rows = self.store.accepted_by_source(self.output_dir) if rows is None else rows
+                others = holders_of(prefix, str(image.path), rows)
+                if not others:
+                    self.name_claims[image.image_id] = name
+                    free.append(image)
+                    continue
+                self.claims.release(name)
+                holder = f"accepted variations of {sorted(others)[0]}"
+            else:
+                holder = f"a run writing them now ({self.claims.holder(name)})"
+            self.claims.release(image.image_id)
+            message = (f"{image.path}: not processed: its output names {Path(prefix).name}NN.png are held by "
+                       f"{holder}; nothing was overwritten: rename one of the files")
+            self.logger.error("%s", message)
+            self.not_processed(image, "error", message)
+        return free
 
     def not_stopped_before(self, image: FoundImage) -> None:
         stop = self.stop_reason()
@@ -361,6 +399,7 @@ class FolderRun:
         for outcome in outcomes:
             # Its rows are written: another run may take it now (and sees it finished, if it is).
             self.claims.release(outcome.image_id, finished_job=outcome.finished_job)
+            self.claims.release(self.name_claims.pop(outcome.image_id, ""))
             seconds = outcome.stage_ms["total"] / 1000 if "total" in outcome.stage_ms else elapsed
             self.image_finished(outcome, image_row(outcome, seconds))
 

@@ -251,6 +251,14 @@ class Store:
                           "WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY job_key")
         return {r["job_key"]: r["run_id"] for r in rows}
 
+    def finished_paths(self, folder: str | Path) -> set[str]:
+        """Paths under ``folder`` of images some run finished ``ok`` (the preflight's space check
+        counts the others: a nightly run over a large folder has little new)."""
+        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        rows = self.query("SELECT DISTINCT path FROM images WHERE status = 'ok' AND job_key IS NOT NULL "
+                          "AND starts_with(path, ?)", [prefix])
+        return {r["path"] for r in rows}
+
     def output_dirs_inside(self, folder: str | Path) -> list[str]:
         """The output folders earlier runs wrote to strictly inside ``folder``: not sources for a
         run over ``folder`` (one with another output folder would take their files as new)."""

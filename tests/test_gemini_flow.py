@@ -240,7 +240,7 @@ def test_auth_error_mid_run_stops_at_once_without_retries(prefect_server, fake, 
     assert summary["status"] == "failed" and "API key" in summary["message"]
 
 
-def test_wrong_key_stops_before_any_paid_call_and_the_cli_exits_1(prefect_server, fake, tmp_path, monkeypatch, capsys):
+def test_wrong_key_stops_before_any_paid_call_and_the_cli_exits_2(prefect_server, fake, tmp_path, monkeypatch, capsys):
     from varflow.flows.cli import main
 
     monkeypatch.setenv("GEMINI_API_KEY", "AIza" "SyWRONG-key-000000000000000000000000")
@@ -248,9 +248,11 @@ def test_wrong_key_stops_before_any_paid_call_and_the_cli_exits_1(prefect_server
     code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--home", str(tmp_path / "home"),
                  "--backend", "gemini", "--count", "1"])
     err = capsys.readouterr().err
-    assert code == 1 and "API key was rejected" in err and "GEMINI_API_KEY" in err
-    assert fake.count() == 0  # the free models.get check caught it
-    assert {r["status"] for r in images(Store(tmp_path / "home")).values()} == {"skipped"}
+    # the CLI's preflight (flows/preflight.py): one line, before Prefect starts; a deployment's run
+    # stops on the flow's own check instead (test_unknown_model_names_the_model_and_varflow_models)
+    assert code == 2 and "API key was rejected" in err and "GEMINI_API_KEY" in err and len(err.splitlines()) == 1
+    assert fake.count() == 0 and fake.count(endpoint="models.get") == 1  # the free models.get check caught it
+    assert not (tmp_path / "home" / "tables").exists()  # no run was started
     assert "WRONG" not in err
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import threading
 import warnings
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from varflow.errors import InputError
+from varflow.images.inputs import kind_of, open_regular
 from varflow.quality.metrics import GreyImage
 from varflow.quality.pixels import flatten_to_rgb as _flatten_to_rgb
 from varflow.quality.pixels import upright as _upright
@@ -45,7 +47,7 @@ class ImageReadError(InputError):
 def sha256_file(path: str | Path) -> str:
     """The image's identity: SHA-256 of its bytes (renames and copies keep it, edits change it)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO or device raises instead of blocking
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -56,6 +58,9 @@ def _check_file(path: Path, limits: LoadLimits) -> None:
         size = path.stat().st_size
     except OSError as exc:
         raise ImageReadError(path, f"cannot be read ({exc.strerror})", "check the path and permissions") from None
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ImageReadError(path, f"is {kind_of(path.stat().st_mode)}, not a regular file",
+                             "replace it with the image file or remove it")
     if size == 0:
         raise ImageReadError(path, "is empty (0 bytes)", "re-export or re-copy the file, or remove it")
     if size > limits.max_file_bytes:

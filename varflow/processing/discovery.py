@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from varflow.errors import ConfigurationError
+from varflow.images.inputs import leaves_folder
 from varflow.settings import IMAGE_EXTENSIONS
 
 
@@ -26,36 +27,49 @@ def discover_images(
     *,
     extensions=IMAGE_EXTENSIONS,
     exclude: list[str | Path] = (),
+    follow_links: bool = False,
 ) -> list[Path]:
     """Image files below ``root`` in a stable order (sorted path components).
 
-    Hidden files and folders (a leading dot) are skipped; symlinked folders are followed once
-    (a loop back to a folder already seen is skipped); ``exclude`` folders (e.g. the output
-    folder when it lies inside the input) are not entered. A file link that leads nowhere (its
-    target gone, or a loop) is listed, so the run records it instead of dropping it silently.
+    Hidden files and folders (a leading dot) are skipped; symlinked folders inside ``root`` are
+    followed once (a loop back to a folder already seen is skipped); ``exclude`` folders (e.g. the
+    output folder when it lies inside the input) are not entered. Listed, so the run records them
+    instead of dropping them silently (varflow/images/inputs.py says why each is not read): a file link
+    that leads nowhere (its target gone, or a loop), a FIFO, device or socket with an image's
+    extension, a folder that cannot be listed, and a folder link leaving ``root`` (unless
+    ``follow_links``). Nothing found here is opened.
     """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"input folder {root} does not exist; pass an existing folder of images")
     exts = normalize_extensions(extensions)
-    if root.is_file():
+    if not root.is_dir():
         return [root] if root.suffix.lower() in exts else []
     excluded = {os.path.realpath(p) for p in exclude}
     seen_dirs: set[tuple[int, int]] = set()
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unlisted(err: OSError) -> None:  # a folder that cannot be listed: recorded by the scan
+        if err.filename is not None and os.path.realpath(err.filename) not in excluded:
+            found.append(Path(err.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unlisted):
         st = os.stat(dirpath)
         ident = (st.st_dev, st.st_ino)
         if ident in seen_dirs or os.path.realpath(dirpath) in excluded:
             dirnames[:] = []
             continue
         seen_dirs.add(ident)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        walk = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            sub = Path(dirpath) / d
+            if not follow_links and os.path.islink(sub) and leaves_folder(sub, root) is not None \
+                    and os.path.realpath(sub) not in excluded:
+                found.append(sub)  # recorded, not walked
+            else:
+                walk.append(d)
+        dirnames[:] = walk
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() in exts:
-                path = Path(dirpath) / name
-                if path.is_file() or path.is_symlink():  # a broken or looping link is kept: scan records it
-                    found.append(path)
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts:
+                found.append(Path(dirpath) / name)  # scan records what may not be read
     return found

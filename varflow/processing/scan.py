@@ -13,19 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from varflow.images.imageio import sha256_file
+from varflow.images.inputs import input_problem
 from varflow.kinds import ScanStatus
+from varflow.processing.outnames import output_stems
 from varflow.runtime.records import stable_id
 
 PENDING, UNREADABLE, SAME_CONTENT, DONE = (ScanStatus.PENDING, ScanStatus.UNREADABLE, ScanStatus.SAME_CONTENT,
                                           ScanStatus.DONE)
-
-
-def output_stems(paths: list[Path], input_dir: Path) -> list[str]:
-    """OUTPUT-relative names without suffix; same-stem files (a.jpg, a.png) keep their suffix."""
-    rel = [p.relative_to(input_dir) if p != input_dir else Path(p.name) for p in paths]
-    base = [r.with_suffix("").as_posix() for r in rel]
-    clash = {b for b in base if base.count(b) > 1}
-    return [f"{b}-{r.suffix.lstrip('.').lower()}" if b in clash else b for b, r in zip(base, rel)]
 
 
 @dataclass(frozen=True)
@@ -38,11 +32,20 @@ class FoundImage:
     job_key: str | None = None  # stable id of (content, output name, parameters)
 
 
-def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict,
-                finished: dict[str, str]) -> Iterator[FoundImage]:
-    """Every path with its status; ``finished`` maps the job keys of finished images to their run."""
+def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict, finished: dict[str, str],
+                follow_links: bool = False, held: dict[str, set[str]] | None = None) -> Iterator[FoundImage]:
+    """Every path with its status; ``finished`` maps the job keys of finished images to their run.
+
+    A path that is not a regular file (inside the input folder, unless ``follow_links``) is
+    UNREADABLE with the reason (varflow/images/inputs.py) and never opened; ``held`` keeps each source's
+    output name (varflow/processing/outnames.py).
+    """
     seen: dict[str, str] = {}  # image_id -> first path with that content
-    for path, stem in zip(paths, output_stems(paths, input_dir)):
+    for path, stem in zip(paths, output_stems(paths, input_dir, held)):
+        problem = input_problem(path, input_dir, follow_links=follow_links)
+        if problem is not None:
+            yield FoundImage(path, stem, stable_id(str(path)), UNREADABLE, problem)
+            continue
         try:
             image_id = sha256_file(path)
         except OSError as exc:
