@@ -1,7 +1,7 @@
 """One base for the errors a user can act on; anything else is a bug and surfaces as one."""
 
 import pytest
-from varflow.flows import cli, variation_flow
+from varflow.flows import cli, preflight, variation_flow
 from varflow.storage.analysis import ReadOnlyQueryError
 
 import varflow
@@ -36,6 +36,7 @@ def test_the_cli_says_cannot_run_for_a_varflow_error_and_lets_a_bug_be_a_bug(mon
         raise error
 
     monkeypatch.setattr(cli, "_check_backend", lambda params: None)
+    monkeypatch.setattr(preflight, "preflight", lambda params: None)
     monkeypatch.setattr(variation_flow, "run_local", run_local)
     if exits:
         with pytest.raises(SystemExit, match="varflow: cannot run: no Prefect Secret block named 'k'"):
