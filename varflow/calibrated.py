@@ -460,13 +460,14 @@ def _cell_sum(a: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
 
 
 def _directional_detail(ogx, ogy, vgx, vgy, inner) -> float:
-    """Detail kept in the worst direction relative to the best, per sector, median over sectors.
+    """Fine detail kept in the direction that lost the most, per sector, median over sectors.
 
     Per sector, the gradient structure tensors J_o and J_v of the original and the aligned
-    variation; the eigenvalues of J_o^-1 J_v are the energy kept along the directions that
-    lose the least and the most. A blur along a line (motion) or along rays (zoom) keeps detail
-    across its direction and loses it along it: sqrt(lambda_min / lambda_max) falls towards 0,
-    while grades, resampling, noise and isotropic smoothing keep it near 1 (1: isotropic).
+    variation; the eigenvalues of J_o^-1 J_v are the gradient energy kept along the directions
+    that lost the least and the most. A blur along a line (motion) or along rays (zoom) keeps
+    detail across its direction and loses it along it, so sqrt(lambda_min) falls while the mean
+    detail ratio stays high; grades, resampling, flips and small rotations keep it near 1
+    (sharpening and noise above 1), defocus lowers it in every direction.
     """
     h, w = inner.shape
     cells = (_TENSOR_CELLS, _TENSOR_CELLS)
@@ -474,23 +475,24 @@ def _directional_detail(ogx, ogy, vgx, vgy, inner) -> float:
     jo = [_cell_sum(x * m, cells) for x in (ogx * ogx, ogx * ogy, ogy * ogy)]
     jv = [_cell_sum(x * m, cells) for x in (vgx * vgx, vgx * vgy, vgy * vgy)]
     cover = _cell_sum(m, cells)
-    out = []
-    floor = 0.05 * float(np.median(jo[0] + jo[2])) + 1e-3
-    for i in range(_TENSOR_CELLS):
-        for j in range(_TENSOR_CELLS):
-            if cover[i, j] < 0.5:
-                continue
-            a, b, c = (float(x[i, j]) for x in jo)
-            if a + c < floor:
-                continue  # no structure to lose here (sky, a flat wall)
-            reg = 0.02 * (a + c)  # a one-directional original texture: do not divide by ~0
-            Jo = np.array([[a + reg, b], [b, c + reg]])
-            Jv = np.array([[jv[0][i, j], jv[1][i, j]], [jv[1][i, j], jv[2][i, j]]], np.float64)
-            lam = np.sort(np.real(np.linalg.eigvals(np.linalg.solve(Jo, Jv))))
-            if lam[1] <= 0:
-                continue
-            out.append(math.sqrt(max(lam[0], 0.0)))
-    return float(np.median(out)) if out else 1.0
+    a, b, c = (x.astype(np.float64) for x in jo)
+    floor = 0.05 * float(np.median(a + c)) + 1e-3
+    use = (cover >= 0.5) & (a + c >= floor)  # sectors with structure to lose (not sky, a wall)
+    if not use.any():
+        return 1.0
+    reg = 0.02 * (a + c)  # a one-directional original texture: do not divide by ~0
+    a, b, c = a + reg, b, c + reg
+    p, q, r = (x.astype(np.float64) for x in jv)
+    det_o = np.maximum(a * c - b * b, 1e-12)  # 0 only in unused sectors (no structure)
+    # M = J_o^-1 J_v, in closed form per sector; its eigenvalues are real (both symmetric,
+    # J_o positive definite)
+    m00, m01 = (c * p - b * q) / det_o, (c * q - b * r) / det_o
+    m10, m11 = (a * q - b * p) / det_o, (a * r - b * q) / det_o
+    half_tr = (m00 + m11) / 2
+    disc = np.sqrt(np.maximum(half_tr * half_tr - (m00 * m11 - m01 * m10), 0.0))
+    lam_min = np.maximum(half_tr - disc, 0.0)
+    out = np.sqrt(lam_min[use & (half_tr + disc > 0)])
+    return float(np.median(out)) if out.size else 1.0
 
 
 def _artefact_patch(flat, dv, vm, covered) -> float:
@@ -565,7 +567,9 @@ def _local_parts(o: ImageFeatures, v: ImageFeatures, al: "_Aligned", inner: np.n
             flat_patch = _artefact_patch(flat, dv, _cell_sum(vg, cells), covered)
     # blown flat: a patch newly clipped to white that the tone curve does not explain (the
     # demo's visor blob: a highlight pasted into a hole)
-    blown = (vg >= _BLOWN) & (np.interp(og, centres, curve) < _BLOWN - 15) & (inner > 0)
+    blown = (vg >= _BLOWN) & (inner > 0)
+    if blown.any():  # newly blown, where the curve does not clip that level
+        blown[blown] = np.interp(og[blown], centres, curve) < _BLOWN - 15
     blown_cells = _cell_sum(blown.astype(np.float32), cells) >= 0.5
     blown_patch = 0.0
     if blown_cells.any():
