@@ -13,10 +13,12 @@ fixed working size (long side 512, never upscaled) so values do not depend on re
   copy, about 0.5 the same picture entirely changed, 0 an unrelated picture;
 * diversity: the visible change between this variation and the nearest accepted one;
 * aesthetic: no defect a person would call ugly, each measured against the original
-  (naturalness: added noise and JPEG blocking; detail_sharpness: detail kept; exposure:
-  highlights blown, washed out), lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
+  (naturalness: added noise, impulses and JPEG blocking; detail_sharpness: detail kept, in
+  every direction, so a motion or zoom blur counts; exposure: highlights blown, washed out),
+  lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
 * object integrity: does the original's content survive (how much of its frame the variation
-  shows, how much of it was flattened away, how widely foreign structure was drawn over it);
+  shows, how much of it was flattened away, how widely foreign structure was drawn over it,
+  and whether one patch was smeared, pasted over flat or blown white where it had texture);
 * overall: a weighted mean of the four against the quality level's threshold.
 
 Every threshold, scale and weight is a field of ``varflow.settings.CalibratedThresholds``;
