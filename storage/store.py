@@ -42,6 +42,7 @@ from storage.integrity import (
     unreadable_reason,
 )
 from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from storage.sqltext import glob_literal, sql_literal
 from varflow.calls import IN_FLIGHT, INTERRUPTED
 from varflow.records import (
     AttemptRecord,
@@ -118,6 +119,23 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
         raise
 
 
+def _write_views(path: Path, script: str) -> None:
+    """Run ``script`` (the views) in the DuckDB file ``path``. DuckDB takes a ``?`` in a database
+    path for the start of options (the WAL of ``/d/a?b/x.duckdb`` goes to ``/d/a.wal?b/...`` and
+    the write fails, symbolic links resolved or not: duckdb 2.0.1), so a file in such a folder is
+    built in a temporary folder and copied in; opening it read-only works."""
+    if "?" not in str(path):
+        con = duckdb.connect(str(path))
+        try:
+            con.execute(script)
+        finally:
+            con.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="varflow-views-") as tmp:
+        _write_views(Path(tmp) / path.name, script)
+        _write_atomic(lambda dest: shutil.copyfile(Path(tmp) / path.name, dest), path)
+
+
 class Store:
     """varflow's data directory: one instance per process, cheap to create from a path."""
 
@@ -151,14 +169,10 @@ class Store:
         if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
             return self
         try:
-            con = duckdb.connect(str(self.duckdb_path))
+            _write_views(self.duckdb_path, self._views_script())
         except duckdb.IOException as exc:
             log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
             return self
-        try:
-            con.execute(self._views_script())
-        finally:
-            con.close()
         marker.write_text(digest)
         return self
 
@@ -170,20 +184,26 @@ class Store:
         return len(damaged)
 
     def view_sql(self, table: str) -> str:
-        base = (self.tables_dir / table).as_posix().replace("'", "''")
+        """The view of ``table``: every Parquet file under its folder, without the parts of a run
+        that has a compacted file. The folder is a quoted literal with its glob characters escaped
+        (storage/sqltext.py), and the file names are matched after the folder's own name, so a data
+        directory may be named with quotes, brackets, ``*``, spaces or ``/run-x/parts/``."""
+        base = self.tables_dir / table
+        pattern = glob_literal(base)
+        start = len(base.as_posix()) + 2  # 1-based position of a file's name inside the table's folder
         return f"""
             SELECT * EXCLUDE (filename)
-            FROM read_parquet('{base}/**/*.parquet', union_by_name = true, filename = true)
-            WHERE filename NOT LIKE '%/parts/%'
-               OR regexp_extract(filename, '/run-([^/]+)/parts/', 1) NOT IN (
-                    SELECT regexp_extract(file, '/run-([^/]+)/compacted.parquet', 1)
-                    FROM glob('{base}/run-*/compacted.parquet'))
+            FROM read_parquet({sql_literal(pattern + '/**/*.parquet')}, union_by_name = true, filename = true)
+            WHERE NOT regexp_matches(substr(filename, {start}), '^run-[^/]+/parts/')
+               OR regexp_extract(substr(filename, {start}), '^run-([^/]+)/parts/', 1) NOT IN (
+                    SELECT regexp_extract(substr(file, {start}), '^run-([^/]+)/compacted[.]parquet$', 1)
+                    FROM glob({sql_literal(pattern + '/run-*/compacted.parquet')}))
         """
 
     def _views_script(self) -> str:
         statements = [f"CREATE OR REPLACE VIEW {table} AS {self.view_sql(table)}" for table in TABLES]
-        statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {SCHEMA_VERSION} AS schema_version, "
-                          f"'{self.home.as_posix()}' AS home")
+        statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {int(SCHEMA_VERSION)} AS schema_version, "
+                          f"{sql_literal(self.home.as_posix())} AS home")
         # Hamming distance between two 16-hex-digit perceptual hashes.
         statements.append("CREATE OR REPLACE MACRO hamming(a, b) AS "
                           "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
@@ -285,7 +305,7 @@ class Store:
                 "SELECT DISTINCT image_id, variation_id, ahash, phash, dhash, output_path "
                 "FROM read_parquet(?, union_by_name = true) "
                 "WHERE image_id IN (SELECT unnest(?)) AND accepted AND output_path IS NOT NULL "
-                "ORDER BY image_id, output_path", [files, ids])
+                "ORDER BY image_id, output_path", [[glob_literal(f) for f in files], ids])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
