@@ -44,6 +44,7 @@ from storage.integrity import (
 from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
 from storage.sqltext import glob_literal, sql_literal
 from varflow.calls import IN_FLIGHT, INTERRUPTED
+from varflow.filemodes import follow_umask
 from varflow.records import (
     AttemptRecord,
     BatchJobRecord,
@@ -66,15 +67,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 def _safe(name: str) -> str:
     return _SAFE.sub("_", name)[:120]
-
-
-def _process_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_process_umask()  # what open() would give: readable by a notebook of the group
 
 
 def _write_parquet_atomic(table, path: Path, *, durable: bool = False) -> None:
@@ -100,7 +92,7 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name must not match the views' ``*.parquet`` glob, or a reader could open it half-written.
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet-partial", dir=path.parent)
-    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600, which a reader under another account cannot open
+    follow_umask(fd)  # mkstemp makes 0600, which a reader under another account cannot open
     os.close(fd)
     try:
         write(tmp)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from varflow.filemodes import follow_umask
 from varflow.metrics import GreyImage
 from varflow.pixels import flatten_to_rgb as _flatten_to_rgb
 from varflow.pixels import upright as _upright
@@ -154,6 +155,7 @@ def save_atomic(im: Image.Image, path: str | Path, *, format: str | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
     try:
+        follow_umask(fd)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             im.save(f, format=format or _format_for(path), **params)
         os.replace(tmp, path)
@@ -168,6 +170,7 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
+        follow_umask(fd)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
