@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from varflow.escaping import for_log, for_terminal
 from varflow.generators import BACKENDS
 from varflow.settings import DEFAULT_PROFILE, GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 from varflow.tabular import cell_text, format_table
@@ -122,7 +123,7 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         return
     usd = lambda v: "unknown (no price for this model)" if v is None else f"${v:.2f}"
     lines = [
-        f"varflow dry run ({plan['backend']} / {plan['model']}, level {plan['level']}): no call made",
+        f"varflow dry run ({plan['backend']} / {for_log(plan['model'])}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
         f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
         f"  calls        expected {plan['calls_expected']} (images x count {plan['count']}); worst case "
@@ -154,7 +155,7 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
     try:
         summary = run_local(params)
     except ValueError as exc:  # a setup problem found by the run (missing key or secret, ...)
-        raise SystemExit(f"varflow: cannot run: {exc}")
+        raise SystemExit(f"varflow: cannot run: {for_log(exc)}")
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -163,13 +164,14 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         from flows.report import RunSummary
 
         names = {f.name for f in dataclasses.fields(RunSummary)}
-        print(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text())
+        print(for_terminal(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text(),
+                           keep_newlines=True))
         from varflow.generators import backend_class
 
         if backend_class(summary["backend"]).remote and summary.get("calls"):
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls (retries included)")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
-        print(f"varflow: {summary['message']}", file=sys.stderr)
+        print(f"varflow: {for_log(summary['message'])}", file=sys.stderr)
     return run_exit_code(summary)
 
 
@@ -426,14 +428,15 @@ def cmd_sql(args) -> int:
     try:
         result = read_only_query(_home(args), args.query)
     except ReadOnlyQueryError as exc:
-        print(f"varflow sql: {exc}", file=sys.stderr)
+        print(f"varflow sql: {for_log(exc)}", file=sys.stderr)
         return 2
     except QueryFailed as exc:
-        print(f"varflow sql: {exc}\n(tables and columns: storage/SCHEMA.md, or varflow sql \"DESCRIBE variations\")",
-              file=sys.stderr)
+        print(f"varflow sql: {for_terminal(exc, keep_newlines=True)}\n(tables and columns: storage/SCHEMA.md, or "
+              "varflow sql \"DESCRIBE variations\")", file=sys.stderr)
         return 1
-    if args.csv:
-        sys.stdout.write(format_csv(result.columns, result.rows))
+    if args.csv:  # exact values for a pipe; a terminal gets control characters escaped
+        text = format_csv(result.columns, result.rows)
+        sys.stdout.write(for_terminal(text, keep_newlines=True) if sys.stdout.isatty() else text)
     elif args.json:
         print(format_json(result.columns, result.rows))
     else:
