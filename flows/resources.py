@@ -26,6 +26,7 @@ from storage import Store
 from varflow.cache import GenerationCache
 from varflow.generators import backend_class, make_backend
 from varflow.ratelimit import Limiter, RateLimiter, state_path
+from varflow.redaction import remember_secret
 from varflow.redisstate import RedisRateLimiter, RedisState, check_redis_url, connect, is_redis_url, slot_lease_s
 from varflow.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
 from varflow.runstate import FileState, MemoryState, shared_dir
@@ -48,6 +49,7 @@ def load_secret(name: str) -> str:
                          f"{type(exc).__name__}") from None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"the Prefect Secret block {name!r} holds no API key string")
+    remember_secret(value.strip())  # redacted from every record and log line of this process
     return value.strip()
 
 

@@ -45,6 +45,7 @@ from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arr
 from storage.sqltext import glob_literal, sql_literal
 from varflow.calls import IN_FLIGHT, INTERRUPTED
 from varflow.filemodes import follow_umask
+from varflow.redaction import redact_row
 from varflow.records import (
     AttemptRecord,
     BatchJobRecord,
@@ -398,7 +399,7 @@ class Store:
         for r in rows:
             if not isinstance(r, record_type):
                 raise TypeError(f"{table} takes {record_type.__name__} rows, got {type(r).__name__}")
-            dict_rows.append(r.as_row())
+            dict_rows.append(redact_row(r.as_row()))  # no fragment of a known key is kept
         _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key), durable=durable)
 
     def write_run(self, run: RunRecord) -> None:

@@ -20,6 +20,8 @@ import html
 import logging
 import re
 
+from varflow.redaction import redact
+
 # C0 controls, DEL, C1 controls (CSI is \x9b), and bidirectional overrides/isolates (they make a
 # terminal show text in another order than it is stored).
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -72,7 +74,7 @@ class OneLineRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(self.PREFIXES):
             message = record.getMessage()
-            escaped = for_log(message)
+            escaped = for_log(redact(message))  # and no fragment of a known key (varflow/redaction.py)
             if escaped != message or record.args:
                 record.msg, record.args = escaped, ()
         return True
