@@ -27,6 +27,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.addresses import allowed_addresses, deployment_pins, refuse_unpinned_addresses
 from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
@@ -45,6 +46,7 @@ from varflow.claims import ImageClaims
 from varflow.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.direct import DirectGenerations
 from varflow.discovery import discover_images
+from varflow.escaping import escape_log_records
 from varflow.generators import FATAL_OUTCOMES, GenerationError
 from varflow.hashing import ImageHashes
 from varflow.imageio import optimize_image, upright_size
@@ -66,7 +68,8 @@ def run_local(params: RunParameters) -> dict:
 
 
 def variation_run(**form) -> dict:
-    params = run_parameters(form)
+    params = run_parameters(form)  # refuses a credential in a URL (flows/addresses.py)
+    guard_run(params)
     runner = runner_for(params)
     ctx = FlowRunContext.get()
     if ctx is not None and not runner.owns(ctx.task_runner):
@@ -74,6 +77,13 @@ def variation_run(**form) -> dict:
         # another (the UI's runner field) runs as a subflow on it.
         return variation_run.with_options(task_runner=runner.task_runner(params))(**form)
     return run_folder(params)
+
+
+def guard_run(params: RunParameters) -> None:
+    """Before anything connects or logs a name: a deployment's run connects only where the
+    operator allows (flows/addresses.py), and every log record is one escaped line."""
+    escape_log_records()
+    refuse_unpinned_addresses(params, deployment_pins(), allowed_addresses())
 
 
 # The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
