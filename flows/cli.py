@@ -321,12 +321,12 @@ def cmd_score(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return verdict_code
-    print(f"against {args.original} (profile {args.profile}, level {args.level}; the diversity of each variation "
+    print(f"against {for_terminal(args.original)} (profile {args.profile}, level {args.level}; the diversity of each variation "
           "is against the ones before it)")
     num = lambda v: "n/a (first)" if v is None else f"{v:.4f}"
     for r in rows:
         verdict = "accepted" if r["accepted"] else "rejected: " + ", ".join(r["reasons"])
-        print(f"V{r['index']} {r['path']}  {verdict}")
+        print(f"V{r['index']} {for_terminal(r['path'])}  {verdict}")
         print(f"   {args.profile:<10}  similarity {num(r['similarity'])}  diversity {num(r['diversity'])}  "
               f"aesthetic {num(r['aesthetic'])}  integrity {num(r['object_integrity'])}  "
               f"overall {num(r['overall_quality'])} (level needs {r['level_threshold']:.2f})")
@@ -356,7 +356,7 @@ def cmd_dedup(args) -> int:
     else:
         print(f"{len(groups)} near-duplicate groups among {len(paths)} images")
         for g in groups:
-            print("  " + "\n    ".join(g))
+            print("  " + "\n    ".join(for_terminal(path) for path in g))
     return 0
 
 
@@ -417,7 +417,7 @@ def cmd_stats(args) -> int:
     if args.json:
         print(json.dumps(as_jsonable(summary), indent=2))
     else:
-        print(render_stats(summary))
+        print(for_terminal(render_stats(summary), keep_newlines=True))
     return 0
 
 
