@@ -103,3 +103,10 @@ def refuse_unpinned_addresses(params, pins: dict[str, set[str]] | None, allowed:
         raise ValueError(f"{field}: a flow run may connect only where its deployment pins ({field} in the "
                          f"deployment's parameters) or where the worker allows ({ALLOW_ENV}); "
                          f"{urlsplit(value).hostname or value!r} is neither, so the run is refused")
+
+
+def check_run_addresses(params) -> None:
+    """The flow's check: refuse an address the operator did not choose (the deployment is read
+    from the API only when the run asks to connect somewhere)."""
+    if any("://" in (getattr(params, field) or "") for field in ADDRESS_FIELDS):
+        refuse_unpinned_addresses(params, deployment_pins(), allowed_addresses())

@@ -27,7 +27,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.addresses import allowed_addresses, deployment_pins, refuse_unpinned_addresses
+from flows.addresses import check_run_addresses
 from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
@@ -83,7 +83,7 @@ def guard_run(params: RunParameters) -> None:
     """Before anything connects or logs a name: a deployment's run connects only where the
     operator allows (flows/addresses.py), and every log record is one escaped line."""
     escape_log_records()
-    refuse_unpinned_addresses(params, deployment_pins(), allowed_addresses())
+    check_run_addresses(params)
 
 
 # The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
