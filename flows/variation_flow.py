@@ -29,6 +29,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
+from flows.lifecycle import on_cancelled, on_crashed, recover_interrupted_runs
+from flows.outcome import final_state, stop_message, summary_from
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from flows.publish import RunPublisher
 from flows.report import RunSummary, image_row
@@ -52,28 +54,33 @@ from varflow.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.resources import RunResources
-from varflow.runlock import RunLock, is_held, run_lock_path
+from varflow.runlock import RunLock, run_lock_path
 from varflow.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
 from varflow.thumbnails import prune_thumbnails
 
 DEFAULT_POOL = 8
+RUNNER_CHECK_S = 5.0  # while waiting for a task run, how often the runner's health is asked
 
 
 def run_local(params: RunParameters) -> dict:
-    """Run the flow on the task runner its parameters ask for (the CLI's entry)."""
+    """Run the flow on the task runner its parameters ask for (the CLI's entry); the summary,
+    read from the flow run's final state (Completed or Failed, flows/outcome.py)."""
     runner = runner_for(params)
-    return variation_run.with_options(task_runner=runner.task_runner(params))(**form_values(params))
+    flow_ = variation_run.with_options(task_runner=runner.task_runner(params))
+    return summary_from(flow_(**form_values(params), return_state=True))
 
 
-def variation_run(**form) -> dict:
+def variation_run(**form):
+    """The flow's body: Completed or Failed as the exit code would say (flows/outcome.py)."""
     params = run_parameters(form)
     runner = runner_for(params)
     ctx = FlowRunContext.get()
     if ctx is not None and not runner.owns(ctx.task_runner):
         # A deployment's flow carries the task runner it was served with; a run that asks for
         # another (the UI's runner field) runs as a subflow on it.
-        return variation_run.with_options(task_runner=runner.task_runner(params))(**form)
-    return run_folder(params)
+        state = variation_run.with_options(task_runner=runner.task_runner(params))(**form, return_state=True)
+        return final_state(summary_from(state))
+    return final_state(run_folder(params))
 
 
 # The flow takes each setting as its own parameter (the UI's form, and a deployment's run that
@@ -83,7 +90,7 @@ variation_run.__signature__ = form_signature()
 variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
                                        "returns the run summary.")
 variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
-                     persist_result=False)(variation_run)
+                     persist_result=False, on_cancellation=[on_cancelled], on_crashed=[on_crashed])(variation_run)
 
 
 def run_folder(params: RunParameters) -> dict:
@@ -107,18 +114,6 @@ def run_folder(params: RunParameters) -> dict:
             resources.close()
     finally:
         lock.release()
-
-
-def recover_interrupted_runs(store: Store, logger) -> None:
-    for run in store.running_runs():
-        if not is_held(run_lock_path(store.home, run["run_id"])):
-            removed = store.recover_interrupted(run)
-            logger.info("run %s was interrupted; closed it (%d half-written image parts removed)",
-                        run["run_id"], removed)
-    work = store.home / "work"
-    for folder in sorted(work.iterdir()) if work.exists() else []:  # a killed run's working files
-        if folder.is_dir() and not is_held(run_lock_path(store.home, folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: str) -> AdaptiveQuality:
@@ -186,6 +181,7 @@ class FolderRun:
         self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
         self.level_history: list[str] = []
         self.started: dict = {}  # future -> when its task run was submitted
+        self.done_earlier = 0  # images skipped as done by an earlier run (not part of this run's work)
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
         self.claims.prune_done()
@@ -289,12 +285,12 @@ class FolderRun:
         if chunk:
             self.submit(chunk, cost, pending, window, pipeline)
         while pending:
-            self.finish_one(next(as_completed(list(pending))), pending, window)
+            self.finish_next(pending, window)
 
     def submit(self, chunk: list, cost: int, pending: dict, window: MemoryWindow, pipeline: ImagePipeline) -> None:
         """One task run for ``chunk`` once the window has room (images finishing meanwhile are recorded)."""
         while pending and not window.admits(cost):
-            self.finish_one(next(as_completed(list(pending))), pending, window)
+            self.finish_next(pending, window)
         if self.stop_reason() is not None:
             for image in chunk:
                 self.claims.release(image.image_id)
@@ -348,12 +344,40 @@ class FolderRun:
                         output_stem=image.stem, job_key=image.job_key, level=self.adaptive.settings,
                         earlier_accepted=earlier, library=view)
 
-    def finish_one(self, fut, pending: dict, window: MemoryWindow) -> None:
-        """A task run ended: free its place, keep its images' outcomes, let them move the quality level."""
+    def finish_next(self, pending: dict, window: MemoryWindow) -> None:
+        """Wait for a task run to end and record it. A runner that cannot run anything (a Dask
+        cluster without workers) for ``dask_worker_wait_s`` ends every pending task run's images
+        with an error instead, and stops the run: nothing waits for ever."""
+        runner, task_runner = runner_for(self.params), getattr(FlowRunContext.get(), "task_runner", None)
+        troubled_since = None
+        while True:
+            try:
+                return self.finish_one(next(as_completed(list(pending), timeout=RUNNER_CHECK_S)), pending, window)
+            except TimeoutError:
+                trouble = runner.trouble(task_runner)
+            if trouble is None:
+                troubled_since = None
+                continue
+            troubled_since = troubled_since or time.monotonic()
+            waited = time.monotonic() - troubled_since
+            if waited < self.params.dask_worker_wait_s:
+                self.logger.warning("%s; waiting (%.0f of %.0f s)", trouble, waited, self.params.dask_worker_wait_s)
+                continue
+            self.res.control.stop("no_workers", trouble)
+            for fut in list(pending):
+                _cancel(fut)
+                self.finish_one(fut, pending, window, failure=RuntimeError(f"{trouble}; waited {waited:.0f} s"))
+            return
+
+    def finish_one(self, fut, pending: dict, window: MemoryWindow, *, failure: Exception | None = None) -> None:
+        """A task run ended (or ``failure`` ended it): free its place, keep its images' outcomes, let
+        them move the quality level."""
         cost, chunk = pending.pop(fut)
         window.leave(cost)
         elapsed = time.perf_counter() - self.started.pop(fut)
         try:
+            if failure is not None:
+                raise failure
             result = fut.result()
             outcomes = result if isinstance(result, list) else [result]
         except Exception as exc:  # noqa: BLE001 - a lost worker or task run costs its images, not the run
@@ -400,6 +424,7 @@ class FolderRun:
         outcome = ImageOutcome(str(image.path), image.image_id, status, message)
         self.outcomes.append(outcome)
         listed = image.status != DONE  # an image already done in an earlier run is neither listed nor logged
+        self.done_earlier += not listed
         row = image_row(outcome, 0.0)
         if listed:
             self.image_rows.append(row)
@@ -446,10 +471,10 @@ class FolderRun:
         if self.batch is not None and self.batch.waiting_message():
             summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
-        if stop is not None:
-            if summary.images_ok == 0:
-                summary.status = "failed"
-            summary.message = f"stopped early ({stop[0]}): {stop[1]}"
+        if stop is not None:  # a stopped run is Failed in Prefect (flows/outcome.py): the record says so too
+            summary.status = "failed"
+            summary.message = stop_message(stop[0], stop[1], processed=processed, to_do=len(paths) - self.done_earlier,
+                                           ok=summary.images_ok)
             self.logger.error("run %s %s", self.res.run_id, summary.message)
         return summary
 
@@ -490,6 +515,14 @@ class FolderRun:
             out.update(cost_usd=round((out.get("cost_usd") or 0.0) + batch.get("cost_usd", 0.0), 6),
                        calls=(out.get("calls") or 0) + batch.get("answers", 0), batch=batch)
         return out
+
+
+def _cancel(fut) -> None:
+    """Cancel a task run's future on its runner, where it can be (a Dask future can)."""
+    try:
+        getattr(fut, "wrapped_future", fut).cancel()
+    except Exception:  # noqa: BLE001 - its images are recorded as errors either way
+        pass
 
 
 def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:

@@ -332,8 +332,9 @@ class Store:
     def running_runs(self) -> list[dict]:
         return self.query("SELECT * FROM runs WHERE status = 'running'")
 
-    def recover_interrupted(self, run: dict) -> int:
-        """Close a run that was killed: drop its half-written images, compact, mark it.
+    def recover_interrupted(self, run: dict, *, status: str = "interrupted", message: str | None = None) -> int:
+        """Close a run that was killed: drop its half-written images, compact, mark it ``status``
+        (``interrupted``; ``cancelled`` or ``crashed`` from Prefect's hooks, flows/lifecycle.py).
 
         An image's rows are written variations-first, image-row-last, so variations without an
         image row belong to an image that was in flight when the process died; that image is
@@ -354,10 +355,10 @@ class Store:
             [run_id])[0]
         interrupted = self.close_in_flight_calls(run_id)
         fields = {k: run[k] for k in RunRecord.columns() if k in run}
-        fields.update(status="interrupted", finished_at=run.get("finished_at"), images_ok=counts["ok"],
+        fields.update(status=status, finished_at=run.get("finished_at"), images_ok=counts["ok"],
                       images_error=counts["err"], images_skipped=counts["skipped"],
                       variations_accepted=counts["accepted"], attempts=counts["attempts"],
-                      message="the process stopped before the run finished; its finished images are kept")
+                      message=message or "the process stopped before the run finished; its finished images are kept")
         self.write_run(RunRecord(**fields))
         self.compact_run(run_id)
         if interrupted:

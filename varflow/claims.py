@@ -111,3 +111,27 @@ class ImageClaims:
         except OSError:
             text = ""
         return text or "another run"
+
+
+def free_claims_of(directory: str | Path, run_id: str) -> int:
+    """Remove the claim files a run that ended left behind (its process died or was cancelled:
+    the OS dropped the locks, the files still name it); a claim some live process holds stays.
+    Returns how many were removed."""
+    removed = 0
+    for path in Path(directory).glob("*.lock") if Path(directory).is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live process
+            os.close(fd)
+            continue
+        try:
+            if f" run {run_id}" in os.pread(fd, 512, 0).decode(errors="replace"):
+                path.unlink(missing_ok=True)  # while locked, as ImageClaims.release does
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
