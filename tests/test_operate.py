@@ -285,3 +285,45 @@ def test_in_chromium_a_custom_run_from_the_form_completes_and_shows_its_report(b
     assert "photo-000.png" in text and "photo-001.png" in text and "gallery" in text
     page.screenshot(path=str(shots / "5-run-report.png"), full_page=True)
     page.close()
+
+
+def _automation_names(server) -> set[str]:
+    return {a["name"] for a in call(f"{server['api']}/automations/filter", {})[1]}
+
+
+def test_a_served_run_where_no_image_succeeds_ends_failed_and_the_failed_automation_fires(served, server, tmp_path):
+    if "varflow-run-failed" not in _automation_names(server):  # this test alone: the README's command
+        subprocess.run([sys.executable, "-m", "prefect", "automation", "create", "--from-file",
+                        str(ROOT / "deployments" / "automations.yaml")], env=server["env"], check=True,
+                       capture_output=True, timeout=120)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.png").write_bytes(b"not an image")
+    run = wait_final(server, served, trigger(server, served, {"input_dir": str(junk)})["id"])
+    assert (run["state_type"], run["state"]["message"]) == ("FAILED", "no image succeeded; see the errors above")
+    (row,) = Store(served["home"]).query("SELECT status FROM runs WHERE run_id = ?", [run["id"]])
+    assert row["status"] == "failed"
+    deadline = time.time() + 30
+    while "varflow-run-failed" not in (names := [e["resource"].get("prefect.resource.name")
+                                                 for e in events(server, "prefect.automation.triggered")]):
+        assert time.time() < deadline, f"the Failed automation did not fire: {names}"
+        time.sleep(1)
+
+
+def test_a_served_run_cancelled_from_the_api_closes_its_rows_cancelled_and_frees_its_claims(served, server, tmp_path):
+    make_photo_folder(tmp_path / "many", 10, size=256)
+    run_id = trigger(server, served, {"input_dir": str(tmp_path / "many"), "count": 3})["id"]
+    store = Store(served["home"])
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not store.query("SELECT 1 FROM images WHERE run_id = ?", [run_id]):  # running, an image done
+        assert time.time() < deadline, served["log"].read_text()[-3000:]
+        time.sleep(0.5)
+    status, _ = call(f"{server['api']}/flow_runs/{run_id}/set_state",
+                     {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+    assert status in (200, 201)
+    assert wait_final(server, served, run_id)["state_type"] == "CANCELLED"
+    while (row := store.query("SELECT status, message FROM runs WHERE run_id = ?", [run_id])[0])["status"] == "running":
+        assert time.time() < deadline, "the cancelled run's row stayed running"
+        time.sleep(0.5)
+    assert row["status"] == "cancelled", row
+    assert not list((served["home"] / "claims").glob("*.lock")), "claims left behind"
