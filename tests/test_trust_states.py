@@ -203,3 +203,45 @@ def test_a_dask_run_whose_workers_cannot_load_the_task_ends_bounded_with_errors_
     assert row["status"] == "failed" and "no worker" in row["message"]
     run = final_flow_run(env, summary["run_id"])
     assert run["state_type"] == "FAILED" and "no worker" in run["state"]["message"]
+
+
+RECOVER_CHILD = """
+import logging, sys, time
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from storage import Store
+from flows.lifecycle import recover_interrupted_runs
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+recover_interrupted_runs(Store(sys.argv[1]), logging.getLogger("child"))
+"""
+
+
+def killed_run(home: Path, images: int) -> str:
+    """A run a SIGKILL left ``running``: its images' parts written, its lock free."""
+    from varflow.records import AttemptRecord, ImageRecord, RunRecord, utcnow
+
+    store = Store(home).initialize()
+    run_id = "killed-run"
+    store.write_run(RunRecord(run_id, None, "{}", "/in", "/out", "local", "local-v1", utcnow(), None, "running",
+                              images_total=images))
+    for i in range(images):
+        image_id = f"{i:064x}"
+        store.write_attempt(AttemptRecord(run_id, image_id, f"v{i}", 0, 1, "local", "local-v1", "p", "ok", None,
+                                          1.0, "high", utcnow()))
+        store.write_image_result(ImageRecord(run_id, image_id, f"/in/{i}.png", 8, 8, "ok", None, job_key=f"k{i}"))
+    return run_id
+
+
+def test_two_processes_recovering_the_same_killed_run_one_closes_it_the_others_skip(tmp_path):
+    home = tmp_path / "home"
+    run_id = killed_run(home, 300)
+    start = time.time() + 4  # the children start together, after their imports
+    children = [subprocess.Popen([sys.executable, "-c", RECOVER_CHILD, str(home), str(start)], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [c.communicate(timeout=120)[0] for c in children]
+    assert [c.returncode for c in children] == [0, 0, 0], "\n".join(outputs)[-3000:]
+    assert sum(f"run {run_id} was interrupted; closed it" in out for out in outputs) == 1, outputs
+    (row,) = Store(home).query("SELECT status, images_ok FROM runs WHERE run_id = ?", [run_id])
+    assert (row["status"], row["images_ok"]) == ("interrupted", 300)
+    assert Store(home).query("SELECT count(*) AS n FROM attempts")[0]["n"] == 300
