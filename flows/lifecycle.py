@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 
 from storage import Store
 from varflow.claims import free_claims_of
@@ -22,6 +23,31 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 10.0  # how long a hook waits for the run's own process to let go of its lock
 LOCK_POLL_S = 0.2
+
+
+class SpaceReserve:
+    """A file of ``size`` bytes written as the run starts and deleted when the disk fills, so the
+    run's last rows (its errors, its ``runs`` row) still land: a full disk once ended a run with a
+    traceback while it recorded the error, leaving it ``running``."""
+
+    SIZE = 512 * 1024  # the run's closing rows are a few Parquet parts of a few KiB each
+
+    def __init__(self, path: Path, size: int = SIZE):
+        self.path, self.size = Path(path), size
+
+    def make(self) -> "SpaceReserve":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "wb") as f:
+                f.truncate(0)
+                f.write(b"\0" * self.size)  # written, not sparse: the blocks are really taken
+        except OSError as exc:
+            self.release()
+            log.warning("no room for the run's %d KiB reserve at %s (%s)", self.size // 1024, self.path, exc)
+        return self
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def close_run(store: Store, run_id: str, *, status: str = "interrupted", message: str | None = None,

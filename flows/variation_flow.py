@@ -29,7 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
-from flows.lifecycle import on_cancelled, on_crashed, recover_interrupted_runs
+from flows.lifecycle import SpaceReserve, on_cancelled, on_crashed, recover_interrupted_runs
 from flows.outcome import final_state, stop_message, summary_from
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from flows.publish import RunPublisher
@@ -181,6 +181,8 @@ class FolderRun:
         self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
         self.level_history: list[str] = []
         self.started: dict = {}  # future -> when its task run was submitted
+        self.unwritten: list = []  # (what, write, args, kwargs) a full disk refused: tried again at the close
+        self.reserve = SpaceReserve(store.home / "locks" / f"space-{res.run_id}").make()
         self.done_earlier = 0  # images skipped as done by an earlier run (not part of this run's work)
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
@@ -216,7 +218,10 @@ class FolderRun:
         finally:
             self.claims.release_all()
             shutil.rmtree(work_dir, ignore_errors=True)
-        return self.close(paths)
+        try:
+            return self.close(paths)
+        finally:
+            self.reserve.release()
 
     def task_plan(self, images: int) -> TaskPlan:
         """The run's task granularity (varflow/chunks.py), and how many task runs and images
@@ -313,7 +318,12 @@ class FolderRun:
     def claim(self, image: FoundImage) -> bool:
         """Take the image's claim in the data directory (varflow/claims.py); False, with the image
         recorded as skipped, when another run holds it or finished it meanwhile."""
-        if not self.claims.claim(image.image_id):
+        try:
+            claimed = self.claims.claim(image.image_id)
+        except OSError as exc:  # a full disk: this image is an error on record, the run goes on
+            self.not_processed(image, "error", f"{image.path}: not processed: cannot take its claim ({exc})")
+            return False
+        if not claimed:
             message = (f"{image.path}: not processed: another run ({self.claims.holder(image.image_id)}) is "
                        "processing the same content; run again after it ends to pick up what it leaves")
             self.logger.warning("%s", message)
@@ -383,8 +393,14 @@ class FolderRun:
         except Exception as exc:  # noqa: BLE001 - a lost worker or task run costs its images, not the run
             outcomes = [self.task_failed(image, exc) for image in chunk]
         for outcome in outcomes:
+            if not outcome.recorded:  # its own rows met a full disk: its error goes on record from here
+                self.logger.error("%s", outcome.error)
+                self.safely(f"the error of {outcome.path}", self.store.write_image_result,
+                            ImageRecord(self.res.run_id, outcome.image_id, outcome.path, None, None, "error",
+                                        outcome.error, finished_at=utcnow()), again=True)
             # Its rows are written: another run may take it now (and sees it finished, if it is).
-            self.claims.release(outcome.image_id, finished_job=outcome.finished_job)
+            self.safely("the claim of " + outcome.path, self.claims.release, outcome.image_id,
+                        finished_job=outcome.finished_job)
             seconds = outcome.stage_ms["total"] / 1000 if "total" in outcome.stage_ms else elapsed
             self.image_finished(outcome, image_row(outcome, seconds))
 
@@ -394,11 +410,10 @@ class FolderRun:
         message = (f"{image.path}: not finished: its task run failed ({type(exc).__name__}: {exc}); "
                    "run again to redo it")
         self.logger.error("%s", message)
-        self.store.write_image_result(
-            ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
-                        finished_at=utcnow()),
-            key=stable_id(image.image_id, str(image.path)),
-        )
+        self.safely(f"the error of {image.path}", self.store.write_image_result,
+                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
+                                finished_at=utcnow()),
+                    key=stable_id(image.image_id, str(image.path)), again=True)
         return ImageOutcome(str(image.path), image.image_id, "error", message)
 
     def image_finished(self, outcome: ImageOutcome, row: dict) -> None:
@@ -414,7 +429,7 @@ class FolderRun:
                 self.logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
                 self.level_history.append(f"after {row['image']}: {change.from_level} -> {change.to_level} "
                                           f"({change.reason})")
-                self.store.write_level_change(QualityLevelChangeRecord(
+                self.safely("a level change", self.store.write_level_change, QualityLevelChangeRecord(
                     run_id=self.res.run_id, image_id=outcome.image_id, changed_at=utcnow(),
                     from_level=change.from_level, to_level=change.to_level,
                     window_average=change.window_average, reason=change.reason, scope=self.scope,
@@ -429,11 +444,10 @@ class FolderRun:
         if listed:
             self.image_rows.append(row)
         self.publisher.image_done(row, processed=listed)
-        self.store.write_image_result(
-            ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, status, message,
-                        finished_at=utcnow()),
-            key=stable_id(image.image_id, str(image.path)),
-        )
+        self.safely(f"the {status} row of {image.path}", self.store.write_image_result,
+                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, status, message,
+                                finished_at=utcnow()),
+                    key=stable_id(image.image_id, str(image.path)), again=True)
 
     def stop_reason(self) -> tuple[str, str] | None:
         """(outcome, message) of why the run stopped, or None while it goes on."""
@@ -491,16 +505,35 @@ class FolderRun:
         self.logger.info("gallery %s written in %.2f s", path, time.perf_counter() - t0)
         return str(path)
 
+    def safely(self, what: str, write, *args, again: bool = False, **kwargs) -> None:
+        """A write of the flow's own: a full disk (any OS error) is one error line and the run goes
+        on, its image counted in the summary; ``again``: retried at the close, once space is freed."""
+        try:
+            write(*args, **kwargs)
+        except OSError as exc:
+            self.logger.error("could not write %s: %s", what, exc)
+            if again:
+                self.unwritten.append((what, write, args, kwargs))
+
     def close(self, paths: list[Path]) -> dict:
         """Record the finished run, bound the caches, publish the report; the summary as a dict."""
         s = self.summary(paths)
-        self.store.write_run(RunRecord(
+        run = RunRecord(
             **self.record, finished_at=utcnow(), status=s.status, images_total=s.images_total,
             images_ok=s.images_ok, images_error=s.images_error, images_skipped=s.images_skipped,
             variations_accepted=s.variations_accepted, variations_rejected=s.variations_rejected,
             duplicates=s.duplicates, attempts=s.attempts, wall_seconds=s.wall_seconds, message=s.message,
-        ))
-        self.store.compact_run(self.res.run_id)
+        )
+        if self.unwritten:  # the disk filled: the reserve makes room for the run's last rows
+            self.reserve.release()
+        for what, write, args, kwargs in self.unwritten:
+            self.safely(what, write, *args, **kwargs)
+        try:
+            self.store.write_run(run)
+        except OSError:
+            self.reserve.release()
+            self.store.write_run(run)  # a second failure is the flow's: the on_crashed hook closes it
+        self.safely("the run's compacted parts (its parts stay readable)", self.store.compact_run, self.res.run_id)
         self.res.cache.prune_results()
         s.gallery_path = self.write_gallery()
         stop = self.stop_reason()

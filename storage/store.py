@@ -43,6 +43,7 @@ from storage.integrity import (
 )
 from storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
 from varflow.calls import IN_FLIGHT, INTERRUPTED
+from varflow.diskwrite import writing
 from varflow.records import (
     AttemptRecord,
     BatchJobRecord,
@@ -102,11 +103,12 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
     os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600, which a reader under another account cannot open
     os.close(fd)
     try:
-        write(tmp)
-        if durable:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with writing(path):  # a full disk's error names the part, not the temp file
+            write(tmp)
+            if durable:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
         if durable:
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:

@@ -245,3 +245,54 @@ def test_two_processes_recovering_the_same_killed_run_one_closes_it_the_others_s
     (row,) = Store(home).query("SELECT status, images_ok FROM runs WHERE run_id = ?", [run_id])
     assert (row["status"], row["images_ok"]) == ("interrupted", 300)
     assert Store(home).query("SELECT count(*) AS n FROM attempts")[0]["n"] == 300
+
+
+def assert_closed_with_errors_naming_paths(out: subprocess.CompletedProcess, home: Path, root: Path) -> list[dict]:
+    """No traceback; the run closed with its summary (never ``running``); the images the full disk
+    hit are errors naming the file (or folder) it could not write."""
+    assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    (row,) = Store(home).query("SELECT status, images_error FROM runs WHERE run_id = ?", [summary["run_id"]])
+    assert row["status"] == summary["status"] != "running"
+    hit = [r for r in Store(home).query("SELECT path, error FROM images WHERE status = 'error'")
+           if "No space left on device" in r["error"]]
+    assert hit and row["images_error"] >= len(hit), summary
+    assert all(str(root) in r["error"].split("No space left on device", 1)[1] for r in hit), hit
+    return hit
+
+
+@pytest.mark.parametrize("site", ["parts", "output", "cache", "claims"])
+def test_enospc_at_each_write_site_is_an_error_naming_the_path_and_the_run_closes(prefect_api, tmp_path, site):
+    home = tmp_path / "home"
+    make_photo_folder(tmp_path / "photos", 3, size=96)
+    env = {**prefect_api, "VARFLOW_HOME": str(home)}
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "enospc_child.py"), site, "2", "run",
+                          str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--count", "1", "--json"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    hit = assert_closed_with_errors_naming_paths(out, home, tmp_path)
+    assert len(hit) == 1  # one write failed: one image lost, the others done
+    assert json.loads(out.stdout)["images_ok"] == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (CI runs as root); skipped where mounting is not permitted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_data_directory_on_a_full_disk_errors_name_the_path_and_the_run_closes(prefect_api, tmp_path, small_disk):
+    home = small_disk / "home"
+    make_photo_folder(tmp_path / "photos", 16, size=256)
+    env = {**prefect_api, "VARFLOW_HOME": str(home)}
+    out = varflow(env, "run", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--count", "2", "--json")
+    hit = assert_closed_with_errors_naming_paths(out, home, small_disk)
+    assert len(hit) < 16

@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from varflow.diskwrite import writing
+
 EVICT_TO = 0.8  # after eviction the cache holds at most this fraction of its limit
 
 
@@ -130,8 +132,9 @@ class VariationCache:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         os.close(fd)
         try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
+            with writing(dest):
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -60,8 +60,13 @@ class ImageClaims:
                 if same:
                     break
                 os.close(fd)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} run {self.run_id}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} run {self.run_id}\n".encode())
+            except OSError as exc:  # a full disk: no claim, and no lock left held
+                path.unlink(missing_ok=True)
+                os.close(fd)
+                raise OSError(exc.errno, f"{os.strerror(exc.errno or 0)}: cannot write", str(path)) from exc
             self._held[image_id] = fd
             return True
 
@@ -93,12 +98,14 @@ class ImageClaims:
             fd = self._held.pop(image_id, None)
             if fd is None:
                 return
-            if finished_job:
-                marker = self.done_path(finished_job)
-                marker.parent.mkdir(exist_ok=True)
-                marker.touch()
-            self.path(image_id).unlink(missing_ok=True)  # while still locked: see claim()
-            os.close(fd)
+            try:
+                if finished_job:
+                    marker = self.done_path(finished_job)
+                    marker.parent.mkdir(exist_ok=True)
+                    marker.touch()
+            finally:  # a marker a full disk refused still frees the claim
+                self.path(image_id).unlink(missing_ok=True)  # while still locked: see claim()
+                os.close(fd)
 
     def release_all(self) -> None:
         for image_id in list(self._held):

@@ -29,6 +29,7 @@ import numpy as np
 from varflow.cache import generation_key
 from varflow.calls import AttemptContext, GenerationResult, record_cache_hit
 from varflow.dedup import DedupResult, KnownImage, LibraryView, dedup_file
+from varflow.diskwrite import writing
 from varflow.generators import VariationRequest, derive_seed, resolve_variation_type
 from varflow.generators.base import CONCRETE_TYPES
 from varflow.imageio import GREY_CACHE, ImageReadError, OptimizedImage, load_grey, load_rgb, optimize_image
@@ -93,6 +94,7 @@ class ImageOutcome:
     stage_ms: dict[str, float] = field(default_factory=dict)
     accepted_scores: list[dict] = field(default_factory=list)
     finished_job: str | None = None  # the job key, once the image is finished (not redone by later runs)
+    recorded: bool = True  # False: its rows could not be written (a full disk); the flow records the error
 
     @property
     def success_rate(self) -> float | None:
@@ -210,7 +212,9 @@ class _ImageRun:
             return self.outcome
         except Exception as exc:  # one image's failure must not cost the others
             self.outcome.status = "error"
-            self.outcome.error = f"{self.job.source_path}: processing failed ({type(exc).__name__}: {exc})"
+            # An OS error naming no file (a full disk under an image writer) names the image's working folder.
+            where = f" in {self.work}" if isinstance(exc, OSError) and exc.errno and not exc.filename else ""
+            self.outcome.error = f"{self.job.source_path}: processing failed ({type(exc).__name__}: {exc}){where}"
             return self.outcome
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -219,8 +223,12 @@ class _ImageRun:
             self.ms["total"] = (time.perf_counter() - t_start) * 1000
             self.outcome.stage_ms = dict(self.ms)
             record = self.image_record()
-            self.res.records.write_image_result(record, self.variations)
-            self.outcome.finished_job = record.job_key
+            try:
+                self.res.records.write_image_result(record, self.variations)
+                self.outcome.finished_job = record.job_key
+            except OSError as exc:  # a full disk: an error, not finished; the flow writes its row when it can
+                self.outcome.status, self.outcome.recorded = "error", False
+                self.outcome.error = f"{self.job.source_path}: its rows could not be written ({exc})"
 
     def optimize(self) -> bool:
         job, t0 = self.job, time.perf_counter()
@@ -356,8 +364,9 @@ class _ImageRun:
         if dest is None:
             Path(src).unlink(missing_ok=True)
             return None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, dest)
+        with writing(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dest)
         return str(dest)
 
     def variation_record(self, a: Attempt, result: GenerationResult, dedup: DedupResult, assessment,
