@@ -100,14 +100,16 @@ def run_folder(params: RunParameters) -> dict:
     tune_allocator()
     quiet_expected_failures()
     home = data_home(params)
-    store = Store(home).initialize()
+    # A flow run retried (from the UI or the API) runs again under its id: each execution keeps its rows.
+    execution = max(1, int(runtime_flow_run.run_count or 1))
+    store = Store(home, execution=execution).initialize()
     store.vacuum()
     flow_run_id = runtime_flow_run.id
     run_id = str(flow_run_id or uuid.uuid4())
     lock = RunLock(run_lock_path(home, run_id)).acquire()
     try:
         recover_interrupted_runs(store, logger)
-        resources = open_resources(resource_spec(params, home, run_id))  # fails before any work
+        resources = open_resources(resource_spec(params, home, run_id, execution))  # fails before any work
         try:
             return FolderRun(params, store, resources, logger, flow_run_id, t_start).run()
         finally:

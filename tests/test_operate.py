@@ -327,3 +327,31 @@ def test_a_served_run_cancelled_from_the_api_closes_its_rows_cancelled_and_frees
         time.sleep(0.5)
     assert row["status"] == "cancelled", row
     assert not list((served["home"] / "claims").glob("*.lock")), "claims left behind"
+
+
+def test_a_retried_flow_run_keeps_each_executions_records_and_resumes(served, server, tmp_path):
+    make_photo_folder(tmp_path / "retry", 2, size=128)
+    run_id = trigger(server, served, {"input_dir": str(tmp_path / "retry"), "count": 1})["id"]
+    assert wait_final(server, served, run_id)["state_type"] == "COMPLETED"
+    # The UI's Retry: the finished flow run goes back to Scheduled (AwaitingRetry) and runs again, same id.
+    status, _ = call(f"{server['api']}/flow_runs/{run_id}/set_state",
+                     {"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
+                      "force": True})
+    assert status in (200, 201)
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not ((run := call(f"{server['api']}/flow_runs/{run_id}")[1])["run_count"] == 2
+               and run["state_type"] in FINAL):
+        assert time.time() < deadline, served["log"].read_text()[-3000:]
+        time.sleep(0.5)
+    assert run["state_type"] == "COMPLETED"
+    store = Store(served["home"])
+    runs = store.query("SELECT execution, status, images_ok, images_skipped FROM runs WHERE run_id = ? "
+                       "ORDER BY execution", [run_id])
+    assert [(r["execution"], r["status"], r["images_ok"], r["images_skipped"]) for r in runs] == [
+        (1, "completed", 2, 0), (2, "completed", 0, 2)]
+    images = store.query("SELECT execution, status, job_key IS NOT NULL AS finished FROM images WHERE run_id = ? "
+                         "ORDER BY execution, path", [run_id])
+    assert [(i["execution"], i["status"], i["finished"]) for i in images] == [
+        (1, "ok", True), (1, "ok", True), (2, "skipped", False), (2, "skipped", False)]
+    accepted = store.query("SELECT execution FROM variations WHERE run_id = ? AND accepted", [run_id])
+    assert accepted and {a["execution"] for a in accepted} == {1}, "the first execution's variations are kept"
