@@ -25,6 +25,10 @@ LOCK_WAIT_S = 10.0  # how long a hook waits for the run's own process to let go 
 LOCK_POLL_S = 0.2
 
 
+def reserve_path(home: Path, run_id: str) -> Path:
+    return Path(home) / "locks" / f"space-{run_id}"
+
+
 class SpaceReserve:
     """A file of ``size`` bytes written as the run starts and deleted when the disk fills, so the
     run's last rows (its errors, its ``runs`` row) still land: a full disk once ended a run with a
@@ -63,6 +67,7 @@ def close_run(store: Store, run_id: str, *, status: str = "interrupted", message
         removed = store.recover_interrupted(rows[0], status=status, message=message) if rows else None
         free_claims_of(store.home / "claims", run_id)
         shutil.rmtree(store.home / "work" / run_id, ignore_errors=True)
+        reserve_path(store.home, run_id).unlink(missing_ok=True)
         return removed
     finally:
         lock.release()

@@ -29,7 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.batch import BatchRun
 from flows.gallery import run_gallery_path, write_gallery
-from flows.lifecycle import SpaceReserve, on_cancelled, on_crashed, recover_interrupted_runs
+from flows.lifecycle import SpaceReserve, on_cancelled, on_crashed, recover_interrupted_runs, reserve_path
 from flows.outcome import final_state, stop_message, summary_from
 from flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from flows.publish import RunPublisher
@@ -184,7 +184,7 @@ class FolderRun:
         self.level_history: list[str] = []
         self.started: dict = {}  # future -> when its task run was submitted
         self.unwritten: list = []  # (what, write, args, kwargs) a full disk refused: tried again at the close
-        self.reserve = SpaceReserve(store.home / "locks" / f"space-{res.run_id}").make()
+        self.reserve = SpaceReserve(reserve_path(store.home, res.run_id)).make()
         self.done_earlier = 0  # images skipped as done by an earlier run (not part of this run's work)
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
