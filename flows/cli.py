@@ -99,6 +99,8 @@ def _add_runner_options(r, opt) -> None:
     opt("--dask-address", "dask_address", "an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local "
         "cluster of --dask-workers processes)", metavar="ADDRESS", group=r)
     opt("--dask-workers", "dask_workers", "worker processes of the local Dask cluster (default 2)", type=int, group=r)
+    opt("--dask-worker-wait", "dask_worker_wait_s", "seconds a run waits while its Dask cluster has no worker before "
+        "it ends the images it holds with an error (default 120)", type=float, metavar="S", group=r)
     opt("--chunk-size", "chunk_size", "images per task run (default: chosen from the folder's size and the runner)",
         type=int, metavar="N", group=r)
     opt("--shared-limits", "shared_limits",
@@ -213,20 +215,18 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         if backend_class(summary["backend"]).remote and summary.get("calls"):
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls "
                   f"(retries included)")
-    if summary["images_ok"] == 0 and summary.get("stop_outcome"):
+    if summary.get("stop_outcome"):
         print(f"varflow: {for_log(summary['message'])}", file=sys.stderr)
     return run_exit_code(summary)
 
 
 def run_exit_code(summary: dict) -> int:
-    """0 when an image succeeded or there was nothing to do (every image unchanged since a
-    finished run: a nightly run over a folder with nothing new is not a failure); 1 when nothing
-    succeeded because images failed, the run stopped, or the folder holds no images."""
-    if summary["images_ok"] > 0:
-        return 0
-    if summary.get("stop_outcome") or summary.get("images_error"):
-        return 1
-    return 0 if summary.get("images_skipped") else 1
+    """The exit code Prefect's state agrees with (flows/outcome.py has the table): 0 an image
+    succeeded or nothing needed doing; 1 nothing succeeded; 3 the spending cap or the daily
+    quota stopped the run (143: SIGTERM, Prefect's own)."""
+    from varflow.flows.outcome import verdict
+
+    return verdict(summary).exit_code
 
 
 def cmd_run(args) -> int:
@@ -284,14 +284,15 @@ def write_contact_sheet(params, dest: Path) -> Path | None:
 def cmd_collect(args) -> int:
     """Collect ended batch jobs (``--backend gemini-batch``): their folders' runs judge the answers."""
     from varflow.flows.collect_flow import batch_collect
+    from varflow.flows.outcome import collector_verdict, summary_from
 
     try:
-        result = batch_collect(home=args.home)
+        result = summary_from(batch_collect(home=args.home, return_state=True))
     except ValueError as exc:
         raise SystemExit(f"varflow: cannot collect: {exc}") from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
-        return 0
+        return collector_verdict(result["runs"]).exit_code
     for job in result["jobs"]:
         done = (f", {job['succeeded']} answered with an image, {job['failed']} without"
                 if job["succeeded"] is not None else "")
@@ -300,7 +301,7 @@ def cmd_collect(args) -> int:
         print(f"  run {run['run_id']}: {run['input_dir']}: {run['images_ok']} images ok, "
               f"{run['variations_accepted']} variations accepted, ${run.get('cost_usd') or 0:.4f} estimated")
     print(f"varflow collect: {len(result['runs'])} folder run(s), {result['open_jobs']} job(s) still open")
-    return 0
+    return collector_verdict(result["runs"]).exit_code
 
 
 def cmd_samples(args) -> int:

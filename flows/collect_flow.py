@@ -16,7 +16,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
+from prefect.states import Completed, Failed
 from varflow.flows.batch import publish_jobs
+from varflow.flows.outcome import collector_verdict
 from varflow.flows.parameters import RunParameters
 from varflow.flows.resources import data_home, open_resources, resource_spec
 from varflow.flows.variation_flow import run_local
@@ -26,10 +28,10 @@ from varflow.processing.batch import OPEN_STATES, poll_jobs
 
 
 @flow(name="varflow-collect", persist_result=False)
-def batch_collect(home: str | None = None) -> dict:
+def batch_collect(home: str | None = None):
     """Collect every ended batch job of a data directory: re-run its folder, which judges the answers."""
     logger = get_run_logger()
-    home_path = data_home(RunParameters(input_dir=".", home=home))
+    home_path = data_home(RunParameters(input_dir=".", home=home or ""))  # None: $VARFLOW_HOME
     store = Store(home_path).initialize()
     run_id = str(runtime_flow_run.id or uuid.uuid4())
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -49,8 +51,10 @@ def batch_collect(home: str | None = None) -> dict:
     jobs = store.batch_jobs()
     publish_jobs(jobs, f"batch jobs of {home_path} (collector run {run_id})", logger)
     open_jobs = [j for j in jobs if j["state"] in OPEN_STATES]
-    return {"runs": runs, "open_jobs": len(open_jobs), "jobs": [
+    result = {"runs": runs, "open_jobs": len(open_jobs), "jobs": [
         {k: j[k] for k in ("job_name", "state", "requests", "succeeded", "failed", "input_dir")} for j in jobs]}
+    v = collector_verdict(runs)  # Failed when a folder run failed, as its exit code says (flows/outcome.py)
+    return (Failed if v.failed else Completed)(message=v.message, data=result)
 
 
 def submitted_parameters(store: Store, run_id: str, home: Path) -> RunParameters:

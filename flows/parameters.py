@@ -157,6 +157,9 @@ class RunParameters(BaseModel):
                                                                       "local cluster of dask_workers processes.")
     dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local Dask cluster (runner dask "
                                                            "without dask_address).")
+    dask_worker_wait_s: float = Field(120.0, gt=0, le=86400, description="Runner dask: how long the run waits while "
+                                      "its cluster has no worker (workers that cannot import varflow's tasks exit at "
+                                      "once) before it ends the images in flight with an error and stops.")
     chunk_size: int = Field(0, ge=0, le=10000, description="Images per task run; 0: chosen from the folder's size and "
                                                            "the runner (docs/scale-out.md).")
     shared_limits: str = Field("", pattern=NO_CREDENTIALS, description="Where call slots, spend and the RPM limit are "

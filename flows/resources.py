@@ -86,12 +86,12 @@ def shared_limits(params: RunParameters) -> str:
                      f"the data directory with runner dask), or give {SHARED_IN_FILES!r} or redis://host:port/db")
 
 
-def resource_spec(params: RunParameters, home: Path, run_id: str) -> ResourceSpec:
+def resource_spec(params: RunParameters, home: Path, run_id: str, execution: int = 1) -> ResourceSpec:
     """What the run uses. The model is an output-changing option; timeout and secret name are
     not. A backend that is not remote is never retried, paced or given a key."""
     options = (("model", params.model),) if params.model else ()
     common = dict(run_id=run_id, home=str(home), backend=params.backend, backend_options=options,
-                  cache_max_bytes=params.cache_max_mb * 2**20, shared_limits=shared_limits(params))
+                  cache_max_bytes=params.cache_max_mb * 2**20, shared_limits=shared_limits(params), execution=execution)
     if not backend_class(params.backend).remote:
         policy = CallPolicy(retries=0, max_cost_usd=params.max_cost_usd, concurrency=params.generation_concurrency)
         return ResourceSpec(**common, policy=policy)
@@ -144,7 +144,8 @@ def _build(spec: ResourceSpec, owner: bool) -> RunResources:
         raise
     results_dir = home / "cache" / "prefect-results"
     return RunResources(
-        spec, records=Store(home), backend=backend, limiter=rate_limiter(spec, backend, client),
+        spec, records=Store(home, execution=spec.execution), backend=backend,
+        limiter=rate_limiter(spec, backend, client),
         cache=GenerationCache(home / "cache" / "variations", max_bytes=spec.cache_max_bytes, results_dir=results_dir),
         # Only the flow's process submits generate task runs (stage tasks); a worker needs no block.
         control=control, result_storage=result_storage(home, results_dir) if owner else None,

@@ -42,6 +42,9 @@ class Runner(Protocol):
     def check(self, params: RunParameters) -> None:
         """Raise ValueError (one line: what and what to do) if the run cannot use this runner."""
 
+    def trouble(self, task_runner: TaskRunner | None) -> str | None:
+        """Why no task run can make progress now (no worker, no scheduler), or None."""
+
 
 class ThreadsRunner:
     name, remote = "threads", False
@@ -59,6 +62,9 @@ class ThreadsRunner:
         if params.dask_address:
             raise ConfigurationError("dask_address is set but the runner is threads: add --runner dask to "
                                      "use the cluster")
+
+    def trouble(self, task_runner) -> str | None:
+        return None  # the flow's own threads
 
 
 class DaskRunner:
@@ -95,6 +101,23 @@ class DaskRunner:
         if params.dedup_library:
             raise ConfigurationError("dedup_library is not available with --runner dask (every chunk would carry the "
                              "whole library to its worker): use --runner threads for a library-wide dedup")
+
+    def trouble(self, task_runner) -> str | None:
+        """A cluster without workers runs nothing: its task runs would wait for ever (workers that
+        cannot import varflow's tasks exit as soon as they are sent one)."""
+        client = getattr(task_runner, "_client", None)
+        if client is None:
+            return None
+        if client.status not in ("running", "connecting", "newly-created"):
+            return f"the Dask client lost its scheduler (client {client.status})"
+        try:
+            workers = client.nthreads()
+        except Exception as exc:  # noqa: BLE001 - an unreachable scheduler is the trouble
+            return f"the Dask scheduler does not answer ({type(exc).__name__}: {exc})"
+        if not workers:
+            return ("the Dask cluster has no worker (a worker that cannot import varflow's tasks exits at once: "
+                    "check that every worker runs the same varflow install; its log names the import error)")
+        return None
 
 
 def local_cluster(**kwargs):

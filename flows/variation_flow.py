@@ -29,6 +29,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from varflow.flows.addresses import check_run_addresses
 from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
+from varflow.flows.lifecycle import SpaceReserve, on_cancelled, on_crashed, recover_interrupted_runs, reserve_path
+from varflow.flows.outcome import final_state, stop_message, summary_from
 from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from varflow.flows.preflight import check_space, new_images
 from varflow.flows.publish import RunPublisher
@@ -58,19 +60,23 @@ from varflow.runtime.claims import ImageClaims
 from varflow.runtime.preflight import check_folders
 from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
-from varflow.runtime.runlock import RunLock, is_held, run_lock_path
+from varflow.runtime.runlock import RunLock, run_lock_path
 from varflow.safety.escaping import escape_log_records
 
 DEFAULT_POOL = 8
+RUNNER_CHECK_S = 5.0  # while waiting for a task run, how often the runner's health is asked
 
 
 def run_local(params: RunParameters) -> dict:
-    """Run the flow on the task runner its parameters ask for (the CLI's entry)."""
+    """Run the flow on the task runner its parameters ask for (the CLI's entry); the summary,
+    read from the flow run's final state (Completed or Failed, flows/outcome.py)."""
     runner = runner_for(params)
-    return variation_run.with_options(task_runner=runner.task_runner(params))(**form_values(params))
+    flow_ = variation_run.with_options(task_runner=runner.task_runner(params))
+    return summary_from(flow_(**form_values(params), return_state=True))
 
 
-def variation_run(**form) -> dict:
+def variation_run(**form):
+    """The flow's body: Completed or Failed as the exit code would say (flows/outcome.py)."""
     params = run_parameters(form)  # refuses a credential in a URL (flows/addresses.py)
     guard_run(params)
     runner = runner_for(params)
@@ -78,8 +84,9 @@ def variation_run(**form) -> dict:
     if ctx is not None and not runner.owns(ctx.task_runner):
         # A deployment's flow carries the task runner it was served with; a run that asks for
         # another (the UI's runner field) runs as a subflow on it.
-        return variation_run.with_options(task_runner=runner.task_runner(params))(**form)
-    return run_folder(params)
+        state = variation_run.with_options(task_runner=runner.task_runner(params))(**form, return_state=True)
+        return final_state(summary_from(state))
+    return final_state(run_folder(params))
 
 
 def guard_run(params: RunParameters) -> None:
@@ -96,7 +103,7 @@ variation_run.__signature__ = form_signature()
 variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
                                        "returns the run summary.")
 variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
-                     persist_result=False)(variation_run)
+                     persist_result=False, on_cancellation=[on_cancelled], on_crashed=[on_crashed])(variation_run)
 
 
 def run_folder(params: RunParameters) -> dict:
@@ -108,32 +115,22 @@ def run_folder(params: RunParameters) -> dict:
     home = data_home(params)
     check_folders(Path(params.input_dir).expanduser().resolve(), Path(params.output_dir).expanduser().resolve(),
                   home)  # before anything is written or paid for (varflow/runtime/preflight.py)
-    store = Store(home).initialize()
+    # A flow run retried (from the UI or the API) runs again under its id: each execution keeps its rows.
+    execution = max(1, int(runtime_flow_run.run_count or 1))
+    store = Store(home, execution=execution).initialize()
     store.vacuum()
     flow_run_id = runtime_flow_run.id
     run_id = str(flow_run_id or uuid.uuid4())
     lock = RunLock(run_lock_path(home, run_id)).acquire()
     try:
         recover_interrupted_runs(store, logger)
-        resources = open_resources(resource_spec(params, home, run_id))  # fails before any work
+        resources = open_resources(resource_spec(params, home, run_id, execution))  # fails before any work
         try:
             return FolderRun(params, store, resources, logger, flow_run_id, t_start).run()
         finally:
             resources.close()
     finally:
         lock.release()
-
-
-def recover_interrupted_runs(store: Store, logger) -> None:
-    for run in store.running_runs():
-        if not is_held(run_lock_path(store.home, run["run_id"])):
-            removed = store.recover_interrupted(run)
-            logger.info("run %s was interrupted; closed it (%d half-written image parts removed)",
-                        run["run_id"], removed)
-    work = store.home / "work"
-    for folder in sorted(work.iterdir()) if work.exists() else []:  # a killed run's working files
-        if folder.is_dir() and not is_held(run_lock_path(store.home, folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _initial_quality(params: RunParameters, store: Store, scope: str, run_id: str) -> AdaptiveQuality:
@@ -201,6 +198,9 @@ class FolderRun:
         self.image_rows: list[dict] = []  # the images processed, errors and stops: the report's table
         self.level_history: list[str] = []
         self.started: dict = {}  # future -> when its task run was submitted
+        self.unwritten: list = []  # (what, write, args, kwargs) a full disk refused: tried again at the close
+        self.reserve = SpaceReserve(reserve_path(store.home, res.run_id)).make()
+        self.done_earlier = 0  # images skipped as done by an earlier run (not part of this run's work)
         self.task_runs = 0  # image task runs submitted (a stage's task runs nested in them not counted)
         self.claims = ImageClaims(store.home / "claims", res.run_id)
         self.name_claims: dict[str, str] = {}  # image_id -> the claim on its output names (names_free)
@@ -238,7 +238,10 @@ class FolderRun:
         finally:
             self.claims.release_all()
             shutil.rmtree(work_dir, ignore_errors=True)
-        return self.close(paths)
+        try:
+            return self.close(paths)
+        finally:
+            self.reserve.release()
 
     def task_plan(self, images: int) -> TaskPlan:
         """The run's task granularity (varflow/processing/chunks.py), and how many task runs and images
@@ -307,12 +310,12 @@ class FolderRun:
         if chunk:
             self.submit(chunk, cost, pending, window, pipeline)
         while pending:
-            self.finish_one(next(as_completed(list(pending))), pending, window)
+            self.finish_next(pending, window)
 
     def submit(self, chunk: list, cost: int, pending: dict, window: MemoryWindow, pipeline: ImagePipeline) -> None:
         """One task run for ``chunk`` once the window has room (images finishing meanwhile are recorded)."""
         while pending and not window.admits(cost):
-            self.finish_one(next(as_completed(list(pending))), pending, window)
+            self.finish_next(pending, window)
         if self.stop_reason() is not None:
             for image in chunk:
                 self.claims.release(image.image_id)
@@ -365,7 +368,12 @@ class FolderRun:
     def claim(self, image: FoundImage) -> bool:
         """Take the image's claim in the data directory (varflow/runtime/claims.py); False, with the image
         recorded as skipped, when another run holds it or finished it meanwhile."""
-        if not self.claims.claim(image.image_id):
+        try:
+            claimed = self.claims.claim(image.image_id)
+        except OSError as exc:  # a full disk: this image is an error on record, the run goes on
+            self.not_processed(image, "error", f"{image.path}: not processed: cannot take its claim ({exc})")
+            return False
+        if not claimed:
             message = (f"{image.path}: not processed: another run ({self.claims.holder(image.image_id)}) is "
                        "processing the same content; run again after it ends to pick up what it leaves")
             self.logger.warning("%s", message)
@@ -396,20 +404,55 @@ class FolderRun:
                         output_stem=image.stem, job_key=image.job_key, level=self.adaptive.settings,
                         earlier_accepted=earlier, library=view)
 
-    def finish_one(self, fut, pending: dict, window: MemoryWindow) -> None:
-        """A task run ended: free its place, keep its images' outcomes, let them move the quality level."""
+    def finish_next(self, pending: dict, window: MemoryWindow) -> None:
+        """Wait for a task run to end and record it. A runner that cannot run anything (a Dask
+        cluster without workers) for ``dask_worker_wait_s`` ends every pending task run's images
+        with an error instead, and stops the run: nothing waits for ever."""
+        runner, task_runner = runner_for(self.params), getattr(FlowRunContext.get(), "task_runner", None)
+        troubled_since = None
+        while True:
+            try:
+                return self.finish_one(next(as_completed(list(pending), timeout=RUNNER_CHECK_S)), pending, window)
+            except TimeoutError:
+                trouble = runner.trouble(task_runner)
+            if trouble is None:
+                troubled_since = None
+                continue
+            troubled_since = troubled_since or time.monotonic()
+            waited = time.monotonic() - troubled_since
+            if waited < self.params.dask_worker_wait_s:
+                self.logger.warning("%s; waiting (%.0f of %.0f s)", trouble, waited, self.params.dask_worker_wait_s)
+                continue
+            self.res.control.stop("no_workers", trouble)
+            for fut in list(pending):
+                _cancel(fut)
+                self.finish_one(fut, pending, window, failure=RuntimeError(f"{trouble}; waited {waited:.0f} s"))
+            return
+
+    def finish_one(self, fut, pending: dict, window: MemoryWindow, *, failure: Exception | None = None) -> None:
+        """A task run ended (or ``failure`` ended it): free its place, keep its images' outcomes, let
+        them move the quality level."""
         cost, chunk = pending.pop(fut)
         window.leave(cost)
         elapsed = time.perf_counter() - self.started.pop(fut)
         try:
+            if failure is not None:
+                raise failure
             result = fut.result()
             outcomes = result if isinstance(result, list) else [result]
         except Exception as exc:  # noqa: BLE001 - a lost worker or task run costs its images, not the run
             outcomes = [self.task_failed(image, exc) for image in chunk]
         for outcome in outcomes:
+            if not outcome.recorded:  # its own rows met a full disk: its error goes on record from here
+                self.logger.error("%s", outcome.error)
+                self.safely(f"the error of {outcome.path}", self.store.write_image_result,
+                            ImageRecord(self.res.run_id, outcome.image_id, outcome.path, None, None, "error",
+                                        outcome.error, finished_at=utcnow()), again=True)
             # Its rows are written: another run may take it now (and sees it finished, if it is).
-            self.claims.release(outcome.image_id, finished_job=outcome.finished_job)
-            self.claims.release(self.name_claims.pop(outcome.image_id, ""))
+            self.safely("the claim of " + outcome.path, self.claims.release, outcome.image_id,
+                        finished_job=outcome.finished_job)
+            self.safely("the name claim of " + outcome.path, self.claims.release,
+                        self.name_claims.pop(outcome.image_id, ""))
             seconds = outcome.stage_ms["total"] / 1000 if "total" in outcome.stage_ms else elapsed
             self.image_finished(outcome, image_row(outcome, seconds))
 
@@ -419,11 +462,10 @@ class FolderRun:
         message = (f"{image.path}: not finished: its task run failed ({type(exc).__name__}: {exc}); "
                    "run again to redo it")
         self.logger.error("%s", message)
-        self.store.write_image_result(
-            ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
-                        finished_at=utcnow()),
-            key=stable_id(image.image_id, str(image.path)),
-        )
+        self.safely(f"the error of {image.path}", self.store.write_image_result,
+                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
+                                finished_at=utcnow()),
+                    key=stable_id(image.image_id, str(image.path)), again=True)
         return ImageOutcome(str(image.path), image.image_id, "error", message)
 
     def image_finished(self, outcome: ImageOutcome, row: dict) -> None:
@@ -439,7 +481,7 @@ class FolderRun:
                 self.logger.info("quality level %s -> %s (%s)", change.from_level, change.to_level, change.reason)
                 self.level_history.append(f"after {row['image']}: {change.from_level} -> {change.to_level} "
                                           f"({change.reason})")
-                self.store.write_level_change(QualityLevelChangeRecord(
+                self.safely("a level change", self.store.write_level_change, QualityLevelChangeRecord(
                     run_id=self.res.run_id, image_id=outcome.image_id, changed_at=utcnow(),
                     from_level=change.from_level, to_level=change.to_level,
                     window_average=change.window_average, reason=change.reason, scope=self.scope,
@@ -449,15 +491,15 @@ class FolderRun:
         outcome = ImageOutcome(str(image.path), image.image_id, status, message)
         self.outcomes.append(outcome)
         listed = image.status != DONE  # an image already done in an earlier run is neither listed nor logged
+        self.done_earlier += not listed
         row = image_row(outcome, 0.0)
         if listed:
             self.image_rows.append(row)
         self.publisher.image_done(row, processed=listed)
-        self.store.write_image_result(
-            ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, status, message,
-                        finished_at=utcnow()),
-            key=stable_id(image.image_id, str(image.path)),
-        )
+        self.safely(f"the {status} row of {image.path}", self.store.write_image_result,
+                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, status, message,
+                                finished_at=utcnow()),
+                    key=stable_id(image.image_id, str(image.path)), again=True)
 
     def stop_reason(self) -> tuple[str, str] | None:
         """(outcome, message) of why the run stopped, or None while it goes on."""
@@ -496,10 +538,10 @@ class FolderRun:
         if self.batch is not None and self.batch.waiting_message():
             summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
-        if stop is not None:
-            if summary.images_ok == 0:
-                summary.status = "failed"
-            summary.message = f"stopped early ({stop[0]}): {stop[1]}"
+        if stop is not None:  # a stopped run is Failed in Prefect (flows/outcome.py): the record says so too
+            summary.status = "failed"
+            summary.message = stop_message(stop[0], stop[1], processed=processed, to_do=len(paths) - self.done_earlier,
+                                           ok=summary.images_ok)
             self.logger.error("run %s %s", self.res.run_id, summary.message)
         return summary
 
@@ -516,16 +558,35 @@ class FolderRun:
         self.logger.info("gallery %s written in %.2f s", path, time.perf_counter() - t0)
         return str(path)
 
+    def safely(self, what: str, write, *args, again: bool = False, **kwargs) -> None:
+        """A write of the flow's own: a full disk (any OS error) is one error line and the run goes
+        on, its image counted in the summary; ``again``: retried at the close, once space is freed."""
+        try:
+            write(*args, **kwargs)
+        except OSError as exc:
+            self.logger.error("could not write %s: %s", what, exc)
+            if again:
+                self.unwritten.append((what, write, args, kwargs))
+
     def close(self, paths: list[Path]) -> dict:
         """Record the finished run, bound the caches, publish the report; the summary as a dict."""
         s = self.summary(paths)
-        self.store.write_run(RunRecord(
+        run = RunRecord(
             **self.record, finished_at=utcnow(), status=s.status, images_total=s.images_total,
             images_ok=s.images_ok, images_error=s.images_error, images_skipped=s.images_skipped,
             variations_accepted=s.variations_accepted, variations_rejected=s.variations_rejected,
             duplicates=s.duplicates, attempts=s.attempts, wall_seconds=s.wall_seconds, message=s.message,
-        ))
-        self.store.compact_run(self.res.run_id)
+        )
+        if self.unwritten:  # the disk filled: the reserve makes room for the run's last rows
+            self.reserve.release()
+        for what, write, args, kwargs in self.unwritten:
+            self.safely(what, write, *args, **kwargs)
+        try:
+            self.store.write_run(run)
+        except OSError:
+            self.reserve.release()
+            self.store.write_run(run)  # a second failure is the flow's: the on_crashed hook closes it
+        self.safely("the run's compacted parts (its parts stay readable)", self.store.compact_run, self.res.run_id)
         self.res.cache.prune_results()
         s.gallery_path = self.write_gallery()
         stop = self.stop_reason()
@@ -540,6 +601,14 @@ class FolderRun:
             out.update(cost_usd=round((out.get("cost_usd") or 0.0) + batch.get("cost_usd", 0.0), 6),
                        calls=(out.get("calls") or 0) + batch.get("answers", 0), batch=batch)
         return out
+
+
+def _cancel(fut) -> None:
+    """Cancel a task run's future on its runner, where it can be (a Dask future can)."""
+    try:
+        getattr(fut, "wrapped_future", fut).cancel()
+    except Exception:  # noqa: BLE001 - its images are recorded as errors either way
+        pass
 
 
 def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:

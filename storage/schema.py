@@ -18,8 +18,9 @@ from varflow.runtime.records import (
     score_columns,
 )
 
-# 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job
-SCHEMA_VERSION = 3
+# 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job;
+# 4: execution in every table (a retried flow run's executions each keep their rows)
+SCHEMA_VERSION = 4
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -81,8 +82,11 @@ RECORD_TYPES = {
 
 TABLES = tuple(_TYPES)
 
+EXECUTION = "execution"  # added to every table: which execution of the run wrote the row (1, 2 after a retry)
+
 SCHEMAS: dict[str, pa.Schema] = {
-    name: pa.schema([pa.field(col, typ) for col, typ in cols.items()]) for name, cols in _TYPES.items()
+    name: pa.schema([pa.field(col, typ) for col, typ in {**cols, EXECUTION: _I}.items()])
+    for name, cols in _TYPES.items()
 }
 
 

@@ -40,7 +40,7 @@ from varflow.storage.integrity import (
     unreadable_parts,
     unreadable_reason,
 )
-from varflow.storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from varflow.storage.schema import EXECUTION, RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
 from varflow.storage.sqltext import glob_literal, sql_literal
 
 from varflow.processing.estimate import AttemptHistory
@@ -54,6 +54,7 @@ from varflow.runtime.records import (
     RunRecord,
     VariationRecord,
 )
+from varflow.safety.diskwrite import writing
 from varflow.safety.filemodes import follow_umask
 from varflow.safety.redaction import redact_row
 
@@ -101,11 +102,12 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
     follow_umask(fd)  # mkstemp makes 0600, which a reader under another account cannot open
     os.close(fd)
     try:
-        write(tmp)
-        if durable:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with writing(path):  # a full disk's error names the part, not the temp file
+            write(tmp)
+            if durable:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
         if durable:
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -137,8 +139,11 @@ def _write_views(path: Path, script: str) -> None:
 class Store:
     """varflow's data directory: one instance per process, cheap to create from a path."""
 
-    def __init__(self, home: str | Path):
+    def __init__(self, home: str | Path, *, execution: int = 1):
         self.home = Path(home).expanduser().resolve()
+        # Which execution of a run this store writes for: a retried flow run (same run id) writes
+        # its rows in a folder of its own, so each execution's rows and compacted file stay.
+        self.execution = execution
         self.tables_dir = self.home / "tables"
         self.duckdb_path = self.home / DUCKDB_FILE
 
@@ -320,9 +325,15 @@ class Store:
             out[row.pop("image_id")].append(row)
         return out
 
+    def _run_dir(self, table: str, run_id: str, execution: int | None = None) -> Path:
+        """``run-<id>`` for a run's first execution (older data directories hold only those),
+        ``run-<id>.x<n>`` for its n-th (a retried flow run)."""
+        n = execution or self.execution
+        return self.tables_dir / table / (f"run-{_safe(run_id)}" + (f".x{n}" if n > 1 else ""))
+
     def _table_files(self, table: str, *, except_run: str | None = None) -> list[str]:
         """The files the lens reads for ``table``: a run's compacted file, or its parts until it has one."""
-        skip = f"run-{_safe(except_run)}" if except_run else None
+        skip = self._run_dir(table, except_run).name if except_run else None
         files: list[str] = []
         base = self.tables_dir / table
         for run_dir in sorted(base.glob("run-*")) if base.exists() else []:
@@ -380,17 +391,19 @@ class Store:
     def running_runs(self) -> list[dict]:
         return self.query("SELECT * FROM runs WHERE status = 'running'")
 
-    def recover_interrupted(self, run: dict) -> int:
-        """Close a run that was killed: drop its half-written images, compact, mark it.
+    def recover_interrupted(self, run: dict, *, status: str = "interrupted", message: str | None = None) -> int:
+        """Close a run that was killed: drop its half-written images, compact, mark it ``status``
+        (``interrupted``; ``cancelled`` or ``crashed`` from Prefect's hooks, flows/lifecycle.py).
 
         An image's rows are written variations-first, image-row-last, so variations without an
         image row belong to an image that was in flight when the process died; that image is
         redone by the next run, so those rows are removed. Returns how many parts were removed.
         """
-        run_id = run["run_id"]
-        done = {r["image_id"] for r in self.query("SELECT image_id FROM images WHERE run_id = ?", [run_id])}
+        run_id, execution = run["run_id"], run.get("execution") or 1
+        image_parts = self._run_dir("images", run_id, execution) / "parts"
+        done = {p.stem for p in image_parts.glob("*.parquet")} if image_parts.exists() else set()
         removed = 0
-        parts = self.tables_dir / "variations" / f"run-{_safe(run_id)}" / "parts"
+        parts = self._run_dir("variations", run_id, execution) / "parts"
         for part in parts.glob("*.parquet") if parts.exists() else []:
             if part.stem not in done:
                 part.unlink(missing_ok=True)
@@ -399,53 +412,56 @@ class Store:
             "SELECT count(*) AS total, count(*) FILTER (status = 'ok') AS ok, "
             "count(*) FILTER (status = 'error') AS err, count(*) FILTER (status = 'skipped') AS skipped, "
             "coalesce(sum(accepted), 0) AS accepted, coalesce(sum(attempts), 0) AS attempts FROM images "
-            "WHERE run_id = ?",
-            [run_id])[0]
-        interrupted = self.close_in_flight_calls(run_id)
+            "WHERE run_id = ? AND coalesce(execution, 1) = ?", [run_id, execution])[0]
+        interrupted = self.close_in_flight_calls(run_id, execution)
         fields = {k: run[k] for k in RunRecord.columns() if k in run}
-        fields.update(status="interrupted", finished_at=run.get("finished_at"), images_ok=counts["ok"],
+        fields.update(status=status, finished_at=run.get("finished_at"), images_ok=counts["ok"],
                       images_error=counts["err"], images_skipped=counts["skipped"],
                       variations_accepted=counts["accepted"], attempts=counts["attempts"],
-                      message="the process stopped before the run finished; its finished images are kept")
-        self.write_run(RunRecord(**fields))
-        self.compact_run(run_id)
+                      message=message or "the process stopped before the run finished; its finished images are kept")
+        self.write_run(RunRecord(**fields), execution=execution)
+        self.compact_run(run_id, execution=execution)
         if interrupted:
             log.warning("run %s: %d calls were in flight when it was killed; recorded as interrupted, their "
                         "estimated cost counted (an answer that reached the cache is reused)", run_id, interrupted)
         return removed
 
-    def close_in_flight_calls(self, run_id: str) -> int:
+    def close_in_flight_calls(self, run_id: str, execution: int = 1) -> int:
         """A killed run's ``in_flight`` calls become ``interrupted``, keeping their estimated cost
         (they may have been answered and billed). Returns how many."""
-        rows = self.query("SELECT * FROM attempts WHERE run_id = ? AND outcome = ?", [run_id, IN_FLIGHT])
+        rows = self.query("SELECT * FROM attempts WHERE run_id = ? AND outcome = ? AND coalesce(execution, 1) = ?",
+                          [run_id, IN_FLIGHT, execution])
         for row in rows:
             fields = {k: row[k] for k in AttemptRecord.columns() if k in row}
             fields.update(outcome=INTERRUPTED, error="the run was killed while this call was in flight: it may "
                                                      "have been answered and billed; its estimated cost is counted")
-            self.write_attempt(AttemptRecord(**fields))
+            self.write_attempt(AttemptRecord(**fields), execution=execution)
         return len(rows)
 
     # -- writing ----------------------------------------------------------------------------
-    def _part_path(self, table: str, run_id: str, key: str) -> Path:
-        return self.tables_dir / table / f"run-{_safe(run_id)}" / "parts" / f"{_safe(key)}.parquet"
+    def _part_path(self, table: str, run_id: str, key: str, execution: int | None = None) -> Path:
+        return self._run_dir(table, run_id, execution) / "parts" / f"{_safe(key)}.parquet"
 
-    def _write(self, table: str, run_id: str, key: str, rows: list, *, durable: bool = False) -> None:
+    def _write(self, table: str, run_id: str, key: str, rows: list, *, durable: bool = False,
+               execution: int | None = None) -> None:
         record_type = RECORD_TYPES[table]
         dict_rows = []
         for r in rows:
             if not isinstance(r, record_type):
                 raise TypeError(f"{table} takes {record_type.__name__} rows, got {type(r).__name__}")
-            dict_rows.append(redact_row(r.as_row()))  # no fragment of a known key is kept
-        _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key), durable=durable)
+            # no fragment of a known key is kept
+            dict_rows.append(redact_row({**r.as_row(), EXECUTION: execution or self.execution}))
+        _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key, execution),
+                              durable=durable)
 
-    def write_run(self, run: RunRecord) -> None:
-        self._write("runs", run.run_id, "run", [run])
+    def write_run(self, run: RunRecord, *, execution: int | None = None) -> None:
+        self._write("runs", run.run_id, "run", [run], execution=execution)
 
-    def write_attempt(self, attempt: AttemptRecord) -> None:
+    def write_attempt(self, attempt: AttemptRecord, *, execution: int | None = None) -> None:
         """One call's row; an ``in_flight`` row (written before the request leaves) is fsynced,
         and the call's final row replaces it (the same part)."""
         self._write("attempts", attempt.run_id, f"{attempt.image_id[:16]}-{attempt.attempt_key[:32]}", [attempt],
-                    durable=attempt.outcome == IN_FLIGHT)
+                    durable=attempt.outcome == IN_FLIGHT, execution=execution)
 
     def write_image_result(
         self, image: ImageRecord, variations: list[VariationRecord] = (), *, key: str | None = None
@@ -509,10 +525,10 @@ class Store:
         return {r["request_key"] for r in rows}
 
     # -- compaction ---------------------------------------------------------------------------
-    def compact_run(self, run_id: str) -> None:
-        """Merge a finished run's parts into one file per table; the parts go later (vacuum)."""
+    def compact_run(self, run_id: str, *, execution: int | None = None) -> None:
+        """Merge a finished run's parts (of this execution) into one file per table; the parts go later (vacuum)."""
         for table in TABLES:
-            run_dir = self.tables_dir / table / f"run-{_safe(run_id)}"
+            run_dir = self._run_dir(table, run_id, execution)
             parts = sorted((run_dir / "parts").glob("*.parquet")) if run_dir.exists() else []
             for part in list(parts):
                 reason = unreadable_reason(part)

@@ -133,8 +133,10 @@ def test_mixed_faults_every_image_ends_in_a_recorded_state(mixed):
     for name in ("photo-010.png", "photo-011.png"):
         assert rows[name]["status"] == "skipped"
         assert "the run stopped (quota_day)" in rows[name]["error"] and "daily quota" in rows[name]["error"]
-    assert summary["status"] == "completed"  # some images succeeded before the stop
-    assert summary["message"].startswith("stopped early (quota_day)")
+    # Failed (exit 3) whatever succeeded before the stop, saying how far it got (flows/outcome.py)
+    assert summary["status"] == "failed" and summary["images_ok"] > 0
+    assert summary["message"].startswith(f"stopped by the daily quota after "
+                                         f"{summary['images_ok'] + summary['images_error']} of ")
     assert store.query("SELECT message FROM runs")[0]["message"] == summary["message"]
     assert summary["stop_outcome"] == "quota_day"
 

@@ -285,3 +285,73 @@ def test_in_chromium_a_custom_run_from_the_form_completes_and_shows_its_report(b
     assert "photo-000.png" in text and "photo-001.png" in text and "gallery" in text
     page.screenshot(path=str(shots / "5-run-report.png"), full_page=True)
     page.close()
+
+
+def _automation_names(server) -> set[str]:
+    return {a["name"] for a in call(f"{server['api']}/automations/filter", {})[1]}
+
+
+def test_a_served_run_where_no_image_succeeds_ends_failed_and_the_failed_automation_fires(served, server, tmp_path):
+    if "varflow-run-failed" not in _automation_names(server):  # this test alone: the README's command
+        subprocess.run([sys.executable, "-m", "prefect", "automation", "create", "--from-file",
+                        str(ROOT / "deployments" / "automations.yaml")], env=server["env"], check=True,
+                       capture_output=True, timeout=120)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.png").write_bytes(b"not an image")
+    run = wait_final(server, served, trigger(server, served, {"input_dir": str(junk)})["id"])
+    assert (run["state_type"], run["state"]["message"]) == ("FAILED", "no image succeeded; see the errors above")
+    (row,) = Store(served["home"]).query("SELECT status FROM runs WHERE run_id = ?", [run["id"]])
+    assert row["status"] == "failed"
+    deadline = time.time() + 30
+    while "varflow-run-failed" not in (names := [e["resource"].get("prefect.resource.name")
+                                                 for e in events(server, "prefect.automation.triggered")]):
+        assert time.time() < deadline, f"the Failed automation did not fire: {names}"
+        time.sleep(1)
+
+
+def test_a_served_run_cancelled_from_the_api_closes_its_rows_cancelled_and_frees_its_claims(served, server, tmp_path):
+    make_photo_folder(tmp_path / "many", 10, size=256)
+    run_id = trigger(server, served, {"input_dir": str(tmp_path / "many"), "count": 3})["id"]
+    store = Store(served["home"])
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not store.query("SELECT 1 FROM images WHERE run_id = ?", [run_id]):  # running, an image done
+        assert time.time() < deadline, served["log"].read_text()[-3000:]
+        time.sleep(0.5)
+    status, _ = call(f"{server['api']}/flow_runs/{run_id}/set_state",
+                     {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+    assert status in (200, 201)
+    assert wait_final(server, served, run_id)["state_type"] == "CANCELLED"
+    while (row := store.query("SELECT status, message FROM runs WHERE run_id = ?", [run_id])[0])["status"] == "running":
+        assert time.time() < deadline, "the cancelled run's row stayed running"
+        time.sleep(0.5)
+    assert row["status"] == "cancelled", row
+    assert not list((served["home"] / "claims").glob("*.lock")), "claims left behind"
+
+
+def test_a_retried_flow_run_keeps_each_executions_records_and_resumes(served, server, tmp_path):
+    make_photo_folder(tmp_path / "retry", 2, size=128)
+    run_id = trigger(server, served, {"input_dir": str(tmp_path / "retry"), "count": 1})["id"]
+    assert wait_final(server, served, run_id)["state_type"] == "COMPLETED"
+    # The UI's Retry: the finished flow run goes back to Scheduled (AwaitingRetry) and runs again, same id.
+    status, _ = call(f"{server['api']}/flow_runs/{run_id}/set_state",
+                     {"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
+                      "force": True})
+    assert status in (200, 201)
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not ((run := call(f"{server['api']}/flow_runs/{run_id}")[1])["run_count"] == 2
+               and run["state_type"] in FINAL):
+        assert time.time() < deadline, served["log"].read_text()[-3000:]
+        time.sleep(0.5)
+    assert run["state_type"] == "COMPLETED"
+    store = Store(served["home"])
+    runs = store.query("SELECT execution, status, images_ok, images_skipped FROM runs WHERE run_id = ? "
+                       "ORDER BY execution", [run_id])
+    assert [(r["execution"], r["status"], r["images_ok"], r["images_skipped"]) for r in runs] == [
+        (1, "completed", 2, 0), (2, "completed", 0, 2)]
+    images = store.query("SELECT execution, status, job_key IS NOT NULL AS finished FROM images WHERE run_id = ? "
+                         "ORDER BY execution, path", [run_id])
+    assert [(i["execution"], i["status"], i["finished"]) for i in images] == [
+        (1, "ok", True), (1, "ok", True), (2, "skipped", False), (2, "skipped", False)]
+    accepted = store.query("SELECT execution FROM variations WHERE run_id = ? AND accepted", [run_id])
+    assert accepted and {a["execution"] for a in accepted} == {1}, "the first execution's variations are kept"

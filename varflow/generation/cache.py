@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from varflow.errors import ConfigurationError
+from varflow.safety.diskwrite import writing
 from varflow.safety.filemodes import follow_umask
 
 EVICT_TO = 0.8  # after eviction the cache holds at most this fraction of its limit
@@ -134,8 +135,9 @@ class VariationCache:
         follow_umask(fd)  # mkstemp makes it 0600; the data directory is readable as the umask says
         os.close(fd)
         try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
+            with writing(dest):
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -37,6 +37,7 @@ from varflow.quality.profiles import VariationJudge
 from varflow.runtime.calls import AttemptContext, GenerationResult, record_cache_hit
 from varflow.runtime.records import ImageRecord, VariationRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
+from varflow.safety.diskwrite import writing
 from varflow.settings import LevelSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class ImageOutcome:
     stage_ms: dict[str, float] = field(default_factory=dict)
     accepted_scores: list[dict] = field(default_factory=list)
     finished_job: str | None = None  # the job key, once the image is finished (not redone by later runs)
+    recorded: bool = True  # False: its rows could not be written (a full disk); the flow records the error
 
     @property
     def success_rate(self) -> float | None:
@@ -211,7 +213,9 @@ class _ImageRun:
             return self.outcome
         except Exception as exc:  # one image's failure must not cost the others
             self.outcome.status = "error"
-            self.outcome.error = f"{self.job.source_path}: processing failed ({type(exc).__name__}: {exc})"
+            # An OS error naming no file (a full disk under an image writer) names the image's working folder.
+            where = f" in {self.work}" if isinstance(exc, OSError) and exc.errno and not exc.filename else ""
+            self.outcome.error = f"{self.job.source_path}: processing failed ({type(exc).__name__}: {exc}){where}"
             return self.outcome
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -220,8 +224,12 @@ class _ImageRun:
             self.ms["total"] = (time.perf_counter() - t_start) * 1000
             self.outcome.stage_ms = dict(self.ms)
             record = self.image_record()
-            self.res.records.write_image_result(record, self.variations)
-            self.outcome.finished_job = record.job_key
+            try:
+                self.res.records.write_image_result(record, self.variations)
+                self.outcome.finished_job = record.job_key
+            except OSError as exc:  # a full disk: an error, not finished; the flow writes its row when it can
+                self.outcome.status, self.outcome.recorded = "error", False
+                self.outcome.error = f"{self.job.source_path}: its rows could not be written ({exc})"
 
     def optimize(self) -> bool:
         job, t0 = self.job, time.perf_counter()
@@ -357,8 +365,9 @@ class _ImageRun:
         if dest is None:
             Path(src).unlink(missing_ok=True)
             return None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, dest)
+        with writing(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dest)
         return str(dest)
 
     def variation_record(self, a: Attempt, result: GenerationResult, dedup: DedupResult, assessment,

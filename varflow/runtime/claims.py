@@ -60,8 +60,13 @@ class ImageClaims:
                 if same:
                     break
                 os.close(fd)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} run {self.run_id}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} run {self.run_id}\n".encode())
+            except OSError as exc:  # a full disk: no claim, and no lock left held
+                path.unlink(missing_ok=True)
+                os.close(fd)
+                raise OSError(exc.errno, f"{os.strerror(exc.errno or 0)}: cannot write", str(path)) from exc
             self._held[image_id] = fd
             return True
 
@@ -93,12 +98,14 @@ class ImageClaims:
             fd = self._held.pop(image_id, None)
             if fd is None:
                 return
-            if finished_job:
-                marker = self.done_path(finished_job)
-                marker.parent.mkdir(exist_ok=True)
-                marker.touch()
-            self.path(image_id).unlink(missing_ok=True)  # while still locked: see claim()
-            os.close(fd)
+            try:
+                if finished_job:
+                    marker = self.done_path(finished_job)
+                    marker.parent.mkdir(exist_ok=True)
+                    marker.touch()
+            finally:  # a marker a full disk refused still frees the claim
+                self.path(image_id).unlink(missing_ok=True)  # while still locked: see claim()
+                os.close(fd)
 
     def release_all(self) -> None:
         for image_id in list(self._held):
@@ -111,3 +118,27 @@ class ImageClaims:
         except OSError:
             text = ""
         return text or "another run"
+
+
+def free_claims_of(directory: str | Path, run_id: str) -> int:
+    """Remove the claim files a run that ended left behind (its process died or was cancelled:
+    the OS dropped the locks, the files still name it); a claim some live process holds stays.
+    Returns how many were removed."""
+    removed = 0
+    for path in Path(directory).glob("*.lock") if Path(directory).is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live process
+            os.close(fd)
+            continue
+        try:
+            if f" run {run_id}" in os.pread(fd, 512, 0).decode(errors="replace"):
+                path.unlink(missing_ok=True)  # while locked, as ImageClaims.release does
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed

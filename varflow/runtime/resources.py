@@ -192,6 +192,7 @@ class ResourceSpec:
     policy: CallPolicy = CallPolicy()
     cache_max_bytes: int = 2 * 2**30
     shared_limits: str = ""
+    execution: int = 1  # which execution of the run (Prefect's run_count: a retried flow run runs again)
 
 
 class RunResources:

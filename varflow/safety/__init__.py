@@ -1,1 +1,2 @@
-"""What keeps hostile input and secrets in their place: escaping per sink, redaction, file modes."""
+"""What keeps hostile input, secrets and failing disks in their place: escaping per sink, redaction, file modes,
+write errors that name their file."""
