@@ -29,7 +29,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from varflow.flows.addresses import check_run_addresses
 from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
-from varflow.flows.lifecycle import SpaceReserve, on_cancelled, on_crashed, recover_interrupted_runs, reserve_path
+from varflow.flows.lifecycle import (
+    SpaceReserve,
+    on_cancelled,
+    on_crashed,
+    on_failed,
+    recover_interrupted_runs,
+    reserve_path,
+    termination_kept,
+)
 from varflow.flows.outcome import final_state, stop_message, summary_from
 from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from varflow.flows.preflight import check_space, new_images
@@ -86,7 +94,9 @@ def variation_run(**form):
         # another (the UI's runner field) runs as a subflow on it.
         state = variation_run.with_options(task_runner=runner.task_runner(params))(**form, return_state=True)
         return final_state(summary_from(state))
-    return final_state(run_folder(params))
+    with termination_kept():
+        summary = run_folder(params)
+    return final_state(summary)
 
 
 def guard_run(params: RunParameters) -> None:
@@ -103,7 +113,8 @@ variation_run.__signature__ = form_signature()
 variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
                                        "returns the run summary.")
 variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
-                     persist_result=False, on_cancellation=[on_cancelled], on_crashed=[on_crashed])(variation_run)
+                     persist_result=False, on_cancellation=[on_cancelled], on_crashed=[on_crashed],
+                     on_failure=[on_failed])(variation_run)
 
 
 def run_folder(params: RunParameters) -> dict:
