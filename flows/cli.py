@@ -39,6 +39,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     opt("--force", "force", "redo finished images and regenerate cached variations", action="store_true")
     opt("--dedup-library", "dedup_library", "also reject a new variation that duplicates any variation ever "
         "accepted in the data directory, from any source image (default: only its own source's)", action="store_true")
+    opt("--keep-copies", "keep_copies", "also process an input that is a copy of another input (cropped, mirrored, "
+        "framed, rotated, re-encoded); default: skip it as 'copy of' the other", action="store_true")
     opt("--cache-max-mb", "cache_max_mb", "variation cache size limit (MiB)", type=int)
     opt("--home", "home", "data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     opt("--ext", "extensions", "comma-separated image extensions (default: " + ",".join(
@@ -124,7 +126,8 @@ def _print_plan(plan: dict, as_json: bool) -> None:
     lines = [
         f"varflow dry run ({plan['backend']} / {plan['model']}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
-        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
+        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file,"
+        f" {plan.get('images_copies', 0)} copies of another picture)",
         f"  calls        expected {plan['calls_expected']} (images x count {plan['count']}); worst case "
         f"{plan['calls_worst_case']} (x {plan['max_attempts_per_variation']} attempts per variation"
         f" x {plan['max_tries_per_attempt']} tries per attempt)",
@@ -338,7 +341,7 @@ def cmd_score(args) -> int:
 
 def cmd_dedup(args) -> int:
     from varflow.discovery import discover_images
-    from varflow.inspect import find_duplicate_groups
+    from varflow.copies import find_copy_groups
 
     try:
         paths = discover_images(args.dir)
@@ -346,7 +349,7 @@ def cmd_dedup(args) -> int:
         print(f"varflow: {exc}", file=sys.stderr)
         return 2
     errors: list[tuple[str, str]] = []
-    groups = find_duplicate_groups(paths, errors=errors)
+    groups = find_copy_groups(paths, errors=errors)
     for path, message in errors:
         print(f"varflow: skipped {message}", file=sys.stderr)
     if args.json:

@@ -10,7 +10,8 @@ from storage import Store
 from varflow.adaptive import WINDOW
 from varflow.discovery import discover_images
 from varflow.generators import backend_class, model_name
-from varflow.scan import DONE, SAME_CONTENT, TODO, scan_images
+from varflow.copies import copies_in_folder
+from varflow.scan import COPY, DONE, SAME_CONTENT, TODO, scan_images
 from varflow.settings import QUALITY_LEVELS, level_settings
 
 
@@ -36,7 +37,8 @@ def plan_run(params: RunParameters) -> dict:
     level = level_settings(params.start_level or saved_level or "high")
     earlier_outputs = store.output_dirs_inside(input_dir) if store is not None else []
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs])
-    found = [image.status for image in scan_images(paths, input_dir, finished=finished,
+    copies = {} if params.keep_copies else copies_in_folder(paths, limits=params.settings().limits)
+    found = [image.status for image in scan_images(paths, input_dir, finished=finished, copies=copies,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]
     todo, done, same = found.count(TODO), found.count(DONE), found.count(SAME_CONTENT)
     retries = params.retries if backend.remote and not backend.can_batch else 0  # a batch answers once
@@ -51,6 +53,7 @@ def plan_run(params: RunParameters) -> dict:
     return {
         "backend": params.backend, "model": model, "level": level.name, "images_found": len(paths),
         "images_to_do": todo, "images_already_done": done, "images_same_content": same,
+        "images_copies": found.count(COPY),
         "count": params.count, "max_attempts_per_variation": max_attempts,
         "max_tries_per_attempt": 1 + retries, "calls_expected": expected, "calls_worst_case": worst,
         "usd_per_call": per_call, "cost_expected_usd": cost(expected), "cost_worst_case_usd": cost(worst),

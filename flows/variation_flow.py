@@ -53,6 +53,7 @@ from varflow.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
 from varflow.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.resources import RunResources
 from varflow.runlock import RunLock, is_held, run_lock_path
+from varflow.copies import copies_in_folder
 from varflow.scan import DONE, TODO, UNREADABLE, FoundImage, scan_images
 from varflow.thumbnails import prune_thumbnails
 
@@ -213,8 +214,9 @@ class FolderRun:
         pipeline = ImagePipeline(self.res, self.generator(work_dir), work_root=work_dir,
                                  optimize=optimize if self.plan.stage_tasks else optimize_image)
         try:
-            self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished),
-                         pipeline)
+            copies = {} if self.params.keep_copies else copies_in_folder(paths, limits=self.params.settings().limits)
+            self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
+                                     copies=copies), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:

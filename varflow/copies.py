@@ -40,22 +40,23 @@ from varflow.hashindex import HashIndex, popcount64
 from varflow.imageio import ImageReadError, load_rgb
 from varflow.settings import LoadLimits
 
-FEATURE_SIDE = 256  # long side of the grey image every feature is taken from
+FEATURE_SIDE = 160  # long side of the grey image every feature is taken from
 KEYPOINTS = 160  # strongest SIFT keypoints kept per image
 SIFT_CONTRAST = 0.02  # half OpenCV's default: low-contrast photos (cells, fundus) still get keypoints
 THUMB = 20  # SSIM thumbnail side (the older rule's 20 px)
 MAX_HAMMING = 12  # global hash shortlist radius (bits of 64)
 SSIM_MIN = 0.72  # thumbnail SSIM that confirms a global candidate (the older rule's)
-SHORTLIST = 4  # nearest images by visual words verified per image (and per mirror)
+SHORTLIST = (4, 2)  # nearest images by visual words verified per image, and per its mirror
 MIN_WORD_SCORE = 0.04  # tf-idf cosine below which a word neighbour is not a candidate
 RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 8  # RANSAC inliers of a similarity transform that make a local match
-RANSAC_PX = 4.0  # reprojection threshold at FEATURE_SIDE px
+RANSAC_PX = 3.0  # reprojection threshold at FEATURE_SIDE px
 MIN_NCC = 0.9  # correlation of the warped overlap that confirms a local match
+MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
 BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
 VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words
-VOCAB_SAMPLE = 40_000  # descriptors sampled to train the vocabulary
+VOCAB_SAMPLE = 30_000  # descriptors sampled to train the vocabulary
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Vocabulary:
 
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     cv2.setRNGSeed(seed)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 12, 0.5)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 8, 0.5)
     _, _, centres = cv2.kmeans(x, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
     return centres
 
@@ -249,7 +250,8 @@ def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarra
         return None
     n_in = int(inl.sum())
     scale = float(np.hypot(model[0, 0], model[1, 0]))
-    if n_in < MIN_INLIERS or not 0.25 <= scale <= 4.0:
+    angle = float(np.degrees(np.arctan2(model[1, 0], model[0, 0])))
+    if n_in < MIN_INLIERS or not 0.25 <= scale <= 4.0 or abs(angle) > MAX_ROTATION:
         return None
     ncc = overlap_ncc(a, b, model, mirrored)
     if ncc is None or ncc < MIN_NCC:
@@ -336,8 +338,8 @@ def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: 
     spill = _Spill()
     jobs = [(i, str(p), limits) for i, p in enumerate(paths)]
     if workers > 1 and len(paths) > 8:
-        # forkserver: a forked copy of a process whose OpenCV/BLAS threads hold locks can hang
-        ctx = multiprocessing.get_context("forkserver")
+        # spawn: a forked copy of a process whose OpenCV/BLAS threads hold locks can hang
+        ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
             results = pool.map(_worker, jobs, chunksize=max(1, min(32, len(jobs) // (4 * workers))))
             for i, f, err in results:
@@ -395,12 +397,14 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     sample = np.concatenate([spill.get(i)[rng.permutation(spill.where[i][1])[:per]] for i in ids])
     vocab = Vocabulary(sample)
     rows, cols, mrows, mcols = [], [], [], []
-    for r, i in enumerate(ids):
-        d = spill.get(i)
-        w = np.unique(vocab.words(d))
-        wm = np.unique(vocab.words(d[:, MIRROR]))
-        rows.append(np.full(len(w), r)); cols.append(w)
-        mrows.append(np.full(len(wm), r)); mcols.append(wm)
+    for r0 in range(0, len(ids), 256):  # words of 256 images' descriptors (and mirrors) at once
+        block = [spill.get(i) for i in ids[r0:r0 + 256]]
+        d = np.concatenate(block)
+        owner = np.repeat(np.arange(r0, r0 + len(block)), [len(x) for x in block])
+        for rs, cs, words in ((rows, cols, vocab.words(d)), (mrows, mcols, vocab.words(d[:, MIRROR]))):
+            pairs = np.unique(owner.astype(np.int64) * vocab.size + words)
+            rs.append(pairs // vocab.size)
+            cs.append(pairs % vocab.size)
     n, v = len(ids), vocab.size
 
     def matrix(rs, cs):
@@ -421,7 +425,7 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     xt = x.T.tocsc()
     out: set[tuple[int, int, bool]] = set()
     block = 256
-    for mirrored, q in ((False, x), (True, xm)):
+    for mirrored, q, want in ((False, x, SHORTLIST[0]), (True, xm, SHORTLIST[1])):
         for r0 in range(0, n, block):
             s = (q[r0:r0 + block] @ xt).toarray()
             for rr in range(s.shape[0]):
@@ -429,8 +433,8 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
                 s[rr, r] = -1  # not itself
                 i = ids[r]
                 taken = 0
-                for c in np.argsort(-s[rr])[:4 * SHORTLIST]:
-                    if s[rr, c] < MIN_WORD_SCORE or taken == SHORTLIST:
+                for c in np.argsort(-s[rr])[:4 * want]:
+                    if s[rr, c] < MIN_WORD_SCORE or taken == want:
                         break
                     j = ids[int(c)]
                     if groups.find(i) == groups.find(j):
@@ -474,3 +478,15 @@ def find_copy_groups(paths: Sequence[str | Path], *, workers: int | None = None,
     for i, name in enumerate(names):
         groups.setdefault(uf.find(i), []).append(name)
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def copies_in_folder(paths: Sequence[Path], *, limits: LoadLimits = LoadLimits()) -> dict[Path, Path]:
+    """Each input that is a copy of an earlier one in ``paths`` -> that earlier input (the first of
+    its group in the folder's order stands for the group). A small folder is read in this process;
+    a large one by a pool of two."""
+    workers = 1 if len(paths) <= 64 else min(2, os.cpu_count() or 1)
+    names, links = find_copy_links(paths, workers=workers, limits=limits)
+    uf = UnionFind(len(names))
+    for link in links:
+        uf.union(link.a, link.b)  # the root is the group's smallest index: its first file
+    return {Path(paths[i]): Path(paths[uf.find(i)]) for i in range(len(names)) if uf.find(i) != i}

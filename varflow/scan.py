@@ -2,7 +2,8 @@
 
 Each image is identified by its content (SHA-256 of its bytes) and, with the run's output-changing
 parameters, by a job key; an image whose job key an earlier run finished is done, a second file
-with the same bytes is processed once. Files are hashed one by one as the caller asks, so a run
+with the same bytes is processed once, and so is a copy of another input (cropped, mirrored,
+framed, rotated, re-encoded: ``copies``, from ``varflow.copies.copies_in_folder``). Files are hashed one by one as the caller asks, so a run
 starts on the first image before the last is read.
 """
 
@@ -15,7 +16,7 @@ from typing import Iterator
 from varflow.imageio import sha256_file
 from varflow.records import stable_id
 
-TODO, UNREADABLE, SAME_CONTENT, DONE = "todo", "unreadable", "same_content", "done"
+TODO, UNREADABLE, SAME_CONTENT, COPY, DONE = "todo", "unreadable", "same_content", "copy", "done"
 
 
 def output_stems(paths: list[Path], input_dir: Path) -> list[str]:
@@ -31,14 +32,15 @@ class FoundImage:
     path: Path
     stem: str  # OUTPUT-relative name without suffix
     image_id: str  # SHA-256 of its bytes (of its path when unreadable)
-    status: str  # TODO, UNREADABLE, SAME_CONTENT or DONE
+    status: str  # TODO, UNREADABLE, SAME_CONTENT, COPY or DONE
     message: str | None = None  # why it is not to do
     job_key: str | None = None  # stable id of (content, output name, parameters)
 
 
 def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict,
-                finished: dict[str, str]) -> Iterator[FoundImage]:
-    """Every path with its status; ``finished`` maps the job keys of finished images to their run."""
+                finished: dict[str, str], copies: dict[Path, Path] | None = None) -> Iterator[FoundImage]:
+    """Every path with its status; ``finished`` maps the job keys of finished images to their run,
+    ``copies`` a copy of another input to that input (it is skipped)."""
     seen: dict[str, str] = {}  # image_id -> first path with that content
     for path, stem in zip(paths, output_stems(paths, input_dir)):
         try:
@@ -53,6 +55,10 @@ def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict,
                              f"same content as {seen[image_id]}; its variations stand for both")
             continue
         seen[image_id] = str(path)
+        if copies and path in copies:  # the same picture again: pay for it once
+            yield FoundImage(path, stem, image_id, COPY, f"copy of {copies[path]} (cropped, mirrored, framed, "
+                             "rotated or re-encoded); its variations stand for both; --keep-copies processes both")
+            continue
         job_key = stable_id(image_id, stem, fingerprint)
         if job_key in finished:
             yield FoundImage(path, stem, image_id, DONE, f"unchanged since run {finished[job_key]} "
