@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import skimage_photo
-from varflow.copies import MIRROR, copies_in_folder, find_copy_groups, find_copy_links, trim_borders
+from varflow.copies import MIRROR, Route, copies_in_folder, find_copy_groups, find_copy_links, trim_borders
 from varflow.imageio import load_rgb
 
 SIDE = 256  # small photos keep the tests fast
@@ -72,9 +72,9 @@ def test_each_copy_is_linked_to_its_original_directly(copy_folder):
     paths = sorted(copy_folder.iterdir())
     names, links = find_copy_links(paths, workers=1)
     hows = {link.how for link in links}
-    assert {"global", "global-mirror"} <= hows and any(h.startswith("local") for h in hows)
+    assert {Route.HASHES, Route.HASHES_MIRROR, Route.KEYPOINTS} <= hows
     for link in links:
-        if link.how.startswith("local"):
+        if link.how in (Route.KEYPOINTS, Route.KEYPOINTS_MIRROR):
             assert link.inliers >= 8 and link.ncc >= 0.9
 
 

@@ -30,6 +30,7 @@ import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -307,13 +308,22 @@ class _Spill:
         self.file.close()
 
 
+class Route(str, Enum):
+    """How a pair was found and confirmed."""
+
+    HASHES = "hashes"  # content hashes + thumbnail SSIM
+    HASHES_MIRROR = "hashes-mirror"  # the same, one side mirrored
+    KEYPOINTS = "keypoints"  # visual words + RANSAC similarity + overlap correlation
+    KEYPOINTS_MIRROR = "keypoints-mirror"  # the same, one side's descriptors mirrored
+
+
 @dataclass(frozen=True)
 class CopyLink:
     a: int
     b: int
-    how: str  # "global", "global-mirror", "local", "local-mirror"
-    inliers: int = 0  # local: RANSAC inliers
-    ncc: float = 0.0  # local: correlation of the warped overlap
+    how: Route
+    inliers: int = 0  # keypoints: RANSAC inliers
+    ncc: float = 0.0  # keypoints: correlation of the warped overlap
 
 
 class UnionFind:
@@ -380,7 +390,7 @@ def global_links(feats: list[CopyFeatures | None]) -> list[CopyLink]:
                     ti = np.ascontiguousarray(fi.thumb[:, ::-1]) if mirrored else fi.thumb
                     if ssim_small(ti, feats[j].thumb) > SSIM_MIN:
                         done.add(key)
-                        links.append(CopyLink(key[0], key[1], "global-mirror" if mirrored else "global"))
+                        links.append(CopyLink(key[0], key[1], Route.HASHES_MIRROR if mirrored else Route.HASHES))
     return links
 
 
@@ -461,7 +471,7 @@ def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None,
             m = verify_local(feats[i], feats[j], spill.get(i), spill.get(j), mirrored)
             if m is not None:
                 groups.union(i, j)
-                links.append(CopyLink(i, j, "local-mirror" if mirrored else "local", m.inliers, m.ncc))
+                links.append(CopyLink(i, j, Route.KEYPOINTS_MIRROR if mirrored else Route.KEYPOINTS, m.inliers, m.ncc))
     finally:
         spill.close()
     return paths, links
