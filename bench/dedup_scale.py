@@ -47,11 +47,13 @@ JPEG_QUALITY = 90
 def _make(args) -> tuple[str, int, str, int]:
     """Write one file: a base picture (kind 'orig') or a copy of base ``b``."""
     folder, index, kind, base, seed = args
+    name = f"{index:06d}.jpg"  # names say nothing of what a file is
+    if (Path(folder) / name).exists():  # a kept folder (--keep) is reused: the same seed makes the same files
+        return name, base, kind, index
     rng = np.random.default_rng(seed)
     im = procedural(np.random.default_rng(1_000_003 * base + 17))
     if kind != "orig":
         im = copy_of(im, kind, rng)
-    name = f"{index:06d}.jpg"  # names say nothing of what a file is
     im.save(Path(folder) / name, "JPEG", quality=JPEG_QUALITY)
     return name, base, kind, index
 

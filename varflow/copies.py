@@ -28,7 +28,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -47,7 +47,7 @@ SIFT_CONTRAST = 0.02  # half OpenCV's default: low-contrast photos (cells, fundu
 THUMB = 20  # SSIM thumbnail side (the older rule's 20 px)
 MAX_HAMMING = 12  # global hash shortlist radius (bits of 64)
 SSIM_MIN = 0.72  # thumbnail SSIM that confirms a global candidate (the older rule's)
-SHORTLIST = (4, 2)  # nearest images by visual words verified per image, and per its mirror
+SHORTLIST = (3, 1)  # nearest images by visual words verified per image, and per its mirror
 MIN_WORD_SCORE = 0.04  # tf-idf cosine below which a word neighbour is not a candidate
 RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 8  # RANSAC inliers of a similarity transform that make a local match
@@ -56,8 +56,10 @@ MIN_NCC = 0.9  # correlation of the warped overlap that confirms a local match
 MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
 BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
+VERIFY_THREADS = 2  # threads verifying keypoint candidates
+VERIFY_BATCH = 64  # candidates verified between two looks at the groups
 VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words
-VOCAB_SAMPLE = 30_000  # descriptors sampled to train the vocabulary
+VOCAB_SAMPLE = 20_000  # descriptors sampled to train the vocabulary
 
 
 @dataclass
@@ -461,20 +463,35 @@ def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None,
     workers = workers or min(2, os.cpu_count() or 1)
     feats, spill = extract_all(paths, workers, limits, errors)
     try:
-        links = global_links(feats)
-        groups = UnionFind(len(paths))
-        for link in links:
-            groups.union(link.a, link.b)
-        for i, j, mirrored in word_candidates(feats, spill, groups):
-            if groups.find(i) == groups.find(j):
-                continue
-            m = verify_local(feats[i], feats[j], spill.get(i), spill.get(j), mirrored)
-            if m is not None:
-                groups.union(i, j)
-                links.append(CopyLink(i, j, Route.KEYPOINTS_MIRROR if mirrored else Route.KEYPOINTS, m.inliers, m.ncc))
+        return paths, link_features(feats, spill)
     finally:
         spill.close()
-    return paths, links
+
+
+def link_features(feats: list[CopyFeatures | None], spill: _Spill) -> list[CopyLink]:
+    """The confirmed pairs among extracted features (the module's thresholds as they are now:
+    bench/dedup_quality.py sweeps them on features extracted once)."""
+    links = global_links(feats)
+    groups = UnionFind(len(feats))
+    for link in links:
+        groups.union(link.a, link.b)
+    candidates = word_candidates(feats, spill, groups)
+
+    def verify(pair):
+        i, j, mirrored = pair
+        return pair, verify_local(feats[i], feats[j], spill.get(i), spill.get(j), mirrored)
+
+    # OpenCV's matching, RANSAC and warping release the GIL: two threads verify side by side, a
+    # batch at a time, so pairs already joined through another copy are skipped
+    with ThreadPoolExecutor(VERIFY_THREADS) as pool:
+        for b0 in range(0, len(candidates), VERIFY_BATCH):
+            batch = [c for c in candidates[b0:b0 + VERIFY_BATCH] if groups.find(c[0]) != groups.find(c[1])]
+            for (i, j, mirrored), m in pool.map(verify, batch):
+                if m is not None and groups.find(i) != groups.find(j):
+                    groups.union(i, j)
+                    links.append(CopyLink(i, j, Route.KEYPOINTS_MIRROR if mirrored else Route.KEYPOINTS,
+                                          m.inliers, m.ncc))
+    return links
 
 
 def find_copy_groups(paths: Sequence[str | Path], *, workers: int | None = None,
