@@ -283,12 +283,16 @@ def build_copy_set(folder: Path, photos: tuple[str, ...], seed: int, procedural_
     chosen = {Path(p).stem: all_bases[Path(p).stem] for p in photos}
     if procedural_n:
         chosen = {f"proc{k:03d}": procedural(np.random.default_rng(seed * 1000 + k)) for k in range(procedural_n)}
+        if (folder / f"proc{procedural_n - 1:03d}__{KINDS[-1]}.png").exists():
+            chosen = {name: None for name in chosen}  # kept from an earlier run: nothing to draw
     items = []
-    for base, im in chosen.items():
-        im.save(folder / f"{base}__orig.png")
+    for base, im in chosen.items():  # a kept folder (--keep) is reused: names carry the labels
+        if not (folder / f"{base}__orig.png").exists():
+            im.save(folder / f"{base}__orig.png")
         items.append((str(folder / f"{base}__orig.png"), base, "orig"))
         for kind in KINDS:
-            copy_of(im, kind, rng).save(folder / f"{base}__{kind}.png")
+            if not (folder / f"{base}__{kind}.png").exists():
+                copy_of(im, kind, rng).save(folder / f"{base}__{kind}.png")
             items.append((str(folder / f"{base}__{kind}.png"), base, kind))
     if not procedural_n:  # look-alikes: texture tiles and faces (different pictures of one kind)
         for base, im in all_bases.items():

@@ -75,7 +75,7 @@ def test_each_copy_is_linked_to_its_original_directly(copy_folder):
     assert {Route.HASHES, Route.HASHES_MIRROR, Route.KEYPOINTS} <= hows
     for link in links:
         if link.how in (Route.KEYPOINTS, Route.KEYPOINTS_MIRROR):
-            assert link.inliers >= 8 and link.ncc >= 0.9
+            assert link.inliers >= 6 and link.ncc >= 0.9
 
 
 def test_the_pool_finds_what_one_process_finds(copy_folder):

@@ -50,9 +50,9 @@ SSIM_MIN = 0.72  # thumbnail SSIM that confirms a global candidate (the older ru
 SHORTLIST = (3, 1)  # nearest images by visual words verified per image, and per its mirror
 MIN_WORD_SCORE = 0.04  # tf-idf cosine below which a word neighbour is not a candidate
 RATIO = 0.8  # Lowe's ratio test
-MIN_INLIERS = 8  # RANSAC inliers of a similarity transform that make a local match
+MIN_INLIERS = 6  # RANSAC inliers of a similarity transform that make a match (chosen on split A, bench/dedup_quality.py)
 RANSAC_PX = 3.0  # reprojection threshold at FEATURE_SIDE px
-MIN_NCC = 0.9  # correlation of the warped overlap that confirms a local match
+MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split A: 0.85 let the stereo pair in)
 MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
 BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
@@ -299,6 +299,7 @@ class _Spill:
     def put(self, i: int, d: np.ndarray) -> None:
         self.file.seek(self.end)
         self.file.write(np.ascontiguousarray(d, np.uint8).tobytes())
+        self.file.flush()  # get() reads with pread, past Python's buffer
         self.where[i] = (self.end, len(d))
         self.end += d.nbytes
 
