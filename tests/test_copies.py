@@ -141,3 +141,23 @@ def test_a_run_skips_an_input_copy_and_keep_copies_processes_both(prefect_server
 
     summary, rows = run("both", keep_copies=True)
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 3
+
+
+def test_the_rule_for_variations_is_unchanged_a_crop_or_mirror_is_another_variation():
+    """A run's dedup of variations (varflow.dedup with DedupSettings()) still calls a crop or a
+    mirror of a picture another variation, though varflow.copies calls it a copy."""
+    from varflow.dedup import KnownImage, appearance_signature, find_duplicate
+    from varflow.hashing import compute_hashes
+    from varflow.metrics import GreyImage, to_grey
+    from varflow.settings import DedupSettings
+
+    im = photo("astronaut.png")
+    grey = GreyImage(to_grey(im))
+    known = [KnownImage("orig", compute_hashes(grey), "unused")]
+    for kind in ("crop60", "mirror", "rotate15"):
+        other = hard_copies(im)[kind]
+        g = GreyImage(to_grey(other))
+        match = find_duplicate(compute_hashes(g), g, known, settings=DedupSettings(), load_grey=lambda _: grey,
+                               candidate_appearance=appearance_signature(other),
+                               load_appearance=lambda _: appearance_signature(im))
+        assert match is None, kind
