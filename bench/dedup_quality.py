@@ -364,7 +364,7 @@ def copies_section(root: Path) -> None:
     items = sets["A (photos)"]
     best = None
     for inl in (6, 8, 10, 14, 20):
-        for ncc in (0.7, 0.8, 0.85, 0.9, 0.95):
+        for ncc in (0.95, 0.9, 0.85, 0.8, 0.7):  # on a tie, the stricter correlation (a wider margin) wins
             per, tp, fp = copy_scores(items, _group_pairs(len(items), links_with(*extracted["A (photos)"], inl, ncc)))
             found = sum(f for f, _ in per.values())
             total = sum(t for _, t in per.values())
@@ -373,7 +373,8 @@ def copies_section(root: Path) -> None:
             if prec >= 0.99 and (best is None or found > best[0]):
                 best = (found, inl, ncc)
     chosen = (best[1], best[2]) if best else (C.MIN_INLIERS, C.MIN_NCC)
-    print(f"chosen on A: inliers >= {chosen[0]}, correlation >= {chosen[1]} (the most pairs at precision >= 0.99)")
+    print(f"chosen on A: inliers >= {chosen[0]}, correlation >= {chosen[1]} (the most pairs at precision >= 0.99; "
+          "on a tie the fewer inliers and the higher correlation)")
 
     old = {}
     ph = {}

@@ -41,7 +41,7 @@ from varflow.hashindex import HashIndex, popcount64
 from varflow.imageio import ImageReadError, load_rgb
 from varflow.settings import LoadLimits
 
-FEATURE_SIDE = 160  # long side of the grey image every feature is taken from
+FEATURE_SIDE = 128  # long side of the grey image every feature is taken from
 KEYPOINTS = 160  # strongest SIFT keypoints kept per image
 SIFT_CONTRAST = 0.02  # half OpenCV's default: low-contrast photos (cells, fundus) still get keypoints
 THUMB = 20  # SSIM thumbnail side (the older rule's 20 px)
@@ -51,7 +51,7 @@ SHORTLIST = (3, 1)  # nearest images by visual words verified per image, and per
 MIN_WORD_SCORE = 0.04  # tf-idf cosine below which a word neighbour is not a candidate
 RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 6  # RANSAC inliers of a similarity transform that make a match (chosen on split A, bench/dedup_quality.py)
-RANSAC_PX = 3.0  # reprojection threshold at FEATURE_SIDE px
+RANSAC_PX = 2.5  # reprojection threshold at FEATURE_SIDE px
 MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split A: 0.85 let the stereo pair in)
 MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
