@@ -155,6 +155,8 @@ def _worker(args) -> tuple[int, CopyFeatures | None, str | None]:
         return i, features_of_file(path, limits), None
     except ImageReadError as exc:
         return i, None, str(exc)
+    except (OSError, ValueError, cv2.error) as exc:  # one odd file never costs the others
+        return i, None, f"{path}: cannot be compared ({type(exc).__name__}: {exc}); check the file"
 
 
 def _init_worker() -> None:
