@@ -6,20 +6,22 @@ confirms) finds re-encodings, rescalings, colour changes, overlays, noise and bl
 mirror (pHash moves ~31 bits), nor a crop, border or rotation that moves the content by more
 than a few percent. Here each image gives, from one reduced decode (``FEATURE_SIDE`` px):
 
-* global hashes (pHash and dHash of a 32 px thumbnail) of the image, of its mirror, of its
-  content with uniform borders trimmed (letterboxing, frames) and of that content's mirror; a
-  pair within ``MAX_HAMMING`` bits on any is confirmed by SSIM of 20 px thumbnails, as before;
+* content hashes (pHash and dHash of a 32 px thumbnail) of the image with uniform borders
+  trimmed (letterboxing, frames) and of its mirror; a pair within ``MAX_HAMMING`` bits on
+  either is confirmed by SSIM of 20 px content thumbnails, as before (whole frames are never
+  compared: two photos letterboxed alike would look alike);
 * up to ``KEYPOINTS`` SIFT keypoints (RootSIFT descriptors, kept as uint8 in a spill file, so
   memory holds only their visual words). Visual words (a two-level vocabulary trained on a
   sample of the folder's own descriptors) index the images; each image's nearest ``SHORTLIST``
   images by tf-idf cosine, of its words and of its mirrored descriptors' words, are
   candidates, verified by matching descriptors (ratio test) and fitting a similarity
-  transform with RANSAC: enough inliers, a plausible scale, and the overlap, warped into one
+  transform with RANSAC: enough inliers, a plausible scale, a rotation within
+  ``MAX_ROTATION``, and the overlap, warped into one
   frame, must agree pixel by pixel (normalised cross-correlation), so a shared texture or
   shared letters do not make two pictures one.
 
-Decoding and features run in a process pool (``workers``); the index and verification in the
-calling process. Numbers: bench/dedup_quality.py (accuracy per transform, thresholds chosen on
+Decoding and features run in a process pool (``workers``); the index in the calling process,
+the verification in two of its threads. Numbers: bench/dedup_quality.py (accuracy per transform, thresholds chosen on
 one split of photos and reported on the other) and bench/dedup_scale.py (time and memory).
 """
 
@@ -52,7 +54,7 @@ MIN_WORD_SCORE = 0.04  # tf-idf cosine below which a word neighbour is not a can
 RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 6  # RANSAC inliers of a similarity transform that make a match (chosen on split A, bench/dedup_quality.py)
 RANSAC_PX = 2.5  # reprojection threshold at FEATURE_SIDE px
-MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split A: 0.85 let the stereo pair in)
+MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split A: <= 0.8 lets the stereo pair in)
 MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
 BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
