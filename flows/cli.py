@@ -41,6 +41,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     opt("--force", "force", "redo finished images and regenerate cached variations", action="store_true")
     opt("--dedup-library", "dedup_library", "also reject a new variation that duplicates any variation ever "
         "accepted in the data directory, from any source image (default: only its own source's)", action="store_true")
+    opt("--keep-copies", "keep_copies", "also process an input that is a copy of another input (cropped, mirrored, "
+        "framed, rotated, re-encoded); default: skip it as 'copy of' the other", action="store_true")
     opt("--cache-max-mb", "cache_max_mb", "variation cache size limit (MiB)", type=int)
     opt("--home", "home", "data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     opt("--ext", "extensions", "comma-separated image extensions (default: " + ",".join(
@@ -153,7 +155,8 @@ def _print_plan(plan: dict, as_json: bool) -> None:
     lines = [
         f"varflow dry run ({plan['backend']} / {for_log(plan['model'])}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
-        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
+        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file,"
+        f" {plan.get('images_copies', 0)} copies of another picture)",
         f"  calls        expected {plan['calls_expected']:.0f}: {plan['attempts_per_image']:.1f} attempts per image"
         f" ({plan['acceptance_rate']:.0%} accepted) x {plan['calls_per_attempt']:.2f} calls per attempt; worst case "
         f"{plan['calls_worst_case']} (images x count {plan['count']} x {plan['max_attempts_per_variation']} attempts"
@@ -393,8 +396,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_dedup(args) -> int:
+    from varflow.duplicates.copies import find_copy_groups
     from varflow.processing.discovery import discover_images
-    from varflow.reports.inspect import find_duplicate_groups
 
     try:
         paths = discover_images(args.dir)
@@ -402,7 +405,7 @@ def cmd_dedup(args) -> int:
         print(f"varflow: {exc}", file=sys.stderr)
         return 2
     errors: list[tuple[str, str]] = []
-    groups = find_duplicate_groups(paths, errors=errors)
+    groups = find_copy_groups(paths, errors=errors)
     for _path, message in errors:
         print(f"varflow: skipped {message}", file=sys.stderr)
     if args.json:

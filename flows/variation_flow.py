@@ -62,7 +62,7 @@ from varflow.processing.discovery import discover_images
 from varflow.processing.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.processing.outnames import held_stems, holders_of, stem_key
 from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
-from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, scan_images
+from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, input_copies, scan_images
 from varflow.quality.adaptive import WINDOW, AdaptiveQuality
 from varflow.runtime.claims import ImageClaims
 from varflow.runtime.preflight import check_folders
@@ -242,8 +242,11 @@ class FolderRun:
         pipeline = ImagePipeline(self.res, self.generator(work_dir), work_root=work_dir,
                                  optimize=optimize if self.plan.stage_tasks else optimize_image)
         try:
+            copies = {} if params.keep_copies else input_copies(paths, self.input_dir,
+                                                                follow_links=params.follow_links,
+                                                                limits=params.settings().limits)
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
-                                     follow_links=params.follow_links, held=self.held), pipeline)
+                                     follow_links=params.follow_links, held=self.held, copies=copies), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:
