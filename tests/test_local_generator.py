@@ -309,6 +309,12 @@ def test_every_grade_and_rendering_keeps_size_and_range():
         # nothing blown out: no more clipped pixels than the source has, plus a little
         clipped = lambda a: float(((a.max(-1) >= 254) | (a.min(-1) <= 1)).mean())
         assert clipped(out) <= clipped(img) + 0.03, name
+    # a take's light at its strongest (the late golden-hour sun), from each side of its arc
+    for deg in (-180, -90, 0):
+        out, _ = looks.relight(img, angle=np.radians(deg), falloff=0.35, glow=0.6,
+                               tint=looks.LIGHT_TINTS["golden_hour"], reach=1.3)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert clipped(out) <= clipped(img) + 0.03, deg
 
 
 # ----------------------------------------------------------------------------------------------
