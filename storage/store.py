@@ -40,7 +40,7 @@ from varflow.storage.integrity import (
     unreadable_parts,
     unreadable_reason,
 )
-from varflow.storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from varflow.storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, shaped_view, to_arrow
 
 from varflow.processing.estimate import AttemptHistory
 from varflow.runtime.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
@@ -186,7 +186,8 @@ class Store:
         """
 
     def _views_script(self) -> str:
-        statements = [f"CREATE OR REPLACE VIEW {table} AS {self.view_sql(table)}" for table in TABLES]
+        statements = [f"CREATE OR REPLACE VIEW {table} AS {shaped_view(table, self.view_sql(table))}"
+                      for table in TABLES]
         statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {SCHEMA_VERSION} AS schema_version, "
                           f"'{self.home.as_posix()}' AS home")
         # Hamming distance between two 16-hex-digit perceptual hashes.
