@@ -324,6 +324,29 @@ def cmd_samples(args) -> int:
     return 0
 
 
+EXAMPLES = {"varflow.notebooks": "*.ipynb", "varflow.deployments": "*.yaml"}  # package data, by package
+
+
+def cmd_examples(args) -> int:
+    """Copy the notebooks and the deployment and automation examples into a folder; a file already
+    there is kept (named on stderr), never overwritten."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    dest = Path(args.dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    for package, pattern in EXAMPLES.items():
+        with as_file(files(package)) as folder:
+            for source in sorted(Path(folder).glob(pattern)):
+                target = dest / source.name
+                if target.exists():
+                    print(f"varflow examples: kept {target} (it exists; remove it for a fresh copy)", file=sys.stderr)
+                    continue
+                shutil.copyfile(source, target)
+                print(target)
+    return 0
+
+
 def cmd_models(args) -> int:
     """The models a backend can use (a remote one: those its key can use), or why they can't be listed."""
     from varflow.generation.backends import BACKENDS, GenerationError, backend_class, make_backend
@@ -646,6 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     _add_analysis_commands(sub)
+
+    p = sub.add_parser("examples", help="copy the notebooks and the deployment and automation examples into a folder")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_examples)
 
     p = sub.add_parser("samples", help="copy the bundled sample photos into a folder")
     p.add_argument("dest")
