@@ -117,18 +117,29 @@ def rates(records, vs):
     return ga, br, (ga + br) / 2, len(good), len(bad)
 
 
+def _share(flags):
+    return f"{sum(flags) / len(flags):.0%}" if flags else "-"
+
+
 def per_kind_table(records, verbose: bool):
     kinds = list(dict.fromkeys(r["kind"] for r in records))
     vs = {p: verdicts(records, p, "medium") for p in ("seed", "calibrated")}
-    print("Accepted per kind at level medium (good kinds should be accepted, bad rejected):\n")
-    print(f"{'label':5} {'kind':20} {'n':>3} {'seed':>6} {'calibrated':>11}   calibrated's reasons")
+    in_a = set(cs.SPLIT_A)
+    print("Accepted per kind at level medium (good kinds should be accepted, bad rejected);\n"
+          "calibrated on all photos, on split A (thresholds chosen there) and split B (held out):\n")
+    print(f"{'label':5} {'kind':20} {'n':>4} {'photos':>6} {'seed':>5} {'calibrated':>10} {'A':>5} "
+          f"{'B':>5}   calibrated's reasons")
     for kind in kinds:
         idx = [i for i, r in enumerate(records) if r["kind"] == kind]
         label = "good" if records[idx[0]]["good"] else "bad"
         acc = {p: sum(vs[p][i].accepted for i in idx) / len(idx) for p in vs}
+        a = [vs["calibrated"][i].accepted for i in idx if records[i]["photo"] in in_a]
+        b = [vs["calibrated"][i].accepted for i in idx if records[i]["photo"] not in in_a]
+        photos = len({records[i]["photo"] for i in idx})
         why = Counter(x for i in idx for x in vs["calibrated"][i].reasons)
         reasons = ", ".join(f"{k} {n}" for k, n in why.most_common())
-        print(f"{label:5} {kind:20} {len(idx):>3} {acc['seed']:>6.0%} {acc['calibrated']:>11.0%}   {reasons}")
+        print(f"{label:5} {kind:20} {len(idx):>4} {photos:>6} {acc['seed']:>5.0%} "
+              f"{acc['calibrated']:>10.0%} {_share(a):>5} {_share(b):>5}   {reasons}")
     print()
     for p in vs:
         ga, br, bal, ng, nb = rates(records, vs[p])
@@ -155,12 +166,61 @@ def level_lines(records):
     print()
 
 
+# issue 22's two figures: the ordinary edits people make, and ruined variations
+ORDINARY = ("tone_curve", "gamma", "local_contrast", "sepia", "hue_saturation", "flip", "crop",
+            "recrop", "rotate_crop", "perspective", "mirror", "warm_grade", "cool_grade",
+            "lut_look", "black_and_white", "vignette")
+RUINED = ("motion_blur", "zoom_blur", "defocus", "frost", "spatter", "heavy_jpeg", "strong_noise",
+          "noise", "heavy_blur", "jpeg_q3", "flat_blob", "smear")
+
+
 def split_lines(records, thresholds=None, label="defaults"):
     for name, photos in (("A", set(cs.SPLIT_A)), ("B", set(cs.PHOTOS) - set(cs.SPLIT_A))):
         sub = [r for r in records if r["photo"] in photos]
-        ga, br, bal, ng, nb = rates(sub, verdicts(sub, "calibrated", "medium", thresholds))
-        print(f"  calibrated ({label}) split {name} ({len(photos)} photos): good accepted {ga:6.1%} "
-              f"of {ng}, bad rejected {br:6.1%} of {nb}, balanced {bal:.3f}")
+        vs = verdicts(sub, "calibrated", "medium", thresholds)
+        ga, br, bal, ng, nb = rates(sub, vs)
+        n_photos = len({r["photo"] for r in sub})
+        role = "thresholds chosen here" if name == "A" else "held out"
+        print(f"  calibrated ({label}) split {name} ({n_photos} photos, {role}): good accepted "
+              f"{ga:6.1%} of {ng}, bad rejected {br:6.1%} of {nb}, balanced {bal:.3f}")
+        kept = [v.accepted for r, v in zip(sub, vs) if r["kind"] in ORDINARY]
+        ruined = [not v.accepted for r, v in zip(sub, vs) if r["kind"] in RUINED]
+        if kept and ruined:
+            print(f"      ordinary edits kept {sum(kept) / len(kept):6.1%} of {len(kept)}, ruined "
+                  f"variations rejected {sum(ruined) / len(ruined):6.1%} of {len(ruined)}")
+
+
+# The parts added for issue 22, each with the kinds of damage it is meant to catch: their
+# thresholds were read off split A alone (worst good value against mildest bad value).
+CHOSEN_ON_A = (
+    ("directional_detail", ("motion_blur", "zoom_blur"), "low", "directional_detail"),
+    ("flat_patch", ("flat_blob", "smear"), "high", "flat_patch"),
+    ("blown_patch", ("flat_blob",), "high", "blown_patch"),
+    ("blockiness", ("heavy_jpeg",), "high", "blockiness"),
+    ("impulse_noise", ("strong_noise",), "high", "impulse_noise"),
+)
+
+
+def choice_on_a(records):
+    """For each part chosen on split A: the good kinds' worst value and the targeted bad kinds'
+    values on A (the thresholds sit between), and the same on B (held out)."""
+    t = CalibratedThresholds()
+    print("Parts chosen on split A (good: worst value of any good kind; bad: the targeted kinds' "
+          "10th / 50th percentile):")
+    for part, kinds, bad_side, field in CHOSEN_ON_A:
+        ok, bad = getattr(t, f"{field}_ok"), getattr(t, f"{field}_bad")
+        for name, photos in (("A", set(cs.SPLIT_A)), ("B", set(cs.PHOTOS) - set(cs.SPLIT_A))):
+            good = [getattr(r["cal"], part) for r in records if r["good"] and r["photo"] in photos]
+            hit = [getattr(r["cal"], part) for r in records if r["kind"] in kinds and r["photo"] in photos]
+            if not good or not hit:
+                continue
+            # the good kinds' worst value among those every other check keeps (5th percentile
+            # and worst), against the targeted kinds
+            worst = min(good) if bad_side == "low" else max(good)
+            q = np.percentile(hit, (90, 50) if bad_side == "low" else (10, 50))
+            print(f"  {part:20} split {name}: good worst {worst:.4f}, {'/'.join(kinds)} "
+                  f"{q[0]:.4f} / {q[1]:.4f}   (ok {ok}, bad {bad})")
+    print()
 
 
 def refit_on_a(records):
@@ -192,7 +252,9 @@ def main() -> None:
     records, diversity = score_all(args.draws, args.seed, args.side)
     per_kind_table(records, args.verbose)
     level_lines(records)
-    print("Held-out split (photos of A and B never mix):")
+    choice_on_a(records)
+    print("Split by photo (photos of A and B never mix; the parts above were chosen on A, B is "
+          "held out):")
     split_lines(records)
     refit_on_a(records)
     print()

@@ -10,6 +10,7 @@ from pathlib import Path
 from varflow.errors import VarflowError
 from varflow.generation.backends import BACKENDS
 from varflow.reports.tabular import cell_text, format_table
+from varflow.safety.escaping import for_log, for_terminal
 from varflow.settings import DEFAULT_PROFILE, GALLERY, IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
 
 
@@ -159,7 +160,7 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         return
     usd = lambda v: "unknown (no price for this model)" if v is None else f"${v:.2f}"
     lines = [
-        f"varflow dry run ({plan['backend']} / {plan['model']}, level {plan['level']}): no call made",
+        f"varflow dry run ({plan['backend']} / {for_log(plan['model'])}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
         f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
         f"  calls        expected {plan['calls_expected']:.0f}: {plan['attempts_per_image']:.1f} attempts per image"
@@ -193,10 +194,10 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
     try:
         summary = start_run(params, warn=lambda warning: print(f"varflow: {warning}", file=sys.stderr))
     except PreflightError as exc:  # before Prefect starts, or found by the run itself (the data changed meanwhile)
-        print(f"varflow: {exc}", file=sys.stderr)
+        print(f"varflow: {for_log(exc)}", file=sys.stderr)
         return 2
     except VarflowError as exc:  # a setup problem found by the run (missing key or secret, ...); a bug stays a bug
-        raise SystemExit(f"varflow: cannot run: {exc}") from None
+        raise SystemExit(f"varflow: cannot run: {for_log(exc)}") from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -205,14 +206,15 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         from varflow.flows.report import RunSummary
 
         names = {f.name for f in dataclasses.fields(RunSummary)}
-        print(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text())
+        print(for_terminal(RunSummary(**{k: v for k, v in summary.items() if k in names}).render_text(),
+                           keep_newlines=True))
         from varflow.generation.backends import backend_class
 
         if backend_class(summary["backend"]).remote and summary.get("calls"):
             print(f"  cost         ${summary.get('cost_usd') or 0:.4f} estimated for {summary['calls']} calls "
                   f"(retries included)")
     if summary["images_ok"] == 0 and summary.get("stop_outcome"):
-        print(f"varflow: {summary['message']}", file=sys.stderr)
+        print(f"varflow: {for_log(summary['message'])}", file=sys.stderr)
     return run_exit_code(summary)
 
 
@@ -409,12 +411,13 @@ def cmd_score(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return verdict_code
-    print(f"against {args.original} (profile {args.profile}, level {args.level}; the diversity of each variation "
+    print(f"against {for_terminal(args.original)} (profile {args.profile}, level {args.level}; the diversity of "
+          f"each variation "
           "is against the ones before it)")
     num = lambda v: "n/a (first)" if v is None else f"{v:.4f}"
     for r in rows:
         verdict = "accepted" if r["accepted"] else "rejected: " + ", ".join(r["reasons"])
-        print(f"V{r['index']} {r['path']}  {verdict}")
+        print(f"V{r['index']} {for_terminal(r['path'])}  {verdict}")
         print(f"   {args.profile:<10}  similarity {num(r['similarity'])}  diversity {num(r['diversity'])}  "
               f"aesthetic {num(r['aesthetic'])}  integrity {num(r['object_integrity'])}  "
               f"overall {num(r['overall_quality'])} (level needs {r['level_threshold']:.2f})")
@@ -444,7 +447,7 @@ def cmd_dedup(args) -> int:
     else:
         print(f"{len(groups)} near-duplicate groups among {len(paths)} images")
         for g in groups:
-            print("  " + "\n    ".join(g))
+            print("  " + "\n    ".join(for_terminal(path) for path in g))
     return 0
 
 
@@ -514,7 +517,7 @@ def cmd_stats(args) -> int:
     if args.json:
         print(json.dumps(as_jsonable(summary), indent=2))
     else:
-        print(render_stats(summary))
+        print(for_terminal(render_stats(summary), keep_newlines=True))
     return 0
 
 
@@ -526,14 +529,15 @@ def cmd_sql(args) -> int:
     try:
         result = read_only_query(_home(args), args.query)
     except ReadOnlyQueryError as exc:
-        print(f"varflow sql: {exc}", file=sys.stderr)
+        print(f"varflow sql: {for_log(exc)}", file=sys.stderr)
         return 2
     except QueryFailed as exc:
-        print(f"varflow sql: {exc}\n(tables and columns: storage/SCHEMA.md, or varflow sql \"DESCRIBE variations\")",
-              file=sys.stderr)
+        print(f"varflow sql: {for_terminal(exc, keep_newlines=True)}\n(tables and columns: storage/SCHEMA.md, or "
+              "varflow sql \"DESCRIBE variations\")", file=sys.stderr)
         return 1
-    if args.csv:
-        sys.stdout.write(format_csv(result.columns, result.rows))
+    if args.csv:  # exact values for a pipe; a terminal gets control characters escaped
+        text = format_csv(result.columns, result.rows)
+        sys.stdout.write(for_terminal(text, keep_newlines=True) if sys.stdout.isatty() else text)
     elif args.json:
         print(format_json(result.columns, result.rows))
     else:

@@ -19,6 +19,7 @@ from varflow.storage.analysis import resolve_run, run_rows
 
 from varflow.images.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
 from varflow.reports.gallery import Card, Source, render_gallery
+from varflow.safety.filemodes import follow_umask
 from varflow.settings import GALLERY
 
 REPORTS_DIR = "reports"
@@ -114,9 +115,9 @@ def write_gallery(home: str | Path, out: str | Path, run_id: str | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html-partial", dir=out.parent)
     try:
+        follow_umask(fd)  # mkstemp makes it 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import Annotated, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from varflow.flows.addresses import ADDRESS_FIELDS, NO_CREDENTIALS, SECRET_NAME, credential_problem, secret_name_problem
 
 from varflow.generation.backends import BACKENDS, DEFAULT_BACKEND
 from varflow.processing.discovery import normalize_extensions
@@ -87,10 +88,21 @@ CalibratedForm = form_of("CalibratedForm", CalibratedThresholds,
                          "The calibrated profile's thresholds, scales and weights (docs/quality-model.md).")
 
 
+def _refusing(problem):
+    """A before-validator raising ``problem(field, value)``'s message; the value is never in it."""
+    def check(cls, v, info):
+        message = problem(info.field_name, v) if isinstance(v, str) else None
+        if message:
+            raise ValueError(message)
+        return v
+    return check
+
+
 class RunParameters(BaseModel):
     """Everything a run of ``varflow run`` (or a deployment's run from the UI) takes."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A refused value is never repeated in the error (it may be a URL holding a password).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     input_dir: str = Field(..., description="Folder of images to vary (walked recursively).")
     output_dir: str = Field("variations", description="Where accepted variations are written.")
@@ -140,15 +152,17 @@ class RunParameters(BaseModel):
     # Where and how the run executes (docs/scale-out.md). None of these change the output.
     runner: Runner = Field("threads", description="threads: one process; dask: image chunks on a Dask cluster (a local "
                                                   "cluster of processes, or dask_address).")
-    dask_address: str = Field("", description="Address of an existing Dask scheduler (tcp://host:8786) for runner "
-                                              "dask; empty: a local cluster of dask_workers processes.")
+    dask_address: str = Field("", pattern=NO_CREDENTIALS, description="Address of an existing Dask scheduler "
+                                                                      "(tcp://host:8786) for runner dask; empty: a "
+                                                                      "local cluster of dask_workers processes.")
     dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local Dask cluster (runner dask "
                                                            "without dask_address).")
     chunk_size: int = Field(0, ge=0, le=10000, description="Images per task run; 0: chosen from the folder's size and "
                                                            "the runner (docs/scale-out.md).")
-    shared_limits: str = Field("", description="Where call slots, spend and the RPM limit are shared: empty: this "
-                                               "process (threads) or the data directory (dask); redis://host:port/db: "
-                                               "every process and machine using that Redis.")
+    shared_limits: str = Field("", pattern=NO_CREDENTIALS, description="Where call slots, spend and the RPM limit are "
+                                                                       "shared: empty: this process (threads) or the "
+                                                                       "data directory (dask); redis://host:port/db: "
+                                                                       "every process and machine using that Redis.")
     # Paid backends (gemini): retries, pacing, budget, key. None of these change the output.
     retries: int = Field(4, ge=0, le=20, description="Retries of a failed call that may succeed on another try "
                                                      "(gemini; local: 0). Worst case per variation: the level's max "
@@ -162,8 +176,12 @@ class RunParameters(BaseModel):
     max_cost_usd: float | None = Field(None, gt=0, description="Estimated-spend cap for the run (USD): no call starts "
                                                                "that would pass it (empty: no cap; a cap of 0 would "
                                                                "allow no call).")
-    api_key_secret: str = Field("", description="Name of a Prefect Secret block holding the API key; empty: "
-                                                "GEMINI_API_KEY or GOOGLE_API_KEY.")
+    api_key_secret: str = Field("", pattern=SECRET_NAME, description="Name of a Prefect Secret block holding the API "
+                                                                     "key; empty: GEMINI_API_KEY or GOOGLE_API_KEY.")
+
+    # Before the patterns: messages that say where a password or key goes (flows/addresses.py).
+    _no_credentials = field_validator(*ADDRESS_FIELDS, mode="before")(_refusing(credential_problem))
+    _a_name_not_a_key = field_validator("api_key_secret", mode="before")(_refusing(secret_name_problem))
 
     @field_validator("extensions")
     @classmethod
@@ -207,16 +225,21 @@ _ZERO_IS_NONE = {
 
 
 def _field(name: str) -> tuple:
-    """(annotation, FieldInfo) of a RunParameters field, with its bounds and description."""
+    """(annotation, FieldInfo) of a RunParameters field, with its bounds, pattern and description."""
     if name in _ZERO_IS_NONE:
         return float, Field(0.0, ge=0, title=name, description=_ZERO_IS_NONE[name])
     f = RunParameters.model_fields[name]
+    patterns = [m.pattern for m in f.metadata if getattr(m, "pattern", None)]
+    patterns = {"pattern": patterns[-1]} if patterns else {}
     return f.annotation, Field(f.default, title=name, description=with_bounds(f.description, **_bounds_of(f.metadata)),
-                               **_bounds_of(f.metadata))
+                               **_bounds_of(f.metadata), **patterns)
 
 
 PaidBackendOptions = create_model(
-    "PaidBackendOptions", __module__=__name__, __config__=ConfigDict(extra="forbid", frozen=True),
+    "PaidBackendOptions", __module__=__name__,
+    __config__=ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True),
+    __validators__={"_a_name_not_a_key": field_validator("api_key_secret", mode="before")(
+        _refusing(secret_name_problem))},
     __doc__="Paid backends only: retries, pacing, budget and key. None of these change the output.",
     **{name: _field(name) for name in PAID_FIELDS},
 )

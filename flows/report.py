@@ -8,6 +8,7 @@ from pathlib import Path
 from statistics import fmean
 
 from varflow.kinds import ImageStatus
+from varflow.safety.escaping import for_log, for_markdown
 
 SCORE_KEYS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
 # A run that accepted under this share of the variations it asked for is flagged in its report,
@@ -173,18 +174,18 @@ class RunSummary:
             lines.append("  ms per image " + ", ".join(f"{k} {v:.0f}" for k, v in self.mean_stage_ms.items()))
         lines.append(f"  level        ends at {self.final_level} ({self.level_changes} changes)")
         lines.append(f"  wall time    {self.wall_seconds:.1f} s")
-        lines.append(f"  output       {self.output_dir}")
-        lines.append(f"  records      {self.duckdb_path} (tables runs, images, variations, attempts, "
+        lines.append(f"  output       {for_log(self.output_dir)}")
+        lines.append(f"  records      {for_log(self.duckdb_path)} (tables runs, images, variations, attempts, "
                      f"quality_level_changes)")
         if self.gallery_path:
-            lines.append(f"  gallery      {self.gallery_path} (open it in a browser)")
+            lines.append(f"  gallery      {for_log(self.gallery_path)} (open it in a browser)")
         for e in self.errors[:10]:
-            lines.append(f"  error        {e}")
+            lines.append(f"  error        {for_log(e)}")
         if len(self.errors) > 10:
             lines.append(f"  ...and {len(self.errors) - 10} more errors (SELECT path, error FROM images WHERE "
                          f"status = 'error')")
         if self.message:
-            lines.append(f"  note         {self.message}")
+            lines.append(f"  note         {for_log(self.message)}")
         if self.warning:
             lines.append(f"  warning      this run {self.warning}")
         return "\n".join(lines)
@@ -192,7 +193,7 @@ class RunSummary:
     def render_markdown(self) -> str:
         rate = f"{self.acceptance_rate:.0%}" if self.acceptance_rate is not None else "n/a"
         rows = [
-            ("status", self.status), ("backend / model", f"{self.backend} / {self.model}"),
+            ("status", self.status), ("backend / model", f"{for_markdown(self.backend)} / {for_markdown(self.model)}"),
             ("images",
              f"{self.images_ok} ok, {self.images_error} error, {self.images_skipped} skipped of {self.images_total}"),
             ("variations accepted", f"{self.variations_accepted} of {self.variations_requested} requested"),
@@ -202,13 +203,14 @@ class RunSummary:
             ("duplicates", str(self.duplicates)), ("generation failures", str(self.generation_failures)),
             ("final quality level", f"{self.final_level} ({self.level_changes} changes)"),
             ("estimated cost", f"${self.cost_usd:.4f} ({self.calls} calls)"),
-            ("wall time", f"{self.wall_seconds:.1f} s"), ("records", f"`{self.duckdb_path}`"),
+            ("wall time", f"{self.wall_seconds:.1f} s"), ("records", for_markdown(self.duckdb_path)),
         ]
-        if self.gallery_path:
-            rows.append(("gallery", f"[{Path(self.gallery_path).name}]({Path(self.gallery_path).as_uri()}) "
-                                    f"(`{self.gallery_path}`)"))
+        if self.gallery_path:  # as_uri percent-encodes every character Markdown would read
+            rows.append(("gallery",
+                         f"[{for_markdown(Path(self.gallery_path).name)}]({Path(self.gallery_path).as_uri()}) "
+                                    f"({for_markdown(self.gallery_path)})"))
         if self.message:
-            rows.insert(1, ("note", self.message.replace("|", "\\|")))
+            rows.insert(1, ("note", for_markdown(self.message)))
         md = [f"# varflow run `{self.run_id}`", ""]
         if self.warning:
             md += [f"> **Warning:** this run {self.warning}. Look at the rejections below and the gallery.", ""]
@@ -218,16 +220,16 @@ class RunSummary:
             cols = ("image", "status", "level", "accepted", "attempts", "why rejected", "generation failures",
                     "seconds", "note")
             md += ["", "## Images", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            md += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in self.images]
+            md += ["| " + " | ".join(for_markdown(r[c]) for c in cols) + " |" for r in self.images]
         if self.level_history:
-            md += ["", "## Quality level changes", ""] + [f"- {h}" for h in self.level_history]
+            md += ["", "## Quality level changes", ""] + [f"- {for_markdown(h)}" for h in self.level_history]
         if self.rejected_by_reason:
             md += ["", "## Rejections", "", "| reason | count |", "|---|---|"]
-            md += [f"| {k} | {v} |" for k, v in self.rejected_by_reason.items()]
+            md += [f"| {for_markdown(k)} | {v} |" for k, v in self.rejected_by_reason.items()]
         ms = {k: v for k, v in self.mean_scores.items() if v is not None}
         if ms:
             md += ["", "## Mean scores of accepted variations", "", "| metric | mean |", "|---|---|"]
             md += [f"| {k} | {v:.3f} |" for k, v in ms.items()]
         if self.errors:
-            md += ["", "## Errors", ""] + [f"- {e}" for e in self.errors[:50]]
+            md += ["", "## Errors", ""] + [f"- {for_markdown(e)}" for e in self.errors[:50]]
         return "\n".join(md)

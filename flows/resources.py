@@ -38,6 +38,7 @@ from varflow.runtime.redisstate import (
 )
 from varflow.runtime.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
 from varflow.runtime.runstate import FileState, MemoryState, shared_dir
+from varflow.safety.redaction import remember_secret
 from varflow.settings import default_home
 
 
@@ -57,6 +58,7 @@ def load_secret(name: str) -> str:
                          f"{type(exc).__name__}") from None
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"the Prefect Secret block {name!r} holds no API key string")
+    remember_secret(value.strip())  # redacted from every record and log line of this process
     return value.strip()
 
 

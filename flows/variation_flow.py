@@ -26,6 +26,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from varflow.flows.addresses import check_run_addresses
 from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
 from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
@@ -58,6 +59,7 @@ from varflow.runtime.preflight import check_folders
 from varflow.runtime.records import ImageRecord, QualityLevelChangeRecord, RunRecord, stable_id, utcnow
 from varflow.runtime.resources import RunResources
 from varflow.runtime.runlock import RunLock, is_held, run_lock_path
+from varflow.safety.escaping import escape_log_records
 
 DEFAULT_POOL = 8
 
@@ -69,7 +71,8 @@ def run_local(params: RunParameters) -> dict:
 
 
 def variation_run(**form) -> dict:
-    params = run_parameters(form)
+    params = run_parameters(form)  # refuses a credential in a URL (flows/addresses.py)
+    guard_run(params)
     runner = runner_for(params)
     ctx = FlowRunContext.get()
     if ctx is not None and not runner.owns(ctx.task_runner):
@@ -77,6 +80,13 @@ def variation_run(**form) -> dict:
         # another (the UI's runner field) runs as a subflow on it.
         return variation_run.with_options(task_runner=runner.task_runner(params))(**form)
     return run_folder(params)
+
+
+def guard_run(params: RunParameters) -> None:
+    """Before anything connects or logs a name: a deployment's run connects only where the
+    operator allows (flows/addresses.py), and every log record is one escaped line."""
+    escape_log_records()
+    check_run_addresses(params)
 
 
 # The flow takes each setting as its own parameter (the UI's form, and a deployment's run that

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 from varflow.storage.schema import SCHEMAS, TABLES, shaped_view
+from varflow.storage.sqltext import glob_literal, sql_literal
 from varflow.storage.store import Store
 
 from varflow.errors import InputError
@@ -24,8 +25,6 @@ from varflow.reports.tabular import format_table, html_table
 METRICS = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
 AESTHETIC_PARTS = ("color_variance", "contrast", "brightness_balance", "sharpness")
 SCORE_COLUMNS = METRICS[:3] + AESTHETIC_PARTS + METRICS[3:]
-
-READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,28 @@ def open_lens(home: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def open_sandbox(home: str | Path) -> duckdb.DuckDBPyConnection:
+    """The store's views in a connection that cannot reach the rest of the machine: what
+    ``varflow sql``, ``runs``, ``stats`` and the gallery query through. DuckDB opens only files
+    under the store's ``tables/`` (``allowed_directories``, then ``enable_external_access`` off:
+    the order DuckDB requires), and the configuration is locked so no statement turns it back on.
+    An allowed folder is still writable, so what runs here must also be read-only
+    (``check_read_only``). An analyst's own connection (``open_lens``, ``Store.lens``) is theirs and
+    is not restricted."""
+    con = open_lens(home)
+    try:
+        tables = Store(home).tables_dir
+        allowed = sorted({tables.as_posix() + "/", glob_literal(tables) + "/"})  # the views' patterns, the files
+        con.execute(f"SET allowed_directories = [{', '.join(sql_literal(a) for a in allowed)}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict | None = None) -> QueryResult:
     cur = con.execute(sql, params) if params is not None else con.execute(sql)
     return QueryResult([d[0] for d in cur.description], cur.fetchall())
@@ -98,30 +119,63 @@ class QueryFailed(Exception):
     """DuckDB refused or failed the query (a wrong column, a type error...): its message says why."""
 
 
-def read_only_query(home: str | Path, sql: str) -> QueryResult:
-    """One SELECT (or WITH / FROM / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN) against the store.
-
-    The views are over Parquet files and the connection is in memory, so a query cannot change
-    the record; statements that could write files or change settings (COPY, ATTACH, SET,
-    CREATE, INSTALL, ...) are refused before anything runs.
-    """
+def check_read_only(sql: str) -> None:
+    """Raise ``ReadOnlyQueryError`` unless ``sql`` is one statement that only reads, by DuckDB's
+    own parse: a SELECT (WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE parse as one), or an
+    EXPLAIN [ANALYZE] of one. EXPLAIN ANALYZE runs its statement, so what it explains is parsed
+    and checked the same way (``EXPLAIN ANALYZE COPY ...`` writes a file)."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ReadOnlyQueryError(f"cannot parse the query: {exc}") from None
+        raise ReadOnlyQueryError(f"cannot parse the query: {' '.join(str(exc).split())}") from None
     if len(statements) != 1:
         raise ReadOnlyQueryError(f"give exactly one query, not {len(statements)}; run them one at a time")
     kind = statements[0].type.name
-    if kind not in READ_ONLY_STATEMENTS:
-        raise ReadOnlyQueryError(f"only read-only queries run here (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN); "
-                                 f"this is a {kind} statement")
-    con = open_lens(home)
+    if kind == "EXPLAIN":
+        explained = _explained(statements[0].query)
+        if explained is None:
+            raise ReadOnlyQueryError("EXPLAIN with options does not run here; give EXPLAIN [ANALYZE] SELECT ...")
+        inner = duckdb.extract_statements(explained)
+        if len(inner) == 1 and inner[0].type.name == "SELECT":
+            return
+        raise ReadOnlyQueryError(f"only read-only queries run here; this EXPLAIN runs a {inner[0].type.name} statement")
+    if kind != "SELECT":
+        raise ReadOnlyQueryError(f"only read-only queries run here (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, "
+                                 f"EXPLAIN of one); this is a {kind} statement")
+
+
+def _explained(sql: str) -> str | None:
+    """The statement an ``EXPLAIN [ANALYZE]`` explains, or None (an EXPLAIN with options)."""
+    tokens = duckdb.tokenize(sql)
+    ends = [pos for pos, _ in tokens[1:]] + [len(sql)]
+    words = [(pos, sql[pos:end].strip().upper()) for (pos, kind), end in zip(tokens, ends)
+             if kind != duckdb.token_type.comment]
+    if not words or words[0][1] != "EXPLAIN":
+        return None
+    rest = words[2:] if len(words) > 1 and words[1][1] == "ANALYZE" else words[1:]
+    if not rest or rest[0][1].startswith("("):
+        return None
+    return sql[rest[0][0]:]
+
+
+def read_only_query(home: str | Path, sql: str) -> QueryResult:
+    """One read-only query (``check_read_only``) against the store, in the sandbox
+    (``open_sandbox``): it reads the store's files and nothing else, and writes nothing."""
+    check_read_only(sql)
+    con = open_sandbox(home)
     try:
         return run_query(con, sql)
+    except duckdb.PermissionException as exc:
+        raise ReadOnlyQueryError(f"refused: the query reaches outside the store ({_first_line(exc)}); "
+                                 "varflow sql reads only the store's tables") from None
     except duckdb.Error as exc:
         raise QueryFailed(str(exc)) from None
     finally:
         con.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -155,7 +209,7 @@ FROM runs r LEFT JOIN img USING (run_id) LEFT JOIN var USING (run_id)
 def recent_runs(home: str | Path, *, limit: int = 20) -> QueryResult:
     """The latest runs, newest first, with counts taken from their rows (so a running run's
     counts are live)."""
-    con = open_lens(home)
+    con = open_sandbox(home)
     try:
         return run_query(con, _RUNS_SQL + " ORDER BY r.started_at DESC LIMIT ?", [limit])
     finally:
@@ -164,7 +218,7 @@ def recent_runs(home: str | Path, *, limit: int = 20) -> QueryResult:
 
 def resolve_run(home: str | Path, run_id: str | None = None) -> dict:
     """The runs row of ``run_id`` (a unique prefix is enough), or of the latest run."""
-    con = open_lens(home)
+    con = open_sandbox(home)
     try:
         if run_id is None:
             rows = run_query(con, "SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").records()
@@ -197,7 +251,7 @@ class RunRows:
 
 
 def run_rows(home: str | Path, run_id: str) -> RunRows:
-    con = open_lens(home)
+    con = open_sandbox(home)
     try:
         run = run_query(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).records()
         if not run:
@@ -220,7 +274,7 @@ def run_rows(home: str | Path, run_id: str) -> RunRows:
 def quality_summary(home: str | Path, run_id: str) -> dict:
     """One run's quality in numbers (``varflow stats``): counts, score distributions of accepted
     and rejected variations, reasons, acceptance by type, level changes."""
-    con = open_lens(home)
+    con = open_sandbox(home)
     try:
         run = run_query(con, _RUNS_SQL + " WHERE r.run_id = ?", [run_id]).records()
         if not run:

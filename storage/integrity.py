@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+from varflow.storage.sqltext import glob_literal
 
 from varflow.runtime.records import utcnow
 
@@ -80,7 +81,7 @@ def undecodable_parts(tables_dir: Path) -> list[tuple[Path, str]]:
     try:
         for path in sorted(tables_dir.glob("**/*.parquet")) if tables_dir.exists() else []:
             try:
-                con.execute("SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+                con.execute("SELECT * FROM read_parquet(?)", [glob_literal(path)]).fetchall()
             except duckdb.Error as exc:
                 found.append((path, f"{type(exc).__name__}: {exc}"))
     finally:

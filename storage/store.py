@@ -41,6 +41,7 @@ from varflow.storage.integrity import (
     unreadable_reason,
 )
 from varflow.storage.schema import RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, shaped_view, to_arrow
+from varflow.storage.sqltext import glob_literal, sql_literal
 
 from varflow.processing.estimate import AttemptHistory
 from varflow.runtime.calls import CANCELLED, IN_FLIGHT, INTERRUPTED
@@ -53,6 +54,8 @@ from varflow.runtime.records import (
     RunRecord,
     VariationRecord,
 )
+from varflow.safety.filemodes import follow_umask
+from varflow.safety.redaction import redact_row
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 def _safe(name: str) -> str:
     return _SAFE.sub("_", name)[:120]
-
-
-def _process_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_process_umask()  # what open() would give: readable by a notebook of the group
 
 
 def _write_parquet_atomic(table, path: Path, *, durable: bool = False) -> None:
@@ -104,7 +98,7 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name must not match the views' ``*.parquet`` glob, or a reader could open it half-written.
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet-partial", dir=path.parent)
-    os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600, which a reader under another account cannot open
+    follow_umask(fd)  # mkstemp makes 0600, which a reader under another account cannot open
     os.close(fd)
     try:
         write(tmp)
@@ -121,6 +115,23 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_views(path: Path, script: str) -> None:
+    """Run ``script`` (the views) in the DuckDB file ``path``. DuckDB takes a ``?`` in a database
+    path for the start of options (the WAL of ``/d/a?b/x.duckdb`` goes to ``/d/a.wal?b/...`` and
+    the write fails, symbolic links resolved or not: duckdb 2.0.1), so a file in such a folder is
+    built in a temporary folder and copied in; opening it read-only works."""
+    if "?" not in str(path):
+        con = duckdb.connect(str(path), config={"storage_compatibility_version": DUCKDB_FILE_FORMAT})
+        try:
+            con.execute(script)
+        finally:
+            con.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="varflow-views-") as tmp:
+        _write_views(Path(tmp) / path.name, script)
+        _write_atomic(lambda dest: shutil.copyfile(Path(tmp) / path.name, dest), path)
 
 
 class Store:
@@ -156,14 +167,10 @@ class Store:
         if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
             return self
         try:
-            con = duckdb.connect(str(self.duckdb_path), config={"storage_compatibility_version": DUCKDB_FILE_FORMAT})
+            _write_views(self.duckdb_path, self._views_script())
         except duckdb.IOException as exc:
             log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
             return self
-        try:
-            con.execute(self._views_script())
-        finally:
-            con.close()
         marker.write_text(digest)
         return self
 
@@ -175,21 +182,27 @@ class Store:
         return len(damaged)
 
     def view_sql(self, table: str) -> str:
-        base = (self.tables_dir / table).as_posix().replace("'", "''")
+        """The view of ``table``: every Parquet file under its folder, without the parts of a run
+        that has a compacted file. The folder is a quoted literal with its glob characters escaped
+        (storage/sqltext.py), and the file names are matched after the folder's own name, so a data
+        directory may be named with quotes, brackets, ``*``, spaces or ``/run-x/parts/``."""
+        base = self.tables_dir / table
+        pattern = glob_literal(base)
+        start = len(base.as_posix()) + 2  # 1-based position of a file's name inside the table's folder
         return f"""
             SELECT * EXCLUDE (filename)
-            FROM read_parquet('{base}/**/*.parquet', union_by_name = true, filename = true)
-            WHERE filename NOT LIKE '%/parts/%'
-               OR regexp_extract(filename, '/run-([^/]+)/parts/', 1) NOT IN (
-                    SELECT regexp_extract(file, '/run-([^/]+)/compacted.parquet', 1)
-                    FROM glob('{base}/run-*/compacted.parquet'))
+            FROM read_parquet({sql_literal(pattern + '/**/*.parquet')}, union_by_name = true, filename = true)
+            WHERE NOT regexp_matches(substr(filename, {start}), '^run-[^/]+/parts/')
+               OR regexp_extract(substr(filename, {start}), '^run-([^/]+)/parts/', 1) NOT IN (
+                    SELECT regexp_extract(substr(file, {start}), '^run-([^/]+)/compacted[.]parquet$', 1)
+                    FROM glob({sql_literal(pattern + '/run-*/compacted.parquet')}))
         """
 
     def _views_script(self) -> str:
         statements = [f"CREATE OR REPLACE VIEW {table} AS {shaped_view(table, self.view_sql(table))}"
                       for table in TABLES]
-        statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {SCHEMA_VERSION} AS schema_version, "
-                          f"'{self.home.as_posix()}' AS home")
+        statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {int(SCHEMA_VERSION)} AS schema_version, "
+                          f"{sql_literal(self.home.as_posix())} AS home")
         # Hamming distance between two 16-hex-digit perceptual hashes.
         statements.append("CREATE OR REPLACE MACRO hamming(a, b) AS "
                           "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
@@ -299,7 +312,7 @@ class Store:
                 "SELECT DISTINCT image_id, variation_id, ahash, phash, dhash, output_path "
                 "FROM read_parquet(?, union_by_name = true) "
                 "WHERE image_id IN (SELECT unnest(?)) AND accepted AND output_path IS NOT NULL "
-                "ORDER BY image_id, output_path", [files, ids])
+                "ORDER BY image_id, output_path", [[glob_literal(f) for f in files], ids])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
@@ -423,7 +436,7 @@ class Store:
         for r in rows:
             if not isinstance(r, record_type):
                 raise TypeError(f"{table} takes {record_type.__name__} rows, got {type(r).__name__}")
-            dict_rows.append(r.as_row())
+            dict_rows.append(redact_row(r.as_row()))  # no fragment of a known key is kept
         _write_parquet_atomic(to_arrow(table, dict_rows), self._part_path(table, run_id, key), durable=durable)
 
     def write_run(self, run: RunRecord) -> None:

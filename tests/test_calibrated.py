@@ -284,3 +284,114 @@ def test_thresholds_validate_with_a_fix():
         CalibratedThresholds(colour_change_full=0.0)
     with pytest.raises(ValueError, match="choose one of high, medium, low"):
         T.overall_for("ultra")
+
+
+# ---- issue 22: ruined variations rejected, ordinary edits kept --------------------------------
+
+RUINED = {  # kind -> the part that must see it (value beyond its threshold), and the reason
+    "motion_blur": ("directional_detail", "<", T.directional_detail_bad, "aesthetic_low"),
+    "zoom_blur": ("directional_detail", "<", T.directional_detail_bad, "aesthetic_low"),
+    "defocus": ("detail_sharpness", "<", 0.5, "aesthetic_low"),
+    "heavy_jpeg": ("blockiness", ">", T.blockiness_bad, "aesthetic_low"),
+    "flat_blob": ("object_integrity", "<", T.object_integrity_min, "object_integrity_low"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RUINED))
+def test_ruined_variation_is_rejected_by_its_part(coffee, coffee_features, kind):
+    scores, v = verdict(coffee_features, cs.EDITS[kind](coffee, rng(11)))
+    part, op, limit, reason = RUINED[kind]
+    value = getattr(scores, part)
+    assert (value < limit) if op == "<" else (value > limit), (kind, part, value)
+    assert reason in v.reasons and not v.accepted, (kind, v.reasons)
+
+
+@pytest.mark.parametrize("name", ["coffee.png", "chelsea.png"])
+def test_spatter_on_the_lens_is_rejected(name):
+    original = photo(name)
+    features = ImageFeatures.from_image(original)
+    for seed in (21, 22):
+        _, v = verdict(features, cs.spatter(original, rng(seed)))
+        assert "object_integrity_low" in v.reasons, (name, seed, v.reasons)
+
+
+def test_smear_of_one_percent_is_rejected(coffee, coffee_features):
+    """A diffusion fill (cv2.inpaint) of 1% of the picture where it has texture."""
+    h, w = coffee.shape[:2]
+    cy, cx = cs._busiest_point(coffee, rng(14))
+    mask = np.zeros((h, w), np.uint8)
+    r = int((0.01 * h * w / np.pi) ** 0.5)
+    cv2.circle(mask, (int(cx), int(cy)), r, 255, -1)
+    scores, v = verdict(coffee_features, cv2.inpaint(coffee, mask, 5, cv2.INPAINT_TELEA))
+    assert scores.flat_patch > T.flat_patch_bad
+    assert "object_integrity_low" in v.reasons
+
+
+@pytest.mark.parametrize("way", ["shot", "speckle", "salt_and_pepper"])
+def test_sensor_noise_is_rejected(coffee, coffee_features, way):
+    f = coffee.astype(np.float32)
+    if way == "shot":  # 10 photons at white
+        lin = (f / 255) ** 2.2
+        out = 255 * np.clip(rng(15).poisson(lin * 10) / 10, 0, 1) ** (1 / 2.2)
+    elif way == "speckle":
+        out = f * (1 + rng(15).normal(0, 0.35, coffee.shape[:2])[..., None])
+    else:
+        out = coffee.copy()
+        u = rng(12).random(coffee.shape[:2])
+        out[u < 0.03], out[u > 0.97] = 0, 255  # 6% dead and hot pixels
+    scores, v = verdict(coffee_features, np.clip(out, 0, 255).astype(np.uint8))
+    assert "aesthetic_low" in v.reasons, (way, scores.noise_excess, scores.impulse_noise)
+    if way == "salt_and_pepper":
+        assert scores.impulse_noise == pytest.approx(0.05, abs=0.01)  # measured 2026-12-07
+        assert scores.noise_excess < T.noise_excess_ok  # Immerkaer's median does not see them
+
+
+def test_directional_detail_sees_the_direction_of_a_motion_blur(coffee, coffee_features):
+    """A 12 px horizontal smear of a 384 px photo keeps detail across and loses it along."""
+    k = np.ones((1, 12), np.float32) / 12
+    scores = score_calibrated(coffee_features, cv2.filter2D(coffee, -1, k))
+    assert scores.directional_detail == pytest.approx(0.48, abs=0.03)  # measured 2026-12-07
+    assert scores.detail_sharpness == 0.0
+    iso = score_calibrated(coffee_features, cv2.GaussianBlur(coffee, (0, 0), 0.6))
+    assert iso.directional_detail > T.directional_detail_ok
+
+
+@pytest.mark.parametrize("kind", ["tone_curve", "gamma", "local_contrast", "sepia",
+                                  "hue_saturation", "flip", "crop", "rotate_crop", "perspective"])
+def test_ordinary_edit_is_kept(coffee, coffee_features, kind):
+    scores, v = verdict(coffee_features, cs.EDITS[kind](coffee, rng(13)))
+    assert v.accepted, (kind, v.reasons, scores)
+    assert scores.flat_patch < T.flat_patch_ok and scores.blown_patch < T.blown_patch_ok
+    assert scores.directional_detail > T.directional_detail_ok
+
+
+def test_local_generator_object_removal_leaves_no_blob():
+    """The demo's visor blob: removing the reflection on the astronaut's visor filled the hole
+    with the white window highlight beside it (a flat white blob). The fill now takes only
+    patches of the surround's colours: nothing newly blown, as dark as the visor around it."""
+    from varflow.generation.backends.local import objects
+    from varflow.generation.backends.local.saliency import saliency, subject
+
+    astronaut = cs.load_photo("astronaut.png")
+    sal = saliency(astronaut)
+    found = objects.find_objects(astronaut, sal, subject(sal))
+    assert found
+    blown_before = (astronaut.min(axis=2) >= 250).mean()
+    for seed in (0, 1):
+        region = objects.seeded_order(found, rng(seed))[0]
+        out, _ = objects.remove(astronaut, region, rng(seed))
+        hole = objects.hole_mask(astronaut, region) > 0
+        ring = (cv2.dilate(hole.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~hole
+        assert (out.min(axis=2) >= 250).mean() - blown_before < 1e-4, seed
+        # the fill is as dark as the visor around it (the blob was white on a ~20 ring)
+        assert out[hole].mean() < astronaut[ring].mean() + 25, seed
+
+
+def test_a_blown_blob_on_the_visor_is_rejected():
+    """A white blob of 0.3% of the picture on the astronaut's visor (where the demo's was)."""
+    astronaut = cs.load_photo("astronaut.png")
+    out = astronaut.copy()
+    cv2.ellipse(out, (432, 455), (14, 17), 0, 0, 360, (254, 254, 254), -1)
+    scores, v = verdict(ImageFeatures.from_image(astronaut), out)
+    assert scores.blown_patch > T.blown_patch_bad
+    assert "object_integrity_low" in v.reasons

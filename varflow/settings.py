@@ -219,9 +219,25 @@ class CalibratedThresholds:
                                                                 "px) still natural."))
     noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 "
                                                                   "px) that is ugly."))
-    blockiness_ok: float = field(default=1.8,
+    blockiness_ok: float = field(default=1.45,
                                  metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))
-    blockiness_bad: float = field(default=2.4, metadata=_scale("JPEG block-border step ratio that is ugly."))
+    blockiness_bad: float = field(default=1.9, metadata=_scale("JPEG block-border step ratio that is ugly."))
+    impulse_noise_ok: float = field(default=0.035,
+                                    metadata=_unit("Share of new impulse pixels (salt and pepper) still natural."))
+    impulse_noise_bad: float = field(default=0.06,
+                                     metadata=_unit("Share of new impulse pixels (salt and pepper) that is ugly."))
+    directional_detail_ok: float = field(default=0.75, metadata=_scale("Detail kept in the worst direction (median "
+                                                                       "over sectors) that is sharp enough."))
+    directional_detail_bad: float = field(default=0.55, metadata=_scale("Detail kept in the worst direction that is "
+                                                                        "blurred along a line or rays (motion, zoom)."))
+    flat_patch_ok: float = field(default=0.0015, metadata=_unit("Share of the frame in one patch flattened or smeared "
+                                                                "where the original had texture, still unseen."))
+    flat_patch_bad: float = field(default=0.0025, metadata=_unit("Share of the frame in one flattened or smeared patch "
+                                                                 "that a person sees at once."))
+    blown_patch_ok: float = field(default=0.0005, metadata=_unit("Share of the frame in one patch newly blown to white "
+                                                                 "(not by the tone curve), still unseen."))
+    blown_patch_bad: float = field(default=0.001, metadata=_unit("Share of the frame in one patch newly blown to white "
+                                                                 "that is a blob."))
     detail_ratio_ok: float = field(default=0.32,
                                    metadata=_scale("Share of the original's fine detail kept that is sharp enough."))
     detail_ratio_bad: float = field(default=0.12,
@@ -273,6 +289,10 @@ class CalibratedThresholds:
             )
         for ok, bad, rising in (("noise_excess_ok", "noise_excess_bad", True),
                                 ("blockiness_ok", "blockiness_bad", True),
+                                ("impulse_noise_ok", "impulse_noise_bad", True),
+                                ("directional_detail_ok", "directional_detail_bad", False),
+                                ("flat_patch_ok", "flat_patch_bad", True),
+                                ("blown_patch_ok", "blown_patch_bad", True),
                                 ("detail_ratio_ok", "detail_ratio_bad", False),
                                 ("highlight_clipping_ok", "highlight_clipping_bad", True),
                                 ("brightening_ok", "brightening_bad", True),

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from varflow.errors import ConfigurationError
+from varflow.safety.filemodes import follow_umask
 
 EVICT_TO = 0.8  # after eviction the cache holds at most this fraction of its limit
 
@@ -130,6 +131,7 @@ class VariationCache:
         dest = self._path_for(key, source.suffix.lower() or ".bin")
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        follow_umask(fd)  # mkstemp makes it 0600; the data directory is readable as the umask says
         os.close(fd)
         try:
             shutil.copyfile(source, tmp)

@@ -24,6 +24,7 @@ from varflow.images.inputs import kind_of, open_regular
 from varflow.quality.metrics import GreyImage
 from varflow.quality.pixels import flatten_to_rgb as _flatten_to_rgb
 from varflow.quality.pixels import upright as _upright
+from varflow.safety.filemodes import follow_umask
 from varflow.settings import LoadLimits
 
 _HASH_CHUNK = 1 << 20
@@ -160,6 +161,7 @@ def save_atomic(im: Image.Image, path: str | Path, *, format: str | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
     try:
+        follow_umask(fd)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             im.save(f, format=format or _format_for(path), **params)
         os.replace(tmp, path)
@@ -174,6 +176,7 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
+        follow_umask(fd)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from varflow.images.imageio import load_rgb
+from varflow.safety.filemodes import follow_umask
 from varflow.settings import GALLERY
 
 THUMBNAILS_DIR = "thumbnails"
@@ -49,9 +50,9 @@ def save_thumbnail(src: str | Path, dest: str | Path) -> Path:
     data = thumbnail_jpeg(src)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jpg-partial", dir=dest.parent)
     try:
+        follow_umask(fd)  # mkstemp makes it 0600; a forced 0644 would show private photos to all
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the rest of the data directory is not
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,10 +13,12 @@ fixed working size (long side 512, never upscaled) so values do not depend on re
   copy, about 0.5 the same picture entirely changed, 0 an unrelated picture;
 * diversity: the visible change between this variation and the nearest accepted one;
 * aesthetic: no defect a person would call ugly, each measured against the original
-  (naturalness: added noise and JPEG blocking; detail_sharpness: detail kept; exposure:
-  highlights blown, washed out), lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
+  (naturalness: added noise, impulses and JPEG blocking; detail_sharpness: detail kept, in
+  every direction, so a motion or zoom blur counts; exposure: highlights blown, washed out),
+  lightly weighted by colourfulness (Hasler and Suesstrunk 2003);
 * object integrity: does the original's content survive (how much of its frame the variation
-  shows, how much of it was flattened away, how widely foreign structure was drawn over it);
+  shows, how much of it was flattened away, how widely foreign structure was drawn over it,
+  and whether one patch was smeared, pasted over flat or blown white where it had texture);
 * overall: a weighted mean of the four against the quality level's threshold.
 
 Every threshold, scale and weight is a field of ``varflow.settings.CalibratedThresholds``;
@@ -56,6 +58,16 @@ _ADDED_CELL = 0.2  # a cell is "drawn over" when that much of its gradient energ
 _FLAT_FRACTION = 0.1  # a cell is flattened when its grey-level spread falls below 10% of the
 _FLAT_STD = 0.5  # original's plus half a grey level, ...
 _FILL_CHANGE = 15.0  # ... and its mean moved by this many grey levels (a fill, not a smoothing)
+_IMPULSE_STEP = 60  # grey levels from the 3 x 3 median that make a pixel an impulse
+_FINE_SIGMA = 1.0  # fine-scale gradients (directional detail, new structure) after this blur
+_TENSOR_CELLS = 4  # directional detail: gradient structure tensors on a 4 x 4 grid of sectors
+_LOCAL_CELLS = 64  # local artefacts: cells of 1/64 of the long side (8 px at working size)
+_TEXTURED = 2.0  # a cell has texture when its mean fine detail reaches this many grey levels
+_FLAT_KEPT = 0.2  # ... and is flattened when it keeps less than this share of the detail the
+#                    rest of the picture kept (after the global tone curve's slope there)
+_BLOWN = 250  # grey level of a clipped highlight
+_BLOB_STEP = 40.0  # grey levels between a flat patch and its surround that make it a blob
+_TEXTURE_KEPT_SPREAD = 2.0  # texture kept alike elsewhere: 75th / 25th percentile of the ratio
 
 
 def _unit(x: float) -> float:
@@ -126,6 +138,12 @@ def _noise_sigma(grey: np.ndarray) -> float:
     return float(math.sqrt(math.pi / 2) / 6 * np.median(r))
 
 
+def _impulses(grey: np.ndarray) -> float:
+    """Share of pixels that stand alone far from their 3 x 3 median (salt and pepper, dead or hot
+    pixels): Immerkaer's median-based estimate does not see sparse impulses by design."""
+    return float(np.count_nonzero(cv2.absdiff(grey, cv2.medianBlur(grey, 3)) > _IMPULSE_STEP)) / grey.size
+
+
 def _colourfulness(rgb: np.ndarray) -> float:
     """Hasler and Suesstrunk (2003): ~0 grey, ~33 moderately, ~59 quite, ~109 extremely colourful."""
     f = rgb.astype(np.float32)
@@ -159,7 +177,9 @@ class ImageFeatures:
         self.native_shape = (h, w)
         grey_native = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         self.blockiness = _blockiness(grey_native)
-        self.noise = _noise_sigma(_shrink(grey_native, NOISE_SIDE))
+        noise_grey = _shrink(grey_native, NOISE_SIDE)
+        self.noise = _noise_sigma(noise_grey)
+        self.impulses = _impulses(noise_grey)
         small = _shrink(rgb, WORK_SIDE)
         self.shape = small.shape[:2]
         lab = cv2.cvtColor(small.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
@@ -167,6 +187,7 @@ class ImageFeatures:
         gf = self.grey.astype(np.float32)
         self.smooth = cv2.GaussianBlur(gf, (0, 0), _SMOOTH_SIGMA)
         self._gmag: np.ndarray | None = None
+        self._fine: tuple | None = None
         self.compare = cv2.GaussianBlur(_shrink(gf, COMPARE_SIDE), (0, 0), 1.0)
         self.sgx, self.sgy = _gradients(self.compare)
         self.coarse = cv2.GaussianBlur(_shrink(gf, COARSE_SIDE), (0, 0), 1.0)
@@ -196,6 +217,20 @@ class ImageFeatures:
             g = _shrink(self.grey, side).astype(np.float32)
             self._detail[side] = float(cv2.mean(cv2.absdiff(g, cv2.GaussianBlur(g, (0, 0), 2.0)))[0])
         return self._detail[side]
+
+    def fine(self):
+        """The original's side of the local measures (cached): working grey, its fine-scale
+        gradients, its fine detail per 1/64-side cell and each cell's grey level bin."""
+        if self._fine is None:
+            h, w = self.shape
+            s = _LOCAL_CELLS / max(h, w)
+            cells = (max(4, round(w * s)), max(4, round(h * s)))
+            g = self.grey.astype(np.float32)
+            gx, gy = _gradients(cv2.GaussianBlur(g, (0, 0), _FINE_SIGMA))
+            detail = _cell_sum(cv2.absdiff(g, cv2.GaussianBlur(g, (0, 0), 1.5)), cells)
+            level = np.clip(_cell_sum(g, cells) / 8.0, 0, 31).astype(np.int32)
+            self._fine = (g, gx, gy, detail, level)
+        return self._fine
 
     @classmethod
     def from_image(cls, image: np.ndarray | Image.Image) -> ImageFeatures:
@@ -245,7 +280,14 @@ class CalibratedScores:
     * ``highlight_clipping``: share of newly blown highlights (Lab L >= 95);
     * ``brightening``: mean Lab lightness gained over the original;
     * ``colourfulness``: Hasler and Suesstrunk's M of the variation;
-    * ``naturalness``, ``detail_sharpness``, ``exposure``: the aesthetic's defect scores (1 clean).
+    * ``naturalness``, ``detail_sharpness``, ``exposure``: the aesthetic's defect scores (1 clean);
+    * ``directional_detail``: detail kept in the direction that lost the most (median over 4 x 4
+      sectors, after the alignment): a blur along a line (motion) or along rays (zoom) < 0.55;
+    * ``impulse_noise``: share of new impulse pixels (salt and pepper, dead and hot pixels);
+    * ``flat_patch``: share of the frame in the largest patch flattened or smeared where the
+      original had texture (a smear, a flat paste), when the rest kept its texture;
+    * ``blown_patch``: share of the frame in the largest patch newly blown to white that the
+      global tone curve does not explain (a highlight pasted into a hole).
     """
 
     similarity: float
@@ -271,6 +313,10 @@ class CalibratedScores:
     naturalness: float
     detail_sharpness: float
     exposure: float
+    directional_detail: float
+    impulse_noise: float
+    flat_patch: float
+    blown_patch: float
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -380,8 +426,9 @@ def _align(o: ImageFeatures, v: ImageFeatures) -> _Aligned:
     return best
 
 
-def _integrity_parts(o: ImageFeatures, al: _Aligned) -> tuple[float, float, float]:
-    """(coverage, structure_lost, structure_added) of the aligned variation."""
+def _integrity_parts(o: ImageFeatures, al: _Aligned):
+    """(coverage, structure_lost, structure_added, inner) of the aligned variation; ``inner`` is
+    the covered part of the original's frame, less an edge band (uint8 0/1)."""
     coverage = float(np.count_nonzero(al.cover)) / al.cover.size
     inner = cv2.erode(al.cover.astype(np.uint8), np.ones((5, 5), np.uint8))
     # a band along the frame's edges is left out: an aligned variation's own frame edge (or a
@@ -407,7 +454,130 @@ def _integrity_parts(o: ImageFeatures, al: _Aligned) -> tuple[float, float, floa
     flattened = (std_v < _FLAT_FRACTION * o.cell_std + _FLAT_STD) & refilled & covered
     content = float((o.cell_std * covered).sum())
     lost = float((o.cell_std * flattened).sum()) / content if content > 0 else 0.0
-    return coverage, lost, added
+    return coverage, lost, added, inner
+
+
+def _cell_sum(a: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(a, cells, interpolation=cv2.INTER_AREA)
+
+
+def _directional_detail(ogx, ogy, vgx, vgy, inner) -> float:
+    """Fine detail kept in the direction that lost the most, per sector, median over sectors.
+
+    Per sector, the gradient structure tensors J_o and J_v of the original and the aligned
+    variation; the eigenvalues of J_o^-1 J_v are the gradient energy kept along the directions
+    that lost the least and the most. A blur along a line (motion) or along rays (zoom) keeps
+    detail across its direction and loses it along it, so sqrt(lambda_min) falls while the mean
+    detail ratio stays high; grades, resampling, flips and small rotations keep it near 1
+    (sharpening and noise above 1), defocus lowers it in every direction.
+    """
+    h, w = inner.shape
+    cells = (_TENSOR_CELLS, _TENSOR_CELLS)
+    m = inner.astype(np.float32)
+    jo = [_cell_sum(x * m, cells) for x in (ogx * ogx, ogx * ogy, ogy * ogy)]
+    jv = [_cell_sum(x * m, cells) for x in (vgx * vgx, vgx * vgy, vgy * vgy)]
+    cover = _cell_sum(m, cells)
+    a, b, c = (x.astype(np.float64) for x in jo)
+    floor = 0.05 * float(np.median(a + c)) + 1e-3
+    use = (cover >= 0.5) & (a + c >= floor)  # sectors with structure to lose (not sky, a wall)
+    if not use.any():
+        return 1.0
+    reg = 0.02 * (a + c)  # a one-directional original texture: do not divide by ~0
+    a, b, c = a + reg, b, c + reg
+    p, q, r = (x.astype(np.float64) for x in jv)
+    det_o = np.maximum(a * c - b * b, 1e-12)  # 0 only in unused sectors (no structure)
+    # M = J_o^-1 J_v, in closed form per sector; its eigenvalues are real (both symmetric,
+    # J_o positive definite)
+    m00, m01 = (c * p - b * q) / det_o, (c * q - b * r) / det_o
+    m10, m11 = (a * q - b * p) / det_o, (a * r - b * q) / det_o
+    half_tr = (m00 + m11) / 2
+    disc = np.sqrt(np.maximum(half_tr * half_tr - (m00 * m11 - m01 * m10), 0.0))
+    lam_min = np.maximum(half_tr - disc, 0.0)
+    out = np.sqrt(lam_min[use & (half_tr + disc > 0)])
+    return float(np.median(out)) if out.size else 1.0
+
+
+def _artefact_patch(flat, dv, vm, covered) -> float:
+    """Share of the frame in the largest flattened patch that looks out of place: inside
+    texture (the surround kept its detail: a smear, a flat paste) or of another brightness than
+    its surround (a blob). A removed object's place filled like the flat surface around it is
+    an edit, not an artefact."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(flat.astype(np.uint8), connectivity=8)
+    ring_k = np.ones((5, 5), np.uint8)
+    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:
+        patch = lab == i
+        ring = (cv2.dilate(patch.astype(np.uint8), ring_k) > 0) & ~patch & covered
+        if not ring.any():
+            continue
+        textured_ring = np.median(dv[ring]) >= max(_TEXTURED / 2, 2.0 * np.median(dv[patch]))
+        blob = abs(float(vm[patch].mean()) - float(np.median(vm[ring]))) >= _BLOB_STEP
+        if textured_ring or blob:
+            return float(stats[i, cv2.CC_STAT_AREA]) / flat.size
+    return 0.0
+
+
+def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.ndarray):
+    """(directional_detail, flat_patch, blown_patch) of the variation against the original.
+
+    On the working-size greys (the variation warped onto the original's frame; ``inner`` the
+    covered part less the edge band): ``directional_detail`` (see ``_directional_detail``), and
+    ``flat_patch``, the share of the frame in the largest connected patch of 1/64-side cells
+    where the original had texture and the variation lost it (flattened, smeared, pasted over
+    with something flat): kept less than ``_FLAT_KEPT`` of what the rest of the picture kept,
+    after the slope of the global tone curve at the cell's level (a curve that crushes shadows
+    or clips highlights flattens them everywhere, not in one patch). Counted only where the rest
+    of the picture kept its texture alike (a stylisation changes texture everywhere);
+    ``blown_patch``, the share of the frame in the largest patch newly clipped to white that
+    the global tone curve does not explain (a highlight pasted or blown into a blob).
+    """
+    h, w = o.shape
+    s = _LOCAL_CELLS / max(h, w)
+    cells = (max(4, round(w * s)), max(4, round(h * s)))
+    og, ogx, ogy, do, level_of_cell = o.fine()
+    vg = cv2.warpPerspective(v.grey.astype(np.float32), al.H, (w, h), flags=cv2.INTER_LINEAR)
+    vgx, vgy = _gradients(cv2.GaussianBlur(vg, (0, 0), _FINE_SIGMA))
+    directional = _directional_detail(ogx, ogy, vgx, vgy, inner)
+    # local detail on cells of 1/64 of the long side
+    dv = _cell_sum(cv2.absdiff(vg, cv2.GaussianBlur(vg, (0, 0), 1.5)), cells)
+    covered = _cell_sum(inner.astype(np.float32), cells) > 0.99
+    # the global tone curve (mean variation grey per original grey level) and its slope: a
+    # curve that crushes shadows or clips highlights flattens them everywhere, not in one patch
+    sel = inner > 0
+    bins = np.clip(og[sel] / 8.0, 0, 31).astype(np.int32)
+    cnt = np.bincount(bins, minlength=32).astype(np.float64)
+    curve = np.bincount(bins, weights=vg[sel], minlength=32) / np.maximum(cnt, 1)
+    have = cnt >= max(20, 1e-4 * sel.sum())
+    centres = np.arange(32) * 8.0 + 4.0
+    if have.sum() >= 2:
+        curve = np.interp(centres, centres[have], curve[have])
+        slope = np.abs(np.gradient(curve, 8.0))
+    else:
+        curve, slope = centres.copy(), np.ones(32)
+    level = level_of_cell
+    expected = do * np.clip(slope[level], 0.0, 2.0)
+    textured = covered & (do >= _TEXTURED) & (expected >= 0.5 * _TEXTURED)
+    flat_patch = 0.0
+    if textured.sum() >= 8:
+        kept = dv / np.maximum(expected, 1e-3)
+        typical = float(np.median(kept[textured]))
+        flat = textured & (kept < _FLAT_KEPT * min(1.0, typical))
+        q25, q75 = np.percentile(kept[textured], (25, 75))
+        # a patch is a local artefact where the rest of the picture kept its texture as it was
+        # (a rendering, a cartoon or a stylisation, changes texture everywhere: the detail
+        # ratio and the other parts judge it as a whole)
+        if flat.any() and q75 <= _TEXTURE_KEPT_SPREAD * q25:
+            flat_patch = _artefact_patch(flat, dv, _cell_sum(vg, cells), covered)
+    # blown flat: a patch newly clipped to white that the tone curve does not explain (the
+    # demo's visor blob: a highlight pasted into a hole)
+    blown = (vg >= _BLOWN) & (inner > 0)
+    if blown.any():  # newly blown, where the curve does not clip that level
+        blown[blown] = np.interp(og[blown], centres, curve) < _BLOWN - 15
+    blown_cells = _cell_sum(blown.astype(np.float32), cells) >= 0.5
+    blown_patch = 0.0
+    if blown_cells.any():
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(blown_cells.astype(np.uint8), connectivity=8)
+        blown_patch = float(stats[1:, cv2.CC_STAT_AREA].max()) / blown_cells.size
+    return directional, flat_patch, blown_patch
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -450,13 +620,21 @@ def score_calibrated(
     # diversity: the visible change from the nearest accepted variation
     diversity = min((_change_in_place(a, v, t)[0] for a in accepted), default=None)
 
+    # measured against the original in its frame (after the alignment)
+    coverage, lost, added, inner = _integrity_parts(o, al)
+    directional, flat_patch, blown_patch = _local_parts(o, v, al, inner)
+    impulses = max(0.0, v.impulses - o.impulses)
+
     # aesthetic
     noise_excess = math.sqrt(max(0.0, v.noise ** 2 - o.noise ** 2))
-    naturalness = _ramp(noise_excess, t.noise_excess_ok, t.noise_excess_bad) * _ramp(
-        v.blockiness - max(0.0, o.blockiness - 1.0), t.blockiness_ok, t.blockiness_bad)
+    naturalness = (_ramp(noise_excess, t.noise_excess_ok, t.noise_excess_bad)
+                   * _ramp(impulses, t.impulse_noise_ok, t.impulse_noise_bad)
+                   * _ramp(v.blockiness - max(0.0, o.blockiness - 1.0), t.blockiness_ok,
+                           t.blockiness_bad))
     side = min(max(o.shape), max(v.shape))  # detail compared at the smaller working size
     detail_ratio = v.detail_at(side) / max(o.detail_at(side), 0.05)
-    detail_sharpness = _ramp(detail_ratio, t.detail_ratio_ok, t.detail_ratio_bad)
+    detail_sharpness = (_ramp(detail_ratio, t.detail_ratio_ok, t.detail_ratio_bad)
+                        * _ramp(directional, t.directional_detail_ok, t.directional_detail_bad))
     clipping = max(0.0, v.highlights - o.highlights)
     brightening = v.lightness - o.lightness
     exposure = _ramp(clipping, t.highlight_clipping_ok, t.highlight_clipping_bad) * _ramp(
@@ -466,10 +644,11 @@ def score_calibrated(
     aesthetic = naturalness * detail_sharpness * exposure * (1.0 - w_c + w_c * colour_score)
 
     # object integrity
-    coverage, lost, added = _integrity_parts(o, al)
     integrity = (_ramp(coverage, t.coverage_ok, t.coverage_bad)
                  * _ramp(lost, 0.0, t.structure_lost_bad)
-                 * _ramp(added, 0.0, t.structure_added_bad))
+                 * _ramp(added, 0.0, t.structure_added_bad)
+                 * _ramp(flat_patch, t.flat_patch_ok, t.flat_patch_bad)
+                 * _ramp(blown_patch, t.blown_patch_ok, t.blown_patch_bad))
 
     overall = overall_calibrated(similarity=similarity, diversity=diversity, aesthetic=aesthetic,
                                  object_integrity=integrity, thresholds=t)
@@ -482,6 +661,8 @@ def score_calibrated(
         noise_excess=noise_excess, blockiness=v.blockiness, detail_ratio=detail_ratio,
         highlight_clipping=clipping, brightening=brightening, colourfulness=v.colourfulness,
         naturalness=naturalness, detail_sharpness=detail_sharpness, exposure=exposure,
+        directional_detail=directional, impulse_noise=impulses, flat_patch=flat_patch,
+        blown_patch=blown_patch,
     )
 
 

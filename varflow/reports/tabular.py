@@ -13,6 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from varflow.safety.escaping import for_terminal
+
 MAX_CELL = 60  # characters of one cell in a table; the CSV and JSON forms are never cut
 
 
@@ -73,7 +75,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _cut(text: str, n: int) -> str:
-    text = text.replace("\n", " ")
+    text = for_terminal(text)  # a table is for the terminal: no control character reaches it raw
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

@@ -42,6 +42,8 @@ from varflow.generation.backends.base import (
     resolve_variation_type,
 )
 from varflow.images.imageio import write_bytes_atomic
+from varflow.safety.redaction import REDACTED, remember_secret
+from varflow.safety.redaction import redact as redact_secrets
 
 DEFAULT_MODEL = "gemini-2.5-flash-image"
 DEFAULT_TIMEOUT_S = 120.0
@@ -236,14 +238,12 @@ def retry_prompt(prompt: str, retry_number: int) -> str:
 _GOOGLE_KEY_RE = re.compile(r"AIza[0-9A-Za-z_\-]{30,}")
 _KEY_PARAM_RE = re.compile(r"(?i)((?:[?&]|\b)key=)[^&\s'\"]+")
 _KEY_HEADER_RE = re.compile(r"(?i)(x-goog-api-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+")
-REDACTED = "[redacted]"
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` without the given secrets, Google API keys, ``key=`` params or key headers."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
+    """``text`` without the given secrets and this process's known ones (any fragment of 8+
+    characters, any case: varflow/safety/redaction.py), Google API keys, ``key=`` params or key headers."""
+    text = redact_secrets(text, secrets)
     text = _GOOGLE_KEY_RE.sub(REDACTED, text)
     text = _KEY_PARAM_RE.sub(lambda m: m.group(1) + REDACTED, text)
     return _KEY_HEADER_RE.sub(lambda m: m.group(1) + REDACTED, text)
@@ -637,6 +637,7 @@ class GeminiGenerator(Backend):
             raise ConfigurationError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
         self.model = model.strip().removeprefix("models/")
         self._api_key = resolve_api_key(api_key)  # raises before any work
+        remember_secret(self._api_key)  # every record and log line of this process redacts it
         self.timeout_s = float(timeout_s)
         self.base_url = base_url
         self.api_version = api_version

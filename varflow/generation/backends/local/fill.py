@@ -23,6 +23,9 @@ HOLE_SIDE = 40  # the hole's long side on the working window (px)
 PATCH = 7  # patch size (odd)
 CONTEXT = 1.3  # source patches come from this many hole sizes around the hole
 VOTE_SLACK = 1.25  # a vote counts when its patch distance is within this factor of the best
+RING = 4  # px (working window) of known picture around the hole whose colours it may take
+COLOUR_MARGIN = 12.0  # Lab units a source may lie outside the ring's colour range (2nd-98th pct)
+MIN_SOURCES = 50  # fewer patches of the surround's colours than this: any patch may serve
 
 
 def fill_hole(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -43,7 +46,7 @@ def fill_hole(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np
         msmall = cv2.resize(mwin.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0
     else:
         small, msmall = win, mwin
-    filled, offsets = complete(small, msmall, rng)
+    filled, offsets = complete(small, msmall, rng, allowed=surround_colours(small, msmall))
     out_win = _upscale_fill(win, filled, offsets, scale)
     # feather the fill into the picture over a pixel or two
     alpha = cv2.GaussianBlur(mwin.astype(np.float32), (0, 0), 1.0)  # small kernel: cheap
@@ -52,6 +55,21 @@ def fill_hole(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np
     blended = win.astype(np.float32) + (out_win.astype(np.float32) - win.astype(np.float32)) * alpha[..., None]
     out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+def surround_colours(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Pixels whose colour lies within the range of the ring around the hole (bool).
+
+    What lies behind a removed object is the surface around it; patches of other colours (a
+    specular highlight beside a visor's reflection, a white window on a dark wall) matched by
+    shape alone would paste a blob of them into the hole, so they are not sources.
+    """
+    lab = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    ring = (cv2.dilate(hole.astype(np.uint8), np.ones((2 * RING + 1, 2 * RING + 1), np.uint8)) > 0) & ~hole
+    if ring.sum() < 8:
+        return np.ones(hole.shape, bool)
+    lo, hi = np.percentile(lab[ring], (2, 98), axis=0)
+    return np.all((lab >= lo - COLOUR_MARGIN) & (lab <= hi + COLOUR_MARGIN), axis=2)
 
 
 def _upscale_fill(win, filled_small, offsets, scale):
@@ -87,27 +105,30 @@ def _upscale_fill(win, filled_small, offsets, scale):
 # multi-scale completion
 
 
-def complete(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator):
+def complete(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator, allowed=None):
     """Fill ``hole`` (bool) of ``img`` (small uint8 RGB). Returns the filled image and, per
-    pixel, the (dx, dy) offset of the source patch matched to it (0 outside the hole)."""
-    levels = [(img.astype(np.float32), hole)]
+    pixel, the (dx, dy) offset of the source patch matched to it (0 outside the hole).
+    ``allowed`` (bool, optional): the only pixels source patches may be made of."""
+    allowed = np.ones(hole.shape, bool) if allowed is None else allowed
+    levels = [(img.astype(np.float32), hole, allowed)]
     while True:
-        f, m = levels[-1]
+        f, m, _a = levels[-1]
         h, w = m.shape
         ys, xs = np.nonzero(m)
         if len(ys) == 0 or max(ys.max() - ys.min(), xs.max() - xs.min()) < 10 or min(h, w) < 4 * PATCH:
             break
         nf = cv2.resize(f, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         nm = cv2.resize(m.astype(np.uint8), (w // 2, h // 2), interpolation=cv2.INTER_AREA) > 0
-        levels.append((nf, nm))
+        na = cv2.resize(_a.astype(np.uint8), (w // 2, h // 2), interpolation=cv2.INTER_NEAREST) > 0
+        levels.append((nf, nm, na))
     levels.reverse()
     est = None
     off = None
-    for li, (f, m) in enumerate(levels):
+    for li, (f, m, a) in enumerate(levels):
         h, w = m.shape
         cur = f.copy()
         if est is None:
-            cur = _peel(f, m)
+            cur = _peel(f, m, a)
         else:
             up = cv2.resize(est, (w, h), interpolation=cv2.INTER_LINEAR)
             cur[m] = up[m]
@@ -115,7 +136,7 @@ def complete(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator):
             if off.shape[:2] != (h, w):
                 off = np.pad(off, ((0, h - off.shape[0]), (0, w - off.shape[1]), (0, 0)), mode="edge")
         rounds = 4 if li == 0 else 2
-        cur, off = _em(cur, m, off, rng, rounds=rounds, pm_iters=2)
+        cur, off = _em(cur, m, off, rng, rounds=rounds, pm_iters=2, allowed=a)
         est = cur
     out = np.clip(np.rint(est), 0, 255).astype(np.uint8)
     off = off.astype(np.int32)
@@ -123,7 +144,19 @@ def complete(img: np.ndarray, hole: np.ndarray, rng: np.random.Generator):
     return out, off
 
 
-def _peel(f: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def _sources(hole: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Centres of patches made only of known pixels of allowed colours (of any known pixels
+    when too few are allowed)."""
+    h, w = hole.shape
+    r = PATCH // 2
+    kernel = np.ones((PATCH, PATCH), np.uint8)
+    known = cv2.erode((~hole).astype(np.uint8), kernel) > 0
+    known[:r], known[h - r:], known[:, :r], known[:, w - r:] = False, False, False, False
+    ok = known & (cv2.erode(allowed.astype(np.uint8), kernel) > 0)
+    return ok if ok.sum() >= MIN_SOURCES else known
+
+
+def _peel(f: np.ndarray, hole: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """The coarsest scale's starting fill, from the edge inwards ("onion peel"): each ring of
     hole pixels takes the centre of the known patch that best matches its known neighbours
     (exhaustive search: the coarsest scale is tiny)."""
@@ -131,8 +164,7 @@ def _peel(f: np.ndarray, hole: np.ndarray) -> np.ndarray:
     r = PATCH // 2
     cur = f.copy()
     known = ~hole
-    src_ok = cv2.erode(known.astype(np.uint8), np.ones((PATCH, PATCH), np.uint8)) > 0
-    src_ok[:r], src_ok[h - r:], src_ok[:, :r], src_ok[:, w - r:] = False, False, False, False
+    src_ok = _sources(hole, allowed)
     sy, sx = np.nonzero(src_ok)
     if len(sy) == 0:
         return cv2.inpaint(np.clip(f, 0, 255).astype(np.uint8), hole.astype(np.uint8) * 255, 3,
@@ -156,7 +188,7 @@ def _peel(f: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return cur
 
 
-def _em(cur, hole, off, rng, *, rounds, pm_iters):
+def _em(cur, hole, off, rng, *, rounds, pm_iters, allowed):
     """Match-and-vote rounds at one scale."""
     h, w = hole.shape
     r = PATCH // 2
@@ -167,7 +199,7 @@ def _em(cur, hole, off, rng, *, rounds, pm_iters):
     targets = near & inner
     ty, tx = np.nonzero(targets)
     # sources: centres of patches entirely on known pixels
-    src_ok = (cv2.erode((~hole).astype(np.uint8), np.ones((PATCH, PATCH), np.uint8)) > 0) & inner
+    src_ok = _sources(hole, allowed) & inner
     sy_all, sx_all = np.nonzero(src_ok)
     if len(ty) == 0 or len(sy_all) == 0:
         return cur, np.zeros((h, w, 2), np.int32) if off is None else off

@@ -1,0 +1,1 @@
+"""What keeps hostile input and secrets in their place: escaping per sink, redaction, file modes."""
