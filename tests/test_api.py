@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -224,3 +225,140 @@ def test_reasons_read_as_a_list_and_parameters_as_json(local_run_store):
     assert [c for c, t in zip(empty.table("variations").columns, empty.table("variations").types)
             if c == "reasons" and str(t) == "VARCHAR[]"] == ["reasons"]
     assert empty.sql("SELECT typeof(parameters) FROM runs").fetchall() == []
+
+
+# -- a store any engine reads, wherever it lies -------------------------------------------------------
+
+COUNT_ALL = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in ("runs", "images", "variations",
+                                                                           "attempts", "quality_level_changes"))
+
+
+def counts_by_lens(home: Path) -> dict[str, int]:
+    with varflow.open_store(home) as store:
+        return dict(store.sql(COUNT_ALL).fetchall())
+
+
+def test_a_moved_store_answers_through_duckdb_itself_from_inside_it(local_run_store, tmp_path):
+    """The store a run wrote, copied then moved to a path with a space: the DuckDB CLI (read-only,
+    as the README shows it) and Python's duckdb opened from inside it, varflow sql and open_store
+    all count what the original holds."""
+    expected = counts_by_lens(local_run_store["home"])
+    assert expected["variations"] > 0 and expected["runs"] == 1
+    shutil.copytree(local_run_store["home"], tmp_path / "copy")
+    moved = tmp_path / "mounted elsewhere" / "data"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "copy", moved)
+
+    cli_duckdb = Path(sys.prefix) / "bin" / "duckdb"
+    done = subprocess.run([str(cli_duckdb), "-readonly", "-csv", "-noheader", "varflow.duckdb", COUNT_ALL], cwd=moved,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert {k: int(v) for k, v in (line.split(",") for line in done.stdout.split())} == expected
+    code = ("import duckdb, json, sys; c = duckdb.connect('varflow.duckdb', read_only=True); "
+            "print(json.dumps(dict(c.sql(sys.argv[1]).fetchall())))")
+    done = subprocess.run([sys.executable, "-c", code, COUNT_ALL], cwd=moved, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+    assert counts_by_lens(moved) == expected
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "sql", COUNT_ALL, "--home", str(moved), "--csv"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert {k: int(v) for k, v in (line.split(",") for line in out.stdout.split()[1:])} == expected
+    # read-only opens share the file; the README's way in never locks a run or a notebook out
+    holder = subprocess.Popen([str(cli_duckdb), "-readonly", "varflow.duckdb"], cwd=moved, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        again = subprocess.run([str(cli_duckdb), "-readonly", "-csv", "-noheader", "varflow.duckdb",
+                                "SELECT count(*) FROM runs"], cwd=moved, capture_output=True, text=True, timeout=60)
+        assert (again.returncode, again.stdout.strip()) == (0, "1"), again.stderr
+    finally:
+        holder.communicate(b".quit\n", timeout=30)
+
+
+def direct_counts(home: Path) -> dict[str, tuple[int, int]]:
+    """Rows of each table read straight from ``tables/<table>`` by pyarrow and by polars."""
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    out = {}
+    for table in ("runs", "images", "variations", "attempts", "quality_level_changes"):
+        arrow = ds.dataset(home / "tables" / table, format="parquet").count_rows()
+        polars = pl.scan_parquet(f"{home}/tables/{table}/**/*.parquet").select(pl.len()).collect().item()
+        out[table] = (arrow, polars)
+    return out
+
+
+def test_pyarrow_and_polars_reading_the_tables_count_what_the_views_count(local_run_store):
+    assert direct_counts(local_run_store["home"]) == {t: (n, n) for t, n in counts_by_lens(
+        local_run_store["home"]).items()}
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "no-exchange"])
+def test_compaction_never_shows_a_direct_reader_a_row_twice_or_not_at_all(tmp_path, monkeypatch, exchange):
+    """At every step of compacting a run: before the compacted file takes the parts' place, and
+    after; and on a file system without the exchange, the end state is the same."""
+    import varflow.storage.store as store_module
+    from test_storage import image, variation
+
+    store = Store(tmp_path).initialize()
+    for key in ("a", "b", "c"):
+        store.write_image_result(image("r1", key), [variation("r1", key, 0), variation("r1", key, 1)])
+    seen = []
+    real = store_module._exchange
+
+    def watched(a, b):
+        seen.append(direct_counts(tmp_path)["variations"])
+        done = real(a, b) if exchange else False
+        seen.append(direct_counts(tmp_path)["variations"])
+        return done
+
+    monkeypatch.setattr(store_module, "_exchange", watched)
+    store.compact_run("r1")
+    assert seen == [(6, 6)] * 4  # before and after each table's exchange (images, variations)
+    assert direct_counts(tmp_path)["variations"] == (6, 6) == (counts_by_lens(tmp_path)["variations"],) * 2
+    run_dir = tmp_path / "tables" / "variations" / "run-r1"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["compacted.parquet"]
+    assert len(list((tmp_path / "superseded" / "variations" / "run-r1").glob("*.parquet"))) == 3  # vacuum's
+    assert not list((tmp_path / "superseded" / "variations").glob(".compacting-*"))
+    assert store.vacuum(grace_seconds=0) == 6  # the parts of images and variations, 3 each
+
+
+DIRECT_READER = """
+import json, pathlib, sys, time
+import pyarrow.dataset as ds
+home, stop = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+while not stop.exists():
+    try:
+        print(json.dumps({t: ds.dataset(home / "tables" / t, format="parquet").count_rows()
+                          for t in ("images", "variations")}), flush=True)
+    except (FileNotFoundError, OSError):  # a file listed, then moved by compaction: read again
+        pass
+    time.sleep(0.05)
+"""
+
+
+def test_a_direct_reader_during_a_run_never_counts_a_row_twice(tmp_path, prefect_api):
+    photos = make_photo_folder(tmp_path / "photos", 6, size=64)[0].parent
+    home = tmp_path / "home"
+    Store(home).initialize()
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", DIRECT_READER, str(home), str(stop)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        done = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out",
+                               str(tmp_path / "out"), "--count", "1", "--level", "low", "--images-in-flight", "1"],
+                              env={**prefect_api, "VARFLOW_HOME": str(home)}, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        time.sleep(0.3)
+    finally:
+        stop.touch()
+        observed = [json.loads(line) for line in reader.communicate(timeout=30)[0].splitlines()]
+    final = counts_by_lens(home)
+    assert len(observed) > 5
+    for table in ("images", "variations"):
+        counts = [o[table] for o in observed]
+        assert counts == sorted(counts) and counts[-1] == final[table], (table, counts)  # only ever grows
+    assert final["images"] == 6
