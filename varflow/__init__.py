@@ -7,7 +7,7 @@ storage records what it produced. ``import varflow`` loads only the errors below
 on first use, and Prefect and DuckDB with the call that needs them.
 """
 
-import importlib
+from importlib import import_module as _import_module
 
 from varflow.errors import BackendError, ConfigurationError, InputError, StoreError, VarflowError
 
@@ -20,7 +20,7 @@ __all__ = ["BackendError", "ConfigurationError", "InputError", "StoreError", "Va
 
 def __getattr__(name: str):
     if name in API:
-        return getattr(importlib.import_module(f"{__name__}.api"), name)
+        return getattr(_import_module(f"{__name__}.api"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
