@@ -125,12 +125,14 @@ def _params(args, input_dir: str, output_dir: str):
         raise SystemExit(2) from None  # like argparse: 2 is a usage error
 
 
-def _check_backend(params) -> None:
-    """Build the backend once before Prefect starts, so a setup mistake is one clear line.
+def check_backend(params) -> None:
+    """Build the backend once before Prefect starts, so a setup mistake is one clear line
+    (raises ConfigurationError; ``varflow.run`` raises it as it is, the CLI prints it).
 
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
+    from varflow.errors import ConfigurationError
     from varflow.generation.backends import backend_class, make_backend, model_name
     from varflow.runtime.resources import enforceable_cap
 
@@ -138,13 +140,22 @@ def _check_backend(params) -> None:
     try:
         enforceable_cap(backend, model_name(params.backend, params.model), params.max_cost_usd)
     except ValueError as exc:
-        raise SystemExit(f"varflow: {exc}") from None
+        raise ConfigurationError(str(exc)) from None
     if backend.remote and params.api_key_secret:
         return
     try:
         make_backend(params.backend, **({"model": params.model} if params.model else {}))
     except (ValueError, ImportError) as exc:
-        raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}") from None
+        raise ConfigurationError(f"cannot use the {params.backend} backend: {exc}") from None
+
+
+def _check_backend(params) -> None:
+    from varflow.errors import ConfigurationError
+
+    try:
+        check_backend(params)
+    except ConfigurationError as exc:
+        raise SystemExit(f"varflow: {exc}") from None
 
 
 def _print_plan(plan: dict, as_json: bool) -> None:
@@ -183,22 +194,11 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
         _print_plan(plan_run(params), as_json)
         return 0
     _check_backend(params)
-    from varflow.flows.preflight import preflight
-
     from varflow.runtime.preflight import PreflightError
 
-    try:  # nothing is paid for before the run knows it can keep the result
-        warning = preflight(params)
-    except PreflightError as exc:
-        print(f"varflow: {exc}", file=sys.stderr)
-        return 2
-    if warning:
-        print(f"varflow: {warning}", file=sys.stderr)
-    from varflow.flows.variation_flow import run_local
-
     try:
-        summary = run_local(params)
-    except PreflightError as exc:  # found by the run itself (the data changed meanwhile)
+        summary = start_run(params, warn=lambda warning: print(f"varflow: {warning}", file=sys.stderr))
+    except PreflightError as exc:  # before Prefect starts, or found by the run itself (the data changed meanwhile)
         print(f"varflow: {for_log(exc)}", file=sys.stderr)
         return 2
     except VarflowError as exc:  # a setup problem found by the run (missing key or secret, ...); a bug stays a bug
@@ -221,6 +221,21 @@ def _run(params, as_json: bool, dry_run: bool = False) -> int:
     if summary.get("stop_outcome"):
         print(f"varflow: {for_log(summary['message'])}", file=sys.stderr)
     return run_exit_code(summary)
+
+
+def start_run(params, *, warn) -> dict:
+    """A checked run's start to end, for ``varflow run`` and ``varflow.run`` alike: the preflight
+    (nothing is paid for before the run knows it can keep the result; ``warn`` gets its warning),
+    then the flow on the task runner the parameters ask for; returns the run's summary. Raises
+    PreflightError (the CLI's exit 2) and VarflowError for a run that cannot start."""
+    from varflow.flows.preflight import preflight
+
+    warning = preflight(params)
+    if warning:
+        warn(warning)
+    from varflow.flows.variation_flow import run_local
+
+    return run_local(params)
 
 
 def run_exit_code(summary: dict) -> int:
@@ -312,6 +327,29 @@ def cmd_samples(args) -> int:
 
     for p in export_samples(args.dest):
         print(p)
+    return 0
+
+
+EXAMPLES = {"varflow.notebooks": "*.ipynb", "varflow.deployments": "*.yaml"}  # package data, by package
+
+
+def cmd_examples(args) -> int:
+    """Copy the notebooks and the deployment and automation examples into a folder; a file already
+    there is kept (named on stderr), never overwritten."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    dest = Path(args.dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    for package, pattern in EXAMPLES.items():
+        with as_file(files(package)) as folder:
+            for source in sorted(Path(folder).glob(pattern)):
+                target = dest / source.name
+                if target.exists():
+                    print(f"varflow examples: kept {target} (it exists; remove it for a fresh copy)", file=sys.stderr)
+                    continue
+                shutil.copyfile(source, target)
+                print(target)
     return 0
 
 
@@ -639,6 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     _add_analysis_commands(sub)
+
+    p = sub.add_parser("examples", help="copy the notebooks and the deployment and automation examples into a folder")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_examples)
 
     p = sub.add_parser("samples", help="copy the bundled sample photos into a folder")
     p.add_argument("dest")

@@ -109,7 +109,7 @@ def test_a_notebook_can_query_while_a_flow_is_writing(tmp_path, prefect_api):
     env = {**prefect_api, "VARFLOW_HOME": str(home)}
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(home / "varflow.duckdb"), str(stop)],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, cwd=home)  # the file's paths are relative to it
     try:
         writer = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out",
                                  str(tmp_path / "o"),
