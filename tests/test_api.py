@@ -133,7 +133,8 @@ def test_find_duplicates_is_varflow_dedup(tmp_path, capsys, caplog):
     by_cli = json.loads(capsys.readouterr().out)
     groups = varflow.find_duplicates(tmp_path)
     assert groups == [[Path(p) for p in g] for g in by_cli]
-    assert ["chelsea.png", "grey.png", "resized-half.png"] in [sorted(p.name for p in g) for g in groups]
+    # a mirror is a copy (varflow/duplicates/copies.py): flipped.png joins chelsea's group
+    assert ["chelsea.png", "flipped.png", "grey.png", "resized-half.png"] in [sorted(p.name for p in g) for g in groups]
     assert "broken.png" in caplog.text  # named, not fatal
     with pytest.raises(varflow.InputError):
         varflow.find_duplicates(tmp_path / "nope")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -160,3 +161,22 @@ def test_the_rule_for_variations_is_unchanged_a_crop_or_mirror_is_another_variat
                                candidate_appearance=appearance_signature(other),
                                load_appearance=lambda _: appearance_signature(im))
         assert match is None, kind
+
+
+def test_varflow_dedup_never_opens_a_fifo_and_says_why_it_left_it_out(tmp_path):
+    """discover_images lists FIFOs so that a run records them; dedup must not read one (it hung)."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    im = photo("coffee.png").resize((128, 85))
+    im.save(folder / "coffee.png")
+    ImageOps.mirror(im).save(folder / "coffee-mirrored.png")
+    os.mkfifo(folder / "pipe.png")
+    out = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "dedup", str(folder), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [[str(folder / "coffee-mirrored.png"), str(folder / "coffee.png")]]
+    assert "pipe.png" in out.stderr and "FIFO" in out.stderr

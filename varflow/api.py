@@ -142,15 +142,13 @@ def score(original: str | Path, *variations: str | Path, profile: str = DEFAULT_
 def find_duplicates(folder: str | Path) -> list[list[Path]]:
     """Groups of near-duplicate images in ``folder`` (walked as ``varflow dedup`` walks it), each
     sorted, groups by their first path. A file that cannot be read is left out with a warning."""
-    from varflow.processing.discovery import discover_images
-    from varflow.reports.inspect import find_duplicate_groups
+    from varflow.reports.inspect import copy_groups_in
 
+    errors: list[tuple[str, str]] = []
     try:
-        paths = discover_images(folder)
+        groups, _ = copy_groups_in(folder, errors=errors)
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
-    errors: list[tuple[str, str]] = []
-    groups = find_duplicate_groups(paths, errors=errors)
     for _path, message in errors:
         log.warning("skipped %s", message)
     return [[Path(p) for p in group] for group in groups]
