@@ -474,7 +474,7 @@ def cmd_report(args) -> int:
     if out.is_dir():  # like cp: a folder receives the page under its default name
         out = out / "report.html"
     try:
-        out = write_gallery(_home(args), out, args.run_id, max_images=args.max_images)
+        out = write_gallery(_home(args), out, args.run_id, execution=args.execution, max_images=args.max_images)
     except LookupError as exc:
         print(f"varflow report: {exc}", file=sys.stderr)
         return 1
@@ -495,7 +495,9 @@ def cmd_runs(args) -> int:
         print(f"no runs yet in {_home(args)}: run `varflow demo` or `varflow run DIR` (or pass --home)")
         return 0
     pct = lambda v: "" if v is None else f"{v:.0%}"
-    rows = [[r["run_id"][:RUN_ID_SHOWN], r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else "",
+    # A retried flow run has a row per execution: "<id> #2" tells them apart (--execution 2 names it).
+    run = lambda r: r["run_id"][:RUN_ID_SHOWN] + (f" #{r['execution']}" if r["executions"] > 1 else "")
+    rows = [[run(r), r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else "",
              r["status"], f"{r['backend']}/{r['model']}", r["images"], r["ok"], r["error"], r["skipped"],
              r["accepted"], r["rejected"], r["duplicates"], r["attempts"], pct(r["acceptance"]),
              r["mean_overall"], None if r["wall_seconds"] is None else round(r["wall_seconds"], 1)]
@@ -511,11 +513,11 @@ def cmd_stats(args) -> int:
     from varflow.storage.analysis import as_jsonable, quality_summary, resolve_run
 
     try:
-        run = resolve_run(_home(args), args.run_id)
+        run = resolve_run(_home(args), args.run_id, args.execution)
     except LookupError as exc:
         print(f"varflow stats: {exc}", file=sys.stderr)
         return 1
-    summary = quality_summary(_home(args), run["run_id"])
+    summary = quality_summary(_home(args), run["run_id"], run["execution"])
     if args.json:
         print(json.dumps(as_jsonable(summary), indent=2))
     else:
@@ -769,6 +771,8 @@ def _add_analysis_commands(sub) -> None:
                    "folder gets report.html inside it")
     p.add_argument("--max-images", type=_positive_int, default=GALLERY.max_images,
                    help=f"most source images on the page (default {GALLERY.max_images})")
+    p.add_argument("--execution", type=_positive_int, default=None,
+                   help="which execution of a retried flow run (default: its latest; `varflow runs` shows them as #n)")
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_report)
 
@@ -781,6 +785,8 @@ def _add_analysis_commands(sub) -> None:
     p = sub.add_parser("stats", help="a run's quality summary: scores, reasons, acceptance by type, level changes")
     p.add_argument("run_id", nargs="?", default=None, help="run id or a unique prefix (default: the latest run)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--execution", type=_positive_int, default=None,
+                   help="which execution of a retried flow run (default: its latest; `varflow runs` shows them as #n)")
     p.add_argument("--home", default=None, help=home_help)
     p.set_defaults(func=cmd_stats)
 

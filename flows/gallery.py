@@ -26,9 +26,10 @@ REPORTS_DIR = "reports"
 THUMBNAIL_THREADS = 2  # Pillow decodes and resizes without the GIL
 
 
-def run_gallery_path(home: str | Path, run_id: str) -> Path:
-    """Where the flow writes a run's gallery (inside the data directory)."""
-    return Path(home) / REPORTS_DIR / f"run-{run_id}.html"
+def run_gallery_path(home: str | Path, run_id: str, execution: int = 1) -> Path:
+    """Where the flow writes a run's gallery (inside the data directory); a retried flow run's
+    later executions get pages of their own (``run-<id>.x<n>.html``), as their rows do."""
+    return Path(home) / REPORTS_DIR / (f"run-{run_id}" + (f".x{execution}" if execution > 1 else "") + ".html")
 
 
 def _thumbnail(path: str | Path | None) -> str | None:
@@ -62,12 +63,13 @@ def _picture(home: Path, run_id: str, row: dict) -> tuple[Callable[[], str | Non
     return (lambda: None), "file not kept (--keep-rejected keeps rejected files)"
 
 
-def build_gallery(home: str | Path, run_id: str | None = None, *,
+def build_gallery(home: str | Path, run_id: str | None = None, *, execution: int | None = None,
                   max_images: int = GALLERY.max_images) -> tuple[str, dict]:
-    """The page's HTML and the run's row, for ``run_id`` (a unique prefix) or the latest run."""
+    """The page's HTML and the run's row, for ``run_id`` (a unique prefix) or the latest run, its
+    latest execution or ``execution``."""
     home = Path(home)
-    run = resolve_run(home, run_id)
-    rows = run_rows(home, run["run_id"])
+    run = resolve_run(home, run_id, execution)
+    rows = run_rows(home, run["run_id"], run["execution"])
     by_image: dict[str, list[dict]] = defaultdict(list)
     for v in rows.variations:
         by_image[v["image_id"]].append(v)
@@ -107,10 +109,11 @@ def build_gallery(home: str | Path, run_id: str | None = None, *,
     return page, rows.run
 
 
-def write_gallery(home: str | Path, out: str | Path, run_id: str | None = None, *,
+def write_gallery(home: str | Path, out: str | Path, run_id: str | None = None, *, execution: int | None = None,
                   max_images: int = GALLERY.max_images) -> Path:
-    """Write the gallery of ``run_id`` (default: the latest run) to ``out``; returns its path."""
-    page, _ = build_gallery(home, run_id, max_images=max_images)
+    """Write the gallery of ``run_id`` (default: the latest run; its latest execution, or
+    ``execution``) to ``out``; returns its path."""
+    page, _ = build_gallery(home, run_id, execution=execution, max_images=max_images)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html-partial", dir=out.parent)

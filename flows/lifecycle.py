@@ -61,22 +61,29 @@ class SpaceReserve:
 
 
 def close_run(store: Store, run_id: str, *, status: str = "interrupted", message: str | None = None,
-              wait_s: float = 0.0) -> int | None:
-    """Close ``run_id`` if it is still ``running`` and no live process holds it; how many
-    half-written image parts were removed, or None when it was not closed here (finished,
-    alive, or being closed by another process)."""
-    lock = _take_lock(store, run_id, wait_s)
+              wait_s: float = 0.0, before: int | None = None, held: RunLock | None = None) -> int | None:
+    """Close ``run_id``'s executions still ``running`` if no live process holds it (``before``:
+    only executions before that one); how many half-written image parts were removed, or None
+    when none was closed here (finished, alive, or being closed by another process). ``held``:
+    the run's lock, already taken by the caller (a retry closing its killed predecessors)."""
+    lock = held or _take_lock(store, run_id, wait_s)
     if lock is None:
         return None
     try:
-        rows = store.query("SELECT * FROM runs WHERE run_id = ? AND status = 'running'", [run_id])
-        removed = store.recover_interrupted(rows[0], status=status, message=message) if rows else None
+        rows = store.query("SELECT * FROM runs WHERE run_id = ? AND status = 'running' "
+                           "AND coalesce(execution, 1) < coalesce(CAST(? AS INTEGER), 2147483647) "
+                           "ORDER BY coalesce(execution, 1)", [run_id, before])
+        removed = (sum(store.recover_interrupted(row, status=status, message=message) for row in rows)
+                   if rows else None)
+        if held is not None:  # the caller is this run's live process: its claims and working files are its own
+            return removed
         free_claims_of(store.home / "claims", run_id)
         shutil.rmtree(store.home / "work" / run_id, ignore_errors=True)
         reserve_path(store.home, run_id).unlink(missing_ok=True)
         return removed
     finally:
-        lock.release()
+        if held is None:
+            lock.release()
 
 
 def _take_lock(store: Store, run_id: str, wait_s: float) -> RunLock | None:

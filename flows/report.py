@@ -75,7 +75,7 @@ class RunSummary:
     message: str | None = None
     gallery_path: str | None = None  # the run's HTML gallery (flows/gallery.py)
     cost_usd: float = 0.0  # estimated spend of the run's calls
-    calls: int = 0
+    execution: int = 1  # which execution of the flow run this summary is (a retried run has several)
     images: list[dict] = field(default_factory=list)  # image_row of each image, in finishing order
     level_history: list[str] = field(default_factory=list)  # "high -> medium (reason)"
     # Set as the flow returns (FolderRun.close): why the run stopped, how many task runs, the batch jobs' answers.

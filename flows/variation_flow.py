@@ -31,6 +31,7 @@ from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
 from varflow.flows.lifecycle import (
     SpaceReserve,
+    close_run,
     on_cancelled,
     on_crashed,
     on_failed,
@@ -134,6 +135,8 @@ def run_folder(params: RunParameters) -> dict:
     run_id = str(flow_run_id or uuid.uuid4())
     lock = RunLock(run_lock_path(home, run_id)).acquire()
     try:
+        if execution > 1:  # a retry of a killed flow run: its lock hid the killed execution from the sweep below
+            close_run(store, run_id, before=execution, held=lock)
         recover_interrupted_runs(store, logger)
         resources = open_resources(resource_spec(params, home, run_id, execution))  # fails before any work
         try:
@@ -533,7 +536,7 @@ class FolderRun:
         summary.variations_requested = self.params.count * summary.images_ok
         summary.final_level = self.adaptive.level
         summary.level_changes = self.level_changes
-        summary.calls = self.res.control.calls
+        summary.execution = self.store.execution
         summary.wall_seconds = time.perf_counter() - self.t_start
         summary.cost_usd, summary.calls = round(self.res.control.spent_usd, 6), self.res.control.calls
         summary.images, summary.level_history = self.image_rows, self.level_history
@@ -563,7 +566,9 @@ class FolderRun:
         """The run's gallery page under the data directory; a failure is logged, never fails the run."""
         t0 = time.perf_counter()
         try:
-            path = write_gallery(self.store.home, run_gallery_path(self.store.home, self.res.run_id), self.res.run_id)
+            n = self.store.execution
+            path = write_gallery(self.store.home, run_gallery_path(self.store.home, self.res.run_id, n),
+                                 self.res.run_id, execution=n)
         except Exception as exc:  # noqa: BLE001 - the records are written; the page is a view of them
             self.logger.warning("could not write the run's gallery: %s", exc)
             return None

@@ -182,19 +182,20 @@ def _first_line(exc: Exception) -> str:
 
 _RUNS_SQL = """
 WITH img AS (
-    SELECT run_id, count(*) AS images_found,
+    SELECT run_id, coalesce(execution, 1) AS ex, count(*) AS images_found,
            count(*) FILTER (status = 'ok') AS images_ok,
            count(*) FILTER (status = 'error') AS images_error,
            count(*) FILTER (status = 'skipped') AS images_skipped,
            coalesce(sum(attempts), 0) AS attempts
-    FROM images GROUP BY run_id),
+    FROM images GROUP BY run_id, ex),
 var AS (
-    SELECT run_id, count(*) FILTER (accepted) AS accepted,
+    SELECT run_id, coalesce(execution, 1) AS ex, count(*) FILTER (accepted) AS accepted,
            count(*) FILTER (NOT accepted) AS rejected,
            count(*) FILTER (reject_reason = 'duplicate') AS duplicates,
            avg(overall_quality) FILTER (accepted) AS mean_overall
-    FROM variations GROUP BY run_id)
-SELECT r.run_id, r.started_at, r.status, r.backend, r.model,
+    FROM variations GROUP BY run_id, ex)
+SELECT r.run_id, coalesce(r.execution, 1) AS execution,
+       count(*) OVER (PARTITION BY r.run_id) AS executions, r.started_at, r.status, r.backend, r.model,
        greatest(r.images_total, coalesce(img.images_found, 0)) AS images,
        coalesce(img.images_ok, 0) AS ok, coalesce(img.images_error, 0) AS error,
        coalesce(img.images_skipped, 0) AS skipped,
@@ -202,8 +203,10 @@ SELECT r.run_id, r.started_at, r.status, r.backend, r.model,
        coalesce(var.duplicates, 0) AS duplicates, coalesce(img.attempts, 0) AS attempts,
        CASE WHEN coalesce(img.attempts, 0) > 0 THEN var.accepted / img.attempts END AS acceptance,
        var.mean_overall AS mean_overall, r.wall_seconds
-FROM runs r LEFT JOIN img USING (run_id) LEFT JOIN var USING (run_id)
-"""
+FROM runs r
+LEFT JOIN img ON img.run_id = r.run_id AND img.ex = coalesce(r.execution, 1)
+LEFT JOIN var ON var.run_id = r.run_id AND var.ex = coalesce(r.execution, 1)
+"""  # one row per execution of a run (a retried flow run has several: storage/SCHEMA.md)
 
 
 def recent_runs(home: str | Path, *, limit: int = 20) -> QueryResult:
@@ -211,13 +214,14 @@ def recent_runs(home: str | Path, *, limit: int = 20) -> QueryResult:
     counts are live)."""
     con = open_sandbox(home)
     try:
-        return run_query(con, _RUNS_SQL + " ORDER BY r.started_at DESC LIMIT ?", [limit])
+        return run_query(con, _RUNS_SQL + " ORDER BY r.started_at DESC, execution DESC LIMIT ?", [limit])
     finally:
         con.close()
 
 
-def resolve_run(home: str | Path, run_id: str | None = None) -> dict:
-    """The runs row of ``run_id`` (a unique prefix is enough), or of the latest run."""
+def resolve_run(home: str | Path, run_id: str | None = None, execution: int | None = None) -> dict:
+    """The runs row of ``run_id`` (a unique prefix is enough), or of the latest run: of its latest
+    execution, or of ``execution`` (a retried flow run has one row per execution)."""
     con = open_sandbox(home)
     try:
         if run_id is None:
@@ -225,16 +229,29 @@ def resolve_run(home: str | Path, run_id: str | None = None) -> dict:
             if not rows:
                 raise LookupError(f"no runs yet in {Path(home)}: run `varflow demo` or `varflow run DIR`, "
                                   "or pass --home")
-            return rows[0]
-        rows = run_query(con, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at DESC",
+            run_id = rows[0]["run_id"]
+        rows = run_query(con, "SELECT * REPLACE (coalesce(execution, 1) AS execution) FROM runs "
+                              "WHERE starts_with(run_id, ?) ORDER BY started_at DESC, execution DESC",
                          [run_id]).records()
     finally:
         con.close()
     if not rows:
         raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
     if len({r['run_id'] for r in rows}) > 1:
-        raise LookupError(f"{run_id!r} matches {len(rows)} runs; give more of the run id")
-    return rows[0]
+        raise LookupError(f"{run_id!r} matches {len({r['run_id'] for r in rows})} runs; give more of the run id")
+    if execution is None:
+        return max(rows, key=lambda r: r["execution"])
+    for r in rows:
+        if r["execution"] == execution:
+            return r
+    raise LookupError(f"run {rows[0]['run_id']} has no execution {execution} (it has "
+                      f"{', '.join(str(r['execution']) for r in sorted(rows, key=lambda r: r['execution']))})")
+
+
+def _latest_execution(con, run_id: str) -> int:
+    """The latest execution of ``run_id`` (1 when it has no rows)."""
+    return run_query(con, "SELECT coalesce(max(coalesce(execution, 1)), 1) FROM runs WHERE run_id = ?",
+                     [run_id]).rows[0][0]
 
 
 # -- one run: the gallery and the stats ----------------------------------------------------------------
@@ -250,18 +267,21 @@ class RunRows:
     failed_calls: list[dict]  # image_id, outcome, calls: generation calls that gave no image
 
 
-def run_rows(home: str | Path, run_id: str) -> RunRows:
+def run_rows(home: str | Path, run_id: str, execution: int | None = None) -> RunRows:
+    """One execution of a run (default: its latest)."""
     con = open_sandbox(home)
     try:
-        run = run_query(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).records()
+        key = [run_id, execution or _latest_execution(con, run_id)]
+        one = "run_id = ? AND coalesce(execution, 1) = ?"
+        run = run_query(con, f"SELECT * FROM runs WHERE {one}", key).records()
         if not run:
             raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
-        images = run_query(con, "SELECT * FROM images WHERE run_id = ? ORDER BY path", [run_id]).records()
-        variations = run_query(con, "SELECT * FROM variations WHERE run_id = ? ORDER BY image_id, attempt",
-                               [run_id]).records()
+        images = run_query(con, f"SELECT * FROM images WHERE {one} ORDER BY path", key).records()
+        variations = run_query(con, f"SELECT * FROM variations WHERE {one} ORDER BY image_id, attempt",
+                               key).records()
         failed = run_query(con, "SELECT image_id, outcome, count(*) AS calls FROM attempts "
-                                "WHERE run_id = ? AND outcome <> 'ok' GROUP BY ALL ORDER BY image_id, calls DESC",
-                           [run_id]).records()
+                                f"WHERE {one} AND outcome <> 'ok' GROUP BY ALL ORDER BY image_id, calls DESC",
+                           key).records()
     finally:
         con.close()
     try:
@@ -271,16 +291,19 @@ def run_rows(home: str | Path, run_id: str) -> RunRows:
     return RunRows(run[0], parameters, images, variations, failed)
 
 
-def quality_summary(home: str | Path, run_id: str) -> dict:
+def quality_summary(home: str | Path, run_id: str, execution: int | None = None) -> dict:
     """One run's quality in numbers (``varflow stats``): counts, score distributions of accepted
-    and rejected variations, reasons, acceptance by type, level changes."""
+    and rejected variations, reasons, acceptance by type, level changes; of one execution of the
+    run (default: its latest)."""
     con = open_sandbox(home)
     try:
-        run = run_query(con, _RUNS_SQL + " WHERE r.run_id = ?", [run_id]).records()
+        key = [run_id, execution or _latest_execution(con, run_id)]
+        one = "run_id = ? AND coalesce(execution, 1) = ?"
+        run = run_query(con, _RUNS_SQL + " WHERE r.run_id = ? AND coalesce(r.execution, 1) = ?", key).records()
         if not run:
             raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
         counts = run[0]
-        head = run_query(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).records()[0]
+        head = run_query(con, f"SELECT * FROM runs WHERE {one}", key).records()[0]
         metrics = []
         for m in SCORE_COLUMNS:
             row = run_query(con, f"""
@@ -290,22 +313,22 @@ def quality_summary(home: str | Path, run_id: str) -> dict:
                        count({m}) FILTER (NOT accepted) AS rejected_n,
                        quantile_cont({m}, 0.5) FILTER (NOT accepted) AS rejected_p50,
                        avg({m}) FILTER (NOT accepted) AS rejected_mean
-                FROM variations WHERE run_id = ?""", [run_id]).records()[0]
+                FROM variations WHERE {one}""", key).records()[0]
             metrics.append({"metric": m, **row})
-        reasons = run_query(con, """
+        reasons = run_query(con, f"""
             SELECT reason, count(*) AS n FROM (
                 SELECT unnest(string_split(reject_reason, ';')) AS reason FROM variations
-                WHERE run_id = ? AND NOT accepted) GROUP BY reason ORDER BY n DESC, reason""", [run_id]).rows
-        by_type = run_query(con, """
+                WHERE {one} AND NOT accepted) GROUP BY reason ORDER BY n DESC, reason""", key).rows
+        by_type = run_query(con, f"""
             SELECT variation_type, count(*) AS judged, count(*) FILTER (accepted) AS accepted,
                    avg(accepted::INT) AS acceptance
-            FROM variations WHERE run_id = ? GROUP BY ALL ORDER BY judged DESC, variation_type""",
-                            [run_id]).records()
-        levels = run_query(con, "SELECT quality_level, count(*) FROM images WHERE run_id = ? AND status = 'ok' "
-                                "GROUP BY ALL ORDER BY 2 DESC", [run_id]).rows
+            FROM variations WHERE {one} GROUP BY ALL ORDER BY judged DESC, variation_type""",
+                            key).records()
+        levels = run_query(con, f"SELECT quality_level, count(*) FROM images WHERE {one} AND status = 'ok' "
+                                "GROUP BY ALL ORDER BY 2 DESC", key).rows
         changes = run_query(con, "SELECT changed_at, from_level, to_level, window_average, reason "
-                                 "FROM quality_level_changes WHERE run_id = ? ORDER BY changed_at",
-                            [run_id]).records()
+                                 f"FROM quality_level_changes WHERE {one} ORDER BY changed_at",
+                            key).records()
     finally:
         con.close()
     judged = counts["accepted"] + counts["rejected"]

@@ -53,14 +53,17 @@ def _dead_runs(store: Store) -> list[Problem]:
     for run in store.running_runs():
         if is_held(run_lock_path(store.home, run["run_id"])):
             continue
-        in_flight = store.query("SELECT count(*) AS n FROM attempts WHERE run_id = ? AND outcome = 'in_flight'",
-                                [run["run_id"]])[0]["n"]
+        execution = run.get("execution") or 1
+        in_flight = store.query("SELECT count(*) AS n FROM attempts WHERE run_id = ? AND outcome = 'in_flight' "
+                                "AND coalesce(execution, 1) = ?", [run["run_id"], execution])[0]["n"]
         detail = "recorded as running, but no process holds its lock (killed)"
         if in_flight:
             detail += f"; {in_flight} calls were in flight"
+        if execution > 1:
+            detail = f"execution {execution} " + detail
         problems.append(Problem("interrupted_run", run["run_id"], detail,
                                 "close it as interrupted: drop its half-written images, mark in-flight calls "
-                                "interrupted (their estimated cost kept), compact its parts"))
+                                "interrupted (their estimated cost kept), compact its parts", execution=execution))
     return problems
 
 
@@ -85,13 +88,20 @@ def repair(home: str | Path, problems: list[Problem]) -> list[str]:
     store.initialize()  # rebuilds the DuckDB file and the schema files; quarantines anything left
     for p in problems:
         if p.kind == "interrupted_run":
-            run = store.query("SELECT * FROM runs WHERE run_id = ?", [p.path])
-            if run and not is_held(run_lock_path(store.home, p.path)):
-                store.recover_interrupted(run[0])
-                done.append(f"closed run {p.path} as interrupted")
+            done += _close(store, p)
     if any(p.kind == "unreadable_part" for p in problems):  # runs could not be read before
         for extra in _dead_runs(store):
-            run = store.query("SELECT * FROM runs WHERE run_id = ?", [extra.path])[0]
-            store.recover_interrupted(run)
-            done.append(f"closed run {extra.path} as interrupted")
+            done += _close(store, extra)
     return done
+
+
+def _close(store: Store, p: Problem) -> list[str]:
+    """Close the execution ``p`` names if it is still running and dead (a retried run's other
+    executions, finished or alive, are left as they are)."""
+    run = store.query("SELECT * FROM runs WHERE run_id = ? AND coalesce(execution, 1) = ? AND status = 'running'",
+                      [p.path, p.execution or 1])
+    if not run or is_held(run_lock_path(store.home, p.path)):
+        return []
+    store.recover_interrupted(run[0])
+    return [f"closed run {p.path}" + (f" (execution {p.execution})" if (p.execution or 1) > 1 else "")
+            + " as interrupted"]

@@ -45,6 +45,7 @@ class Problem:
     path: str
     detail: str
     action: str
+    execution: int | None = None  # interrupted_run: which execution of the run (a retried one has several)
 
     def line(self) -> str:
         return f"{self.kind}: {self.path}: {self.detail}; repair: {self.action}"

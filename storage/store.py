@@ -330,7 +330,8 @@ class Store:
                           "ORDER BY changed_at DESC LIMIT 1", [scope])
         level, since = (last[0]["to_level"], last[0]["changed_at"]) if last else (None, None)
         rates = self.query(
-            "SELECT i.success_rate FROM images i JOIN runs r USING (run_id) "
+            "SELECT i.success_rate FROM images i JOIN runs r "  # a retried run's row per execution: join on both
+            "  ON r.run_id = i.run_id AND coalesce(r.execution, 1) = coalesce(i.execution, 1) "
             "WHERE r.backend = ? AND r.model = ? AND i.status = 'ok' AND i.success_rate IS NOT NULL "
             "  AND i.quality_level = ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR i.finished_at > ?) "
             "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, level or "high", since, since, window])
@@ -403,19 +404,20 @@ class Store:
     def attempt_history(self, backend: str, model: str) -> dict[str, AttemptHistory]:
         """What runs of ``backend``/``model`` recorded, by level: attempts made, accepted, calls
         and their cost (the dry run's basis, varflow/processing/estimate.py). An attempt is one variation of
-        one image in one run; its calls are its tries that reached the backend (not cache hits,
+        one image in one execution of a run; its calls are its tries that reached the backend (not cache hits,
         not cancelled, not a live run's in-flight call)."""
         rows = self.query(
-            "WITH a AS (SELECT run_id, image_id, attempt, any_value(quality_level) AS level, "
+            "WITH a AS (SELECT run_id, coalesce(execution, 1) AS ex, image_id, attempt, "
+            "  any_value(quality_level) AS level, "
             "  count(*) FILTER (WHERE NOT coalesce(cache_hit, false) AND outcome NOT IN (?, ?)) AS calls, "
             "  coalesce(sum(cost_usd) FILTER (WHERE NOT coalesce(cache_hit, false) AND outcome NOT IN (?, ?)), 0) "
             "    AS cost, bool_or(outcome NOT IN (?, ?)) AS made "
-            "  FROM attempts WHERE backend = ? AND model = ? GROUP BY run_id, image_id, attempt), "
-            "v AS (SELECT run_id, image_id, attempt, bool_or(accepted) AS accepted FROM variations "
-            "  WHERE backend = ? AND model = ? GROUP BY run_id, image_id, attempt) "
+            "  FROM attempts WHERE backend = ? AND model = ? GROUP BY run_id, ex, image_id, attempt), "
+            "v AS (SELECT run_id, coalesce(execution, 1) AS ex, image_id, attempt, bool_or(accepted) AS accepted "
+            "  FROM variations WHERE backend = ? AND model = ? GROUP BY run_id, ex, image_id, attempt) "
             "SELECT level, count(*) AS attempts, count(*) FILTER (WHERE v.accepted) AS accepted, "
             "  count(*) FILTER (WHERE a.calls > 0) AS called, sum(a.calls) AS calls, sum(a.cost) AS cost "
-            "FROM a LEFT JOIN v USING (run_id, image_id, attempt) WHERE a.made AND level IS NOT NULL "
+            "FROM a LEFT JOIN v USING (run_id, ex, image_id, attempt) WHERE a.made AND level IS NOT NULL "
             "GROUP BY level ORDER BY level",
             [CANCELLED, IN_FLIGHT] * 3 + [backend, model, backend, model])
         return {r["level"]: AttemptHistory(attempts=r["attempts"], accepted=r["accepted"], called=r["called"],

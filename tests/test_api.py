@@ -66,6 +66,7 @@ def test_run_makes_the_run_varflow_run_makes(tmp_path, prefect_api):
                 "attempts", "rejected_by_reason", "final_level"):
         assert by_api[key] == by_cli[key], key
     assert by_api["status"] == "completed" and by_api["images_ok"] == 2
+    assert by_api["execution"] == by_cli["execution"] == 1  # which execution of the flow run (a retry: 2, 3, ...)
 
     cli_store, api_store = Store(tmp_path / "cli-home"), Store(tmp_path / "api-home")
     assert api_store.query(VARIATION_RECORD) == cli_store.query(VARIATION_RECORD)
