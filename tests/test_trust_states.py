@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_photo_folder
+from varflow.flows.outcome import verdict
 from varflow.storage import Store
 
 try:
@@ -251,8 +252,9 @@ def test_two_processes_recovering_the_same_killed_run_one_closes_it_the_others_s
 def assert_closed_with_errors_naming_paths(out: subprocess.CompletedProcess, home: Path, root: Path) -> list[dict]:
     """No traceback; the run closed with its summary (never ``running``); the images the full disk
     hit are errors naming the file (or folder) it could not write."""
-    assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
     summary = json.loads(out.stdout)
+    assert out.returncode == verdict(summary).exit_code != 2, out.stderr[-3000:]  # the one rule: flows/outcome.py
     (row,) = Store(home).query("SELECT status, images_error FROM runs WHERE run_id = ?", [summary["run_id"]])
     assert row["status"] == summary["status"] != "running"
     hit = [r for r in Store(home).query("SELECT path, error FROM images WHERE status = 'error'")

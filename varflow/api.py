@@ -139,18 +139,21 @@ def score(original: str | Path, *variations: str | Path, profile: str = DEFAULT_
                                                             max_side=max_side)]
 
 
-def find_duplicates(folder: str | Path) -> list[list[Path]]:
-    """Groups of near-duplicate images in ``folder`` (walked as ``varflow dedup`` walks it), each
-    sorted, groups by their first path. A file that cannot be read is left out with a warning."""
+def find_duplicates(folder: str | Path, *, follow_links: bool = False) -> list[list[Path]]:
+    """Groups of copies of one picture in ``folder`` (walked as ``varflow dedup`` walks it: crops,
+    mirrors, borders, rotations and re-encodings count), each sorted, groups by their first path.
+    A file that cannot be read, or may not be (a FIFO; a link leaving the folder unless
+    ``follow_links``), is left out with a warning."""
     from varflow.reports.inspect import copy_groups_in
+    from varflow.safety.escaping import for_log
 
     errors: list[tuple[str, str]] = []
     try:
-        groups, _ = copy_groups_in(folder, errors=errors)
+        groups, _ = copy_groups_in(folder, errors=errors, follow_links=follow_links)
     except FileNotFoundError as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(for_log(exc)) from None
     for _path, message in errors:
-        log.warning("skipped %s", message)
+        log.warning("skipped %s", for_log(message))  # a name never forges a log line, in a script too
     return [[Path(p) for p in group] for group in groups]
 
 

@@ -165,7 +165,8 @@ def find_duplicate_groups(
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def copy_groups_in(folder: str | Path, *, errors: list[tuple[str, str]]) -> tuple[list[list[str]], int]:
+def copy_groups_in(folder: str | Path, *, errors: list[tuple[str, str]],
+                   follow_links: bool = False) -> tuple[list[list[str]], int]:
     """``varflow dedup`` and ``varflow.find_duplicates``: the copy groups of ``folder``'s images
     (varflow/duplicates/copies.py) and how many images were looked at. A path the input rules
     refuse (a FIFO, a device, a link leaving the folder: varflow/images/inputs.py) is never
@@ -175,8 +176,8 @@ def copy_groups_in(folder: str | Path, *, errors: list[tuple[str, str]]) -> tupl
     from varflow.processing.discovery import discover_images
 
     readable = []
-    for path in discover_images(folder):
-        problem = input_problem(path, folder)
+    for path in discover_images(folder, follow_links=follow_links):
+        problem = input_problem(path, folder, follow_links=follow_links)
         if problem is None:
             readable.append(path)
         else:

@@ -69,7 +69,7 @@ class OneLineRecords(logging.Filter):
     loggers goes out as one line with its control characters escaped (``for_log``). The
     traceback of an exception stays as Python prints it."""
 
-    PREFIXES = ("varflow", "storage", "flows", "tasks", "deployments", "prefect.flow_runs", "prefect.task_runs")
+    PREFIXES = ("varflow", "prefect.flow_runs", "prefect.task_runs")  # varflow.flows, varflow.storage, ... too
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(self.PREFIXES):
