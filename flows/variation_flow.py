@@ -246,7 +246,7 @@ class FolderRun:
                                                                 follow_links=params.follow_links,
                                                                 limits=params.settings().limits,
                                                                 finished=self.finished, fingerprint=self.fingerprint,
-                                                                held=self.held)
+                                                                held=self.held, cache_dir=home / "cache" / "copies")
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
                                      follow_links=params.follow_links, held=self.held, copies=copies), pipeline)
             if self.batch is not None:

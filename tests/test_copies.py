@@ -273,3 +273,25 @@ def test_a_run_over_a_folder_with_nothing_new_decodes_nothing_for_the_copy_check
     assert input_copies(paths, tmp_path, finished=finished, **kw) == {} and decoded == []
     assert input_copies(paths, tmp_path, finished={next(iter(finished)): "run-1"}, **kw) == {
         tmp_path / "b.png": tmp_path / "a.png"} and len(decoded) == 2
+
+
+def test_the_copy_check_decodes_only_images_it_has_not_seen(tmp_path, monkeypatch):
+    """Features are cached by content under the data directory: a second look decodes only the new file."""
+    from varflow.duplicates import copies
+    from varflow.processing.scan import input_copies
+    from varflow.settings import LoadLimits
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    im = photo("coffee.png").resize((96, 64))
+    im.save(folder / "b.png")
+    photo("chelsea.png").resize((96, 64)).save(folder / "c.png")
+    decoded = []
+    real = copies.features_of_file
+    monkeypatch.setattr(copies, "features_of_file", lambda path, limits: decoded.append(path) or real(path, limits))
+    kw = dict(follow_links=False, limits=LoadLimits(), fingerprint={"count": 1}, cache_dir=tmp_path / "cache")
+    assert input_copies(sorted(folder.iterdir()), folder, finished={}, **kw) == {} and len(decoded) == 2
+    ImageOps.mirror(im).save(folder / "a.png")
+    decoded.clear()
+    assert input_copies(sorted(folder.iterdir()), folder, finished={}, **kw) == {folder / "b.png": folder / "a.png"}
+    assert decoded == [str(folder / "a.png")]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -155,10 +156,65 @@ def features_of_file(path: str, limits: LoadLimits = LoadLimits()) -> CopyFeatur
     return features_of_grey(np.asarray(rgb.convert("L")))
 
 
+CACHE_KEEP = 20_000  # cached feature files kept (~25 KB each); the least recently used go first
+CACHE_VERSION = f"v1-{FEATURE_SIDE}-{KEYPOINTS}-{SIFT_CONTRAST}"  # features change when these do
+
+
+class FeatureCache:
+    """Each image's features by its content (SHA-256, the scan's image_id), as .npz files under
+    ``folder``: a nightly run decodes only the new images. Bounded by ``CACHE_KEEP`` files."""
+
+    def __init__(self, folder: Path, ids: dict[str, str]):
+        self.folder = Path(folder) / CACHE_VERSION
+        self.ids = ids  # path -> image_id
+
+    def _file(self, path: str) -> Path | None:
+        image_id = self.ids.get(path)
+        return self.folder / image_id[:2] / f"{image_id}.npz" if image_id else None
+
+    def get(self, path: str) -> CopyFeatures | None:
+        file = self._file(path)
+        try:
+            with np.load(file) as z:
+                f = CopyFeatures((int(z["size"][0]), int(z["size"][1])), z["hashes"], z["thumb"], z["points"],
+                                 z["descriptors"], z["small"])
+            os.utime(file)  # recently used
+            return f
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent, or a torn file: computed again
+
+    def put(self, path: str, f: CopyFeatures) -> None:
+        file = self._file(path)
+        if file is None:
+            return
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as out:
+                np.savez(out, size=np.array(f.size), hashes=f.hashes, thumb=f.thumb, points=f.points,
+                         descriptors=f.descriptors, small=f.small)
+            os.replace(tmp, file)
+        except OSError:
+            pass  # a full disk costs the saving, not the run
+
+    def prune(self, keep: int) -> None:
+        try:
+            files = sorted(self.folder.glob("*/*.npz"), key=lambda x: x.stat().st_mtime)
+            for file in files[:max(0, len(files) - max(keep, CACHE_KEEP))]:
+                file.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def _worker(args) -> tuple[int, CopyFeatures | None, str | None]:
-    i, path, limits = args
+    i, path, limits, cache = args
     try:
-        return i, features_of_file(path, limits), None
+        f = cache.get(path) if cache is not None else None
+        if f is None:
+            f = features_of_file(path, limits)
+            if cache is not None:
+                cache.put(path, f)
+        return i, f, None
     except ImageReadError as exc:
         return i, None, str(exc)
     except (OSError, ValueError, cv2.error) as exc:  # one odd file never costs the others
@@ -349,11 +405,12 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: list | None):
+def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: list | None,
+                cache: FeatureCache | None = None):
     """Features of every readable path, in order (None where unreadable), spilled as they come."""
     feats: list[CopyFeatures | None] = [None] * len(paths)
     spill = _Spill()
-    jobs = [(i, str(p), limits) for i, p in enumerate(paths)]
+    jobs = [(i, str(p), limits, cache) for i, p in enumerate(paths)]
     if workers > 1 and len(paths) > 8:
         # threads, not processes: no __main__ re-import (an unguarded script works), no worker to lose
         with ThreadPoolExecutor(workers) as pool:
@@ -362,6 +419,8 @@ def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: 
     else:
         for job in jobs:
             _keep(*_worker(job), feats, spill, errors, paths)
+    if cache is not None:
+        cache.prune(len(paths))  # never this folder's own
     return feats, spill
 
 
@@ -462,12 +521,12 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     return sorted(out)
 
 
-def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None,
-                    limits: LoadLimits = LoadLimits(), errors: list | None = None) -> tuple[list[str], list[CopyLink]]:
+def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None, limits: LoadLimits = LoadLimits(),
+                    errors: list | None = None, cache: FeatureCache | None = None) -> tuple[list[str], list[CopyLink]]:
     """Every confirmed copy pair among ``paths`` (indexes into the returned readable names)."""
     paths = [str(p) for p in paths]
     workers = workers or min(2, os.cpu_count() or 1)
-    feats, spill = extract_all(paths, workers, limits, errors)
+    feats, spill = extract_all(paths, workers, limits, errors, cache)
     try:
         return paths, link_features(feats, spill)
     finally:
@@ -514,12 +573,13 @@ def find_copy_groups(paths: Sequence[str | Path], *, workers: int | None = None,
 
 
 def copies_in_folder(paths: Sequence[Path], *, limits: LoadLimits = LoadLimits(),
-                     done: frozenset[Path] | set[Path] = frozenset()) -> dict[Path, Path]:
+                     done: frozenset[Path] | set[Path] = frozenset(),
+                     cache: FeatureCache | None = None) -> dict[Path, Path]:
     """Each input that is a copy of another in ``paths`` -> the input that stands for its group:
     the first one in ``done`` (its variations are already paid for), else the group's first in the
     folder's order. A small folder is read by one thread; a large one by two."""
     workers = 1 if len(paths) <= 64 else min(2, os.cpu_count() or 1)
-    names, links = find_copy_links(paths, workers=workers, limits=limits)
+    names, links = find_copy_links(paths, workers=workers, limits=limits, cache=cache)
     uf = UnionFind(len(names))
     for link in links:
         uf.union(link.a, link.b)  # the root is the group's smallest index: its first file

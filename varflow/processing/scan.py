@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from varflow.duplicates.copies import copies_in_folder
+from varflow.duplicates.copies import FeatureCache, copies_in_folder
 from varflow.images.imageio import sha256_file
 from varflow.images.inputs import input_problem
 from varflow.kinds import ScanStatus
@@ -30,33 +30,36 @@ log = logging.getLogger(__name__)
 
 def input_copies(paths: list[Path], input_dir: Path, *, follow_links: bool, limits: LoadLimits,
                  finished: dict[str, str] | None = None, fingerprint: dict | None = None,
-                 held: dict[str, set[str]] | None = None) -> dict[Path, Path]:
+                 held: dict[str, set[str]] | None = None, cache_dir: Path | None = None) -> dict[Path, Path]:
     """Each input that is a copy of another -> the one that stands for it (``copies_in_folder``: one
     an earlier run finished with these parameters, else the first), among the paths that may be read:
     a FIFO, a device or a link leaving the folder is never opened. When every readable input is done
-    (a nightly run over an unchanged folder), nothing is decoded: there is nothing to skip."""
+    (a nightly run over an unchanged folder), nothing is decoded: there is nothing to skip; otherwise
+    features come from ``cache_dir`` by content where an earlier run left them (``FeatureCache``)."""
     readable = [p for p in paths if input_problem(p, input_dir, follow_links=follow_links) is None]
-    done = done_paths(paths, input_dir, readable, finished or {}, fingerprint, held) if fingerprint is not None \
-        else set()
+    ids: dict[str, str] = {}
+    done = done_paths(paths, input_dir, readable, finished or {}, fingerprint, held, ids) \
+        if fingerprint is not None else set()
     if readable and len(done) == len(readable):
         return {}
+    cache = FeatureCache(cache_dir, ids) if cache_dir is not None else None
     try:
-        return copies_in_folder(readable, limits=limits, done=done)
+        return copies_in_folder(readable, limits=limits, done=done, cache=cache)
     except MemoryError:  # the copy check is a saving, never worth the run
         log.warning("the copy check ran out of memory; every input is processed, copies too (--keep-copies)")
         return {}
 
 
 def done_paths(paths: list[Path], input_dir: Path, readable: list[Path], finished: dict[str, str],
-               fingerprint: dict, held: dict[str, set[str]] | None) -> set[Path]:
-    """The readable paths whose job (content, output name, parameters) an earlier run finished."""
-    if not finished:
-        return set()
+               fingerprint: dict, held: dict[str, set[str]] | None, ids: dict[str, str]) -> set[Path]:
+    """The readable paths whose job (content, output name, parameters) an earlier run finished;
+    ``ids`` gets each readable path's image_id (the feature cache's key)."""
     stems = dict(zip(paths, output_stems(paths, input_dir, held)))
     done = set()
     for path in readable:
         try:
-            if stable_id(sha256_file(path), stems[path], fingerprint) in finished:
+            ids[str(path)] = image_id = sha256_file(path)
+            if stable_id(image_id, stems[path], fingerprint) in finished:
                 done.add(path)
         except OSError:
             continue  # the scan says why
