@@ -44,7 +44,9 @@ def plan_run(params: RunParameters) -> dict:
                             follow_links=params.follow_links)
     held = held_stems(store.accepted_by_source(output_dir), output_dir) if store is not None else None
     copies = {} if params.keep_copies else input_copies(paths, input_dir, follow_links=params.follow_links,
-                                                        limits=params.settings().limits)
+                                                        limits=params.settings().limits, finished=finished, held=held,
+                                                        fingerprint={**params.job_fingerprint(), "model": model},
+                                                        cache_dir=None if store is None else home / "cache" / "copies")
     found = [image.status for image in scan_images(paths, input_dir, finished=finished, copies=copies,
                                                    follow_links=params.follow_links, held=held,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]

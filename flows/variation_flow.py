@@ -247,7 +247,9 @@ class FolderRun:
         try:
             copies = {} if params.keep_copies else input_copies(paths, self.input_dir,
                                                                 follow_links=params.follow_links,
-                                                                limits=params.settings().limits)
+                                                                limits=params.settings().limits,
+                                                                finished=self.finished, fingerprint=self.fingerprint,
+                                                                held=self.held, cache_dir=home / "cache" / "copies")
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
                                      follow_links=params.follow_links, held=self.held, copies=copies), pipeline)
             if self.batch is not None:

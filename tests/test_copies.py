@@ -180,3 +180,118 @@ def test_varflow_dedup_never_opens_a_fifo_and_says_why_it_left_it_out(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [[str(folder / "coffee-mirrored.png"), str(folder / "coffee.png")]]
     assert "pipe.png" in out.stderr and "FIFO" in out.stderr
+
+
+def test_a_photo_already_paid_for_stands_for_a_new_copy_of_it(prefect_server, tmp_path):
+    """photo.png finished last night; today its mirror IMG_0001.png arrives (first by name): the new
+    file is the copy, and nothing is paid for twice."""
+    from varflow.flows.parameters import RunParameters
+    from varflow.flows.variation_flow import run_local
+    from varflow.storage import Store
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    im = photo("astronaut.png").resize((128, 128), Image.Resampling.LANCZOS)
+    im.save(photos / "photo.png")
+    params = RunParameters(input_dir=str(photos), output_dir=str(tmp_path / "out"), home=str(tmp_path / "home"),
+                           count=1, level="low", adaptive=False, seed=1)
+    run_local(params)
+    ImageOps.mirror(im).save(photos / "IMG_0001.png")
+    run_local(params)
+    rows = Store(tmp_path / "home").query("SELECT path, status, error FROM images")
+    assert sorted((Path(r["path"]).name, r["status"]) for r in rows) == [
+        ("IMG_0001.png", "skipped"), ("photo.png", "ok"), ("photo.png", "skipped")]  # paid for once
+    why = {Path(r["path"]).name: r["error"] for r in rows if r["status"] == "skipped"}
+    assert why["IMG_0001.png"].startswith(f"copy of {photos / 'photo.png'}")
+    assert why["photo.png"].startswith("unchanged since run")
+
+
+def test_copies_in_folder_lets_a_done_input_stand_for_its_group(copy_folder):
+    paths = sorted(copy_folder.iterdir())
+    done = {copy_folder / "astronaut-rotate15.png"}
+    copies = copies_in_folder(paths, done=done)
+    assert copies[copy_folder / "astronaut-border.png"] == copy_folder / "astronaut-rotate15.png"
+    assert copy_folder / "astronaut-rotate15.png" not in copies
+    assert copies[copy_folder / "coffee.png"] == copy_folder / "coffee-border.png"  # no done one: the first
+
+
+@pytest.mark.parametrize("kind", ["crop70", "rotate10"])
+def test_a_folder_of_two_finds_a_crop_or_a_rotation(tmp_path, kind):
+    """With two images, every word they share has idf log(3/3) = 0: a small folder verifies every pair."""
+    im = photo("coffee.png")
+    w, h = im.size
+    edited = im.crop((0, 0, round(w * 0.837), round(h * 0.837))) if kind == "crop70" else \
+        im.rotate(10, resample=Image.Resampling.BICUBIC, expand=True)
+    im.save(tmp_path / "a.png")
+    edited.save(tmp_path / "b.png")
+    assert find_copy_groups(sorted(tmp_path.iterdir())) == [[str(tmp_path / "a.png"), str(tmp_path / "b.png")]]
+
+
+def test_a_folder_of_two_different_photos_has_no_group(tmp_path):
+    for name in ("motorcycle_left.png", "motorcycle_right.png"):
+        photo(name).save(tmp_path / name)
+    assert find_copy_groups(sorted(tmp_path.iterdir())) == []
+
+
+def test_find_duplicates_works_from_an_unguarded_script(tmp_path):
+    """No ``if __name__ == '__main__'``: a spawn pool re-imported the script and broke (BrokenProcessPool)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    im = photo("coffee.png").resize((96, 64))
+    im.save(folder / "coffee.png")
+    ImageOps.mirror(im).save(folder / "coffee-mirrored.png")
+    for i, name in enumerate(("chelsea.png", "rocket.jpg", "coins.png", "camera.png", "moon.png", "page.png",
+                              "horse.png", "hubble_deep_field.jpg", "ihc.png")):
+        photo(name).resize((96, 64)).save(folder / f"other-{i}.png")
+    script = tmp_path / "script.py"
+    script.write_text(f"import json\nimport varflow\n"
+                      f"print(json.dumps([[str(p) for p in g] for g in varflow.find_duplicates({str(folder)!r})]))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[str(folder / "coffee-mirrored.png"),
+                                                                 str(folder / "coffee.png")]]
+
+
+def test_a_run_over_a_folder_with_nothing_new_decodes_nothing_for_the_copy_check(tmp_path, monkeypatch):
+    from varflow.duplicates import copies
+    from varflow.processing.scan import input_copies, scan_images
+    from varflow.settings import LoadLimits
+
+    im = photo("coffee.png").resize((96, 64))
+    im.save(tmp_path / "a.png")
+    ImageOps.mirror(im).save(tmp_path / "b.png")
+    paths = sorted(tmp_path.iterdir())
+    fingerprint = {"count": 1}
+    finished = {f.job_key: "run-1" for f in scan_images(paths, tmp_path, fingerprint=fingerprint, finished={})}
+    decoded = []
+    real = copies.features_of_file
+    monkeypatch.setattr(copies, "features_of_file", lambda path, limits: decoded.append(path) or real(path, limits))
+    kw = dict(follow_links=False, limits=LoadLimits(), fingerprint=fingerprint)
+    assert input_copies(paths, tmp_path, finished=finished, **kw) == {} and decoded == []
+    assert input_copies(paths, tmp_path, finished={next(iter(finished)): "run-1"}, **kw) == {
+        tmp_path / "b.png": tmp_path / "a.png"} and len(decoded) == 2
+
+
+def test_the_copy_check_decodes_only_images_it_has_not_seen(tmp_path, monkeypatch):
+    """Features are cached by content under the data directory: a second look decodes only the new file."""
+    from varflow.duplicates import copies
+    from varflow.processing.scan import input_copies
+    from varflow.settings import LoadLimits
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    im = photo("coffee.png").resize((96, 64))
+    im.save(folder / "b.png")
+    photo("chelsea.png").resize((96, 64)).save(folder / "c.png")
+    decoded = []
+    real = copies.features_of_file
+    monkeypatch.setattr(copies, "features_of_file", lambda path, limits: decoded.append(path) or real(path, limits))
+    kw = dict(follow_links=False, limits=LoadLimits(), fingerprint={"count": 1}, cache_dir=tmp_path / "cache")
+    assert input_copies(sorted(folder.iterdir()), folder, finished={}, **kw) == {} and len(decoded) == 2
+    ImageOps.mirror(im).save(folder / "a.png")
+    decoded.clear()
+    assert input_copies(sorted(folder.iterdir()), folder, finished={}, **kw) == {folder / "b.png": folder / "a.png"}
+    assert decoded == [str(folder / "a.png")]

@@ -20,18 +20,22 @@ than a few percent. Here each image gives, from one reduced decode (``FEATURE_SI
   frame, must agree pixel by pixel (normalised cross-correlation), so a shared texture or
   shared letters do not make two pictures one.
 
-Decoding and features run in a process pool (``workers``); the index in the calling process,
-the verification in two of its threads. Numbers: bench/dedup_quality.py (accuracy per transform, thresholds chosen on
-one split of photos and reported on the other) and bench/dedup_scale.py (time and memory).
+Decoding and features run in ``workers`` threads of the calling process (Pillow's decoding and
+OpenCV release the GIL; a spawn pool re-imported an unguarded script's ``__main__`` and broke, and an
+OOM-killed worker took the pool with it); the index and the verification (two threads) follow.
+A folder of at most ``ALL_PAIRS`` images verifies every pair: there, idf cannot tell a shared word
+from a common one (with two images, every shared word has idf 0).
+Numbers: bench/dedup_quality.py (accuracy per transform, thresholds chosen on one split of photos
+and reported on the other) and bench/dedup_scale.py (time and memory).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -62,6 +66,7 @@ VERIFY_THREADS = 2  # threads verifying keypoint candidates
 VERIFY_BATCH = 64  # candidates verified between two looks at the groups
 VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words
 VOCAB_SAMPLE = 20_000  # descriptors sampled to train the vocabulary
+ALL_PAIRS = 16  # a folder this small verifies every pair (both ways round) instead of a word shortlist
 
 
 @dataclass
@@ -151,18 +156,69 @@ def features_of_file(path: str, limits: LoadLimits = LoadLimits()) -> CopyFeatur
     return features_of_grey(np.asarray(rgb.convert("L")))
 
 
+CACHE_KEEP = 20_000  # cached feature files kept (~25 KB each); the least recently used go first
+CACHE_VERSION = f"v1-{FEATURE_SIDE}-{KEYPOINTS}-{SIFT_CONTRAST}"  # features change when these do
+
+
+class FeatureCache:
+    """Each image's features by its content (SHA-256, the scan's image_id), as .npz files under
+    ``folder``: a nightly run decodes only the new images. Bounded by ``CACHE_KEEP`` files."""
+
+    def __init__(self, folder: Path, ids: dict[str, str]):
+        self.folder = Path(folder) / CACHE_VERSION
+        self.ids = ids  # path -> image_id
+
+    def _file(self, path: str) -> Path | None:
+        image_id = self.ids.get(path)
+        return self.folder / image_id[:2] / f"{image_id}.npz" if image_id else None
+
+    def get(self, path: str) -> CopyFeatures | None:
+        file = self._file(path)
+        try:
+            with np.load(file) as z:
+                f = CopyFeatures((int(z["size"][0]), int(z["size"][1])), z["hashes"], z["thumb"], z["points"],
+                                 z["descriptors"], z["small"])
+            os.utime(file)  # recently used
+            return f
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent, or a torn file: computed again
+
+    def put(self, path: str, f: CopyFeatures) -> None:
+        file = self._file(path)
+        if file is None:
+            return
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as out:
+                np.savez(out, size=np.array(f.size), hashes=f.hashes, thumb=f.thumb, points=f.points,
+                         descriptors=f.descriptors, small=f.small)
+            os.replace(tmp, file)
+        except OSError:
+            pass  # a full disk costs the saving, not the run
+
+    def prune(self, keep: int) -> None:
+        try:
+            files = sorted(self.folder.glob("*/*.npz"), key=lambda x: x.stat().st_mtime)
+            for file in files[:max(0, len(files) - max(keep, CACHE_KEEP))]:
+                file.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def _worker(args) -> tuple[int, CopyFeatures | None, str | None]:
-    i, path, limits = args
+    i, path, limits, cache = args
     try:
-        return i, features_of_file(path, limits), None
+        f = cache.get(path) if cache is not None else None
+        if f is None:
+            f = features_of_file(path, limits)
+            if cache is not None:
+                cache.put(path, f)
+        return i, f, None
     except ImageReadError as exc:
         return i, None, str(exc)
     except (OSError, ValueError, cv2.error) as exc:  # one odd file never costs the others
         return i, None, f"{path}: cannot be compared ({type(exc).__name__}: {exc}); check the file"
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would fight the pool
 
 
 # --- visual words ---------------------------------------------------------------------------
@@ -349,21 +405,22 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: list | None):
+def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: list | None,
+                cache: FeatureCache | None = None):
     """Features of every readable path, in order (None where unreadable), spilled as they come."""
     feats: list[CopyFeatures | None] = [None] * len(paths)
     spill = _Spill()
-    jobs = [(i, str(p), limits) for i, p in enumerate(paths)]
+    jobs = [(i, str(p), limits, cache) for i, p in enumerate(paths)]
     if workers > 1 and len(paths) > 8:
-        # spawn: a forked copy of a process whose OpenCV/BLAS threads hold locks can hang
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            results = pool.map(_worker, jobs, chunksize=max(1, min(32, len(jobs) // (4 * workers))))
-            for i, f, err in results:
+        # threads, not processes: no __main__ re-import (an unguarded script works), no worker to lose
+        with ThreadPoolExecutor(workers) as pool:
+            for i, f, err in pool.map(_worker, jobs):
                 _keep(i, f, err, feats, spill, errors, paths)
     else:
         for job in jobs:
             _keep(*_worker(job), feats, spill, errors, paths)
+    if cache is not None:
+        cache.prune(len(paths))  # never this folder's own
     return feats, spill
 
 
@@ -409,6 +466,9 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     ids = [i for i, f in enumerate(feats) if f is not None and len(f.points) >= MIN_INLIERS]
     if len(ids) < 2:
         return []
+    if len(ids) <= ALL_PAIRS:
+        return [(i, j, m) for i in ids for j in ids if i < j and groups.find(i) != groups.find(j)
+                for m in (False, True)]
     rng = np.random.default_rng(0)
     per = max(8, VOCAB_SAMPLE // len(ids))
     sample = np.concatenate([spill.get(i)[rng.permutation(spill.where[i][1])[:per]] for i in ids])
@@ -461,12 +521,12 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     return sorted(out)
 
 
-def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None,
-                    limits: LoadLimits = LoadLimits(), errors: list | None = None) -> tuple[list[str], list[CopyLink]]:
+def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None, limits: LoadLimits = LoadLimits(),
+                    errors: list | None = None, cache: FeatureCache | None = None) -> tuple[list[str], list[CopyLink]]:
     """Every confirmed copy pair among ``paths`` (indexes into the returned readable names)."""
     paths = [str(p) for p in paths]
     workers = workers or min(2, os.cpu_count() or 1)
-    feats, spill = extract_all(paths, workers, limits, errors)
+    feats, spill = extract_all(paths, workers, limits, errors, cache)
     try:
         return paths, link_features(feats, spill)
     finally:
@@ -512,13 +572,20 @@ def find_copy_groups(paths: Sequence[str | Path], *, workers: int | None = None,
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def copies_in_folder(paths: Sequence[Path], *, limits: LoadLimits = LoadLimits()) -> dict[Path, Path]:
-    """Each input that is a copy of an earlier one in ``paths`` -> that earlier input (the first of
-    its group in the folder's order stands for the group). A small folder is read in this process;
-    a large one by a pool of two."""
+def copies_in_folder(paths: Sequence[Path], *, limits: LoadLimits = LoadLimits(),
+                     done: frozenset[Path] | set[Path] = frozenset(),
+                     cache: FeatureCache | None = None) -> dict[Path, Path]:
+    """Each input that is a copy of another in ``paths`` -> the input that stands for its group:
+    the first one in ``done`` (its variations are already paid for), else the group's first in the
+    folder's order. A small folder is read by one thread; a large one by two."""
     workers = 1 if len(paths) <= 64 else min(2, os.cpu_count() or 1)
-    names, links = find_copy_links(paths, workers=workers, limits=limits)
+    names, links = find_copy_links(paths, workers=workers, limits=limits, cache=cache)
     uf = UnionFind(len(names))
     for link in links:
         uf.union(link.a, link.b)  # the root is the group's smallest index: its first file
-    return {Path(paths[i]): Path(paths[uf.find(i)]) for i in range(len(names)) if uf.find(i) != i}
+    stands: dict[int, int] = {}
+    for i in range(len(names)):
+        if Path(paths[i]) in done:
+            stands.setdefault(uf.find(i), i)
+    rep_of = [stands.get(uf.find(i), uf.find(i)) for i in range(len(names))]
+    return {Path(paths[i]): Path(paths[rep_of[i]]) for i in range(len(names)) if rep_of[i] != i}

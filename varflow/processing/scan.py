@@ -10,11 +10,12 @@ starts on the first image before the last is read.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from varflow.duplicates.copies import copies_in_folder
+from varflow.duplicates.copies import FeatureCache, copies_in_folder
 from varflow.images.imageio import sha256_file
 from varflow.images.inputs import input_problem
 from varflow.kinds import ScanStatus
@@ -24,13 +25,45 @@ from varflow.settings import LoadLimits
 
 PENDING, UNREADABLE, SAME_CONTENT, COPY, DONE = (ScanStatus.PENDING, ScanStatus.UNREADABLE, ScanStatus.SAME_CONTENT,
                                                 ScanStatus.COPY, ScanStatus.DONE)
+log = logging.getLogger(__name__)
 
 
-def input_copies(paths: list[Path], input_dir: Path, *, follow_links: bool, limits: LoadLimits) -> dict[Path, Path]:
-    """Each input that is a copy of an earlier one -> that one (``copies_in_folder``), among the
-    paths that may be read: a FIFO, a device or a link leaving the folder is never opened."""
+def input_copies(paths: list[Path], input_dir: Path, *, follow_links: bool, limits: LoadLimits,
+                 finished: dict[str, str] | None = None, fingerprint: dict | None = None,
+                 held: dict[str, set[str]] | None = None, cache_dir: Path | None = None) -> dict[Path, Path]:
+    """Each input that is a copy of another -> the one that stands for it (``copies_in_folder``: one
+    an earlier run finished with these parameters, else the first), among the paths that may be read:
+    a FIFO, a device or a link leaving the folder is never opened. When every readable input is done
+    (a nightly run over an unchanged folder), nothing is decoded: there is nothing to skip; otherwise
+    features come from ``cache_dir`` by content where an earlier run left them (``FeatureCache``)."""
     readable = [p for p in paths if input_problem(p, input_dir, follow_links=follow_links) is None]
-    return copies_in_folder(readable, limits=limits)
+    ids: dict[str, str] = {}
+    done = done_paths(paths, input_dir, readable, finished or {}, fingerprint, held, ids) \
+        if fingerprint is not None else set()
+    if readable and len(done) == len(readable):
+        return {}
+    cache = FeatureCache(cache_dir, ids) if cache_dir is not None else None
+    try:
+        return copies_in_folder(readable, limits=limits, done=done, cache=cache)
+    except MemoryError:  # the copy check is a saving, never worth the run
+        log.warning("the copy check ran out of memory; every input is processed, copies too (--keep-copies)")
+        return {}
+
+
+def done_paths(paths: list[Path], input_dir: Path, readable: list[Path], finished: dict[str, str],
+               fingerprint: dict, held: dict[str, set[str]] | None, ids: dict[str, str]) -> set[Path]:
+    """The readable paths whose job (content, output name, parameters) an earlier run finished;
+    ``ids`` gets each readable path's image_id (the feature cache's key)."""
+    stems = dict(zip(paths, output_stems(paths, input_dir, held)))
+    done = set()
+    for path in readable:
+        try:
+            ids[str(path)] = image_id = sha256_file(path)
+            if stable_id(image_id, stems[path], fingerprint) in finished:
+                done.add(path)
+        except OSError:
+            continue  # the scan says why
+    return done
 
 
 @dataclass(frozen=True)
@@ -66,18 +99,19 @@ def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict, finish
                 if path.is_symlink() else ("cannot be read", "check the path and permissions")
             yield FoundImage(path, stem, stable_id(str(path)), UNREADABLE, f"{path}: {problem} ({exc.strerror}); {fix}")
             continue
+        job_key = stable_id(image_id, stem, fingerprint)
+        if job_key in finished:  # before any copy rule: what was paid for stays the one that stands
+            seen.setdefault(image_id, str(path))
+            yield FoundImage(path, stem, image_id, DONE, f"unchanged since run {finished[job_key]} "
+                             "(same content and parameters); --force redoes it", job_key)
+            continue
         if image_id in seen:  # the same bytes twice: pay for them once
             yield FoundImage(path, stem, image_id, SAME_CONTENT,
                              f"same content as {seen[image_id]}; its variations stand for both")
             continue
-        seen[image_id] = str(path)
         if copies and path in copies:  # the same picture again: pay for it once
             yield FoundImage(path, stem, image_id, COPY, f"copy of {copies[path]} (cropped, mirrored, framed, "
                              "rotated or re-encoded); its variations stand for both; --keep-copies processes both")
             continue
-        job_key = stable_id(image_id, stem, fingerprint)
-        if job_key in finished:
-            yield FoundImage(path, stem, image_id, DONE, f"unchanged since run {finished[job_key]} "
-                             "(same content and parameters); --force redoes it", job_key)
-            continue
+        seen[image_id] = str(path)
         yield FoundImage(path, stem, image_id, PENDING, None, job_key)
