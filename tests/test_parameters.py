@@ -32,23 +32,23 @@ def test_forms_take_bounds_meanings_and_rules_from_the_dataclasses():
 
 def test_cli_defaults_are_the_run_parameters():
     """An option not given is not passed, so RunParameters' default (from the core) applies."""
-    from varflow.flows.cli import _params
+    from varflow.flows.cli import params_of
 
     args = build_parser().parse_args(["run", "photos"])
-    params = _params(args, "photos", "out")
+    params = params_of(args, "photos", "out")
     assert params.model_dump(exclude={"input_dir", "output_dir"}) == \
         RunParameters(input_dir="photos", output_dir="out").model_dump(exclude={"input_dir", "output_dir"})
     args = build_parser().parse_args(["run", "photos", "--profile", "seed", "--ext", "png,jpg",
                                       "--max-megapixels", "1.5"])
-    params = _params(args, "photos", "out")
+    params = params_of(args, "photos", "out")
     assert (params.profile, params.extensions, params.max_pixels) == ("seed", ["png", "jpg"], 1_500_000)
 
 
 def test_invalid_arguments_exit_2(capsys):
-    from varflow.flows.cli import _params
+    from varflow.flows.cli import params_of
 
     args = build_parser().parse_args(["run", "photos", "--count", "0"])
     with pytest.raises(SystemExit) as exc:
-        _params(args, "photos", "out")
+        params_of(args, "photos", "out")
     assert exc.value.code == 2
     assert "count" in capsys.readouterr().err
