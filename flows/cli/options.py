@@ -1,79 +1,108 @@
-"""The run's options (varflow run, demo, serve) and the argument types the commands share."""
+"""The run's options (varflow run, demo, serve), built from the parameter model, and the argument
+types the commands share.
+
+An option has one home: ``RunParameters`` (flows/parameters.py) gives each field's description
+(the help), default, choices and bounds, and ``CLI_FLAGS`` beside it the flag, metavar and --help
+section. Values are validated once, by ``RunParameters.model_validate`` in ``params_of``; argparse
+only converts text to the field's type (and megapixels to pixels).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import types
+import typing
 
-from varflow.generation.backends import BACKENDS
-from varflow.settings import IMAGE_EXTENSIONS, PROFILES, VARIATION_TYPES
+from pydantic.fields import FieldInfo
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options named as ``RunParameters`` fields; a default shown here is read from there."""
-    from varflow.flows.parameters import RunParameters
+    """One option per ``RunParameters`` field named in ``CLI_FLAGS``, plus --json and --dry-run. An
+    option not given is not passed (SUPPRESS), so the model's default applies."""
+    from varflow.flows.parameters import CLI_FLAGS, RunParameters
 
-    fields = RunParameters.model_fields
-
-    def opt(flag: str, dest: str, help: str, *, group=p, **kw) -> None:
-        default = fields[dest].default
-        if default not in (None, False, "") and "default" not in help:
-            help += f" (default {default})"
-        group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=help, **kw)
-
-    opt("--count", "count", "accepted variations wanted per image", type=int)
-    opt("--type", "variation_type", "kind of variation", choices=VARIATION_TYPES)
-    opt("--prompt", "prompt", "what the variations should look like")
-    opt("--seed", "seed", "same seed, same variations", type=int)
-    opt("--backend", "backend", "generator", choices=BACKENDS)
-    opt("--model", "model", "model name (default: the backend's)")
-    opt("--profile", "profile", "quality model that decides: calibrated (agrees with a person on real photos) "
-        "or seed (the seed document's formulas); both are recorded", choices=PROFILES)
-    opt("--level", "level", "quality level to start at (default: where the last run of this backend/model left "
-        "it; high at first, as the seed)", choices=("high", "medium", "low"))
-    opt("--no-adapt", "adaptive", "keep the quality level fixed", action="store_false")
-    opt("--keep-rejected", "keep_rejected", "keep rejected variations under OUT/_rejected", action="store_true")
-    opt("--force", "force", "redo finished images and regenerate cached variations", action="store_true")
-    opt("--dedup-library", "dedup_library", "also reject a new variation that duplicates any variation ever "
-        "accepted in the data directory, from any source image (default: only its own source's)", action="store_true")
-    opt("--cache-max-mb", "cache_max_mb", "variation cache size limit (MiB)", type=int)
-    opt("--home", "home", "data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
-    opt("--ext", "extensions", "comma-separated image extensions (default: " + ",".join(
-        e.lstrip(".") for e in IMAGE_EXTENSIONS) + ")", type=lambda v: v.split(","))
-    opt("--follow-links", "follow_links", "also read images through links that lead outside the input folder "
-        "(default: such a link is recorded as an error, not read)", action="store_true")
-    opt("--images-in-flight", "images_in_flight", "most images processed at once", type=int)
-    opt("--concurrency", "generation_concurrency", "most generation calls at once", type=int)
-    opt("--max-memory-mb", "max_memory_mb", "memory budget for images in flight (MiB)", type=int)
-    opt("--max-megapixels", "max_pixels", "refuse images larger than this many megapixels (decompression bombs; "
-        "default 100)", type=megapixels)
+    sections: dict[str, argparse._ActionsContainer] = {"": p}
+    for name, field in RunParameters.model_fields.items():
+        flag = CLI_FLAGS.get(name)
+        if flag is None:
+            continue
+        if flag.section not in sections:
+            sections[flag.section] = p.add_argument_group(flag.section)
+        sections[flag.section].add_argument(flag.name, dest=name, default=argparse.SUPPRESS,
+                                            **option_spec(field, flag))
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--dry-run", action="store_true",
                    help="print how many calls the run would make and their estimated cost; make none")
-    add_runner_options(p.add_argument_group("beyond one machine (docs/scale-out.md)"), opt)
-    g = p.add_argument_group("paid backends (gemini)")
-    opt("--retries", "retries", "retries of a call that failed transiently (429, 5xx, timeout, no image)", type=int,
-        group=g)
-    opt("--retry-backoff", "retry_backoff_s", "first retry delay in seconds, doubling per retry, plus jitter",
-        type=float, group=g)
-    opt("--rpm", "requests_per_minute", "most calls started per minute, shared by all runs on this data directory "
-        "(default: no limit)", type=float, group=g)
-    opt("--timeout", "request_timeout_s", "timeout of one API request in seconds", type=float, group=g)
-    opt("--max-cost", "max_cost_usd", "no call starts once the run's estimated spend would pass this "
-        "(default: no cap)", type=float, metavar="USD", group=g)
-    opt("--api-key-secret", "api_key_secret", "Prefect Secret block holding the API key (default: GEMINI_API_KEY / "
-        "GOOGLE_API_KEY)", metavar="BLOCK", group=g)
 
 
-def megapixels(value: str) -> int:
-    """--max-megapixels as pixels: a positive, finite number of megapixels."""
-    try:
-        mp = float(value)
-    except ValueError:
-        mp = float("nan")
-    if not (0 < mp < float("inf")) or mp * 1_000_000 < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of megapixels (e.g. 100)")
-    return int(mp * 1_000_000)
+def option_spec(field: FieldInfo, flag) -> dict:
+    """argparse's keywords for a field: its action or type, choices, metavar and help."""
+    from varflow.flows.parameters import _bounds_of, with_bounds
+
+    # a scaled option's bounds are the field's unit's: its help names its own unit instead
+    help_text = with_bounds(field.description, **_bounds_of(field.metadata)) if flag.scale == 1 else \
+        f"{field.description.rstrip('.')}, in {flag.unit}."
+    annotation = field.annotation
+    if annotation is bool:  # a switch: on when the field's default is off, and the reverse
+        negated = field.default is True
+        return {"action": "store_false" if negated else "store_true",
+                "help": _escaped(f"turns off: {help_text[:1].lower()}{help_text[1:]}" if negated else help_text)}
+    default = field.get_default(call_default_factory=True)
+    kind = _value_type(annotation)
+    spec: dict = {"metavar": flag.metavar}
+    if typing.get_origin(annotation) is typing.Literal:
+        spec["choices"] = typing.get_args(annotation)
+    elif kind is list:
+        spec["type"] = _comma_list
+        default = ",".join(default)
+    elif flag.scale != 1:
+        spec["type"] = _scaled(flag, field)
+        default = default / flag.scale
+    elif kind in (int, float):
+        spec["type"] = kind
+    if default not in (None, "") and "default" not in help_text:
+        help_text = f"{help_text.rstrip('.')} (default {default:g})." if isinstance(default, float) else \
+            f"{help_text.rstrip('.')} (default {default})."
+    spec["help"] = _escaped(help_text)
+    return spec
+
+
+def _value_type(annotation) -> type:
+    """int, float, str or list of an annotation (``float | None`` is float)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return typing.get_origin(annotation) or annotation
+
+
+def _escaped(text: str) -> str:
+    return text.replace("%", "%%")  # argparse %-formats help texts
+
+
+def _comma_list(value: str) -> list[str]:
+    return value.split(",")
+
+
+def _scaled(flag, field: FieldInfo):
+    """An option given in a larger unit (megapixels for pixels): a finite number whose value in
+    the field's unit keeps the field's lower bound."""
+    from varflow.flows.parameters import _bounds_of
+
+    low, scale = _bounds_of(field.metadata).get("ge", 0), flag.scale
+
+    def convert(value: str) -> int:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and number > 0 and number * scale >= low):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of {flag.unit} "
+                                             f"(e.g. {field.default / scale:g})")
+        return int(number * scale)
+
+    return convert
+
 
 def positive_int(value: str) -> int:
     """An argument that counts something: a whole number of at least 1."""
@@ -86,31 +115,15 @@ def positive_int(value: str) -> int:
     return n
 
 
-def add_runner_options(r, opt) -> None:
-    """Where the run executes: ``opt`` is add_run_options' option maker."""
-    opt("--runner", "runner", "threads: one process (default); dask: image chunks on a Dask cluster",
-        choices=("threads", "dask"), group=r)
-    opt("--dask-address", "dask_address", "an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local "
-        "cluster of --dask-workers processes)", metavar="ADDRESS", group=r)
-    opt("--dask-workers", "dask_workers", "worker processes of the local Dask cluster (default 2)", type=int, group=r)
-    opt("--dask-worker-wait", "dask_worker_wait_s", "seconds a run waits while its Dask cluster has no worker before "
-        "it ends the images it holds with an error (default 120)", type=float, metavar="S", group=r)
-    opt("--chunk-size", "chunk_size", "images per task run (default: chosen from the folder's size and the runner)",
-        type=int, metavar="N", group=r)
-    opt("--shared-limits", "shared_limits",
-        "where call slots, spend and the RPM limit are shared: redis://host:port/db "
-        "for processes on many machines (default: this process, or the data directory with --runner dask)",
-        metavar="URL", group=r)
-
-
 def params_of(args, input_dir: str, output_dir: str):
+    """The run's parameters from the parsed options, validated once (exit 2, like argparse, when not)."""
     from pydantic import ValidationError
     from varflow.flows.parameters import RunParameters
 
     given = {k: v for k, v in vars(args).items()
              if k in RunParameters.model_fields and k not in ("input_dir", "output_dir")}
     try:
-        return RunParameters(input_dir=input_dir, output_dir=output_dir, **given)
+        return RunParameters.model_validate({"input_dir": input_dir, "output_dir": output_dir, **given})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"varflow: invalid arguments: {problems}", file=sys.stderr)
