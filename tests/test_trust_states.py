@@ -156,13 +156,13 @@ def test_sigterm_ends_a_run_within_seconds_rows_interrupted_claims_freed(prefect
 
 @pytest.fixture
 def workerless_dask(tmp_path):
-    """A Dask scheduler whose workers cannot import varflow's tasks (a ``tasks`` package that raises
-    first on their path): each exits when it is sent a task run."""
+    """A Dask scheduler whose workers cannot import varflow's tasks (a ``varflow`` package that raises
+    first on their path; it was ``tasks`` before the one import name): each exits when it is sent a task run."""
     from conftest import free_port
 
     broken = tmp_path / "broken"
-    (broken / "tasks").mkdir(parents=True)
-    (broken / "tasks" / "__init__.py").write_text('raise ImportError("varflow tasks cannot load on this worker")\n')
+    (broken / "varflow").mkdir(parents=True)
+    (broken / "varflow" / "__init__.py").write_text('raise ImportError("varflow tasks cannot load on this worker")\n')
     port = free_port()
     dask = str(Path(sys.executable).with_name("dask"))
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
