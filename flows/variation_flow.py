@@ -47,6 +47,7 @@ from varflow.duplicates.hashing import ImageHashes
 from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
 from varflow.images.imageio import optimize_image, upright_size
 from varflow.images.thumbnails import prune_thumbnails
+from varflow.processing.admission import Admission
 from varflow.processing.batch import BatchScope
 from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
 from varflow.processing.direct import DirectGenerations
@@ -286,9 +287,10 @@ class FolderRun:
 
     def process(self, found, pipeline: ImagePipeline) -> None:
         """Gather the images to do into task runs of ``plan.images_per_task`` and submit them
-        while the memory window allows; record the ones not to process."""
-        window = MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20, max_images=self.tasks_in_flight)
-        pending: dict = {}  # future -> (reserved bytes, its images)
+        while the memory window allows (varflow/processing/admission.py); record the ones not to process."""
+        admission = Admission(MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20,
+                                           max_images=self.tasks_in_flight), wait=self.wait_for,
+                              finish=self.finish_one)
         chunk: list[FoundImage] = []
         cost = 0
         for image in found:
@@ -305,34 +307,32 @@ class FolderRun:
             elif self.stop_reason() is not None:
                 self.not_stopped_before(image)
             if len(chunk) >= self.plan.images_per_task:
-                self.submit(chunk, cost, pending, window, pipeline)
+                admission.submit(cost, lambda chunk=chunk: self.start(chunk, pipeline))
                 chunk, cost = [], 0
         if chunk:
-            self.submit(chunk, cost, pending, window, pipeline)
-        while pending:
-            self.finish_next(pending, window)
+            admission.submit(cost, lambda: self.start(chunk, pipeline))
+        admission.drain()
 
-    def submit(self, chunk: list, cost: int, pending: dict, window: MemoryWindow, pipeline: ImagePipeline) -> None:
-        """One task run for ``chunk`` once the window has room (images finishing meanwhile are recorded)."""
-        while pending and not window.admits(cost):
-            self.finish_next(pending, window)
+    def start(self, chunk: list[FoundImage], pipeline: ImagePipeline) -> tuple | None:
+        """One task run for ``chunk``, now that the window has room: (its future, its images), or
+        None when the run stopped meanwhile or no image of it may write its names."""
         if self.stop_reason() is not None:
             for image in chunk:
                 self.claims.release(image.image_id)
                 self.not_stopped_before(image)
-            return
+            return None
         chunk = self.names_free(chunk)
         if not chunk:
-            return
-        window.enter(cost)
+            return None
         jobs = self.jobs_for(chunk)
         if self.plan.stage_tasks:
             fut = process_image.submit(jobs[0], pipeline)
         else:
             fut = process_images.submit(jobs, chunk_label([Path(job.source_path).name for job in jobs]), pipeline,
                                         self.images_at_once)
-        pending[fut], self.started[fut] = (cost, chunk), time.perf_counter()
+        self.started[fut] = time.perf_counter()
         self.task_runs += 1
+        return fut, chunk
 
     def names_free(self, chunk: list[FoundImage]) -> list[FoundImage]:
         """The chunk's images whose output names no other source's accepted variations hold, as
@@ -404,15 +404,15 @@ class FolderRun:
                         output_stem=image.stem, job_key=image.job_key, level=self.adaptive.settings,
                         earlier_accepted=earlier, library=view)
 
-    def finish_next(self, pending: dict, window: MemoryWindow) -> None:
-        """Wait for a task run to end and record it. A runner that cannot run anything (a Dask
-        cluster without workers) for ``dask_worker_wait_s`` ends every pending task run's images
-        with an error instead, and stops the run: nothing waits for ever."""
+    def wait_for(self, futures: list) -> list[tuple]:
+        """Wait for a task run to end: [(it, None)]. A runner that cannot run anything (a Dask
+        cluster without workers) for ``dask_worker_wait_s`` ends every pending task run with a
+        failure instead, and stops the run: nothing waits for ever."""
         runner, task_runner = runner_for(self.params), getattr(FlowRunContext.get(), "task_runner", None)
         troubled_since = None
         while True:
             try:
-                return self.finish_one(next(as_completed(list(pending), timeout=RUNNER_CHECK_S)), pending, window)
+                return [(next(as_completed(futures, timeout=RUNNER_CHECK_S)), None)]
             except TimeoutError:
                 trouble = runner.trouble(task_runner)
             if trouble is None:
@@ -424,16 +424,13 @@ class FolderRun:
                 self.logger.warning("%s; waiting (%.0f of %.0f s)", trouble, waited, self.params.dask_worker_wait_s)
                 continue
             self.res.control.stop("no_workers", trouble)
-            for fut in list(pending):
+            for fut in futures:
                 _cancel(fut)
-                self.finish_one(fut, pending, window, failure=RuntimeError(f"{trouble}; waited {waited:.0f} s"))
-            return
+            return [(fut, RuntimeError(f"{trouble}; waited {waited:.0f} s")) for fut in futures]
 
-    def finish_one(self, fut, pending: dict, window: MemoryWindow, *, failure: Exception | None = None) -> None:
-        """A task run ended (or ``failure`` ended it): free its place, keep its images' outcomes, let
+    def finish_one(self, fut, chunk: list[FoundImage], failure: BaseException | None) -> None:
+        """A task run ended (or ``failure`` ended it), its place freed: keep its images' outcomes, let
         them move the quality level."""
-        cost, chunk = pending.pop(fut)
-        window.leave(cost)
         elapsed = time.perf_counter() - self.started.pop(fut)
         try:
             if failure is not None:
