@@ -17,6 +17,7 @@ from pathlib import Path
 
 from varflow.storage import Store
 
+from varflow.kinds import RunStatus
 from varflow.runtime.claims import free_claims_of
 from varflow.runtime.runlock import RunLock, is_held, run_lock_path
 
@@ -55,7 +56,7 @@ class SpaceReserve:
         self.path.unlink(missing_ok=True)
 
 
-def close_run(store: Store, run_id: str, *, status: str = "interrupted", message: str | None = None,
+def close_run(store: Store, run_id: str, *, status: str = RunStatus.INTERRUPTED, message: str | None = None,
               wait_s: float = 0.0) -> int | None:
     """Close ``run_id`` if it is still ``running`` and no live process holds it; how many
     half-written image parts were removed, or None when it was not closed here (finished,
@@ -111,8 +112,8 @@ def _ended(status: str):
             log.warning("flow run %s ended %s; no varflow run to close (%s)", flow_run.id, state.name, exc)
             return
         ended = status
-        if status == "crashed" and "termination signal" in (state.message or ""):
-            ended = "interrupted"  # SIGTERM (systemd, Kubernetes, a worker stopping it)
+        if status == RunStatus.CRASHED and "termination signal" in (state.message or ""):
+            ended = RunStatus.INTERRUPTED  # SIGTERM (systemd, Kubernetes, a worker stopping it)
         message = (f"{ended}: {state.message or state.name}; the images it finished are kept, the next run "
                    "redoes the others")
         removed = close_run(store, str(flow_run.id), status=ended, message=message, wait_s=LOCK_WAIT_S)
@@ -123,5 +124,5 @@ def _ended(status: str):
     return hook
 
 
-on_cancelled = _ended("cancelled")
-on_crashed = _ended("crashed")
+on_cancelled = _ended(RunStatus.CANCELLED)
+on_crashed = _ended(RunStatus.CRASHED)

@@ -47,6 +47,7 @@ from varflow.duplicates.hashing import ImageHashes
 from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
 from varflow.images.imageio import optimize_image, upright_size
 from varflow.images.thumbnails import prune_thumbnails
+from varflow.kinds import ImageStatus, RunStatus
 from varflow.processing.admission import Admission
 from varflow.processing.batch import BatchScope
 from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
@@ -221,7 +222,8 @@ class FolderRun:
             input_dir=str(self.input_dir), output_dir=str(self.output_dir), backend=self.res.backend.name,
             model=self.res.backend.model, started_at=utcnow(),
         )
-        self.store.write_run(RunRecord(**self.record, finished_at=None, status="running", images_total=len(paths)))
+        self.store.write_run(RunRecord(**self.record, finished_at=None, status=RunStatus.RUNNING,
+                                       images_total=len(paths)))
         self.logger.info("run %s: %d images in %s -> %s (%s, level %s)", self.res.run_id, len(paths),
                          self.input_dir, self.output_dir, self.scope, self.adaptive.level)
         self.publisher.start(len(paths))
@@ -295,7 +297,8 @@ class FolderRun:
         cost = 0
         for image in found:
             if image.status != PENDING:
-                self.not_processed(image, "error" if image.status == UNREADABLE else "skipped", image.message)
+                self.not_processed(image, ImageStatus.ERROR if image.status == UNREADABLE else ImageStatus.SKIPPED,
+                                   image.message)
                 continue
             if self.stop_reason() is None and self.claim(image):
                 max_side = self.adaptive.settings.max_image_size
@@ -358,12 +361,12 @@ class FolderRun:
             message = (f"{image.path}: not processed: its output names {Path(prefix).name}NN.png are held by "
                        f"{holder}; nothing was overwritten: rename one of the files")
             self.logger.error("%s", message)
-            self.not_processed(image, "error", message)
+            self.not_processed(image, ImageStatus.ERROR, message)
         return free
 
     def not_stopped_before(self, image: FoundImage) -> None:
         stop = self.stop_reason()
-        self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
+        self.not_processed(image, ImageStatus.SKIPPED, f"not processed: the run stopped ({stop[0]}): {stop[1]}")
 
     def claim(self, image: FoundImage) -> bool:
         """Take the image's claim in the data directory (varflow/runtime/claims.py); False, with the image
@@ -371,18 +374,18 @@ class FolderRun:
         try:
             claimed = self.claims.claim(image.image_id)
         except OSError as exc:  # a full disk: this image is an error on record, the run goes on
-            self.not_processed(image, "error", f"{image.path}: not processed: cannot take its claim ({exc})")
+            self.not_processed(image, ImageStatus.ERROR, f"{image.path}: not processed: cannot take its claim ({exc})")
             return False
         if not claimed:
             message = (f"{image.path}: not processed: another run ({self.claims.holder(image.image_id)}) is "
                        "processing the same content; run again after it ends to pick up what it leaves")
             self.logger.warning("%s", message)
-            self.not_processed(image, "skipped", message)
+            self.not_processed(image, ImageStatus.SKIPPED, message)
             return False
         if not self.params.force and image.job_key and self.claims.finished_since(image.job_key, self.started_at):
             self.claims.release(image.image_id)
             self.logger.info("%s: finished by another run while this one started; skipped", image.path)
-            self.not_processed(image, "skipped", f"{image.path}: finished by another run meanwhile "
+            self.not_processed(image, ImageStatus.SKIPPED, f"{image.path}: finished by another run meanwhile "
                                                  "(same content and parameters); --force redoes it")
             return False
         return True
@@ -443,7 +446,7 @@ class FolderRun:
             if not outcome.recorded:  # its own rows met a full disk: its error goes on record from here
                 self.logger.error("%s", outcome.error)
                 self.safely(f"the error of {outcome.path}", self.store.write_image_result,
-                            ImageRecord(self.res.run_id, outcome.image_id, outcome.path, None, None, "error",
+                            ImageRecord(self.res.run_id, outcome.image_id, outcome.path, None, None, ImageStatus.ERROR,
                                         outcome.error, finished_at=utcnow()), again=True)
             # Its rows are written: another run may take it now (and sees it finished, if it is).
             self.safely("the claim of " + outcome.path, self.claims.release, outcome.image_id,
@@ -460,10 +463,10 @@ class FolderRun:
                    "run again to redo it")
         self.logger.error("%s", message)
         self.safely(f"the error of {image.path}", self.store.write_image_result,
-                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
-                                finished_at=utcnow()),
+                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, ImageStatus.ERROR,
+                                message, finished_at=utcnow()),
                     key=stable_id(image.image_id, str(image.path)), again=True)
-        return ImageOutcome(str(image.path), image.image_id, "error", message)
+        return ImageOutcome(str(image.path), image.image_id, ImageStatus.ERROR, message)
 
     def image_finished(self, outcome: ImageOutcome, row: dict) -> None:
         self.outcomes.append(outcome)
@@ -471,7 +474,7 @@ class FolderRun:
         self.publisher.image_done(row)
         if outcome.fatal_outcome and self.abort is None:
             self.abort = outcome
-        if self.params.adaptive and outcome.status == "ok" and outcome.attempts:
+        if self.params.adaptive and outcome.status == ImageStatus.OK and outcome.attempts:
             change = self.adaptive.record(outcome.success_rate, level=outcome.quality_level)
             if change:
                 self.level_changes += 1
@@ -522,13 +525,13 @@ class FolderRun:
         summary.images, summary.level_history = self.image_rows, self.level_history
         processed = summary.images_ok + summary.images_error
         if not paths:
-            summary.status = "no_images"
+            summary.status = RunStatus.NO_IMAGES
             summary.message = f"no images with extensions {', '.join(self.params.extensions)} found in {self.input_dir}"
         elif summary.images_ok == 0 and summary.images_error > 0:
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.message = "no image succeeded; see the errors above"
         else:
-            summary.status = "completed"
+            summary.status = RunStatus.COMPLETED
             if processed == 0:
                 summary.message = ("nothing new: every image was already done with these parameters "
                                    "(--force redoes them)")
@@ -536,7 +539,7 @@ class FolderRun:
             summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
         if stop is not None:  # a stopped run is Failed in Prefect (flows/outcome.py): the record says so too
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.message = stop_message(stop[0], stop[1], processed=processed, to_do=len(paths) - self.done_earlier,
                                            ok=summary.images_ok)
             self.logger.error("run %s %s", self.res.run_id, summary.message)

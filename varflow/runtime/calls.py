@@ -109,8 +109,9 @@ def run_attempt(request: VariationRequest, ctx: AttemptContext, res: RunResource
     entry = res.cache.before_call(ctx.cache_key, force=ctx.force)
     if entry is not None:
         return GenerationResult(
-            ok=True, outcome="ok", output_path=str(entry.path), prompt_sent=entry.meta.get("prompt", request.prompt),
-            model=entry.meta.get("model", ""), latency_ms=0.0, tries=0, from_cache=True,
+            ok=True, outcome=CallOutcome.OK, output_path=str(entry.path),
+            prompt_sent=entry.meta.get("prompt", request.prompt), model=entry.meta.get("model", ""), latency_ms=0.0,
+            tries=0, from_cache=True,
         )
     return _Try(request, ctx, res, try_number).run()
 
@@ -175,8 +176,9 @@ class _Try:
         gen, request, tries = self.gen, self.request, self.try_number
         if error is None:
             return (GenerationResult(
-                ok=True, outcome="ok", output_path=out.output_path, prompt_sent=out.prompt_sent, model=out.model,
-                latency_ms=latency_ms, width=out.width, height=out.height, detail=out.detail, tries=tries,
+                ok=True, outcome=CallOutcome.OK, output_path=out.output_path, prompt_sent=out.prompt_sent,
+                model=out.model, latency_ms=latency_ms, width=out.width, height=out.height, detail=out.detail,
+                tries=tries,
             ), out.usage, None, None, False)
         if isinstance(error, GenerationError):
             return (GenerationResult(
@@ -185,7 +187,7 @@ class _Try:
             ), error.usage, error.http_status, error.retry_after_s, error.retryable)
         # a backend bug must cost one attempt, not the image
         return (GenerationResult(
-            ok=False, outcome="error", output_path=None, prompt_sent=request.prompt, model=gen.model,
+            ok=False, outcome=CallOutcome.ERROR, output_path=None, prompt_sent=request.prompt, model=gen.model,
             latency_ms=latency_ms, error=f"{type(error).__name__}: {error}", tries=tries,
         ), None, None, None, False)
 
@@ -251,7 +253,7 @@ def record_cache_hit(res: RunResources, request: VariationRequest, ctx: AttemptC
     res.records.write_attempt(AttemptRecord(
         run_id=res.run_id, image_id=request.image_id, variation_id=ctx.variation_id,
         attempt=request.attempt, try_number=0, backend=res.backend.name, model=result.model,
-        prompt=result.prompt_sent, outcome="ok", error=None, latency_ms=0.0,
+        prompt=result.prompt_sent, outcome=CallOutcome.OK, error=None, latency_ms=0.0,
         quality_level=ctx.quality_level, started_at=utcnow(), cost_usd=0.0, cache_hit=True,
     ))
 
