@@ -346,7 +346,14 @@ class FolderRun:
         for image in chunk:
             prefix = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
             name = "name-" + stable_id(stem_key(prefix))  # a run writing these names right now holds it
-            if self.claims.claim(name):
+            try:
+                claimed = self.claims.claim(name)
+            except OSError as exc:  # a full disk: this image is an error on record, the run goes on
+                self.claims.release(image.image_id)
+                self.not_processed(image, ImageStatus.ERROR,
+                                   f"{image.path}: not processed: cannot claim its output names ({exc})")
+                continue
+            if claimed:
                 rows = self.store.accepted_by_source(self.output_dir) if rows is None else rows
                 others = holders_of(prefix, str(image.path), rows)
                 if not others:
