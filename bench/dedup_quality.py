@@ -24,7 +24,17 @@ Then a sweep shows where the defaults come from, and a held-out set of harsher e
 4-degree rotation, JPEG 20, noise sigma 15, brightness +40%, 3% shift) shows how far the
 detector reaches beyond what it was tuned on.
 
-    .venv/bin/python bench/dedup_quality.py [--keep DIR]
+Copies through geometry (``varflow.duplicates.copies``, what `varflow dedup` runs now; ``--copies-only``
+runs this part alone): the 22 photos are split in two (A: every other one, with the stereo
+pair; B: the rest; the texture tiles and faces join both as look-alikes), each photo gets one
+copy of every edit of bench/copyset.py (crop to 60-80% of the area, mirror, border, letterbox,
+rotation by 3-15 degrees; JPEG, resize, colour, caption, noise, blur). The keypoint route's
+two thresholds (RANSAC inliers, overlap correlation) are swept on split A, the loosest pair
+with precision >= 0.99 is chosen there, and split B is reported with it, beside the module's
+defaults, the older `varflow dedup` and imagededup's PHash; then the same on a procedural set
+(distinct generated pictures with the same edits).
+
+    .venv/bin/python bench/dedup_quality.py [--keep DIR] [--copies-only]
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from varflow.duplicates.dedup import appearance_signature, confirmation_ssim, same_appearance  # noqa: E402
 from varflow.duplicates.hashindex import popcount64  # noqa: E402
@@ -256,12 +267,184 @@ def held_out(folder: Path, settings: DedupSettings) -> None:
     print(f"{'precision':>10} {p_o:>8.4f} {p_t:>11.4f}   (false pairs: {fp_o} / {fp_t})")
 
 
+# --- copies through geometry (varflow.duplicates.copies) -------------------------------------------------
+
+SPLIT_A = PHOTOS[0::2] + ("motorcycle_left.png",)  # the stereo pair together, in A
+SPLIT_B = tuple(p for p in PHOTOS if p not in SPLIT_A)
+
+
+def build_copy_set(folder: Path, photos: tuple[str, ...], seed: int, procedural_n: int = 0):
+    """(path, base, kind): originals, one copy per edit, look-alike distractors (kind 'other')."""
+    from copyset import KINDS, copy_of, procedural
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    all_bases = bases()
+    chosen = {Path(p).stem: all_bases[Path(p).stem] for p in photos}
+    if procedural_n:
+        chosen = {f"proc{k:03d}": procedural(np.random.default_rng(seed * 1000 + k)) for k in range(procedural_n)}
+        if (folder / f"proc{procedural_n - 1:03d}__{KINDS[-1]}.png").exists():
+            chosen = {name: None for name in chosen}  # kept from an earlier run: nothing to draw
+    items = []
+    for base, im in chosen.items():  # a kept folder (--keep) is reused: names carry the labels
+        if not (folder / f"{base}__orig.png").exists():
+            im.save(folder / f"{base}__orig.png")
+        items.append((str(folder / f"{base}__orig.png"), base, "orig"))
+        for kind in KINDS:
+            if not (folder / f"{base}__{kind}.png").exists():
+                copy_of(im, kind, rng).save(folder / f"{base}__{kind}.png")
+            items.append((str(folder / f"{base}__{kind}.png"), base, kind))
+    if not procedural_n:  # look-alikes: texture tiles and faces (different pictures of one kind)
+        for base, im in all_bases.items():
+            if "-tile" in base or base.startswith("face"):
+                im.save(folder / f"{base}__other.png")
+                items.append((str(folder / f"{base}__other.png"), base, "other"))
+    return items
+
+
+def _group_pairs(n: int, links) -> set[tuple[int, int]]:
+    from varflow.duplicates.copies import UnionFind
+
+    uf = UnionFind(n)
+    for link in links:
+        uf.union(link.a, link.b)
+    members: dict[int, list[int]] = {}
+    for i in range(n):
+        members.setdefault(uf.find(i), []).append(i)
+    return {(a, b) for g in members.values() for k, a in enumerate(g) for b in g[k + 1:]}
+
+
+def copy_scores(items, pairs: set[tuple[int, int]]):
+    """Per edit: (original-copy pairs found, of); overall (found, of, true pairs, false pairs)."""
+    from copyset import KINDS
+
+    base = [b for _, b, _ in items]
+    orig = {b: i for i, (_, b, k) in enumerate(items) if k == "orig"}
+    per = {}
+    for kind in KINDS:
+        want = [tuple(sorted((orig[b], i))) for i, (_, b, k) in enumerate(items) if k == kind]
+        per[kind] = (sum(w in pairs for w in want), len(want))
+    tp = sum(base[a] == base[b] for a, b in pairs)
+    return per, tp, len(pairs) - tp
+
+
+def links_with(feats, spill, inliers: int, ncc: float):
+    import varflow.duplicates.copies as C
+
+    saved = C.MIN_INLIERS, C.MIN_NCC
+    C.MIN_INLIERS, C.MIN_NCC = inliers, ncc
+    try:
+        return C.link_features(feats, spill)
+    finally:
+        C.MIN_INLIERS, C.MIN_NCC = saved
+
+
+def copies_section(root: Path) -> None:
+    from copyset import KINDS
+
+    import varflow.duplicates.copies as C
+
+    print("\n== copies through geometry (varflow.duplicates.copies, what `varflow dedup` runs) ==")
+    sets = {
+        "A (photos)": build_copy_set(root / "copies-A", SPLIT_A, seed=11),
+        "B (photos)": build_copy_set(root / "copies-B", SPLIT_B, seed=12),
+        "procedural": build_copy_set(root / "copies-P", (), seed=13, procedural_n=40),
+    }
+    extracted = {}
+    for name, items in sets.items():
+        feats, spill = C.extract_all([p for p, _, _ in items], 2, C.LoadLimits(), None)
+        extracted[name] = (feats, spill)
+        n_orig = sum(k == "orig" for _, _, k in items)
+        n_other = sum(k == "other" for _, _, k in items)
+        print(f"split {name}: {n_orig} pictures x {len(KINDS)} edits = {len(items) - n_orig - n_other} copies, "
+              f"+ {n_other} look-alikes (texture tiles, faces)" if n_other else
+              f"split {name}: {n_orig} pictures x {len(KINDS)} edits = {len(items) - n_orig} copies")
+    print(f"\nchoosing the keypoint route's thresholds on split A (defaults: inliers >= {C.MIN_INLIERS}, "
+          f"correlation >= {C.MIN_NCC}):")
+    print(f"{'inliers':>8} {'corr':>6} {'found':>10} {'false':>6} {'precision':>9}")
+    items = sets["A (photos)"]
+    best = None
+    for inl in (6, 8, 10, 14, 20):
+        for ncc in (0.95, 0.9, 0.85, 0.8, 0.7):  # on a tie, the stricter correlation (a wider margin) wins
+            per, tp, fp = copy_scores(items, _group_pairs(len(items), links_with(*extracted["A (photos)"], inl, ncc)))
+            found = sum(f for f, _ in per.values())
+            total = sum(t for _, t in per.values())
+            prec = tp / max(tp + fp, 1)
+            print(f"{inl:>8} {ncc:>6.2f} {found:>4}/{total:<5} {fp:>6} {prec:>9.4f}")
+            if prec >= 0.99 and (best is None or found > best[0]):
+                best = (found, inl, ncc)
+    chosen = (best[1], best[2]) if best else (C.MIN_INLIERS, C.MIN_NCC)
+    print(f"chosen on A: inliers >= {chosen[0]}, correlation >= {chosen[1]} (the most pairs at precision >= 0.99; "
+          "on a tie the fewer inliers and the higher correlation)")
+
+    old = {}
+    ph = {}
+    for name, items in sets.items():
+        paths = [p for p, _, _ in items]
+        groups = find_duplicate_groups(paths, settings=COPY_FINDING)
+        where = {p: g for g, members in enumerate(groups) for p in members}
+        idx = {p: i for i, p in enumerate(paths)}
+        old[name] = {(idx[a], idx[b]) for a in paths for b in paths if idx[a] < idx[b] and a in where
+                     and where.get(b) == where[a]}
+        ph[name] = _phash_pairs(paths, Path(paths[0]).parent)
+
+    for name, items in sets.items():
+        results = {
+            "copies.py (chosen on A)": _group_pairs(len(items), links_with(*extracted[name], *chosen)),
+            "copies.py (defaults)": _group_pairs(len(items), links_with(*extracted[name], C.MIN_INLIERS, C.MIN_NCC)),
+            "older varflow dedup": old[name],
+            **({"imagededup PHash": ph[name]} if ph[name] is not None else {}),
+        }
+        role = "the split thresholds were chosen on" if name.startswith("A") else "held out: not used to choose"
+        n_orig = sum(k == "orig" for _, _, k in items)
+        print(f"\nsplit {name} ({n_orig} pictures; {role}): original-copy pairs found per edit, "
+              "and precision over every linked pair")
+        print(f"{'edit':<10}" + "".join(f"{m:>26}" for m in results))
+        scored = {m: copy_scores(items, pairs) for m, pairs in results.items()}
+        for kind in KINDS:
+            print(f"{kind:<10}" + "".join(f"{scored[m][0][kind][0]:>22}/{scored[m][0][kind][1]:<3}" for m in results))
+        def tot(m, scored=scored):
+            return sum(f for f, _ in scored[m][0].values()), sum(t for _, t in scored[m][0].values())
+
+        print(f"{'all':<10}" + "".join(f"{tot(m)[0]:>18}/{tot(m)[1]:<3} {tot(m)[0] / tot(m)[1]:>4.0%}"
+                                       for m in results))
+        print(f"{'precision':<10}" + "".join(
+            f"{scored[m][1] / max(scored[m][1] + scored[m][2], 1):>18.4f} ({scored[m][2]} false)"[-26:].rjust(26)
+            for m in results))
+    for _feats, spill in extracted.values():
+        spill.close()
+
+
+def _phash_pairs(paths, folder: Path):
+    try:
+        from dedup_scale import _stub_torch_modules
+
+        _stub_torch_modules()
+        from imagededup.methods import PHash
+    except ImportError:
+        return None
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("imagededup"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dups = PHash(verbose=False).find_duplicates(image_dir=str(folder))
+    idx = {Path(p).name: i for i, p in enumerate(paths)}
+    linked = {(min(idx[a], idx[b]), max(idx[a], idx[b])) for a, bs in dups.items() for b in bs}
+    return _group_pairs(len(paths), [type("L", (), {"a": a, "b": b})() for a, b in linked])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keep", type=Path, help="write the evaluation set here and keep it")
     ap.add_argument("--no-held-out", action="store_true")
+    ap.add_argument("--copies-only", action="store_true", help="only the copies-through-geometry part")
     args = ap.parse_args()
-    settings = COPY_FINDING  # what varflow dedup runs
+    settings = COPY_FINDING  # what varflow dedup ran before varflow.duplicates.copies
+    if args.copies_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            copies_section(args.keep or Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         folder = root / "dedup-eval"
@@ -309,6 +492,7 @@ def main() -> None:
         sweep(f, settings)
         if not args.no_held_out:
             held_out(root / "dedup-held-out", settings)
+        copies_section(root)
 
 
 if __name__ == "__main__":

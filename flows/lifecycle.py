@@ -11,8 +11,13 @@ that cannot take the lock leaves the run to the one that holds it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from varflow.storage import Store
@@ -126,3 +131,41 @@ def _ended(status: str):
 
 on_cancelled = _ended(RunStatus.CANCELLED)
 on_crashed = _ended(RunStatus.CRASHED)
+on_failed = _ended(RunStatus.FAILED)  # a run that raised (not one that returned Failed: its row is closed already)
+
+
+@contextmanager
+def termination_kept() -> Iterator[None]:
+    """Keep a SIGTERM a SIGTERM while the flow's body runs.
+
+    Prefect's handler raises ``TerminationSignal`` wherever the main thread is; inside a DuckDB
+    query DuckDB turns it into ``RuntimeError('Query interrupted')`` (duckdb 2.0.1), so the run
+    ended Failed with exit 1 and its row stayed ``running``. The signal is noted here and the
+    exception that carried it becomes a ``TerminationSignal`` again: Crashed, exit 143, and the
+    ``on_crashed`` hook closes the row ``interrupted``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from prefect.exceptions import TerminationSignal
+
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def note(signum, frame):
+        seen.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        raise TerminationSignal(signal=signum)
+
+    signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    except Exception as exc:
+        if seen:
+            raise TerminationSignal(signal=signal.SIGTERM) from exc
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if seen and not callable(previous):  # no Prefect handler to end the process: end it as asked
+            os.kill(os.getpid(), signal.SIGTERM)

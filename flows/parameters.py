@@ -148,6 +148,10 @@ class RunParameters(BaseModel):
         False, description="Also check each new variation against every variation ever accepted in this data "
                            "directory, from any source image (default: only those of its own source).",
     )
+    keep_copies: bool = Field(
+        False, description="Also process an input that is a copy of another input of the folder (cropped, mirrored, "
+                           "framed, rotated or re-encoded); by default it is skipped as 'copy of' the other.",
+    )
     max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Larger images are refused (decompression bombs).")
     # Where and how the run executes (docs/scale-out.md). None of these change the output.
     runner: Runner = Field("threads", description="threads: one process; dask: image chunks on a Dask cluster (a local "
@@ -251,6 +255,7 @@ CLI_FLAGS: dict[str, Flag] = {
     "dedup_max_hamming": Flag("--dedup-max-hamming", "BITS"),
     "dedup_ssim": Flag("--dedup-ssim", "SSIM"),
     "dedup_library": Flag("--dedup-library"),
+    "keep_copies": Flag("--keep-copies"),
     "max_pixels": Flag("--max-megapixels", "M", scale=1_000_000, unit="megapixels"),
     "runner": Flag("--runner", "R", RUNNER_SECTION),
     "dask_address": Flag("--dask-address", "ADDRESS", RUNNER_SECTION),

@@ -12,7 +12,7 @@ from varflow.generation.backends import backend_class, model_name
 from varflow.processing.discovery import discover_images
 from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
 from varflow.processing.outnames import held_stems
-from varflow.processing.scan import DONE, PENDING, SAME_CONTENT, scan_images
+from varflow.processing.scan import COPY, DONE, PENDING, SAME_CONTENT, input_copies, scan_images
 from varflow.quality.adaptive import WINDOW
 from varflow.settings import QUALITY_LEVELS, level_settings
 
@@ -43,7 +43,9 @@ def plan_run(params: RunParameters) -> dict:
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs],
                             follow_links=params.follow_links)
     held = held_stems(store.accepted_by_source(output_dir), output_dir) if store is not None else None
-    found = [image.status for image in scan_images(paths, input_dir, finished=finished,
+    copies = {} if params.keep_copies else input_copies(paths, input_dir, follow_links=params.follow_links,
+                                                        limits=params.settings().limits)
+    found = [image.status for image in scan_images(paths, input_dir, finished=finished, copies=copies,
                                                    follow_links=params.follow_links, held=held,
                                                    fingerprint={**params.job_fingerprint(), "model": model})]
     todo, done, same = found.count(PENDING), found.count(DONE), found.count(SAME_CONTENT)
@@ -59,6 +61,7 @@ def plan_run(params: RunParameters) -> dict:
     return {
         "backend": params.backend, "model": model, "level": level.name, "images_found": len(paths),
         "images_to_do": todo, "images_already_done": done, "images_same_content": same,
+        "images_copies": found.count(COPY),
         "count": params.count, "max_attempts_per_variation": max_attempts,
         "max_tries_per_attempt": 1 + retries, "calls_worst_case": worst,
         "max_cost_usd": params.max_cost_usd, "batch": backend.can_batch,

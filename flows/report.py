@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from statistics import fmean
 
@@ -78,6 +78,22 @@ class RunSummary:
     calls: int = 0
     images: list[dict] = field(default_factory=list)  # image_row of each image, in finishing order
     level_history: list[str] = field(default_factory=list)  # "high -> medium (reason)"
+    # Set as the flow returns (FolderRun.close): why the run stopped, how many task runs, the batch jobs' answers.
+    stop_outcome: str | None = None
+    task_runs: int = 0
+    batch: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, summary: dict) -> RunSummary:
+        """The summary the flow returns (a dict, as Prefect records it) as this class; the derived
+        values (``acceptance_rate``, ``warning``) are computed again."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in summary.items() if k in names})
+
+    @property
+    def accepted(self) -> int:
+        """Variations accepted (``variations_accepted``): the figure a caller looks at first."""
+        return self.variations_accepted
 
     @property
     def warning(self) -> str | None:
@@ -100,6 +116,8 @@ class RunSummary:
         d["acceptance_rate"] = self.acceptance_rate
         d["warning"] = self.warning
         return d
+
+    to_dict = as_dict  # the name pandas and the Python API's readers expect; `varflow run --json` prints it
 
     @classmethod
     def from_outcomes(cls, outcomes, **head) -> RunSummary:

@@ -9,6 +9,7 @@ are shared through the data directory or Redis (flows/resources.py). docs/scale-
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Protocol
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -16,6 +17,11 @@ from varflow.flows.parameters import RunParameters
 
 from varflow.errors import ConfigurationError
 from varflow.generation.backends import backend_class
+from varflow.runtime.redisstate import MISSING as REDIS_MISSING
+from varflow.runtime.redisstate import is_redis_url
+
+# The optional packages an option needs (pyproject.toml's extras): the one line that names them.
+DASK_MISSING = "--runner dask needs the dask extra: pip install 'varflow[dask]'"
 
 
 def pool_size(generation_concurrency: int, images_in_flight: int = 0) -> int:
@@ -94,6 +100,8 @@ class DaskRunner:
             return params.dask_workers
 
     def check(self, params: RunParameters) -> None:
+        if importlib.util.find_spec("prefect_dask") is None:
+            raise ConfigurationError(DASK_MISSING)
         if backend_class(params.backend).can_batch:
             raise ConfigurationError(f"the {params.backend} backend queues requests in the flow's process "
                                      f"and cannot run "
@@ -142,5 +150,7 @@ RUNNERS: dict[str, Runner] = {r.name: r for r in (ThreadsRunner(), DaskRunner())
 
 def runner_for(params: RunParameters) -> Runner:
     runner = RUNNERS[params.runner]
+    if is_redis_url(params.shared_limits.strip()) and importlib.util.find_spec("redis") is None:
+        raise ConfigurationError(REDIS_MISSING)
     runner.check(params)
     return runner

@@ -29,7 +29,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from varflow.flows.addresses import check_run_addresses
 from varflow.flows.batch import BatchRun
 from varflow.flows.gallery import run_gallery_path, write_gallery
-from varflow.flows.lifecycle import SpaceReserve, on_cancelled, on_crashed, recover_interrupted_runs, reserve_path
+from varflow.flows.lifecycle import (
+    SpaceReserve,
+    on_cancelled,
+    on_crashed,
+    on_failed,
+    recover_interrupted_runs,
+    reserve_path,
+    termination_kept,
+)
 from varflow.flows.outcome import final_state, stop_message, summary_from
 from varflow.flows.parameters import RunParameters, form_docstring, form_signature, form_values, run_parameters
 from varflow.flows.preflight import check_space, new_images
@@ -56,7 +64,7 @@ from varflow.processing.discovery import discover_images
 from varflow.processing.memory import MemoryWindow, estimate_image_bytes, tune_allocator
 from varflow.processing.outnames import held_stems, holders_of, stem_key
 from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
-from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, scan_images
+from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, input_copies, scan_images
 from varflow.quality.adaptive import WINDOW, AdaptiveQuality
 from varflow.runtime.claims import ImageClaims
 from varflow.runtime.preflight import check_folders
@@ -88,7 +96,9 @@ def variation_run(**form):
         # another (the UI's runner field) runs as a subflow on it.
         state = variation_run.with_options(task_runner=runner.task_runner(params))(**form, return_state=True)
         return final_state(summary_from(state))
-    return final_state(run_folder(params))
+    with termination_kept():
+        summary = run_folder(params)
+    return final_state(summary)
 
 
 def guard_run(params: RunParameters) -> None:
@@ -105,7 +115,8 @@ variation_run.__signature__ = form_signature()
 variation_run.__doc__ = form_docstring("Turn a folder of images into scored, de-duplicated variations; "
                                        "returns the run summary.")
 variation_run = flow(name="varflow-run", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_POOL),
-                     persist_result=False, on_cancellation=[on_cancelled], on_crashed=[on_crashed])(variation_run)
+                     persist_result=False, on_cancellation=[on_cancelled], on_crashed=[on_crashed],
+                     on_failure=[on_failed])(variation_run)
 
 
 def run_folder(params: RunParameters) -> dict:
@@ -234,8 +245,11 @@ class FolderRun:
         pipeline = ImagePipeline(self.res, self.generator(work_dir), work_root=work_dir,
                                  optimize=optimize if self.plan.stage_tasks else optimize_image)
         try:
+            copies = {} if params.keep_copies else input_copies(paths, self.input_dir,
+                                                                follow_links=params.follow_links,
+                                                                limits=params.settings().limits)
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
-                                     follow_links=params.follow_links, held=self.held), pipeline)
+                                     follow_links=params.follow_links, held=self.held, copies=copies), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from varflow.storage.schema import SCHEMAS, TABLES
+from varflow.storage.schema import SCHEMAS, TABLES, shaped_view
 from varflow.storage.sqltext import glob_literal, sql_literal
 from varflow.storage.store import Store
 
@@ -66,7 +66,7 @@ def open_lens(home: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     for table in TABLES:
         con.register(f"_empty_{table}", SCHEMAS[table].empty_table())
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+        con.execute(f"CREATE VIEW {table} AS {shaped_view(table, f'SELECT * FROM _empty_{table}')}")
     con.execute("CREATE MACRO hamming(a, b) AS bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
     return con
 

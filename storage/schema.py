@@ -90,6 +90,22 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
+# Columns the views add to (or type over) the stored ones: SQL reads lists as lists and JSON as JSON,
+# for every row ever written (an older row's string is split), while the Parquet files keep their
+# columns as they were written (storage/SCHEMA.md).
+VIEW_COLUMNS = {
+    "variations": "*, CASE WHEN coalesce(reject_reason, '') = '' THEN []::VARCHAR[] "
+                  "ELSE string_split(reject_reason, ';') END AS reasons",
+    "runs": "* REPLACE (CAST(parameters AS JSON) AS parameters)",
+}
+
+
+def shaped_view(table: str, rows_sql: str) -> str:
+    """The view of ``table`` over the query ``rows_sql`` that reads its stored rows."""
+    columns = VIEW_COLUMNS.get(table)
+    return rows_sql if columns is None else f"SELECT {columns} FROM ({rows_sql})"
+
+
 def to_arrow(table: str, rows: list[dict]) -> pa.Table:
     schema = SCHEMAS[table]
     return pa.Table.from_pylist(rows, schema=schema)

@@ -18,6 +18,8 @@ wait to be deleted. Nothing holds the DuckDB file open during a run: a notebook 
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import logging
 import os
@@ -40,7 +42,7 @@ from varflow.storage.integrity import (
     unreadable_parts,
     unreadable_reason,
 )
-from varflow.storage.schema import EXECUTION, RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, to_arrow
+from varflow.storage.schema import EXECUTION, RECORD_TYPES, SCHEMA_VERSION, SCHEMAS, TABLES, shaped_view, to_arrow
 from varflow.storage.sqltext import glob_literal, sql_literal
 
 from varflow.processing.estimate import AttemptHistory
@@ -119,20 +121,42 @@ def _write_atomic(write, path: Path, *, durable: bool = False) -> None:
         raise
 
 
-def _write_views(path: Path, script: str) -> None:
-    """Run ``script`` (the views) in the DuckDB file ``path``. DuckDB takes a ``?`` in a database
+_RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h)
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` (two folders) in one step: Linux's ``renameat2`` with
+    ``RENAME_EXCHANGE``; a reader sees one or the other at ``b``, never neither nor both. False
+    where the system or the file system cannot (then nothing moved)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _write_views(path: Path, script: str, home: Path) -> None:
+    """Run ``script`` (the views) in the DuckDB file ``path``, its relative paths resolved from the
+    data directory ``home`` (DuckDB binds a view as it creates it). DuckDB takes a ``?`` in a database
     path for the start of options (the WAL of ``/d/a?b/x.duckdb`` goes to ``/d/a.wal?b/...`` and
     the write fails, symbolic links resolved or not: duckdb 2.0.1), so a file in such a folder is
     built in a temporary folder and copied in; opening it read-only works."""
     if "?" not in str(path):
         con = duckdb.connect(str(path), config={"storage_compatibility_version": DUCKDB_FILE_FORMAT})
         try:
+            con.execute(f"SET file_search_path = {sql_literal(home.as_posix())}")
             con.execute(script)
         finally:
             con.close()
         return
     with tempfile.TemporaryDirectory(prefix="varflow-views-") as tmp:
-        _write_views(Path(tmp) / path.name, script)
+        _write_views(Path(tmp) / path.name, script, home)
         _write_atomic(lambda dest: shutil.copyfile(Path(tmp) / path.name, dest), path)
 
 
@@ -168,11 +192,12 @@ class Store:
         if broken is not None:
             set_aside_duckdb(self.home, self.duckdb_path, broken)
         marker = self.home / (DUCKDB_FILE + ".views")
-        digest = hashlib.sha256(self._views_script().encode()).hexdigest()
+        script = self._views_script(relative=True)  # the file answers wherever the data directory lies
+        digest = hashlib.sha256(script.encode()).hexdigest()
         if self.duckdb_path.exists() and marker.exists() and marker.read_text() == digest:
             return self
         try:
-            _write_views(self.duckdb_path, self._views_script())
+            _write_views(self.duckdb_path, script, self.home)
         except duckdb.IOException as exc:
             log.warning("could not open %s to refresh its views (%s); using the existing ones", self.duckdb_path, exc)
             return self
@@ -186,27 +211,33 @@ class Store:
             quarantine(self.home, path, reason)
         return len(damaged)
 
-    def view_sql(self, table: str) -> str:
+    def view_sql(self, table: str, *, relative: bool = False) -> str:
         """The view of ``table``: every Parquet file under its folder, without the parts of a run
         that has a compacted file. The folder is a quoted literal with its glob characters escaped
-        (storage/sqltext.py), and the file names are matched after the folder's own name, so a data
-        directory may be named with quotes, brackets, ``*``, spaces or ``/run-x/parts/``."""
-        base = self.tables_dir / table
+        (storage/sqltext.py); ``relative``: ``tables/<table>``, resolved by DuckDB from the working
+        directory (or ``file_search_path``), so the file's views answer wherever the data directory
+        lies. A file is told a part or a compacted file by its last three path components only
+        (``run-<id>/parts/<key>.parquet``), so a data directory may be named with quotes, brackets,
+        ``*``, spaces or ``/run-x/parts/``, and the path DuckDB reports may be relative or absolute."""
+        base = Path("tables", table) if relative else self.tables_dir / table
         pattern = glob_literal(base)
-        start = len(base.as_posix()) + 2  # 1-based position of a file's name inside the table's folder
         return f"""
             SELECT * EXCLUDE (filename)
             FROM read_parquet({sql_literal(pattern + '/**/*.parquet')}, union_by_name = true, filename = true)
-            WHERE NOT regexp_matches(substr(filename, {start}), '^run-[^/]+/parts/')
-               OR regexp_extract(substr(filename, {start}), '^run-([^/]+)/parts/', 1) NOT IN (
-                    SELECT regexp_extract(substr(file, {start}), '^run-([^/]+)/compacted[.]parquet$', 1)
+            WHERE NOT regexp_matches(filename, '/run-[^/]+/parts/[^/]+$')
+               OR regexp_extract(filename, '/run-([^/]+)/parts/[^/]+$', 1) NOT IN (
+                    SELECT regexp_extract(file, '/run-([^/]+)/compacted[.]parquet$', 1)
                     FROM glob({sql_literal(pattern + '/run-*/compacted.parquet')}))
         """
 
-    def _views_script(self) -> str:
-        statements = [f"CREATE OR REPLACE VIEW {table} AS {self.view_sql(table)}" for table in TABLES]
+    def _views_script(self, *, relative: bool = False) -> str:
+        """The views, macros and meta row; ``relative``: the file's (paths relative to the data
+        directory, ``home`` is ``.``), else a lens's (this data directory's absolute paths)."""
+        statements = [f"CREATE OR REPLACE VIEW {table} AS {shaped_view(table, self.view_sql(table, relative=relative))}"
+                      for table in TABLES]
+        home = "." if relative else self.home.as_posix()
         statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {int(SCHEMA_VERSION)} AS schema_version, "
-                          f"{sql_literal(self.home.as_posix())} AS home")
+                          f"{sql_literal(home)} AS home")
         # Hamming distance between two 16-hex-digit perceptual hashes.
         statements.append("CREATE OR REPLACE MACRO hamming(a, b) AS "
                           "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
@@ -249,10 +280,13 @@ class Store:
             con.close()
 
     def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-        """The DuckDB file itself, as a notebook or the duckdb CLI would open it."""
+        """The DuckDB file itself, as a notebook or the duckdb CLI would open it; its views' relative
+        paths resolved from the data directory (``file_search_path``), whatever the working directory."""
         if not self.duckdb_path.exists():
             self.initialize()
-        return duckdb.connect(str(self.duckdb_path), read_only=read_only)
+        con = duckdb.connect(str(self.duckdb_path), read_only=read_only)
+        con.execute(f"SET file_search_path = {sql_literal(self.home.as_posix())}")
+        return con
 
     def query(self, sql: str, params: Iterable | None = None) -> list[dict]:
         def read(con):
@@ -526,7 +560,11 @@ class Store:
 
     # -- compaction ---------------------------------------------------------------------------
     def compact_run(self, run_id: str, *, execution: int | None = None) -> None:
-        """Merge a finished run's parts (of this execution) into one file per table; the parts go later (vacuum)."""
+        """Merge a finished run's parts (of this execution) into one file per table; the parts go later (vacuum).
+
+        The compacted file is made outside ``tables/`` and takes the parts' place in one step
+        (``_exchange``), so a reader of ``tables/<table>`` with pyarrow or polars, which knows
+        nothing of the views' rule, counts each row once at every moment, compaction included."""
         for table in TABLES:
             run_dir = self._run_dir(table, run_id, execution)
             parts = sorted((run_dir / "parts").glob("*.parquet")) if run_dir.exists() else []
@@ -537,15 +575,23 @@ class Store:
                     parts.remove(part)
             if not parts:
                 continue
-            _merge_parts_atomic(parts, SCHEMAS[table], run_dir / "compacted.parquet")
-            self._supersede(table, run_dir)
+            staged = self.home / SUPERSEDED_DIR / table / f".compacting-{run_dir.name}"
+            shutil.rmtree(staged, ignore_errors=True)  # left by a process killed while compacting
+            _merge_parts_atomic(parts, SCHEMAS[table], staged / "compacted.parquet")
+            if _exchange(staged, run_dir):  # run_dir: the compacted file only; staged: the old run folder
+                self._supersede(table, staged)
+            else:  # a file system without the exchange: parts and compacted file side by side for a moment
+                os.replace(staged / "compacted.parquet", run_dir / "compacted.parquet")
+                self._supersede(table, run_dir)
+            shutil.rmtree(staged, ignore_errors=True)
 
     def _supersede(self, table: str, run_dir: Path) -> None:
-        """Move a compacted run's parts out of the tables' tree in one rename. The views ignore
-        them anyway, but only after opening each one: left in place, 10,000 parts made every query
-        of the lens take seconds until they were deleted (bench/scale_out.py). A reader that
-        listed them just before gets "no such file" and reads again (``_read``)."""
-        dest = self.home / SUPERSEDED_DIR / table / run_dir.name
+        """Move a compacted run's parts (``run_dir``'s, named for the run) out of the tables' tree in one
+        rename. The views ignore them anyway, but only after opening each one: left in place, 10,000 parts
+        made every query of the lens take seconds until they were deleted (bench/scale_out.py). A reader
+        that listed them just before gets "no such file" and reads again (``_read``)."""
+        name = run_dir.name.removeprefix(".compacting-")
+        dest = self.home / SUPERSEDED_DIR / table / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(dest, ignore_errors=True)  # a run compacted twice (a retried flow run)
         try:

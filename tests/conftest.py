@@ -81,12 +81,13 @@ def prefect_server_postgres(tmp_path_factory):
 
 
 def make_photo_folder(dest: Path, n: int, *, size: int | None = None) -> list[Path]:
-    """``n`` distinct real photos (sample photos, flipped/rotated for more), optionally resized."""
+    """``n`` distinct real photos (sample photos, turned by 90, 180 and 270 degrees for more: never
+    a mirror, which varflow.duplicates.copies calls a copy), optionally resized."""
     from varflow.images.samples import sample_paths
 
     dest.mkdir(parents=True, exist_ok=True)
     sources = sample_paths()
-    ops = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180]
+    ops = [None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270]
     out = []
     for i in range(n):
         src, op = sources[i % len(sources)], ops[(i // len(sources)) % len(ops)]

@@ -109,7 +109,7 @@ def test_a_notebook_can_query_while_a_flow_is_writing(tmp_path, prefect_api):
     env = {**prefect_api, "VARFLOW_HOME": str(home)}
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(home / "varflow.duckdb"), str(stop)],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, cwd=home)  # the file's paths are relative to it
     try:
         writer = subprocess.run([sys.executable, "-m", "varflow.flows.cli", "run", str(photos), "--out",
                                  str(tmp_path / "o"),
@@ -162,6 +162,7 @@ def test_dedup_groups_near_copies_of_a_folder(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     groups = [[Path(p).name for p in g] for g in json.loads(out.stdout)]
-    assert ["chelsea.png", "grey.png", "resized-half.png"] in [sorted(g) for g in groups]
+    assert ["chelsea.png", "flipped.png", "grey.png",
+            "resized-half.png"] in [sorted(g) for g in groups]  # a mirror is a copy
     assert not any("astronaut.png" in g for g in groups)
     assert "broken.png" in out.stderr  # unreadable files are named, not fatal

@@ -36,7 +36,7 @@ def test_the_cli_says_cannot_run_for_a_varflow_error_and_lets_a_bug_be_a_bug(mon
     def run_local(params):
         raise error
 
-    monkeypatch.setattr(cli_run, "check_backend", lambda params: None)
+    monkeypatch.setattr(cli_run, "exit_unless_usable", lambda params: None)
     monkeypatch.setattr(preflight, "preflight", lambda params: None)
     monkeypatch.setattr(variation_flow, "run_local", run_local)
     if exits:

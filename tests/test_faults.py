@@ -95,8 +95,9 @@ def test_nothing_accepted_is_lost_or_duplicated_after_damage(damaged_then_run):
     assert store.query("SELECT count(*) - count(DISTINCT (run_id, variation_id)) AS n FROM variations")[0]["n"] == 0
 
 
-def test_a_garbage_duckdb_file_is_rebuilt(damaged_then_run):
+def test_a_garbage_duckdb_file_is_rebuilt(damaged_then_run, monkeypatch):
     d = damaged_then_run
+    monkeypatch.chdir(d["home"])  # the file's views read paths relative to the data directory
     con = duckdb.connect(str(d["home"] / "varflow.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 2

@@ -41,8 +41,13 @@ RANKS = {
     "varflow.flows": 10,       # the flows
     "varflow.deployments": 11,  # deployments of the flow (serve, schedules)
     "varflow.flows.cli": 12,   # the command line: the top, it may reach every package
+    "varflow.api": 13,         # the Python API (docs/api.md): a facade over the CLI's own entries, so above it
 }
 BASE = {"__init__", "settings", "errors", "kinds"}
+# Top-level modules that are not rank 0: the Python API is one module a user imports as ``varflow``'s
+# names (``varflow.run``...), so it lives beside the package's __init__, which serves its names
+# lazily (PEP 562) without importing it (test_the_api_is_served_lazily_by_name).
+FACADE = {"api"}
 # Which packages may import these (all others, the whole core included, never do).
 GUARDED = {
     "prefect": {"varflow.tasks", "varflow.flows", "varflow.deployments"},
@@ -92,7 +97,7 @@ def imports_of(tree: ast.AST, modules: set[str]) -> set[str]:
 
 def test_every_core_module_has_a_room():
     """A new module goes into a group (varflow/<group>/), not back into a flat varflow/."""
-    flat = sorted(p.name for p in (ROOT / "varflow").glob("*.py") if p.stem not in BASE)
+    flat = sorted(p.name for p in (ROOT / "varflow").glob("*.py") if p.stem not in BASE | FACADE)
     groups = {f"varflow.{p.name}" for p in (ROOT / "varflow").iterdir() if (p / "__init__.py").exists()}
     assert flat == []
     assert groups - set(CORE) == set()  # every group has its rank (a new group is one line in RANKS)
@@ -136,6 +141,24 @@ def test_the_core_loads_without_prefect_duckdb_pyarrow():
     first, after, where = json.loads(out.stdout)
     assert (first, after) == ([], [])
     assert Path(where).resolve() == (ROOT / "varflow" / "__init__.py").resolve()  # this checkout's code
+
+
+def test_the_api_is_served_lazily_by_name():
+    """``import varflow`` offers the API's names without loading the facade (nor Prefect nor
+    DuckDB); the first use of a name loads it, and the names are the facade's own."""
+    code = ("import json, sys\n"
+            "import varflow\n"
+            "before = 'varflow.api' in sys.modules\n"
+            "names = sorted(varflow.API)\n"
+            "run = varflow.run\n"
+            "import varflow.api as api\n"
+            "print(json.dumps([before, names, sorted(api.__all__), run is api.run,\n"
+            "                  sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'duckdb'})]))")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=ROOT / "tests")
+    assert out.returncode == 0, out.stderr
+    before, names, exported, same, heavy = json.loads(out.stdout)
+    assert (before, same, heavy) == (False, True, [])
+    assert names == exported
 
 
 def test_one_import_name():

@@ -12,9 +12,11 @@ import pytest
 from conftest import load_photo
 from PIL import Image
 
-from varflow.generation.backends import make_backend
+from varflow.duplicates.dedup import KnownImage, dedup_file
+from varflow.generation.backends import derive_seed, make_backend
 from varflow.generation.backends.base import CONCRETE_TYPES, GenerationError, GeneratorBackend, VariationRequest
 from varflow.generation.backends.local import LocalGenerator, composition, looks, parse_prompt
+from varflow.settings import DedupSettings
 
 OBJECT_CENTRE, OBJECT_RADIUS = (51, 53), 11  # the blue disc of the synthetic scene
 BLUE = np.array([40, 70, 200])
@@ -224,7 +226,8 @@ def test_no_object_to_edit_is_a_clear_error(plain, tmp_path):
 
 
 def test_a_grade_keeps_the_geometry(gen, coffee, tmp_path):
-    res = _first_seed(gen, coffee, tmp_path, "style_change", ["grade_warm"], prompt="warm")
+    # a take of a named look relights it (light from one side) and grades it: no geometry moves
+    res = _first_seed(gen, coffee, tmp_path, "style_change", ["relight", "grade_warm"], prompt="warm")
     src, out = _rgb(coffee), _rgb(res.output_path)
 
     def edges(a):
@@ -276,7 +279,27 @@ def test_style_words_pick_the_rendering(gen, coffee, tmp_path):
                           ("oil painting", "painting"), ("pop art", "poster"), ("hdr", "hdr"),
                           ("dreamy glow", "glow"), ("tilt-shift", "tilt_shift")):
         res = gen.generate(_request(coffee, tmp_path / f"{style}.png", seed=7, prompt=prompt))
-        assert _ops(res)[0]["op"] == f"render_{style}", prompt
+        assert [o["op"] for o in _ops(res) if o["op"].startswith("render_")] == [f"render_{style}"], prompt
+
+
+@pytest.mark.parametrize("prompt", ["golden hour", "sepia", "cartoon"])
+def test_takes_of_one_prompt_are_pairwise_not_duplicates(gen, tmp_path, prompt):
+    """A run's first N attempts of a named look are N variations: no two are duplicates by the
+    run's own rule (varflow.duplicates.dedup with the run's settings), on a real photo, seeded as a run is."""
+    src = tmp_path / "chelsea.png"
+    Image.fromarray(load_photo("chelsea.png")).resize((300, 200), Image.LANCZOS).save(src)
+    n = 4
+    paths = []
+    for a in range(n):
+        req = VariationRequest(image_id="chelsea", source_path=str(src), variation_type="style_change",
+                               prompt=prompt, seed=derive_seed(7, "chelsea", a), attempt=a,
+                               output_path=str(tmp_path / f"take-{a}.png"))
+        paths.append(gen.generate(req).output_path)
+    hashes = [dedup_file(p, [], DedupSettings()).hashes for p in paths]
+    for i in range(n):
+        others = [KnownImage(f"take-{j}", hashes[j], paths[j]) for j in range(n) if j != i]
+        match = dedup_file(paths[i], others, DedupSettings()).duplicate
+        assert match is None, (prompt, i, match)
 
 
 def test_every_grade_and_rendering_keeps_size_and_range():
@@ -288,6 +311,12 @@ def test_every_grade_and_rendering_keeps_size_and_range():
         # nothing blown out: no more clipped pixels than the source has, plus a little
         clipped = lambda a: float(((a.max(-1) >= 254) | (a.min(-1) <= 1)).mean())
         assert clipped(out) <= clipped(img) + 0.03, name
+    # a take's light at its strongest (the late golden-hour sun), from each side of its arc
+    for deg in (-180, -90, 0):
+        out, _ = looks.relight(img, angle=np.radians(deg), falloff=0.35, glow=0.6,
+                               tint=looks.LIGHT_TINTS["golden_hour"], reach=1.3)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert clipped(out) <= clipped(img) + 0.03, deg
 
 
 # ----------------------------------------------------------------------------------------------

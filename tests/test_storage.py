@@ -87,7 +87,9 @@ def test_empty_store_queries_return_no_rows(tmp_path):
         assert store.query(f"SELECT count(*) AS n FROM {table}") == [{"n": 0}]
 
 
-def test_the_duckdb_file_is_a_lens_other_processes_can_open(tmp_path):
+def test_the_duckdb_file_is_a_lens_other_processes_can_open(tmp_path, monkeypatch):
+    """Opened from inside the data directory (its views' paths are relative to it)."""
+    monkeypatch.chdir(tmp_path)
     store = Store(tmp_path).initialize()
     store.write_image_result(image("r1", "a"), [variation("r1", "a", 0)])
     code = (
@@ -95,7 +97,7 @@ def test_the_duckdb_file_is_a_lens_other_processes_can_open(tmp_path):
         "print(c.execute('SELECT count(*) FROM variations').fetchone()[0])"
     )
     out = subprocess.run([sys.executable, "-c", code, str(store.duckdb_path)], capture_output=True, text=True,
-                         check=True)
+                         check=True, cwd=tmp_path)
     assert out.stdout.strip() == "1"
     # a writer holding nothing open: a second reader in this process works alongside
     with duckdb.connect(str(store.duckdb_path), read_only=True) as con:
@@ -143,7 +145,8 @@ def test_a_file_being_written_is_invisible_to_readers(tmp_path, monkeypatch):
     assert store.query("SELECT count(*) AS n FROM images")[0]["n"] == 2
 
 
-def test_initialize_leaves_the_file_alone_when_its_views_are_current(tmp_path):
+def test_initialize_leaves_the_file_alone_when_its_views_are_current(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the file's views read paths relative to the data directory
     store = Store(tmp_path).initialize()
     with duckdb.connect(str(store.duckdb_path), read_only=True) as reader:
         before = store.duckdb_path.stat().st_mtime_ns

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -156,13 +157,14 @@ def test_sigterm_ends_a_run_within_seconds_rows_interrupted_claims_freed(prefect
 
 @pytest.fixture
 def workerless_dask(tmp_path):
-    """A Dask scheduler whose workers cannot import varflow's tasks (a ``varflow`` package that raises
-    first on their path; it was ``tasks`` before the one import name): each exits when it is sent a task run."""
+    """A Dask scheduler whose workers cannot import varflow's tasks (a ``varflow`` package that
+    raises, first on their path: what a worker with another or a broken install sees): each exits
+    when it is sent a task run."""
     from conftest import free_port
 
     broken = tmp_path / "broken"
     (broken / "varflow").mkdir(parents=True)
-    (broken / "varflow" / "__init__.py").write_text('raise ImportError("varflow tasks cannot load on this worker")\n')
+    (broken / "varflow" / "__init__.py").write_text('raise ImportError("varflow cannot load on this worker")\n')
     port = free_port()
     dask = str(Path(sys.executable).with_name("dask"))
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
@@ -275,10 +277,11 @@ def test_enospc_at_each_write_site_is_an_error_naming_the_path_and_the_run_close
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 3 MiB tmpfs (CI runs as root); skipped where mounting is not permitted."""
+    """A 224 MiB tmpfs (CI runs as root): room for the preflight's estimate of the run below, until
+    the test fills it; skipped where mounting is not permitted."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True,
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=224m", "tmpfs", str(disk)], capture_output=True,
                              text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -289,9 +292,56 @@ def small_disk(tmp_path):
 
 
 def test_a_data_directory_on_a_full_disk_errors_name_the_path_and_the_run_closes(prefect_api, tmp_path, small_disk):
+    """The disk fills while the run goes (another process's file): the preflight saw room."""
     home = small_disk / "home"
     make_photo_folder(tmp_path / "photos", 16, size=256)
     env = {**prefect_api, "VARFLOW_HOME": str(home)}
-    out = varflow(env, "run", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--count", "2", "--json")
+    proc = subprocess.Popen([sys.executable, "-m", "varflow.flows.cli", "run", str(tmp_path / "photos"), "--out",
+                             str(tmp_path / "out"), "--count", "2", "--json"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        images = home / "tables" / "images"
+        wait_for(lambda: images.exists() and list(images.glob("run-*/parts/*")), RUN_TIMEOUT_S, "a finished image")
+        fill_up(small_disk / "filler")
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        proc.kill()
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     hit = assert_closed_with_errors_naming_paths(out, home, small_disk)
     assert len(hit) < 16
+
+
+def fill_up(path: Path) -> None:
+    """Write ``path`` until its disk has no block left."""
+    with open(path, "wb", buffering=0) as f:
+        for block in (1 << 20, 1 << 12):
+            try:
+                while True:
+                    f.write(b"\0" * block)
+            except OSError:
+                continue
+
+
+def test_a_sigterm_inside_a_duckdb_query_stays_a_termination_signal():
+    """DuckDB turns the exception Prefect's SIGTERM handler raises into RuntimeError('Query
+    interrupted'): the run then ended Failed, exit 1, its row left running (seen in this test
+    module's SIGTERM case under load). termination_kept gives Prefect its TerminationSignal back."""
+    child = textwrap.dedent("""
+        import os, signal, threading
+        import duckdb
+        from prefect.exceptions import TerminationSignal
+        from varflow.flows.lifecycle import termination_kept
+
+        def prefects_handler(signum, frame):  # what Prefect's capture_sigterm installs
+            raise TerminationSignal(signal=signum)
+
+        signal.signal(signal.SIGTERM, prefects_handler)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        try:
+            with termination_kept():
+                duckdb.sql("SELECT count(*) FROM range(10000000000) t(i) WHERE i % 7 = 3").fetchall()
+        except TerminationSignal as exc:
+            print("TerminationSignal from", type(exc.__cause__).__name__, exc.__cause__)
+    """)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "TerminationSignal from RuntimeError Query interrupted", out.stderr[-2000:]

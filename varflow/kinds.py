@@ -34,6 +34,7 @@ class ScanStatus(StrEnum):
     PENDING = "todo"  # to be processed by this run
     UNREADABLE = "unreadable"
     SAME_CONTENT = "same_content"  # the same bytes as another image of the folder, processed once
+    COPY = "copy"  # the same picture as another image of the folder (cropped, mirrored, ...), processed once
     DONE = "done"  # processed by an earlier run with the same settings
 
 

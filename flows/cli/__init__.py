@@ -1,6 +1,6 @@
 """``varflow``: the command line, one module per command group (like Prefect's CLI).
 
-options: the run's options; run: run, demo, collect, samples; inspect: score, dedup; backends:
+options: the run's options; run: run, demo, collect, samples, examples; inspect: score, dedup; backends:
 models; data: report, runs, stats, sql, doctor; serve: serve. Prefect is imported only by the
 commands that run or serve a flow.
 """
@@ -11,8 +11,10 @@ import argparse
 
 from varflow.flows.cli import backends, data, inspect, run, serve
 from varflow.flows.cli.options import params_of
+from varflow.flows.cli.run import check_backend, start_run
 
-__all__ = ["build_parser", "main", "params_of"]
+# main: the console script; the rest: what varflow.api and the tests call
+__all__ = ["build_parser", "check_backend", "main", "params_of", "start_run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

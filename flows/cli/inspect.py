@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from varflow.safety.escaping import for_terminal
+from varflow.safety.escaping import for_log, for_terminal
 from varflow.settings import DEFAULT_PROFILE, PROFILES
 
 
@@ -61,22 +61,20 @@ def cmd_score(args) -> int:
     return verdict_code
 
 def cmd_dedup(args) -> int:
-    from varflow.processing.discovery import discover_images
-    from varflow.reports.inspect import find_duplicate_groups
+    from varflow.reports.inspect import copy_groups_in
 
-    try:
-        paths = discover_images(args.dir)
-    except FileNotFoundError as exc:
-        print(f"varflow: {exc}", file=sys.stderr)
-        return 2
     errors: list[tuple[str, str]] = []
-    groups = find_duplicate_groups(paths, errors=errors)
+    try:
+        groups, looked_at = copy_groups_in(args.dir, errors=errors)
+    except FileNotFoundError as exc:
+        print(f"varflow: {for_log(exc)}", file=sys.stderr)
+        return 2
     for _path, message in errors:
-        print(f"varflow: skipped {message}", file=sys.stderr)
+        print(f"varflow: skipped {for_log(message)}", file=sys.stderr)
     if args.json:
         print(json.dumps(groups, indent=2))
     else:
-        print(f"{len(groups)} near-duplicate groups among {len(paths)} images")
+        print(f"{len(groups)} near-duplicate groups among {looked_at} images")
         for g in groups:
             print("  " + "\n    ".join(for_terminal(path) for path in g))
     return 0

@@ -1,4 +1,5 @@
-"""run, demo, collect, samples: the commands that run a flow (Prefect is imported only by them)."""
+"""run, demo, collect, samples, examples: the commands that run a flow (Prefect is imported only by
+them), and the ones that hand out what the package ships."""
 
 from __future__ import annotations
 
@@ -32,17 +33,23 @@ def add_collect_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the jobs and the runs as JSON")
     p.set_defaults(func=cmd_collect)
 
+    p = sub.add_parser("examples", help="copy the notebooks and the deployment and automation examples into a folder")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_examples)
+
     p = sub.add_parser("samples", help="copy the bundled sample photos into a folder")
     p.add_argument("dest")
     p.set_defaults(func=cmd_samples)
 
 
 def check_backend(params) -> None:
-    """Build the backend once before Prefect starts, so a setup mistake is one clear line.
+    """Build the backend once before Prefect starts, so a setup mistake is one clear line
+    (raises ConfigurationError; ``varflow.run`` raises it as it is, the CLI prints it).
 
     A key held in a Prefect Secret block is read by the run itself (it needs the Prefect API),
     which also fails before any work when the block is missing.
     """
+    from varflow.errors import ConfigurationError
     from varflow.generation.backends import backend_class, make_backend, model_name
     from varflow.runtime.resources import enforceable_cap
 
@@ -50,13 +57,23 @@ def check_backend(params) -> None:
     try:
         enforceable_cap(backend, model_name(params.backend, params.model), params.max_cost_usd)
     except ValueError as exc:
-        raise SystemExit(f"varflow: {exc}") from None
+        raise ConfigurationError(str(exc)) from None
     if backend.remote and params.api_key_secret:
         return
     try:
         make_backend(params.backend, **({"model": params.model} if params.model else {}))
     except (ValueError, ImportError) as exc:
-        raise SystemExit(f"varflow: cannot use the {params.backend} backend: {exc}") from None
+        raise ConfigurationError(f"cannot use the {params.backend} backend: {exc}") from None
+
+
+def exit_unless_usable(params) -> None:
+    """``check_backend`` for the command line: a setup mistake is one line and exit 1."""
+    from varflow.errors import ConfigurationError
+
+    try:
+        check_backend(params)
+    except ConfigurationError as exc:
+        raise SystemExit(f"varflow: {exc}") from None
 
 def _print_plan(plan: dict, as_json: bool) -> None:
     if as_json:
@@ -66,7 +83,8 @@ def _print_plan(plan: dict, as_json: bool) -> None:
     lines = [
         f"varflow dry run ({plan['backend']} / {for_log(plan['model'])}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
-        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file)",
+        f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file,"
+        f" {plan.get('images_copies', 0)} copies of another picture)",
         f"  calls        expected {plan['calls_expected']:.0f}: {plan['attempts_per_image']:.1f} attempts per image"
         f" ({plan['acceptance_rate']:.0%} accepted) x {plan['calls_per_attempt']:.2f} calls per attempt; worst case "
         f"{plan['calls_worst_case']} (images x count {plan['count']} x {plan['max_attempts_per_variation']} attempts"
@@ -91,23 +109,12 @@ def execute(params, as_json: bool, dry_run: bool = False) -> int:
 
         _print_plan(plan_run(params), as_json)
         return 0
-    check_backend(params)
-    from varflow.flows.preflight import preflight
-
+    exit_unless_usable(params)
     from varflow.runtime.preflight import PreflightError
 
-    try:  # nothing is paid for before the run knows it can keep the result
-        warning = preflight(params)
-    except PreflightError as exc:
-        print(f"varflow: {exc}", file=sys.stderr)
-        return 2
-    if warning:
-        print(f"varflow: {warning}", file=sys.stderr)
-    from varflow.flows.variation_flow import run_local
-
     try:
-        summary = run_local(params)
-    except PreflightError as exc:  # found by the run itself (the data changed meanwhile)
+        summary = start_run(params, warn=lambda warning: print(f"varflow: {warning}", file=sys.stderr))
+    except PreflightError as exc:  # before Prefect starts, or found by the run itself (the data changed meanwhile)
         print(f"varflow: {for_log(exc)}", file=sys.stderr)
         return 2
     except VarflowError as exc:  # a setup problem found by the run (missing key or secret, ...); a bug stays a bug
@@ -130,6 +137,21 @@ def execute(params, as_json: bool, dry_run: bool = False) -> int:
     if summary.get("stop_outcome"):
         print(f"varflow: {for_log(summary['message'])}", file=sys.stderr)
     return run_exit_code(summary)
+
+def start_run(params, *, warn) -> dict:
+    """A checked run's start to end, for ``varflow run`` and ``varflow.run`` alike: the preflight
+    (nothing is paid for before the run knows it can keep the result; ``warn`` gets its warning),
+    then the flow on the task runner the parameters ask for; returns the run's summary. Raises
+    PreflightError (the CLI's exit 2) and VarflowError for a run that cannot start."""
+    from varflow.flows.preflight import preflight
+
+    warning = preflight(params)
+    if warning:
+        warn(warning)
+    from varflow.flows.variation_flow import run_local
+
+    return run_local(params)
+
 
 def run_exit_code(summary: dict) -> int:
     """The exit code Prefect's state agrees with (flows/outcome.py has the table): 0 an image
@@ -215,4 +237,27 @@ def cmd_samples(args) -> int:
 
     for p in export_samples(args.dest):
         print(p)
+    return 0
+
+
+EXAMPLES = {"varflow.notebooks": "*.ipynb", "varflow.deployments": "*.yaml"}  # package data, by package
+
+
+def cmd_examples(args) -> int:
+    """Copy the notebooks and the deployment and automation examples into a folder; a file already
+    there is kept (named on stderr), never overwritten."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    dest = Path(args.dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    for package, pattern in EXAMPLES.items():
+        with as_file(files(package)) as folder:
+            for source in sorted(Path(folder).glob(pattern)):
+                target = dest / source.name
+                if target.exists():
+                    print(f"varflow examples: kept {target} (it exists; remove it for a fresh copy)", file=sys.stderr)
+                    continue
+                shutil.copyfile(source, target)
+                print(target)
     return 0

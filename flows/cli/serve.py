@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from varflow.flows.cli.options import add_run_options, params_of
-from varflow.flows.cli.run import check_backend
+from varflow.flows.cli.run import exit_unless_usable
 
 
 def add_commands(sub) -> None:
@@ -48,7 +48,7 @@ def cmd_serve(args) -> int:
                      str(Path(args.out).expanduser().resolve()))
     if params.home:  # a served run's relative paths would follow the serving process's directory
         params = params.model_copy(update={"home": str(Path(params.home).expanduser().resolve())})
-    check_backend(params)
+    exit_unless_usable(params)
     from varflow.deployments.serve import cron_schedule, deployment, interval_schedule, serve
 
     try:

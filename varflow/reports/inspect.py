@@ -169,3 +169,22 @@ def find_duplicate_groups(
     for i, name in enumerate(names):
         groups.setdefault(uf.find(i), []).append(name)
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def copy_groups_in(folder: str | Path, *, errors: list[tuple[str, str]]) -> tuple[list[list[str]], int]:
+    """``varflow dedup`` and ``varflow.find_duplicates``: the copy groups of ``folder``'s images
+    (varflow/duplicates/copies.py) and how many images were looked at. A path the input rules
+    refuse (a FIFO, a device, a link leaving the folder: varflow/images/inputs.py) is never
+    opened; it goes to ``errors`` as (path, reason)."""
+    from varflow.duplicates.copies import find_copy_groups
+    from varflow.images.inputs import input_problem
+    from varflow.processing.discovery import discover_images
+
+    readable = []
+    for path in discover_images(folder):
+        problem = input_problem(path, folder)
+        if problem is None:
+            readable.append(path)
+        else:
+            errors.append((str(path), problem))
+    return find_copy_groups(readable, errors=errors), len(readable)

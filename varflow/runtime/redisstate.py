@@ -30,7 +30,10 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-import redis
+try:
+    import redis
+except ImportError:  # the redis extra is not installed: only --shared-limits redis://... needs it
+    redis = None
 
 from varflow.errors import ConfigurationError
 from varflow.runtime.ratelimit import HORIZON_S, Limiter
@@ -39,6 +42,7 @@ from varflow.runtime.runstate import CAP_TOLERANCE_USD, SLOT_POLL_S, Ledger
 PASSWORD_ENV = "VARFLOW_REDIS_PASSWORD"
 SCHEMES = ("redis", "rediss")
 KEY_PREFIX = "varflow"
+MISSING = "--shared-limits redis://... needs the redis extra: pip install 'varflow[redis]'"
 RUN_KEY_TTL_S = 7 * 86400  # a run's keys outlive its last change by this long, then Redis drops them
 SLOT_LEASE_MARGIN_S = 60.0  # a slot's lease: the request timeout plus this
 CONNECT_TIMEOUT_S = 5.0  # an unreachable Redis is reported after this long
@@ -147,6 +151,8 @@ def check_redis_url(url: str) -> None:
     if parts.password or "password" in parse_qs(parts.query):
         raise ConfigurationError(f"shared limits: the Redis URL for {redis_address(url)} holds a password, and the "
                          f"run's parameters are recorded: drop it from the URL and set {PASSWORD_ENV} instead")
+    if redis is None:
+        raise ConfigurationError(MISSING)
 
 
 def connect(url: str) -> redis.Redis:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -40,6 +41,26 @@ LOOKS = (
 # a grade keyword alone on style_change: the grade, sometimes with a rendering (seeds differ)
 GRADE_COMPANIONS = (("none", 0.5), ("hdr", 0.12), ("glow", 0.12), ("painting", 0.13), ("watercolor", 0.13))
 LAST_GRADES = ("mono", "sepia")  # applied after everything else, so the output stays toned
+# A prompt that names a look asks for several takes of it, as a photographer would give: each
+# attempt has its own light (the side it comes from, how fast it falls off, the bloom where it
+# enters), its own time (early: a lighter grade, softer light; late: a deeper grade, the far
+# side darker) and, half the time, its own framing. The light's side is the attempt's sector of
+# the arc from the left horizon over the top to the right one, in TAKE_ORDER (consecutive takes
+# far apart), moved a little by the seed; neighbouring sectors alternate early and late, since
+# a bloom moved by one sector alone still reads as the same picture (to a person and to the
+# in-run dedup). Each pair below is (early, late).
+TAKE_RECROP = 0.5  # share of takes that are also recropped (around the subject)
+TAKE_ARC = (-math.pi - 0.17, 0.17)  # radians, image axes (y down): left, above, right
+TAKE_ORDER = (0, 4, 2, 1, 3)  # sectors of TAKE_ARC, left to right, in the order takes use them
+TAKE_JITTER = 0.15  # share of a sector the seed moves the light either way
+TAKE_GRADE_STRENGTH = ((0.55, 0.75), (0.85, 1.05))
+TAKE_FALLOFF = ((0.12, 0.2), (0.25, 0.35))  # exposure gain +- this from the lit edge to the far one
+TAKE_GLOW = {  # the bloom where the light enters
+    "golden_hour": ((0.3, 0.4), (0.45, 0.6)), "sunset": ((0.3, 0.4), (0.45, 0.6)),
+    "warm": ((0.2, 0.3), (0.35, 0.45)), "autumn": ((0.2, 0.3), (0.35, 0.45)),
+    "teal_orange": ((0.2, 0.3), (0.35, 0.45)),
+}
+TAKE_GLOW_OTHER = ((0.15, 0.25), (0.3, 0.4))
 
 
 class LocalGenerator(Backend):
@@ -101,7 +122,7 @@ class LocalGenerator(Backend):
         src = self._source(request.source_path)
         rng = np.random.default_rng(request.seed)
         try:
-            image, ops, text = self.render(src, request.variation_type, request.prompt, rng)
+            image, ops, text = self.render(src, request.variation_type, request.prompt, rng, take=request.attempt)
         except objects.NoObject as exc:
             raise GenerationError(
                 f"{request.source_path}: {request.variation_type} needs a distinct object and "
@@ -127,11 +148,12 @@ class LocalGenerator(Backend):
             allowed -= {"object_add", "object_rearrange"}
         return tuple(t for t in CONCRETE_TYPES if t in allowed)
 
-    def render(self, src: np.ndarray, vtype: str, prompt: str, rng: np.random.Generator):
-        """The variation of ``src`` (H x W x 3 uint8 RGB) as (image, ops, description)."""
+    def render(self, src: np.ndarray, vtype: str, prompt: str, rng: np.random.Generator, *, take: int = 0):
+        """The variation of ``src`` (H x W x 3 uint8 RGB) as (image, ops, description); ``take``
+        (the attempt's index) spreads a named look's takes over the light's directions."""
         grades_kw, styles_kw = parse_prompt(prompt)
         if vtype == "style_change":
-            return self._style_change(src, grades_kw, styles_kw, rng)
+            return self._style_change(src, grades_kw, styles_kw, rng, take)
         sal = saliency(src)
         subj = subject(sal)
         ops: list[Op] = []
@@ -186,14 +208,15 @@ class LocalGenerator(Backend):
                 last = exc
         raise last
 
-    def _style_change(self, src, grades_kw, styles_kw, rng):
+    def _style_change(self, src, grades_kw, styles_kw, rng, take=0):
         ops: list[Op] = []
         style = None
         grades: list[tuple[str, float]] = []
         if styles_kw:
             style = styles_kw[int(rng.integers(0, len(styles_kw)))]
         if grades_kw:
-            grades = [(g, float(rng.uniform(0.85, 1.0))) for g in grades_kw]
+            strength = TAKE_GRADE_STRENGTH[_late(take)]
+            grades = [(g, float(rng.uniform(*strength))) for g in grades_kw]
             if style is None:
                 names = [n for n, _ in GRADE_COMPANIONS]
                 p = np.array([w for _, w in GRADE_COMPANIONS])
@@ -215,8 +238,12 @@ class LocalGenerator(Backend):
             grades = [(str(rng.choice(mild)), float(rng.uniform(0.3, 0.5)))]
         img = src
         words = []
+        if grades_kw or styles_kw:  # a prompt asked for this look: each attempt is another take of it
+            img, take_ops, take_words = _take(img, grades_kw, rng, take)
+            ops += take_ops
+            words += take_words
         if style is not None:
-            band = _band(subject(saliency(src)), src.shape) if style == "tilt_shift" else None
+            band = _band(subject(saliency(img)), img.shape) if style == "tilt_shift" else None
             img, params = _render(style, img, rng, band)
             ops.append(Op(f"render_{style}", params))
             words.append(f"re-rendered as {STYLE_LABELS[style]}")
@@ -286,6 +313,45 @@ class LocalGenerator(Backend):
         except OSError as exc:
             raise GenerationError(f"cannot write the variation to {path}: {exc}", outcome="error",
                                   retryable=False) from exc
+
+
+def _take(img, grades_kw, rng, take: int):
+    """Take number ``take`` of a named look: a recrop around the subject (``TAKE_RECROP`` of the
+    time) and light from the take's side of ``TAKE_ARC``, tinted like the look's light."""
+    ops: list[Op] = []
+    words = []
+    if rng.random() < TAKE_RECROP:
+        subj = subject(saliency(img))
+        img, op = composition.recrop(img, rng, subj.box, subj.centre)
+        ops.append(op)
+        words.append(f"recropped to {round(op.params['side'] * 100)}% of each side")
+    family = next((g for g in grades_kw if g in looks.LIGHT_TINTS), None)
+    sector, late = TAKE_ORDER[take % len(TAKE_ORDER)], _late(take)
+    width = (TAKE_ARC[1] - TAKE_ARC[0]) / len(TAKE_ORDER)
+    angle = TAKE_ARC[0] + width * (sector + 0.5 + float(rng.uniform(-TAKE_JITTER, TAKE_JITTER)))
+    falloff = float(rng.uniform(*TAKE_FALLOFF[late]))
+    glow = float(rng.uniform(*TAKE_GLOW.get(family, TAKE_GLOW_OTHER)[late]))
+    tint = looks.LIGHT_TINTS.get(family, (1.0, 1.0, 1.0))
+    if any(g in LAST_GRADES for g in grades_kw):
+        tint = (1.0, 1.0, 1.0)
+    img, params = looks.relight(img, angle=angle, falloff=falloff, glow=glow, tint=tint,
+                                reach=float(rng.uniform(0.7, 1.3)))
+    ops.append(Op("relight", params))
+    words.append(f"{('early', 'late')[late]} light from {_side(angle)}")
+    return img, ops, words
+
+
+def _late(take: int) -> int:
+    """1 when take number ``take`` is a late one (its sector is even), else 0."""
+    return int(TAKE_ORDER[take % len(TAKE_ORDER)] % 2 == 0)
+
+
+def _side(angle: float) -> str:
+    """Where light at ``angle`` (radians, image axes: y down) comes from, in words."""
+    deg = math.degrees(angle) % 360
+    names = ("the right", "the lower right", "below", "the lower left", "the left", "the upper left", "above",
+             "the upper right")
+    return names[int(((deg + 22.5) % 360) // 45)]
 
 
 def _render(style, img, rng, band):

@@ -212,6 +212,51 @@ GRADES = {
     "dramatic": grade_dramatic,
 }
 
+# the light's colour for each grade's family (RGB gains at full strength): a warm sun for the
+# warm grades, a cold sky for the cool ones, white light for the rest (black and white, renderings)
+LIGHT_TINTS = {
+    "golden_hour": (1.0, 0.8, 0.5), "sunset": (1.0, 0.66, 0.5), "warm": (1.0, 0.88, 0.7),
+    "autumn": (1.0, 0.85, 0.6), "teal_orange": (1.0, 0.85, 0.65),
+    "cool": (0.8, 0.9, 1.0), "winter": (0.85, 0.93, 1.0), "night": (0.7, 0.8, 1.0),
+}
+
+
+def relight(img, *, angle: float, falloff: float, glow: float, tint=(1.0, 1.0, 1.0), reach: float = 1.0):
+    """Light from one side: the frame brighter towards a light source outside it (``angle``,
+    radians, 0 = from the right, -pi/2 = from above) and darker away from it (``falloff``: the
+    exposure gain at the lit edge is 1 + falloff, at the far edge 1 - falloff), plus a soft bloom
+    of the light's colour where it enters (``glow``, screen-blended, spread by ``reach``).
+
+    Exposure moves through x * k / (1 + (k - 1) x), which keeps black and white where they are,
+    so nothing clips that was not clipped; the tint colours the lit side only."""
+    H, W = img.shape[:2]
+    small_w, small_h = max(8, W // 8), max(8, H // 8)  # smooth fields: compute small, upscale
+    aspect = W / H
+    xs = (np.arange(small_w, dtype=np.float32) + 0.5) / small_w * 2 - 1
+    ys = (np.arange(small_h, dtype=np.float32) + 0.5) / small_h * 2 - 1
+    X, Y = np.meshgrid(xs * min(1.0, aspect), ys * min(1.0, 1 / aspect))
+    dx, dy = math.cos(angle), math.sin(angle)
+    t = (X * dx + Y * dy) / math.hypot(min(1.0, aspect), min(1.0, 1 / aspect))  # -1 far .. 1 lit
+    lit = np.clip(0.5 + 0.5 * t, 0, 1)
+    lit = lit * lit * (3 - 2 * lit)
+    gain = 1 + falloff * (2 * lit - 1)
+    tint = np.asarray(tint, np.float32)
+    gains = gain[..., None] * (1 + (tint - 1) * (lit[..., None] * falloff * 2))
+    # the bloom: centred just outside the frame on the light's side
+    sx, sy = 1.15 * dx * min(1.0, aspect), 1.15 * dy * min(1.0, 1 / aspect)
+    d2 = (X - sx) ** 2 + (Y - sy) ** 2
+    bloom = glow * np.exp(-d2 / (2 * (0.55 * reach) ** 2))
+    gains = cv2.resize(gains, (W, H), interpolation=cv2.INTER_CUBIC)
+    bloom = cv2.resize(bloom.astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
+    x = img.astype(np.float32) / 255.0
+    k = np.maximum(gains, 0.05)
+    out = x * k / (1 + (k - 1) * x)
+    light = bloom[..., None] * tint
+    out = 1 - (1 - out) * (1 - np.clip(light, 0, 1))
+    return to_u8(out * 255.0), {"angle_degrees": math.degrees(angle), "falloff": falloff, "glow": glow,
+                                "reach": reach}
+
+
 # a light finishing grade for edits that are not style changes: (name, probability)
 FINISHING_GRADES = (("none", 0.35), ("warm", 0.15), ("cool", 0.12), ("vivid", 0.14),
                     ("film", 0.08), ("dramatic", 0.08), ("teal_orange", 0.08))

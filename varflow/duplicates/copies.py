@@ -1,0 +1,524 @@
+"""Copies of one picture among many files, through crops, mirrors, borders and rotations.
+
+``varflow dedup`` and a run's input scan ask whether two files are the same picture. The older
+rule (``varflow.reports.inspect.find_duplicate_groups``: grey hashes shortlist, SSIM of 20 px thumbnails
+confirms) finds re-encodings, rescalings, colour changes, overlays, noise and blur, but not a
+mirror (pHash moves ~31 bits), nor a crop, border or rotation that moves the content by more
+than a few percent. Here each image gives, from one reduced decode (``FEATURE_SIDE`` px):
+
+* content hashes (pHash and dHash of a 32 px thumbnail) of the image with uniform borders
+  trimmed (letterboxing, frames) and of its mirror; a pair within ``MAX_HAMMING`` bits on
+  either is confirmed by SSIM of 20 px content thumbnails, as before (whole frames are never
+  compared: two photos letterboxed alike would look alike);
+* up to ``KEYPOINTS`` SIFT keypoints (RootSIFT descriptors, kept as uint8 in a spill file, so
+  memory holds only their visual words). Visual words (a two-level vocabulary trained on a
+  sample of the folder's own descriptors) index the images; each image's nearest ``SHORTLIST``
+  images by tf-idf cosine, of its words and of its mirrored descriptors' words, are
+  candidates, verified by matching descriptors (ratio test) and fitting a similarity
+  transform with RANSAC: enough inliers, a plausible scale, a rotation within
+  ``MAX_ROTATION``, and the overlap, warped into one
+  frame, must agree pixel by pixel (normalised cross-correlation), so a shared texture or
+  shared letters do not make two pictures one.
+
+Decoding and features run in a process pool (``workers``); the index in the calling process,
+the verification in two of its threads. Numbers: bench/dedup_quality.py (accuracy per transform, thresholds chosen on
+one split of photos and reported on the other) and bench/dedup_scale.py (time and memory).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from varflow.duplicates.hashindex import HashIndex
+from varflow.images.imageio import ImageReadError, load_rgb
+from varflow.settings import LoadLimits
+
+FEATURE_SIDE = 128  # long side of the grey image every feature is taken from
+KEYPOINTS = 160  # strongest SIFT keypoints kept per image
+SIFT_CONTRAST = 0.02  # half OpenCV's default: low-contrast photos (cells, fundus) still get keypoints
+THUMB = 20  # SSIM thumbnail side (the older rule's 20 px)
+MAX_HAMMING = 12  # global hash shortlist radius (bits of 64)
+SSIM_MIN = 0.72  # thumbnail SSIM that confirms a global candidate (the older rule's)
+SHORTLIST = (3, 1)  # nearest images by visual words verified per image, and per its mirror
+MIN_WORD_SCORE = 0.04  # tf-idf cosine below which a word neighbour is not a candidate
+RATIO = 0.8  # Lowe's ratio test
+MIN_INLIERS = 6  # RANSAC inliers of a similarity transform that make a match (split A, bench/dedup_quality.py)
+RANSAC_PX = 2.5  # reprojection threshold at FEATURE_SIDE px
+MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split A: <= 0.8 lets the stereo pair in)
+MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
+MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
+BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
+VERIFY_THREADS = 2  # threads verifying keypoint candidates
+VERIFY_BATCH = 64  # candidates verified between two looks at the groups
+VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words
+VOCAB_SAMPLE = 20_000  # descriptors sampled to train the vocabulary
+
+
+@dataclass
+class CopyFeatures:
+    """What one file contributes: hashes, thumbnails, keypoints (descriptors spilled to disk)."""
+
+    size: tuple[int, int]  # (width, height) of the feature image
+    hashes: np.ndarray  # uint64 [2 x 2]: (content, its mirror) x (phash, dhash)
+    thumb: np.ndarray  # uint8 [THUMB, THUMB] of the content (borders trimmed)
+    points: np.ndarray  # float32 [n, 2] keypoint x, y at FEATURE_SIDE
+    descriptors: np.ndarray | None  # uint8 [n, 128] RootSIFT * 255 (None once spilled)
+    small: np.ndarray | None = None  # uint8 grey at 64 px long side, for the overlap check
+
+
+_SIFT = None
+
+
+def _sift():
+    global _SIFT
+    if _SIFT is None:
+        _SIFT = cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=SIFT_CONTRAST)
+    return _SIFT
+
+
+def _dct_hashes(grey: np.ndarray) -> tuple[int, int]:
+    """pHash (8 x 8 lowest DCT coefficients of a 32 px thumbnail above their median) and dHash."""
+    t32 = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(t32)[:8, :8]
+    phash = np.packbits((low > np.median(low)).ravel())
+    t98 = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    dhash = np.packbits((t98[:, 1:] > t98[:, :-1]).ravel())
+    return int.from_bytes(phash.tobytes(), "big"), int.from_bytes(dhash.tobytes(), "big")
+
+
+def trim_borders(grey: np.ndarray) -> np.ndarray:
+    """The image without uniform rows/columns at its edges (letterboxing, a frame, padding)."""
+    h, w = grey.shape
+    g = grey.astype(np.int16)
+
+    def uniform(lines: np.ndarray) -> np.ndarray:
+        return (lines.max(axis=1) - lines.min(axis=1)) <= BORDER_TOLERANCE
+
+    rows, cols = uniform(g), uniform(g.T)
+    top = int(np.argmin(rows)) if not rows.all() else 0
+    bottom = h - int(np.argmin(rows[::-1])) if not rows.all() else h
+    left = int(np.argmin(cols)) if not cols.all() else 0
+    right = w - int(np.argmin(cols[::-1])) if not cols.all() else w
+    if bottom - top < h // 4 or right - left < w // 4:
+        return grey  # mostly uniform: no content frame to speak of
+    return grey[top:bottom, left:right]
+
+
+def _mirror_permutation() -> np.ndarray:
+    """Index permutation taking a SIFT descriptor to its mirror image's (4 x 4 cells x 8 bins:
+    rows reversed, orientation bin b to -b mod 8); checked on photos in tests/test_copies.py."""
+    idx = np.arange(128).reshape(4, 4, 8)
+    return idx[::-1, :, :][..., (-np.arange(8)) % 8].reshape(-1)
+
+
+MIRROR = _mirror_permutation()
+
+
+def features_of_grey(grey: np.ndarray) -> CopyFeatures:
+    """Every feature of a grey uint8 image (any size: it is reduced to FEATURE_SIDE first)."""
+    h, w = grey.shape
+    scale = FEATURE_SIDE / max(h, w)
+    if scale < 1:
+        grey = cv2.resize(grey, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+    trimmed = trim_borders(grey)
+    hashes = np.array([_dct_hashes(x) for x in (trimmed, trimmed[:, ::-1])], dtype=np.uint64)
+    thumb = cv2.resize(trimmed, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    kp, desc = _sift().detectAndCompute(grey, None)
+    if desc is None or not kp:
+        points, root = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
+    else:
+        points = np.array([k.pt for k in kp], dtype=np.float32)
+        d = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-6)
+        root = np.round(np.sqrt(d) * 255).astype(np.uint8)
+    gh, gw = grey.shape
+    s = 64 / max(gh, gw)
+    small = cv2.resize(grey, (max(4, round(gw * s)), max(4, round(gh * s))), interpolation=cv2.INTER_AREA)
+    return CopyFeatures((gw, gh), hashes, thumb, points, root, small)
+
+
+def features_of_file(path: str, limits: LoadLimits = LoadLimits()) -> CopyFeatures:
+    rgb = load_rgb(path, limits=limits, max_side=FEATURE_SIDE)
+    return features_of_grey(np.asarray(rgb.convert("L")))
+
+
+def _worker(args) -> tuple[int, CopyFeatures | None, str | None]:
+    i, path, limits = args
+    try:
+        return i, features_of_file(path, limits), None
+    except ImageReadError as exc:
+        return i, None, str(exc)
+    except (OSError, ValueError, cv2.error) as exc:  # one odd file never costs the others
+        return i, None, f"{path}: cannot be compared ({type(exc).__name__}: {exc}); check the file"
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would fight the pool
+
+
+# --- visual words ---------------------------------------------------------------------------
+
+class Vocabulary:
+    """A two-level k-means vocabulary over RootSIFT descriptors (assignment: 2 x branch distances)."""
+
+    def __init__(self, sample: np.ndarray, branch: int = VOCAB_BRANCH, seed: int = 0):
+        x = sample.astype(np.float32)
+        k1 = int(max(2, min(branch, len(x) // 40)))
+        self.top = _kmeans(x, k1, seed)
+        label = _nearest(x, self.top)
+        self.leaves = []
+        self.offsets = []
+        n = 0
+        for c in range(k1):
+            xc = x[label == c]
+            k2 = int(max(1, min(branch, len(xc) // 20)))
+            centres = _kmeans(xc, k2, seed) if len(xc) >= 2 * k2 and k2 > 1 else self.top[c:c + 1]
+            self.leaves.append(centres)
+            self.offsets.append(n)
+            n += len(centres)
+        self.size = n
+
+    def words(self, desc: np.ndarray) -> np.ndarray:
+        x = desc.astype(np.float32)
+        out = np.empty(len(x), np.int32)
+        top = _nearest(x, self.top)
+        for c in np.unique(top):
+            sel = top == c
+            out[sel] = self.offsets[c] + _nearest(x[sel], self.leaves[c])
+        return out
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    cv2.setRNGSeed(seed)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 8, 0.5)
+    _, _, centres = cv2.kmeans(x, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    return centres
+
+
+def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    d = (centres * centres).sum(axis=1)[None, :] - 2.0 * (x @ centres.T)
+    return np.argmin(d, axis=1)
+
+
+# --- verification ---------------------------------------------------------------------------
+
+def ssim_small(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two equal-size thumbnails (varflow.quality.metrics' definition)."""
+    from varflow.quality.metrics import GreyImage, ssim
+
+    return float(ssim(GreyImage(a), GreyImage(b)))
+
+
+_MATCHER = None
+
+
+def _matcher():
+    global _MATCHER
+    if _MATCHER is None:
+        _MATCHER = cv2.BFMatcher(cv2.NORM_L2)
+    return _MATCHER
+
+
+@dataclass(frozen=True)
+class LocalMatch:
+    inliers: int
+    ncc: float
+    scale: float
+    mirrored: bool
+
+
+def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarray,
+                 mirrored: bool) -> LocalMatch | None:
+    """Whether b (mirrored first if asked) shows a's picture under a similarity transform."""
+    if len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
+        return None
+    pb = b.points.copy()
+    if mirrored:
+        db = db[:, MIRROR]
+        pb[:, 0] = b.size[0] - pb[:, 0]
+    knn = _matcher().knnMatch(db.astype(np.float32), da.astype(np.float32), k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if len(good) < MIN_INLIERS:
+        return None
+    src = pb[[m.queryIdx for m in good]]
+    dst = a.points[[m.trainIdx for m in good]]
+    model, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+                                             maxIters=2000, confidence=0.995)
+    if model is None:
+        return None
+    n_in = int(inl.sum())
+    scale = float(np.hypot(model[0, 0], model[1, 0]))
+    angle = float(np.degrees(np.arctan2(model[1, 0], model[0, 0])))
+    if n_in < MIN_INLIERS or not 0.25 <= scale <= 4.0 or abs(angle) > MAX_ROTATION:
+        return None
+    ncc = overlap_ncc(a, b, model, mirrored)
+    if ncc is None or ncc < MIN_NCC:
+        return None
+    return LocalMatch(n_in, ncc, scale, mirrored)
+
+
+def overlap_ncc(a: CopyFeatures, b: CopyFeatures, model: np.ndarray, mirrored: bool) -> float | None:
+    """Correlation of a and b warped into a's frame, over their overlap, at 64 px (None: too little overlap)."""
+    sa = a.small.astype(np.float32)
+    sb = b.small.astype(np.float32)
+    if mirrored:
+        sb = sb[:, ::-1]
+    fa = sa.shape[1] / a.size[0]
+    fb = sb.shape[1] / b.size[0]
+    m = model.astype(np.float64).copy()  # b's feature px -> a's feature px; rescale both ends
+    m[:, :2] *= fa / fb
+    m[:, 2] *= fa
+    h, w = sa.shape
+    warped = cv2.warpAffine(sb, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=-1.0)
+    mask = cv2.warpAffine(np.ones_like(sb), m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0.0) > 0.5
+    mask = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    area_b = sb.shape[0] * sb.shape[1] * (fa / fb) ** 2
+    if mask.sum() < MIN_OVERLAP * min(h * w, area_b) or mask.sum() < 64:
+        return None
+    x, y = sa[mask], warped[mask]
+    x, y = x - x.mean(), y - y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 1e-6 else None
+
+
+# --- the whole search -----------------------------------------------------------------------
+
+class _Spill:
+    """Descriptors on disk, read back per verified pair: memory holds words, not descriptors."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - held open across calls; close() ends it
+        self.where: dict[int, tuple[int, int]] = {}
+        self.end = 0
+
+    def put(self, i: int, d: np.ndarray) -> None:
+        self.file.seek(self.end)
+        self.file.write(np.ascontiguousarray(d, np.uint8).tobytes())
+        self.file.flush()  # get() reads with pread, past Python's buffer
+        self.where[i] = (self.end, len(d))
+        self.end += d.nbytes
+
+    def get(self, i: int) -> np.ndarray:
+        off, n = self.where[i]
+        return np.frombuffer(os.pread(self.file.fileno(), n * 128, off), np.uint8).reshape(n, 128)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Route(StrEnum):
+    """How a pair was found and confirmed."""
+
+    HASHES = "hashes"  # content hashes + thumbnail SSIM
+    HASHES_MIRROR = "hashes-mirror"  # the same, one side mirrored
+    KEYPOINTS = "keypoints"  # visual words + RANSAC similarity + overlap correlation
+    KEYPOINTS_MIRROR = "keypoints-mirror"  # the same, one side's descriptors mirrored
+
+
+@dataclass(frozen=True)
+class CopyLink:
+    a: int
+    b: int
+    how: Route
+    inliers: int = 0  # keypoints: RANSAC inliers
+    ncc: float = 0.0  # keypoints: correlation of the warped overlap
+
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def extract_all(paths: Sequence[str], workers: int, limits: LoadLimits, errors: list | None):
+    """Features of every readable path, in order (None where unreadable), spilled as they come."""
+    feats: list[CopyFeatures | None] = [None] * len(paths)
+    spill = _Spill()
+    jobs = [(i, str(p), limits) for i, p in enumerate(paths)]
+    if workers > 1 and len(paths) > 8:
+        # spawn: a forked copy of a process whose OpenCV/BLAS threads hold locks can hang
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            results = pool.map(_worker, jobs, chunksize=max(1, min(32, len(jobs) // (4 * workers))))
+            for i, f, err in results:
+                _keep(i, f, err, feats, spill, errors, paths)
+    else:
+        for job in jobs:
+            _keep(*_worker(job), feats, spill, errors, paths)
+    return feats, spill
+
+
+def _keep(i, f, err, feats, spill, errors, paths) -> None:
+    if f is None:
+        if errors is not None:
+            errors.append((str(paths[i]), err))
+        return
+    spill.put(i, f.descriptors)
+    f.descriptors = None
+    feats[i] = f
+
+
+def global_links(feats: list[CopyFeatures | None]) -> list[CopyLink]:
+    """Pairs whose content hashes (plain or mirrored; borders trimmed) are close and whose
+    content thumbnails agree (SSIM at THUMB px)."""
+    ids = [i for i, f in enumerate(feats) if f is not None]
+    index = {k: HashIndex() for k in range(2)}  # phash, dhash of the content
+    for k in range(2):
+        index[k].add(ids, np.array([feats[i].hashes[0, k] for i in ids], np.uint64))
+    links = []
+    done: set[tuple[int, int]] = set()
+    for i in ids:
+        fi = feats[i]
+        for mirrored in (False, True):
+            for k in range(2):
+                for j, _ in index[k].query(int(fi.hashes[int(mirrored), k]), MAX_HAMMING):
+                    key = (min(i, j), max(i, j))
+                    if j == i or key in done:
+                        continue
+                    ti = np.ascontiguousarray(fi.thumb[:, ::-1]) if mirrored else fi.thumb
+                    if ssim_small(ti, feats[j].thumb) > SSIM_MIN:
+                        done.add(key)
+                        links.append(CopyLink(key[0], key[1], Route.HASHES_MIRROR if mirrored else Route.HASHES))
+    return links
+
+
+def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, int, bool]]:
+    """(i, j, mirrored) pairs to verify: each image's nearest images by tf-idf of visual words,
+    among those not already known to be its copies (``groups``)."""
+    from scipy import sparse
+
+    ids = [i for i, f in enumerate(feats) if f is not None and len(f.points) >= MIN_INLIERS]
+    if len(ids) < 2:
+        return []
+    rng = np.random.default_rng(0)
+    per = max(8, VOCAB_SAMPLE // len(ids))
+    sample = np.concatenate([spill.get(i)[rng.permutation(spill.where[i][1])[:per]] for i in ids])
+    vocab = Vocabulary(sample)
+    rows, cols, mrows, mcols = [], [], [], []
+    for r0 in range(0, len(ids), 256):  # words of 256 images' descriptors (and mirrors) at once
+        block = [spill.get(i) for i in ids[r0:r0 + 256]]
+        d = np.concatenate(block)
+        owner = np.repeat(np.arange(r0, r0 + len(block)), [len(x) for x in block])
+        for rs, cs, words in ((rows, cols, vocab.words(d)), (mrows, mcols, vocab.words(d[:, MIRROR]))):
+            pairs = np.unique(owner.astype(np.int64) * vocab.size + words)
+            rs.append(pairs // vocab.size)
+            cs.append(pairs % vocab.size)
+    n, v = len(ids), vocab.size
+
+    def matrix(rs, cs):
+        rs, cs = np.concatenate(rs), np.concatenate(cs)
+        return sparse.csr_matrix((np.ones(len(rs), np.float32), (rs, cs)), shape=(n, v))
+
+    x, xm = matrix(rows, cols), matrix(mrows, mcols)
+    df = np.asarray((x > 0).sum(axis=0)).ravel()
+    idf = np.log((n + 1) / (df + 1)).astype(np.float32)
+    weight = sparse.diags(idf)
+
+    def normalised(m):
+        m = m @ weight
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        return sparse.diags(1 / np.maximum(norms, 1e-9)) @ m
+
+    x, xm = normalised(x), normalised(xm)
+    xt = x.T.tocsc()
+    out: set[tuple[int, int, bool]] = set()
+    block = 256
+    for mirrored, q, want in ((False, x, SHORTLIST[0]), (True, xm, SHORTLIST[1])):
+        for r0 in range(0, n, block):
+            s = (q[r0:r0 + block] @ xt).toarray()
+            for rr in range(s.shape[0]):
+                r = r0 + rr
+                s[rr, r] = -1  # not itself
+                i = ids[r]
+                taken = 0
+                for c in np.argsort(-s[rr])[:4 * want]:
+                    if s[rr, c] < MIN_WORD_SCORE or taken == want:
+                        break
+                    j = ids[int(c)]
+                    if groups.find(i) == groups.find(j):
+                        continue  # already one picture: spend the shortlist on the others
+                    taken += 1
+                    out.add((min(i, j), max(i, j), mirrored))
+    return sorted(out)
+
+
+def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None,
+                    limits: LoadLimits = LoadLimits(), errors: list | None = None) -> tuple[list[str], list[CopyLink]]:
+    """Every confirmed copy pair among ``paths`` (indexes into the returned readable names)."""
+    paths = [str(p) for p in paths]
+    workers = workers or min(2, os.cpu_count() or 1)
+    feats, spill = extract_all(paths, workers, limits, errors)
+    try:
+        return paths, link_features(feats, spill)
+    finally:
+        spill.close()
+
+
+def link_features(feats: list[CopyFeatures | None], spill: _Spill) -> list[CopyLink]:
+    """The confirmed pairs among extracted features (the module's thresholds as they are now:
+    bench/dedup_quality.py sweeps them on features extracted once)."""
+    links = global_links(feats)
+    groups = UnionFind(len(feats))
+    for link in links:
+        groups.union(link.a, link.b)
+    candidates = word_candidates(feats, spill, groups)
+
+    def verify(pair):
+        i, j, mirrored = pair
+        return pair, verify_local(feats[i], feats[j], spill.get(i), spill.get(j), mirrored)
+
+    # OpenCV's matching, RANSAC and warping release the GIL: two threads verify side by side, a
+    # batch at a time, so pairs already joined through another copy are skipped
+    with ThreadPoolExecutor(VERIFY_THREADS) as pool:
+        for b0 in range(0, len(candidates), VERIFY_BATCH):
+            batch = [c for c in candidates[b0:b0 + VERIFY_BATCH] if groups.find(c[0]) != groups.find(c[1])]
+            for (i, j, mirrored), m in pool.map(verify, batch):
+                if m is not None and groups.find(i) != groups.find(j):
+                    groups.union(i, j)
+                    links.append(CopyLink(i, j, Route.KEYPOINTS_MIRROR if mirrored else Route.KEYPOINTS,
+                                          m.inliers, m.ncc))
+    return links
+
+
+def find_copy_groups(paths: Sequence[str | Path], *, workers: int | None = None,
+                     limits: LoadLimits = LoadLimits(), errors: list | None = None) -> list[list[str]]:
+    """Groups of copies of one picture among ``paths``, each sorted, groups by first path."""
+    names, links = find_copy_links(paths, workers=workers, limits=limits, errors=errors)
+    uf = UnionFind(len(names))
+    for link in links:
+        uf.union(link.a, link.b)
+    groups: dict[int, list[str]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(uf.find(i), []).append(name)
+    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def copies_in_folder(paths: Sequence[Path], *, limits: LoadLimits = LoadLimits()) -> dict[Path, Path]:
+    """Each input that is a copy of an earlier one in ``paths`` -> that earlier input (the first of
+    its group in the folder's order stands for the group). A small folder is read in this process;
+    a large one by a pool of two."""
+    workers = 1 if len(paths) <= 64 else min(2, os.cpu_count() or 1)
+    names, links = find_copy_links(paths, workers=workers, limits=limits)
+    uf = UnionFind(len(names))
+    for link in links:
+        uf.union(link.a, link.b)  # the root is the group's smallest index: its first file
+    return {Path(paths[i]): Path(paths[uf.find(i)]) for i in range(len(names)) if uf.find(i) != i}
