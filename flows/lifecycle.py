@@ -22,6 +22,7 @@ from pathlib import Path
 
 from varflow.storage import Store
 
+from varflow.kinds import RunStatus
 from varflow.runtime.claims import free_claims_of
 from varflow.runtime.runlock import RunLock, is_held, run_lock_path
 
@@ -60,7 +61,7 @@ class SpaceReserve:
         self.path.unlink(missing_ok=True)
 
 
-def close_run(store: Store, run_id: str, *, status: str = "interrupted", message: str | None = None,
+def close_run(store: Store, run_id: str, *, status: str = RunStatus.INTERRUPTED, message: str | None = None,
               wait_s: float = 0.0, before: int | None = None, held: RunLock | None = None) -> int | None:
     """Close ``run_id``'s executions still ``running`` if no live process holds it (``before``:
     only executions before that one); how many half-written image parts were removed, or None
@@ -123,8 +124,8 @@ def _ended(status: str):
             log.warning("flow run %s ended %s; no varflow run to close (%s)", flow_run.id, state.name, exc)
             return
         ended = status
-        if status == "crashed" and "termination signal" in (state.message or ""):
-            ended = "interrupted"  # SIGTERM (systemd, Kubernetes, a worker stopping it)
+        if status == RunStatus.CRASHED and "termination signal" in (state.message or ""):
+            ended = RunStatus.INTERRUPTED  # SIGTERM (systemd, Kubernetes, a worker stopping it)
         message = (f"{ended}: {state.message or state.name}; the images it finished are kept, the next run "
                    "redoes the others")
         removed = close_run(store, str(flow_run.id), status=ended, message=message, wait_s=LOCK_WAIT_S)
@@ -135,9 +136,9 @@ def _ended(status: str):
     return hook
 
 
-on_cancelled = _ended("cancelled")
-on_crashed = _ended("crashed")
-on_failed = _ended("failed")  # a run that raised (not one that returned Failed: its row is closed already)
+on_cancelled = _ended(RunStatus.CANCELLED)
+on_crashed = _ended(RunStatus.CRASHED)
+on_failed = _ended(RunStatus.FAILED)  # a run that raised (not one that returned Failed: its row is closed already)
 
 
 @contextmanager

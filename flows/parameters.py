@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import fields
-from typing import Annotated, Literal, get_args, get_type_hints
+from typing import Annotated, Literal, NamedTuple, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from varflow.flows.addresses import ADDRESS_FIELDS, NO_CREDENTIALS, SECRET_NAME, credential_problem, secret_name_problem
@@ -215,6 +215,68 @@ class RunParameters(BaseModel):
             dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
             limits=LoadLimits(max_pixels=self.max_pixels),
         )
+
+
+# --- The command line: each field's option (varflow run, demo, serve; flows/cli/options.py builds them) ---
+
+class Flag(NamedTuple):
+    """A field's command-line option. Its help is the field's description, its default the field's,
+    its choices the field's Literal; ``scale``: the option's ``unit`` in the field's (megapixels)."""
+
+    name: str
+    metavar: str | None = None
+    section: str = ""
+    scale: int = 1
+    unit: str = ""
+
+
+RUNNER_SECTION = "beyond one machine (docs/scale-out.md)"
+PAID_SECTION = "paid backends (gemini)"
+
+CLI_FLAGS: dict[str, Flag] = {
+    "count": Flag("--count", "N"),
+    "variation_type": Flag("--type", "T"),
+    "prompt": Flag("--prompt", "TEXT"),
+    "seed": Flag("--seed", "N"),
+    "backend": Flag("--backend", "B"),
+    "model": Flag("--model", "NAME"),
+    "level": Flag("--level", "L"),
+    "adaptive": Flag("--no-adapt"),
+    "keep_rejected": Flag("--keep-rejected"),
+    "force": Flag("--force"),
+    "cache_max_mb": Flag("--cache-max-mb", "N"),
+    "home": Flag("--home", "DIR"),
+    "extensions": Flag("--ext", "EXT,EXT"),
+    "follow_links": Flag("--follow-links"),
+    "images_in_flight": Flag("--images-in-flight", "N"),
+    "generation_concurrency": Flag("--concurrency", "N"),
+    "max_memory_mb": Flag("--max-memory-mb", "N"),
+    "profile": Flag("--profile", "P"),
+    "dedup_max_hamming": Flag("--dedup-max-hamming", "BITS"),
+    "dedup_ssim": Flag("--dedup-ssim", "SSIM"),
+    "dedup_library": Flag("--dedup-library"),
+    "keep_copies": Flag("--keep-copies"),
+    "max_pixels": Flag("--max-megapixels", "M", scale=1_000_000, unit="megapixels"),
+    "runner": Flag("--runner", "R", RUNNER_SECTION),
+    "dask_address": Flag("--dask-address", "ADDRESS", RUNNER_SECTION),
+    "dask_workers": Flag("--dask-workers", "N", RUNNER_SECTION),
+    "dask_worker_wait_s": Flag("--dask-worker-wait", "S", RUNNER_SECTION),
+    "chunk_size": Flag("--chunk-size", "N", RUNNER_SECTION),
+    "shared_limits": Flag("--shared-limits", "URL", RUNNER_SECTION),
+    "retries": Flag("--retries", "N", PAID_SECTION),
+    "retry_backoff_s": Flag("--retry-backoff", "S", PAID_SECTION),
+    "requests_per_minute": Flag("--rpm", "N", PAID_SECTION),
+    "request_timeout_s": Flag("--timeout", "S", PAID_SECTION),
+    "max_cost_usd": Flag("--max-cost", "USD", PAID_SECTION),
+    "api_key_secret": Flag("--api-key-secret", "BLOCK", PAID_SECTION),
+}
+# The fields without an option of their own, and why (every other field has one: tests/test_parameters.py).
+NOT_FLAGS = {
+    "input_dir": "the command's positional folder (demo: under --dir)",
+    "output_dir": "--out (demo: under --dir)",
+    "thresholds": "six numbers: the UI's form or a deployment's parameters",
+    "calibrated_thresholds": "41 numbers: the UI's form or a deployment's parameters",
+}
 
 
 # --- The flow's form: one top-level parameter per setting, the paid backends' own in one group ---

@@ -31,7 +31,7 @@ def image_row(outcome, seconds: float) -> dict:
 
 def image_line(row: dict) -> str:
     """The log line of a finished image: 'astronaut.png: 4 accepted of 6 attempts, 2 below level threshold, 3.1 s'."""
-    if row["status"] != "ok":
+    if row["status"] != ImageStatus.OK:
         return f"{row['image']}: {row['status']}" + (f" ({row['note']})" if row["note"] else "")
     parts = [f"{row['image']}: {row['accepted']} accepted of {row['attempts']} "
              f"attempt{'' if row['attempts'] == 1 else 's'}"]

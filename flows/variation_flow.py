@@ -56,6 +56,8 @@ from varflow.duplicates.hashing import ImageHashes
 from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
 from varflow.images.imageio import optimize_image, upright_size
 from varflow.images.thumbnails import prune_thumbnails
+from varflow.kinds import ImageStatus, RunStatus
+from varflow.processing.admission import Admission
 from varflow.processing.batch import BatchScope
 from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
 from varflow.processing.direct import DirectGenerations
@@ -234,7 +236,8 @@ class FolderRun:
             input_dir=str(self.input_dir), output_dir=str(self.output_dir), backend=self.res.backend.name,
             model=self.res.backend.model, started_at=utcnow(),
         )
-        self.store.write_run(RunRecord(**self.record, finished_at=None, status="running", images_total=len(paths)))
+        self.store.write_run(RunRecord(**self.record, finished_at=None, status=RunStatus.RUNNING,
+                                       images_total=len(paths)))
         self.logger.info("run %s: %d images in %s -> %s (%s, level %s)", self.res.run_id, len(paths),
                          self.input_dir, self.output_dir, self.scope, self.adaptive.level)
         self.publisher.start(len(paths))
@@ -305,14 +308,16 @@ class FolderRun:
 
     def process(self, found, pipeline: ImagePipeline) -> None:
         """Gather the images to do into task runs of ``plan.images_per_task`` and submit them
-        while the memory window allows; record the ones not to process."""
-        window = MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20, max_images=self.tasks_in_flight)
-        pending: dict = {}  # future -> (reserved bytes, its images)
+        while the memory window allows (varflow/processing/admission.py); record the ones not to process."""
+        admission = Admission(MemoryWindow(budget_bytes=self.params.max_memory_mb * 2**20,
+                                           max_images=self.tasks_in_flight), wait=self.wait_for,
+                              finish=self.finish_one)
         chunk: list[FoundImage] = []
         cost = 0
         for image in found:
             if image.status != PENDING:
-                self.not_processed(image, "error" if image.status == UNREADABLE else "skipped", image.message)
+                self.not_processed(image, ImageStatus.ERROR if image.status == UNREADABLE else ImageStatus.SKIPPED,
+                                   image.message)
                 continue
             if self.stop_reason() is None and self.claim(image):
                 max_side = self.adaptive.settings.max_image_size
@@ -324,34 +329,32 @@ class FolderRun:
             elif self.stop_reason() is not None:
                 self.not_stopped_before(image)
             if len(chunk) >= self.plan.images_per_task:
-                self.submit(chunk, cost, pending, window, pipeline)
+                admission.submit(cost, lambda chunk=chunk: self.start(chunk, pipeline))
                 chunk, cost = [], 0
         if chunk:
-            self.submit(chunk, cost, pending, window, pipeline)
-        while pending:
-            self.finish_next(pending, window)
+            admission.submit(cost, lambda: self.start(chunk, pipeline))
+        admission.drain()
 
-    def submit(self, chunk: list, cost: int, pending: dict, window: MemoryWindow, pipeline: ImagePipeline) -> None:
-        """One task run for ``chunk`` once the window has room (images finishing meanwhile are recorded)."""
-        while pending and not window.admits(cost):
-            self.finish_next(pending, window)
+    def start(self, chunk: list[FoundImage], pipeline: ImagePipeline) -> tuple | None:
+        """One task run for ``chunk``, now that the window has room: (its future, its images), or
+        None when the run stopped meanwhile or no image of it may write its names."""
         if self.stop_reason() is not None:
             for image in chunk:
                 self.claims.release(image.image_id)
                 self.not_stopped_before(image)
-            return
+            return None
         chunk = self.names_free(chunk)
         if not chunk:
-            return
-        window.enter(cost)
+            return None
         jobs = self.jobs_for(chunk)
         if self.plan.stage_tasks:
             fut = process_image.submit(jobs[0], pipeline)
         else:
             fut = process_images.submit(jobs, chunk_label([Path(job.source_path).name for job in jobs]), pipeline,
                                         self.images_at_once)
-        pending[fut], self.started[fut] = (cost, chunk), time.perf_counter()
+        self.started[fut] = time.perf_counter()
         self.task_runs += 1
+        return fut, chunk
 
     def names_free(self, chunk: list[FoundImage]) -> list[FoundImage]:
         """The chunk's images whose output names no other source's accepted variations hold, as
@@ -362,7 +365,14 @@ class FolderRun:
         for image in chunk:
             prefix = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
             name = "name-" + stable_id(stem_key(prefix))  # a run writing these names right now holds it
-            if self.claims.claim(name):
+            try:
+                claimed = self.claims.claim(name)
+            except OSError as exc:  # a full disk: this image is an error on record, the run goes on
+                self.claims.release(image.image_id)
+                self.not_processed(image, ImageStatus.ERROR,
+                                   f"{image.path}: not processed: cannot claim its output names ({exc})")
+                continue
+            if claimed:
                 rows = self.store.accepted_by_source(self.output_dir) if rows is None else rows
                 others = holders_of(prefix, str(image.path), rows)
                 if not others:
@@ -377,12 +387,12 @@ class FolderRun:
             message = (f"{image.path}: not processed: its output names {Path(prefix).name}NN.png are held by "
                        f"{holder}; nothing was overwritten: rename one of the files")
             self.logger.error("%s", message)
-            self.not_processed(image, "error", message)
+            self.not_processed(image, ImageStatus.ERROR, message)
         return free
 
     def not_stopped_before(self, image: FoundImage) -> None:
         stop = self.stop_reason()
-        self.not_processed(image, "skipped", f"not processed: the run stopped ({stop[0]}): {stop[1]}")
+        self.not_processed(image, ImageStatus.SKIPPED, f"not processed: the run stopped ({stop[0]}): {stop[1]}")
 
     def claim(self, image: FoundImage) -> bool:
         """Take the image's claim in the data directory (varflow/runtime/claims.py); False, with the image
@@ -390,18 +400,18 @@ class FolderRun:
         try:
             claimed = self.claims.claim(image.image_id)
         except OSError as exc:  # a full disk: this image is an error on record, the run goes on
-            self.not_processed(image, "error", f"{image.path}: not processed: cannot take its claim ({exc})")
+            self.not_processed(image, ImageStatus.ERROR, f"{image.path}: not processed: cannot take its claim ({exc})")
             return False
         if not claimed:
             message = (f"{image.path}: not processed: another run ({self.claims.holder(image.image_id)}) is "
                        "processing the same content; run again after it ends to pick up what it leaves")
             self.logger.warning("%s", message)
-            self.not_processed(image, "skipped", message)
+            self.not_processed(image, ImageStatus.SKIPPED, message)
             return False
         if not self.params.force and image.job_key and self.claims.finished_since(image.job_key, self.started_at):
             self.claims.release(image.image_id)
             self.logger.info("%s: finished by another run while this one started; skipped", image.path)
-            self.not_processed(image, "skipped", f"{image.path}: finished by another run meanwhile "
+            self.not_processed(image, ImageStatus.SKIPPED, f"{image.path}: finished by another run meanwhile "
                                                  "(same content and parameters); --force redoes it")
             return False
         return True
@@ -423,15 +433,15 @@ class FolderRun:
                         output_stem=image.stem, job_key=image.job_key, level=self.adaptive.settings,
                         earlier_accepted=earlier, library=view)
 
-    def finish_next(self, pending: dict, window: MemoryWindow) -> None:
-        """Wait for a task run to end and record it. A runner that cannot run anything (a Dask
-        cluster without workers) for ``dask_worker_wait_s`` ends every pending task run's images
-        with an error instead, and stops the run: nothing waits for ever."""
+    def wait_for(self, futures: list) -> list[tuple]:
+        """Wait for a task run to end: [(it, None)]. A runner that cannot run anything (a Dask
+        cluster without workers) for ``dask_worker_wait_s`` ends every pending task run with a
+        failure instead, and stops the run: nothing waits for ever."""
         runner, task_runner = runner_for(self.params), getattr(FlowRunContext.get(), "task_runner", None)
         troubled_since = None
         while True:
             try:
-                return self.finish_one(next(as_completed(list(pending), timeout=RUNNER_CHECK_S)), pending, window)
+                return [(next(as_completed(futures, timeout=RUNNER_CHECK_S)), None)]
             except TimeoutError:
                 trouble = runner.trouble(task_runner)
             if trouble is None:
@@ -443,16 +453,13 @@ class FolderRun:
                 self.logger.warning("%s; waiting (%.0f of %.0f s)", trouble, waited, self.params.dask_worker_wait_s)
                 continue
             self.res.control.stop("no_workers", trouble)
-            for fut in list(pending):
+            for fut in futures:
                 _cancel(fut)
-                self.finish_one(fut, pending, window, failure=RuntimeError(f"{trouble}; waited {waited:.0f} s"))
-            return
+            return [(fut, RuntimeError(f"{trouble}; waited {waited:.0f} s")) for fut in futures]
 
-    def finish_one(self, fut, pending: dict, window: MemoryWindow, *, failure: Exception | None = None) -> None:
-        """A task run ended (or ``failure`` ended it): free its place, keep its images' outcomes, let
+    def finish_one(self, fut, chunk: list[FoundImage], failure: BaseException | None) -> None:
+        """A task run ended (or ``failure`` ended it), its place freed: keep its images' outcomes, let
         them move the quality level."""
-        cost, chunk = pending.pop(fut)
-        window.leave(cost)
         elapsed = time.perf_counter() - self.started.pop(fut)
         try:
             if failure is not None:
@@ -465,7 +472,7 @@ class FolderRun:
             if not outcome.recorded:  # its own rows met a full disk: its error goes on record from here
                 self.logger.error("%s", outcome.error)
                 self.safely(f"the error of {outcome.path}", self.store.write_image_result,
-                            ImageRecord(self.res.run_id, outcome.image_id, outcome.path, None, None, "error",
+                            ImageRecord(self.res.run_id, outcome.image_id, outcome.path, None, None, ImageStatus.ERROR,
                                         outcome.error, finished_at=utcnow()), again=True)
             # Its rows are written: another run may take it now (and sees it finished, if it is).
             self.safely("the claim of " + outcome.path, self.claims.release, outcome.image_id,
@@ -482,10 +489,10 @@ class FolderRun:
                    "run again to redo it")
         self.logger.error("%s", message)
         self.safely(f"the error of {image.path}", self.store.write_image_result,
-                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, "error", message,
-                                finished_at=utcnow()),
+                    ImageRecord(self.res.run_id, image.image_id, str(image.path), None, None, ImageStatus.ERROR,
+                                message, finished_at=utcnow()),
                     key=stable_id(image.image_id, str(image.path)), again=True)
-        return ImageOutcome(str(image.path), image.image_id, "error", message)
+        return ImageOutcome(str(image.path), image.image_id, ImageStatus.ERROR, message)
 
     def image_finished(self, outcome: ImageOutcome, row: dict) -> None:
         self.outcomes.append(outcome)
@@ -493,7 +500,7 @@ class FolderRun:
         self.publisher.image_done(row)
         if outcome.fatal_outcome and self.abort is None:
             self.abort = outcome
-        if self.params.adaptive and outcome.status == "ok" and outcome.attempts:
+        if self.params.adaptive and outcome.status == ImageStatus.OK and outcome.attempts:
             change = self.adaptive.record(outcome.success_rate, level=outcome.quality_level)
             if change:
                 self.level_changes += 1
@@ -544,13 +551,13 @@ class FolderRun:
         summary.images, summary.level_history = self.image_rows, self.level_history
         processed = summary.images_ok + summary.images_error
         if not paths:
-            summary.status = "no_images"
+            summary.status = RunStatus.NO_IMAGES
             summary.message = f"no images with extensions {', '.join(self.params.extensions)} found in {self.input_dir}"
         elif summary.images_ok == 0 and summary.images_error > 0:
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.message = "no image succeeded; see the errors above"
         else:
-            summary.status = "completed"
+            summary.status = RunStatus.COMPLETED
             if processed == 0:
                 summary.message = ("nothing new: every image was already done with these parameters "
                                    "(--force redoes them)")
@@ -558,7 +565,7 @@ class FolderRun:
             summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
         if stop is not None:  # a stopped run is Failed in Prefect (flows/outcome.py): the record says so too
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.message = stop_message(stop[0], stop[1], processed=processed, to_do=len(paths) - self.done_earlier,
                                            ok=summary.images_ok)
             self.logger.error("run %s %s", self.res.run_id, summary.message)

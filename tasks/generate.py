@@ -1,8 +1,10 @@
 """Stage 2 as a Prefect task: one generation attempt (``varflow.runtime.calls.run_attempt``) with
 Prefect's retries, its cache policy and result persistence added.
 
-* Retries: Prefect task retries are the only retry layer; ``retry_only_retryable`` lets only
-  ``RetryableGenerationError`` through, with the run's backoff and jitter (``retry_options``).
+* Retries: Prefect's task retries, by the run's ``RetryPolicy`` (varflow/runtime/retry.py, the rules the
+  chunk path's loop uses too): ``retry_only_retryable`` lets only ``RetryableGenerationError``
+  through (the policy allowed the retry), after the policy's delays with its jitter, drawn per
+  attempt (``retry_options``; Prefect's own jitter stays off, it could shorten a delay).
 * Cache: Prefect caches the task on the request's content key (``GenerationKey``; every caching
   rule is in varflow/generation/cache.py), its results persisted in the run's result storage.
 * Logs: an expected failure (blocked, no image, rate limited, ...) is one line without a
@@ -14,16 +16,16 @@ Prefect's retries, its cache policy and result persistence added.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run as runtime_task_run
-from prefect.utilities.math import lower_clamp_multiple
 
 from varflow.generation.backends import VariationRequest
+from varflow.generation.cache import result_key
 from varflow.images.imageio import ImageReadError
 from varflow.processing.pipeline import Attempt
 from varflow.runtime.calls import (
@@ -33,15 +35,18 @@ from varflow.runtime.calls import (
     RetryableGenerationError,
     run_attempt,
 )
-from varflow.runtime.resources import CallPolicy, RunResources
+from varflow.runtime.resources import RunResources
+from varflow.runtime.retry import RetryPolicy
 
 
 @dataclass
 class GenerationKey(CachePolicy):
-    """Prefect cache policy: the request's content key, computed by the caller."""
+    """Prefect cache policy: the request's content key, computed by the caller, under the result
+    format (varflow/generation/cache.py rule 6: results stored before a module moved are missed, not
+    failed on)."""
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
-        return inputs["context"].cache_key
+        return result_key(inputs["context"].cache_key)
 
 
 def retry_only_retryable(task, task_run, state) -> bool:
@@ -55,21 +60,13 @@ def retry_only_retryable(task, task_run, state) -> bool:
     return False
 
 
-def retry_options(policy: CallPolicy) -> dict:
-    """Options for ``generate_variation.with_options`` (one retry layer: Prefect's)."""
+def retry_options(policy: RetryPolicy, *, rng=random) -> dict:
+    """Options for one attempt's ``generate_variation.with_options``: the policy's retries and
+    its delays, jitter drawn for this attempt."""
     if policy.retries <= 0:
         return {"retries": 0}
-    return {"retries": policy.retries, "retry_delay_seconds": policy.delays(),
-            "retry_jitter_factor": policy.jitter or None, "retry_condition_fn": retry_only_retryable}
-
-
-def shortest_retry_wait(policy: CallPolicy, try_number: int) -> float:
-    """The shortest wait Prefect can put between try ``try_number`` and the next (its jitter
-    draws each delay between a clamped multiple below and ``1 + jitter`` times above it)."""
-    base = policy.backoff(try_number)
-    if base and policy.jitter:
-        return base * max(0.0, lower_clamp_multiple(1 + policy.jitter))
-    return base
+    return {"retries": policy.retries, "retry_delay_seconds": policy.jittered_delays(rng=rng),
+            "retry_jitter_factor": None, "retry_condition_fn": retry_only_retryable}
 
 
 class _ExpectedFailureLogFilter(logging.Filter):
@@ -106,8 +103,7 @@ def _try_number() -> int:
 
 @task(name="generate", cache_policy=GenerationKey(), persist_result=True, retry_condition_fn=retry_only_retryable)
 def generate_variation(request: VariationRequest, context: AttemptContext, resources: RunResources) -> GenerationResult:
-    return run_attempt(request, context, resources, try_number=_try_number(),
-                       shortest_retry_wait=partial(shortest_retry_wait, resources.policy))
+    return run_attempt(request, context, resources, try_number=_try_number())
 
 
 class SubmitGenerations:
@@ -118,9 +114,9 @@ class SubmitGenerations:
 
     def __call__(self, attempts: Sequence[Attempt], *, refresh: bool) -> list[tuple[GenerationResult, bool]]:
         res = self.resources
-        generate = generate_variation.with_options(result_storage=res.result_storage, refresh_cache=refresh,
-                                                   **retry_options(res.policy))
-        futures = [generate.submit(a.request, a.context, res) for a in attempts]
+        futures = [generate_variation.with_options(result_storage=res.result_storage, refresh_cache=refresh,
+                                                   **retry_options(res.policy)).submit(a.request, a.context, res)
+                   for a in attempts]  # each attempt its own jitter
         out = []
         for fut in futures:
             try:

@@ -301,7 +301,7 @@ def test_pyarrow_and_polars_reading_the_tables_count_what_the_views_count(local_
 def test_compaction_never_shows_a_direct_reader_a_row_twice_or_not_at_all(tmp_path, monkeypatch, exchange):
     """At every step of compacting a run: before the compacted file takes the parts' place, and
     after; and on a file system without the exchange, the end state is the same."""
-    import varflow.storage.store as store_module
+    import varflow.storage.writer as store_module  # where compaction swaps files
     from test_storage import image, variation
 
     store = Store(tmp_path).initialize()

@@ -10,7 +10,7 @@ from test_calls import CTX, Scripted, request, source  # noqa: F401 - the source
 from test_pipeline import resources
 
 from varflow.generation.backends import GenerationError
-from varflow.processing.direct import DirectGenerations, retry_wait
+from varflow.processing.direct import DirectGenerations
 from varflow.processing.pipeline import Attempt
 from varflow.runtime.resources import CallPolicy
 
@@ -66,6 +66,6 @@ def test_a_cached_answer_makes_no_call(tmp_path, source):
 
 def test_the_wait_is_the_backoff_stretched_by_at_most_the_jitter():
     policy = CallPolicy(retries=3, backoff_s=2.0, jitter=0.5)
-    waits = [retry_wait(policy, 2, rng=random.Random(i)) for i in range(200)]
+    waits = [policy.wait(2, rng=random.Random(i)) for i in range(200)]
     assert 4.0 <= min(waits) < 4.2 and 5.8 < max(waits) <= 6.0
-    assert retry_wait(CallPolicy(retries=1, backoff_s=2.0, jitter=0.0), 1) == 2.0
+    assert CallPolicy(retries=1, backoff_s=2.0, jitter=0.0).wait(1) == 2.0

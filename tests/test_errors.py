@@ -1,7 +1,8 @@
 """One base for the errors a user can act on; anything else is a bug and surfaces as one."""
 
 import pytest
-from varflow.flows import cli, preflight, variation_flow
+from varflow.flows import preflight, variation_flow
+from varflow.flows.cli import run as cli_run
 from varflow.storage.analysis import ReadOnlyQueryError
 
 import varflow
@@ -35,12 +36,12 @@ def test_the_cli_says_cannot_run_for_a_varflow_error_and_lets_a_bug_be_a_bug(mon
     def run_local(params):
         raise error
 
-    monkeypatch.setattr(cli, "_check_backend", lambda params: None)
+    monkeypatch.setattr(cli_run, "exit_unless_usable", lambda params: None)
     monkeypatch.setattr(preflight, "preflight", lambda params: None)
     monkeypatch.setattr(variation_flow, "run_local", run_local)
     if exits:
         with pytest.raises(SystemExit, match="varflow: cannot run: no Prefect Secret block named 'k'"):
-            cli._run(object(), as_json=True)
+            cli_run.execute(object(), as_json=True)
     else:
         with pytest.raises(type(error), match="a bug"):
-            cli._run(object(), as_json=True)
+            cli_run.execute(object(), as_json=True)

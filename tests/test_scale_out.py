@@ -175,7 +175,7 @@ def doc_commands(program: str) -> list[list[str]]:
 
 def test_every_varflow_command_in_the_scale_out_doc_is_one_the_cli_takes():
     """A user pastes these: every flag must exist and every value pass the run's validation."""
-    from varflow.flows.cli import _params, build_parser
+    from varflow.flows.cli import build_parser, params_of
     from varflow.flows.resources import shared_limits
 
     commands = doc_commands("varflow")
@@ -186,6 +186,6 @@ def test_every_varflow_command_in_the_scale_out_doc_is_one_the_cli_takes():
             args = build_parser().parse_args(argv[1:])
         except SystemExit:
             raise AssertionError(f"docs/scale-out.md: the CLI refuses {' '.join(argv)}") from None
-        params = _params(args, args.input_dir, args.out)
+        params = params_of(args, args.input_dir, args.out)
         assert shared_limits(params) in ("", "file") or params.shared_limits.startswith("redis://")
         assert params.runner == "dask" and params.home == "/data/varflow", argv

@@ -128,7 +128,7 @@ def test_rows_of_the_wrong_type_are_refused(tmp_path):
 
 
 def test_a_file_being_written_is_invisible_to_readers(tmp_path, monkeypatch):
-    import varflow.storage.store as store_module
+    import varflow.storage.writer as store_module  # where parts are written
 
     store = Store(tmp_path).initialize()
     store.write_image_result(image("r1", "a"))

@@ -1,7 +1,7 @@
 """varflow from Python: ``run``, ``score``, ``find_duplicates``, ``open_store`` (docs/api.md).
 
 A facade over the entries the command line uses, so a call and a command make the same run,
-records and files: ``run`` is ``varflow run`` (flows/cli.py's ``check_backend`` and
+records and files: ``run`` is ``varflow run`` (flows/cli/run.py's ``check_backend`` and
 ``start_run``: the preflight, then the flow on the Prefect server the CLI would use), ``score``
 is ``varflow score`` (``score_files``), ``find_duplicates`` is ``varflow dedup``. Prefect and
 DuckDB load when a function is called, never on ``import varflow``.

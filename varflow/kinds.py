@@ -24,6 +24,8 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     NO_IMAGES = "no_images"  # the folder holds no image to process
     INTERRUPTED = "interrupted"  # its process died; a later run closed its record
+    CANCELLED = "cancelled"  # Prefect cancelled its flow run (a hook closed its record)
+    CRASHED = "crashed"  # its flow run crashed (a hook closed its record)
 
 
 class ScanStatus(StrEnum):

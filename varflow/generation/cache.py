@@ -14,6 +14,10 @@
 5. **Bounded.** The image cache evicts least recently used files down to 80% of its limit; the
    orchestrator's result files (one per key) are pruned to the live keys at a run's end
    (``GenerationCache.prune_results``).
+6. **A result format.** The orchestrator's results are pickles that name their type's module, so
+   its key is the content key under ``RESULT_FORMAT`` (``result_key``), bumped when that module
+   moves: older results are missed (the image cache still serves their images, no call is paid)
+   rather than failing to load, and the next prune deletes them.
 
 The image cache is the seed's VariationCache done right:
 
@@ -181,6 +185,16 @@ class VariationCache:
         return removed
 
 
+# The orchestrator's stored results name their type's module (a pickle); bump this when that path
+# changes. 2: GenerationResult moved to varflow.runtime.calls (issue 21, one import name).
+RESULT_FORMAT = 2
+
+
+def result_key(key: str) -> str:
+    """The orchestrator's cache key of a generation: its content key under the result format."""
+    return f"r{RESULT_FORMAT}-{key}"
+
+
 class GenerationCache:
     """The run's view of caching: the bounded image cache and the orchestrator's result files."""
 
@@ -203,11 +217,12 @@ class GenerationCache:
         return self.images.get(key)
 
     def prune_results(self) -> int:
-        """Delete the orchestrator's result files whose key is no longer in the image cache."""
-        removed = 0
+        """Delete the orchestrator's result files whose key is no longer in the image cache, and
+        those of an older result format."""
+        removed, prefix = 0, result_key("")
         results = self.results_dir
         for f in results.iterdir() if results is not None and results.exists() else []:
-            if f.is_file() and self.images.get(f.name) is None:
+            if f.is_file() and (not f.name.startswith(prefix) or self.images.get(f.name[len(prefix):]) is None):
                 f.unlink(missing_ok=True)
                 removed += 1
         return removed

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from varflow.generation.backends import GenerationError, VariationRequest
+from varflow.kinds import CallOutcome
 from varflow.runtime.calls import DEFERRED, GenerationResult, _complete
 from varflow.runtime.records import AttemptRecord, BatchJobRecord, BatchRequestRecord, utcnow
 from varflow.runtime.resources import RunResources
@@ -71,7 +72,7 @@ class BatchQueue:
                 missing.append(a)
                 continue
             ready.append((GenerationResult(
-                ok=True, outcome="ok", output_path=str(entry.path),
+                ok=True, outcome=CallOutcome.OK, output_path=str(entry.path),
                 prompt_sent=entry.meta.get("prompt", a.request.prompt),
                 model=entry.meta.get("model", self.res.backend.model), latency_ms=0.0, tries=0, from_cache=True),
                 False))
@@ -242,16 +243,16 @@ def _answer_result(res: RunResources, job: dict, req: dict, answer, work_dir: Pa
     request = VariationRequest(image_id=req["image_id"], source_path="", variation_type=req["variation_type"],
                                prompt=req["prompt"], seed=req["seed"], attempt=req["attempt"],
                                output_path=str(Path(work_dir) / f"batch-{req['request_key'][:24]}.png"))
-    usage, status, outcome, error, result = None, None, "ok", None, None
+    usage, status, outcome, error, result = None, None, CallOutcome.OK, None, None
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     try:
         variation = backend.answer_variation(answer, request, prompt=req["prompt"])
         usage = variation.usage
         entry = res.cache.keep(req["request_key"], variation.output_path,
                                {"image_id": req["image_id"], "prompt": variation.prompt_sent, "model": variation.model})
-        result = GenerationResult(ok=True, outcome="ok", output_path=str(entry.path), prompt_sent=variation.prompt_sent,
-                                  model=variation.model, latency_ms=turnaround_ms, width=variation.width,
-                                  height=variation.height, detail=variation.detail)
+        result = GenerationResult(ok=True, outcome=CallOutcome.OK, output_path=str(entry.path),
+                                  prompt_sent=variation.prompt_sent, model=variation.model, latency_ms=turnaround_ms,
+                                  width=variation.width, height=variation.height, detail=variation.detail)
     except GenerationError as exc:
         usage, status, outcome, error = exc.usage, exc.http_status, exc.outcome, str(exc)
         result = GenerationResult(ok=False, outcome=outcome, output_path=None, prompt_sent=req["prompt"],

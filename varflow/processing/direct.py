@@ -2,31 +2,22 @@
 runs a chunk of images as one task run (varflow/processing/chunks.py says when).
 
 Each attempt is ``varflow.runtime.calls.run_attempt`` with the run's retry policy applied here: a
-``RetryableGenerationError`` is tried again after the policy's backoff (with its jitter, and never
-sooner than a server's retry delay), up to ``policy.retries`` times; any other failure is the
-attempt's result. This is the only retry layer on this path, as Prefect's task retries are on the
-per-call path (tasks/generate.py). A wave's attempts run side by side on a few threads; the run's
+``RetryableGenerationError`` (raised when the policy allows another try) is tried again after the
+policy's ``wait``; any other failure is the attempt's result. The policy is the one Prefect's task
+retries use on the per-call path (varflow/runtime/retry.py, tasks/generate.py): one set of rules,
+two loops, never both on one call. A wave's attempts run side by side on a few threads; the run's
 call slots and rate limit (varflow/runtime/resources.py) still bound the calls, in every process.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from varflow.processing.pipeline import Attempt
 from varflow.runtime.calls import GenerationFailed, GenerationResult, RetryableGenerationError, run_attempt
-from varflow.runtime.resources import CallPolicy, RunResources
-
-
-def retry_wait(policy: CallPolicy, try_number: int, *, rng=random) -> float:
-    """Seconds to wait after try ``try_number`` failed: the policy's backoff stretched by up to
-    ``jitter`` times itself (never shorter than the backoff, which ``run_attempt`` counts on when
-    it waits out the rest of a server's longer retry delay)."""
-    base = policy.backoff(try_number)
-    return base * (1 + policy.jitter * rng.random()) if policy.jitter else base
+from varflow.runtime.resources import RunResources
 
 
 class DirectGenerations:
@@ -51,10 +42,9 @@ class DirectGenerations:
         try_number = 1
         while True:
             try:
-                return run_attempt(a.request, a.context, res, try_number=try_number,
-                                   shortest_retry_wait=policy.backoff)
+                return run_attempt(a.request, a.context, res, try_number=try_number)
             except RetryableGenerationError as exc:  # run_attempt planned a retry
-                if _sleep_unless_stopped(retry_wait(policy, try_number), res):
+                if _sleep_unless_stopped(policy.wait(try_number), res):
                     return exc.result
                 try_number += 1
             except GenerationFailed as exc:

@@ -33,6 +33,7 @@ from varflow.generation.backends.base import CONCRETE_TYPES
 from varflow.generation.cache import generation_key
 from varflow.images.imageio import GREY_CACHE, ImageReadError, OptimizedImage, load_grey, load_rgb, optimize_image
 from varflow.images.thumbnails import rejected_thumbnail_path, save_thumbnail
+from varflow.kinds import ImageStatus
 from varflow.quality.profiles import VariationJudge
 from varflow.runtime.calls import AttemptContext, GenerationResult, record_cache_hit
 from varflow.runtime.records import ImageRecord, VariationRecord, stable_id, utcnow
@@ -180,7 +181,7 @@ class _ImageRun:
     def __init__(self, pipeline: ImagePipeline, job: ImageJob):
         self.p, self.job = pipeline, job
         self.res = pipeline.resources
-        self.outcome = ImageOutcome(job.source_path, job.image_id, "ok", quality_level=job.level.name)
+        self.outcome = ImageOutcome(job.source_path, job.image_id, ImageStatus.OK, quality_level=job.level.name)
         self.ms: Counter = Counter()
         self.work = Path(pipeline.work_root) / job.image_id[:16]
         self.accepted: list[KnownImage] = []
@@ -202,17 +203,17 @@ class _ImageRun:
             if self.outcome.waiting:
                 # Its requests wait for a batch job: the run that collects the job judges the
                 # image from its first attempt (served from the cache), so nothing is judged twice.
-                self.outcome.status = "skipped"
+                self.outcome.status = ImageStatus.SKIPPED
                 self.outcome.error = f"{self.job.source_path}: waiting: {self.outcome.stopped}"
                 self.variations = []
             elif self.outcome.stopped is not None:
                 # Cut short by a run stop: not finished (no job_key), so the next run redoes it;
                 # what was generated is cached and costs nothing then.
-                self.outcome.status = "error" if self.outcome.attempts else "skipped"
+                self.outcome.status = ImageStatus.ERROR if self.outcome.attempts else ImageStatus.SKIPPED
                 self.outcome.error = f"{self.job.source_path}: not finished: {self.outcome.stopped}"
             return self.outcome
         except Exception as exc:  # one image's failure must not cost the others
-            self.outcome.status = "error"
+            self.outcome.status = ImageStatus.ERROR
             # An OS error naming no file (a full disk under an image writer) names the image's working folder.
             where = f" in {self.work}" if isinstance(exc, OSError) and exc.errno and not exc.filename else ""
             self.outcome.error = f"{self.job.source_path}: processing failed ({type(exc).__name__}: {exc}){where}"
@@ -228,7 +229,7 @@ class _ImageRun:
                 self.res.records.write_image_result(record, self.variations)
                 self.outcome.finished_job = record.job_key
             except OSError as exc:  # a full disk: an error, not finished; the flow writes its row when it can
-                self.outcome.status, self.outcome.recorded = "error", False
+                self.outcome.status, self.outcome.recorded = ImageStatus.ERROR, False
                 self.outcome.error = f"{self.job.source_path}: its rows could not be written ({exc})"
 
     def optimize(self) -> bool:
@@ -239,7 +240,7 @@ class _ImageRun:
                                        limits=job.spec.settings.limits)
             return True
         except ImageReadError as exc:
-            self.outcome.status, self.outcome.error = "error", str(exc)
+            self.outcome.status, self.outcome.error = ImageStatus.ERROR, str(exc)
             return False
         finally:
             self.ms["optimize"] += (time.perf_counter() - t0) * 1000
@@ -398,7 +399,7 @@ class _ImageRun:
             total_ms=ms["total"], started_at=self.started, finished_at=utcnow(),
             # Finished: every variation accepted, or every attempt judged. An image whose
             # calls failed (5xx, timeouts, blocks...) is redone by the next run.
-            job_key=job.job_key if outcome.status == "ok" and (
+            job_key=job.job_key if outcome.status == ImageStatus.OK and (
                 outcome.accepted >= job.spec.count or outcome.generation_failures == 0) else None,
             cache_hits=outcome.cache_hits,
         )

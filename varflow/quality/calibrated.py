@@ -537,36 +537,9 @@ def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.nda
     vg = cv2.warpPerspective(v.grey.astype(np.float32), al.H, (w, h), flags=cv2.INTER_LINEAR)
     vgx, vgy = _gradients(cv2.GaussianBlur(vg, (0, 0), _FINE_SIGMA))
     directional = _directional_detail(ogx, ogy, vgx, vgy, inner)
-    # local detail on cells of 1/64 of the long side
-    dv = _cell_sum(cv2.absdiff(vg, cv2.GaussianBlur(vg, (0, 0), 1.5)), cells)
     covered = _cell_sum(inner.astype(np.float32), cells) > 0.99
-    # the global tone curve (mean variation grey per original grey level) and its slope: a
-    # curve that crushes shadows or clips highlights flattens them everywhere, not in one patch
-    sel = inner > 0
-    bins = np.clip(og[sel] / 8.0, 0, 31).astype(np.int32)
-    cnt = np.bincount(bins, minlength=32).astype(np.float64)
-    curve = np.bincount(bins, weights=vg[sel], minlength=32) / np.maximum(cnt, 1)
-    have = cnt >= max(20, 1e-4 * sel.sum())
-    centres = np.arange(32) * 8.0 + 4.0
-    if have.sum() >= 2:
-        curve = np.interp(centres, centres[have], curve[have])
-        slope = np.abs(np.gradient(curve, 8.0))
-    else:
-        curve, slope = centres.copy(), np.ones(32)
-    level = level_of_cell
-    expected = do * np.clip(slope[level], 0.0, 2.0)
-    textured = covered & (do >= _TEXTURED) & (expected >= 0.5 * _TEXTURED)
-    flat_patch = 0.0
-    if textured.sum() >= 8:
-        kept = dv / np.maximum(expected, 1e-3)
-        typical = float(np.median(kept[textured]))
-        flat = textured & (kept < _FLAT_KEPT * min(1.0, typical))
-        q25, q75 = np.percentile(kept[textured], (25, 75))
-        # a patch is a local artefact where the rest of the picture kept its texture as it was
-        # (a rendering, a cartoon or a stylisation, changes texture everywhere: the detail
-        # ratio and the other parts judge it as a whole)
-        if flat.any() and q75 <= _TEXTURE_KEPT_SPREAD * q25:
-            flat_patch = _artefact_patch(flat, dv, _cell_sum(vg, cells), covered)
+    centres, curve, slope = _tone_curve(og, vg, inner)
+    flat_patch = _flat_patch(vg, do, slope[level_of_cell], covered, cells)
     # blown flat: a patch newly clipped to white that the tone curve does not explain (the
     # demo's visor blob: a highlight pasted into a hole)
     blown = (vg >= _BLOWN) & (inner > 0)
@@ -578,6 +551,45 @@ def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.nda
         n, lab, stats, _ = cv2.connectedComponentsWithStats(blown_cells.astype(np.uint8), connectivity=8)
         blown_patch = float(stats[1:, cv2.CC_STAT_AREA].max()) / blown_cells.size
     return directional, flat_patch, blown_patch
+
+
+def _tone_curve(og: np.ndarray, vg: np.ndarray, inner: np.ndarray):
+    """(level centres, curve, slope): the global tone curve (mean variation grey per original
+    grey level) and its slope: a curve that crushes shadows or clips highlights flattens them
+    everywhere, not in one patch."""
+    sel = inner > 0
+    bins = np.clip(og[sel] / 8.0, 0, 31).astype(np.int32)
+    cnt = np.bincount(bins, minlength=32).astype(np.float64)
+    curve = np.bincount(bins, weights=vg[sel], minlength=32) / np.maximum(cnt, 1)
+    have = cnt >= max(20, 1e-4 * sel.sum())
+    centres = np.arange(32) * 8.0 + 4.0
+    if have.sum() >= 2:
+        curve = np.interp(centres, centres[have], curve[have])
+        slope = np.abs(np.gradient(curve, 8.0))
+    else:
+        curve, slope = centres.copy(), np.ones(32)
+    return centres, curve, slope
+
+
+def _flat_patch(vg: np.ndarray, do: np.ndarray, cell_slope: np.ndarray, covered: np.ndarray, cells) -> float:
+    """The share of the frame in the largest patch of cells that lost the texture the original
+    had (after the tone curve's slope at each cell's level), when the rest kept theirs alike."""
+    # local detail on cells of 1/64 of the long side
+    dv = _cell_sum(cv2.absdiff(vg, cv2.GaussianBlur(vg, (0, 0), 1.5)), cells)
+    expected = do * np.clip(cell_slope, 0.0, 2.0)
+    textured = covered & (do >= _TEXTURED) & (expected >= 0.5 * _TEXTURED)
+    if textured.sum() < 8:
+        return 0.0
+    kept = dv / np.maximum(expected, 1e-3)
+    typical = float(np.median(kept[textured]))
+    flat = textured & (kept < _FLAT_KEPT * min(1.0, typical))
+    q25, q75 = np.percentile(kept[textured], (25, 75))
+    # a patch is a local artefact where the rest of the picture kept its texture as it was
+    # (a rendering, a cartoon or a stylisation, changes texture everywhere: the detail
+    # ratio and the other parts judge it as a whole)
+    if flat.any() and q75 <= _TEXTURE_KEPT_SPREAD * q25:
+        return _artefact_patch(flat, dv, _cell_sum(vg, cells), covered)
+    return 0.0
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -597,17 +609,7 @@ def score_calibrated(
     None. ``thresholds`` supplies the scales and weights (defaults: ``CalibratedThresholds()``).
     """
     t = thresholds if thresholds is not None else CalibratedThresholds()
-    if not isinstance(original, ImageFeatures):
-        raise TypeError(
-            f"original must be ImageFeatures, got {type(original).__name__}; build it once per "
-            "original with ImageFeatures.from_image(image)"
-        )
-    v = variation_features
-    if v is None:
-        if variation is None:
-            raise ValueError("pass the variation image or its variation_features")
-        v = ImageFeatures.from_image(variation)
-    o = original
+    o, v = original, _features_of(original, variation, variation_features)
 
     # similarity
     visible, colour, local = _change_in_place(o, v, t)
@@ -623,9 +625,43 @@ def score_calibrated(
     # measured against the original in its frame (after the alignment)
     coverage, lost, added, inner = _integrity_parts(o, al)
     directional, flat_patch, blown_patch = _local_parts(o, v, al, inner)
-    impulses = max(0.0, v.impulses - o.impulses)
+    look = _aesthetic_parts(o, v, t, directional)
+    # object integrity
+    integrity = (_ramp(coverage, t.coverage_ok, t.coverage_bad)
+                 * _ramp(lost, 0.0, t.structure_lost_bad)
+                 * _ramp(added, 0.0, t.structure_added_bad)
+                 * _ramp(flat_patch, t.flat_patch_ok, t.flat_patch_bad)
+                 * _ramp(blown_patch, t.blown_patch_ok, t.blown_patch_bad))
 
-    # aesthetic
+    overall = overall_calibrated(similarity=similarity, diversity=diversity, aesthetic=look["aesthetic"],
+                                 object_integrity=integrity, thresholds=t)
+    return CalibratedScores(
+        similarity=similarity, diversity=diversity, object_integrity=integrity, overall_quality=overall,
+        structure_match=relatedness, geometric_match=geometric, mirrored=float(al.mirrored),
+        colour_change=colour, local_change=local, visible_change=visible,
+        coverage=coverage, structure_lost=lost, structure_added=added,
+        directional_detail=directional, flat_patch=flat_patch, blown_patch=blown_patch, **look,
+    )
+
+
+def _features_of(original, variation, variation_features) -> ImageFeatures:
+    """The variation's features (given, or computed from its image); the original's checked."""
+    if not isinstance(original, ImageFeatures):
+        raise TypeError(
+            f"original must be ImageFeatures, got {type(original).__name__}; build it once per "
+            "original with ImageFeatures.from_image(image)"
+        )
+    if variation_features is not None:
+        return variation_features
+    if variation is None:
+        raise ValueError("pass the variation image or its variation_features")
+    return ImageFeatures.from_image(variation)
+
+
+def _aesthetic_parts(o: ImageFeatures, v: ImageFeatures, t: CalibratedThresholds, directional: float) -> dict:
+    """The aesthetic score and its parts (named as CalibratedScores' fields): naturalness (noise,
+    impulses, blocks), detail and sharpness, exposure, colourfulness."""
+    impulses = max(0.0, v.impulses - o.impulses)
     noise_excess = math.sqrt(max(0.0, v.noise ** 2 - o.noise ** 2))
     naturalness = (_ramp(noise_excess, t.noise_excess_ok, t.noise_excess_bad)
                    * _ramp(impulses, t.impulse_noise_ok, t.impulse_noise_bad)
@@ -642,28 +678,10 @@ def score_calibrated(
     colour_score = _unit(v.colourfulness / t.colourfulness_full)
     w_c = t.colourfulness_weight
     aesthetic = naturalness * detail_sharpness * exposure * (1.0 - w_c + w_c * colour_score)
-
-    # object integrity
-    integrity = (_ramp(coverage, t.coverage_ok, t.coverage_bad)
-                 * _ramp(lost, 0.0, t.structure_lost_bad)
-                 * _ramp(added, 0.0, t.structure_added_bad)
-                 * _ramp(flat_patch, t.flat_patch_ok, t.flat_patch_bad)
-                 * _ramp(blown_patch, t.blown_patch_ok, t.blown_patch_bad))
-
-    overall = overall_calibrated(similarity=similarity, diversity=diversity, aesthetic=aesthetic,
-                                 object_integrity=integrity, thresholds=t)
-    return CalibratedScores(
-        similarity=similarity, diversity=diversity, aesthetic=aesthetic,
-        object_integrity=integrity, overall_quality=overall,
-        structure_match=relatedness, geometric_match=geometric, mirrored=float(al.mirrored),
-        colour_change=colour, local_change=local, visible_change=visible,
-        coverage=coverage, structure_lost=lost, structure_added=added,
-        noise_excess=noise_excess, blockiness=v.blockiness, detail_ratio=detail_ratio,
-        highlight_clipping=clipping, brightening=brightening, colourfulness=v.colourfulness,
-        naturalness=naturalness, detail_sharpness=detail_sharpness, exposure=exposure,
-        directional_detail=directional, impulse_noise=impulses, flat_patch=flat_patch,
-        blown_patch=blown_patch,
-    )
+    return dict(aesthetic=aesthetic, noise_excess=noise_excess, blockiness=v.blockiness, detail_ratio=detail_ratio,
+                highlight_clipping=clipping, brightening=brightening, colourfulness=v.colourfulness,
+                naturalness=naturalness, detail_sharpness=detail_sharpness, exposure=exposure,
+                impulse_noise=impulses)
 
 
 def similarity_fit(similarity: float, *, thresholds: CalibratedThresholds) -> float:

@@ -43,26 +43,34 @@ def make_contact_sheet(
     rows = list(rows)
     if not rows:
         raise ValueError("no rows: pass a sequence of (label, images) pairs, one per original")
-    cap_font = _font(caption_size)
-    label_font = _font(label_size)
+    cap_font, label_font = _font(caption_size), _font(label_size)
+    rendered = [_layout_row(r, row, cap_font, thumb_height, caption_lines) for r, row in enumerate(rows)]
+    return _render(rendered, cap_font, label_font, thumb_height=thumb_height, gap=gap, caption_lines=caption_lines,
+                   background=background, text_color=text_color)
+
+
+def _layout_row(r: int, row, cap_font, thumb_height: int, caption_lines: int) -> tuple[str, list]:
+    """(label, [(thumbnail, caption lines)]) of row ``r``."""
+    try:
+        label, images = row
+    except (TypeError, ValueError):
+        raise ValueError(f"row {r} is not a (label, images) pair") from None
+    cells = []
+    for i, item in enumerate(images):
+        image, caption = _split_caption(item)
+        if caption is None:
+            caption = (Path(image).name if isinstance(image, (str, Path))
+                       else "original" if i == 0 else f"variation {i}")
+        thumb = _thumbnail(_to_rgb(image, where=f"row {r} ({label!r}), image {i}"), thumb_height)
+        cells.append((thumb, _wrap(str(caption), cap_font, thumb.width, caption_lines)))
+    return str(label), cells
+
+
+def _render(rendered: list, cap_font, label_font, *, thumb_height: int, gap: int, caption_lines: int,
+            background, text_color) -> Image.Image:
+    """The sheet: each row's label, then its thumbnails side by side with their captions."""
     cap_line_h = _line_height(cap_font)
     label_h = _line_height(label_font)
-
-    rendered = []  # (label, [(thumb, caption_lines)])
-    for r, row in enumerate(rows):
-        try:
-            label, images = row
-        except (TypeError, ValueError):
-            raise ValueError(f"row {r} is not a (label, images) pair") from None
-        cells = []
-        for i, item in enumerate(images):
-            image, caption = _split_caption(item)
-            if caption is None:
-                caption = (Path(image).name if isinstance(image, (str, Path))
-                           else "original" if i == 0 else f"variation {i}")
-            thumb = _thumbnail(_to_rgb(image, where=f"row {r} ({label!r}), image {i}"), thumb_height)
-            cells.append((thumb, _wrap(str(caption), cap_font, thumb.width, caption_lines)))
-        rendered.append((str(label), cells))
 
     def row_width(cells):
         return sum(t.width for t, _ in cells) + gap * max(0, len(cells) - 1)

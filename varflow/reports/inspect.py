@@ -102,21 +102,9 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def find_duplicate_groups(
-    paths: Sequence[str | Path],
-    *,
-    settings: DedupSettings = COPY_FINDING,
-    limits: LoadLimits = LoadLimits(),
-    errors: list[tuple[str, str]] | None = None,
-) -> list[list[str]]:
-    """Groups of near-duplicate images among ``paths``, each group sorted, groups by first path.
-
-    A pair is linked when ``varflow.duplicates.dedup.find_duplicate`` would call it a duplicate (a hash
-    within ``settings.max_hamming`` bits, found with the hash index; SSIM above the threshold);
-    groups are the connected components of those links (so A~B and B~C group A, B and C).
-    Files that cannot be read are left out, and listed in ``errors`` (path, message) if given.
-    Memory stays small: only each image's hashes and its SSIM thumbnail are kept.
-    """
+def _signatures(paths, settings: DedupSettings, limits: LoadLimits, errors: list | None) -> tuple:
+    """(names, hashes, SSIM thumbnails, aligned thumbnails, appearance signatures) of the readable
+    images; the others go to ``errors`` (path, message)."""
     names: list[str] = []
     hashes: list[ImageHashes] = []
     thumbs: list[GreyImage | None] = []
@@ -135,7 +123,25 @@ def find_duplicate_groups(
         thumbs.append(grey.thumbnail(settings.ssim_size) if settings.ssim_size else None)
         aligned.append(grey.thumbnail(settings.aligned_size))
         looks.append(appearance_signature(rgb))
+    return names, hashes, thumbs, aligned, looks
 
+
+def find_duplicate_groups(
+    paths: Sequence[str | Path],
+    *,
+    settings: DedupSettings = COPY_FINDING,
+    limits: LoadLimits = LoadLimits(),
+    errors: list[tuple[str, str]] | None = None,
+) -> list[list[str]]:
+    """Groups of near-duplicate images among ``paths``, each group sorted, groups by first path.
+
+    A pair is linked when ``varflow.duplicates.dedup.find_duplicate`` would call it a duplicate (a hash
+    within ``settings.max_hamming`` bits, found with the hash index; SSIM above the threshold);
+    groups are the connected components of those links (so A~B and B~C group A, B and C).
+    Files that cannot be read are left out, and listed in ``errors`` (path, message) if given.
+    Memory stays small: only each image's hashes and its SSIM thumbnail are kept.
+    """
+    names, hashes, thumbs, aligned, looks = _signatures(paths, settings, limits, errors)
     indexes = {kind: HashIndex() for kind in HASH_KINDS}
     for kind in HASH_KINDS:
         indexes[kind].add(range(len(names)), [getattr(h, kind) for h in hashes])

@@ -2,8 +2,9 @@
 
 Each call of the backend is one row, written before the attempt returns or raises, so a paid call
 is on record even if the process dies right after it. A failure worth another try raises
-``RetryableGenerationError`` (the orchestrator's task retries are the only retry layer: SDK
-retries stay off); other failures raise ``GenerationFailed``. Only successes return, so only
+``RetryableGenerationError`` when the run's retry policy allows another try (varflow/runtime/retry.py:
+one policy for the chunk path's loop and Prefect's task retries; SDK retries stay off); other
+failures raise ``GenerationFailed``. Only successes return, so only
 successes are cached. docs/gemini.md has the decision table (outcome -> retried? how?).
 
 Before every call, in this order:
@@ -26,7 +27,6 @@ actually sent is recorded). No Prefect here: tasks/generate.py wraps ``run_attem
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from varflow.generation.backends import (
@@ -103,37 +103,28 @@ class RetryableGenerationError(GenerationFailed):
     """A failure worth another try of the same request (rate limit, 5xx, timeout, no image)."""
 
 
-def _no_wait(try_number: int) -> float:
-    return 0.0
-
-
-def run_attempt(request: VariationRequest, ctx: AttemptContext, res: RunResources, *, try_number: int = 1,
-                shortest_retry_wait: Callable[[int], float] = _no_wait) -> GenerationResult:
-    """One try of one attempt, with the run's resources.
-
-    ``shortest_retry_wait(try_number)``: the least time the orchestrator waits before the next
-    try (its jitter can shorten a delay), so a server's retry delay is honoured in full.
-    """
+def run_attempt(request: VariationRequest, ctx: AttemptContext, res: RunResources, *,
+                try_number: int = 1) -> GenerationResult:
+    """One try of one attempt, with the run's resources; a retry waits ``res.policy``'s delay."""
     entry = res.cache.before_call(ctx.cache_key, force=ctx.force)
     if entry is not None:
         return GenerationResult(
-            ok=True, outcome="ok", output_path=str(entry.path), prompt_sent=entry.meta.get("prompt", request.prompt),
-            model=entry.meta.get("model", ""), latency_ms=0.0, tries=0, from_cache=True,
+            ok=True, outcome=CallOutcome.OK, output_path=str(entry.path),
+            prompt_sent=entry.meta.get("prompt", request.prompt), model=entry.meta.get("model", ""), latency_ms=0.0,
+            tries=0, from_cache=True,
         )
-    return _Try(request, ctx, res, try_number, shortest_retry_wait).run()
+    return _Try(request, ctx, res, try_number).run()
 
 
 class _Try:
     """One call of the backend with everything around it (see the module docstring)."""
 
-    def __init__(self, request: VariationRequest, ctx: AttemptContext, res: RunResources, try_number: int,
-                 shortest_retry_wait: Callable[[int], float]):
+    def __init__(self, request: VariationRequest, ctx: AttemptContext, res: RunResources, try_number: int):
         self.request, self.ctx, self.res = request, ctx, res
         self.gen: GeneratorBackend = res.backend
         self.control: RunControl = res.control
         self.policy: CallPolicy = res.policy
         self.try_number = try_number
-        self.shortest_retry_wait = shortest_retry_wait
 
     def run(self) -> GenerationResult:
         if self.control.stopped:
@@ -185,8 +176,9 @@ class _Try:
         gen, request, tries = self.gen, self.request, self.try_number
         if error is None:
             return (GenerationResult(
-                ok=True, outcome="ok", output_path=out.output_path, prompt_sent=out.prompt_sent, model=out.model,
-                latency_ms=latency_ms, width=out.width, height=out.height, detail=out.detail, tries=tries,
+                ok=True, outcome=CallOutcome.OK, output_path=out.output_path, prompt_sent=out.prompt_sent,
+                model=out.model, latency_ms=latency_ms, width=out.width, height=out.height, detail=out.detail,
+                tries=tries,
             ), out.usage, None, None, False)
         if isinstance(error, GenerationError):
             return (GenerationResult(
@@ -195,7 +187,7 @@ class _Try:
             ), error.usage, error.http_status, error.retry_after_s, error.retryable)
         # a backend bug must cost one attempt, not the image
         return (GenerationResult(
-            ok=False, outcome="error", output_path=None, prompt_sent=request.prompt, model=gen.model,
+            ok=False, outcome=CallOutcome.ERROR, output_path=None, prompt_sent=request.prompt, model=gen.model,
             latency_ms=latency_ms, error=f"{type(error).__name__}: {error}", tries=tries,
         ), None, None, None, False)
 
@@ -207,13 +199,13 @@ class _Try:
         shared_pause = result.outcome == "rate_limited" and limiter is not None
         if retry_after and shared_pause:
             limiter.defer(retry_after)  # everyone holds back, in every process
-        if not (retryable and self.try_number <= policy.retries and not control.stopped):
+        if not policy.allows(retryable=retryable, try_number=self.try_number, stopped=control.stopped):
             return None
         if result.outcome in PROMPT_CHANGE_OUTCOMES:
             control.count_prompt_change(self.ctx.variation_id)
         if retry_after and not shared_pause:  # e.g. a 503 with a delay: this attempt waits
-            time.sleep(max(0.0, retry_after - self.shortest_retry_wait(self.try_number)))
-        return max(policy.backoff(self.try_number), retry_after or 0.0)
+            time.sleep(policy.server_wait(self.try_number, retry_after))
+        return policy.recorded_delay(self.try_number, retry_after)
 
     def stopped_reason(self) -> str:
         return f"not started: the run stopped ({self.control.stop_outcome}): {self.control.stop_message}"
@@ -261,7 +253,7 @@ def record_cache_hit(res: RunResources, request: VariationRequest, ctx: AttemptC
     res.records.write_attempt(AttemptRecord(
         run_id=res.run_id, image_id=request.image_id, variation_id=ctx.variation_id,
         attempt=request.attempt, try_number=0, backend=res.backend.name, model=result.model,
-        prompt=result.prompt_sent, outcome="ok", error=None, latency_ms=0.0,
+        prompt=result.prompt_sent, outcome=CallOutcome.OK, error=None, latency_ms=0.0,
         quality_level=ctx.quality_level, started_at=utcnow(), cost_usd=0.0, cache_hit=True,
     ))
 

@@ -28,15 +28,16 @@ from varflow.generation.backends import GeneratorBackend
 from varflow.generation.cache import GenerationCache
 from varflow.runtime.ratelimit import Limiter
 from varflow.runtime.records import AttemptRecord, ImageRecord, VariationRecord
+from varflow.runtime.retry import RetryPolicy
 from varflow.runtime.runstate import MemoryState, RunState
 
 
 @dataclass(frozen=True)
-class CallPolicy:
+class CallPolicy(RetryPolicy):
     """How calls are retried, paced and capped; small, no secrets, not part of any cache key.
 
-    ``retries``: retries of a retryable failure (0 for a backend that is not remote).
-    ``backoff_s``: first retry delay; doubles per retry, the orchestrator adds up to ``jitter`` x it.
+    The retry rules are ``RetryPolicy``'s (varflow/runtime/retry.py: ``retries``, ``backoff_s``,
+    ``jitter``), shared by the chunk path and Prefect's task retries.
     ``rpm``: requests per minute across every process sharing ``rate_dir`` (or the Redis of
     ``ResourceSpec.shared_limits``) (None: no limit; 429 pauses are shared anyway when
     ``rate_dir`` is set).
@@ -44,21 +45,10 @@ class CallPolicy:
     ``concurrency``: most calls on the wire at once in this run (None: as many as threads).
     """
 
-    retries: int = 0
-    backoff_s: float = 2.0
-    jitter: float = 0.5
     rpm: float | None = None
     rate_dir: str | None = None
     max_cost_usd: float | None = None
     concurrency: int | None = None
-
-    def delays(self) -> list[float]:
-        return [self.backoff_s * 2**r for r in range(min(self.retries, 50))]
-
-    def backoff(self, try_number: int) -> float:
-        """The retry delay after try ``try_number`` (before jitter)."""
-        delays = self.delays()
-        return delays[min(try_number - 1, len(delays) - 1)] if delays else 0.0
 
 
 def enforceable_cap(backend: type[GeneratorBackend], model: str, max_cost_usd: float | None) -> None:

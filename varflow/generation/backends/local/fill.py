@@ -188,6 +188,46 @@ def _peel(f: np.ndarray, hole: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return cur
 
 
+class _Match:
+    """PatchMatch's state at one scale: each target patch's offset to its source and the distance;
+    the steps change ``ox``, ``oy`` and ``best_d`` in place."""
+
+    def __init__(self, patches, tvec, tx, ty, ox, oy, best_d, src_ok):
+        self.patches, self.tvec, self.tx, self.ty, self.src_ok = patches, tvec, tx, ty, src_ok
+        self.ox, self.oy, self.best_d = ox, oy, best_d
+
+    def take(self, cx, cy, d) -> None:
+        better = d < self.best_d
+        self.ox[better], self.oy[better], self.best_d[better] = cx[better], cy[better], d[better]
+
+    def propagate(self, step: int, index: np.ndarray) -> None:
+        """Try the offsets of the targets ``step`` pixels away in each direction."""
+        tx, ty, ox, oy = self.tx, self.ty, self.ox, self.oy
+        h, w = index.shape
+        for dx, dy in ((step, 0), (-step, 0), (0, step), (0, -step)):
+            nx, ny = tx + dx, ty + dy
+            ok = (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
+            j = np.full(len(tx), -1)
+            j[ok] = index[ny[ok], nx[ok]]
+            has = j >= 0
+            if not has.any():
+                continue
+            cx, cy = ox.copy(), oy.copy()
+            cx[has], cy[has] = ox[j[has]], oy[j[has]]
+            d = np.full(len(tx), np.inf, np.float32)
+            d[has] = _dist(self.patches, self.tvec[has], tx[has] + cx[has], ty[has] + cy[has], self.src_ok)
+            self.take(cx, cy, d)
+
+    def random_search(self, radius: int, rng) -> None:
+        """Random offsets around the current match, the radius halving."""
+        tx, ty = self.tx, self.ty
+        while radius >= 1:
+            cx = self.ox + rng.integers(-radius, radius + 1, size=len(tx))
+            cy = self.oy + rng.integers(-radius, radius + 1, size=len(tx))
+            self.take(cx, cy, _dist(self.patches, self.tvec, tx + cx, ty + cy, self.src_ok))
+            radius //= 2
+
+
 def _em(cur, hole, off, rng, *, rounds, pm_iters, allowed):
     """Match-and-vote rounds at one scale."""
     h, w = hole.shape
@@ -224,32 +264,12 @@ def _em(cur, hole, off, rng, *, rounds, pm_iters, allowed):
             best_d[bad] = _dist(patches, tvec[bad], tx[bad] + ox[bad], ty[bad] + oy[bad], src_ok)
         index = -np.ones((h, w), np.int64)
         index[ty, tx] = np.arange(len(ty))
+        match = _Match(patches, tvec, tx, ty, ox, oy, best_d, src_ok)
         for it in range(pm_iters):
             # propagation (parallel, jump-flood style): try each neighbour's offset
             for step in ((4, 2, 1) if rnd == 0 and it == 0 else (1,)):
-                for dx, dy in ((step, 0), (-step, 0), (0, step), (0, -step)):
-                    nx, ny = tx + dx, ty + dy
-                    ok = (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
-                    j = np.full(len(tx), -1)
-                    j[ok] = index[ny[ok], nx[ok]]
-                    has = j >= 0
-                    if not has.any():
-                        continue
-                    cx, cy = ox.copy(), oy.copy()
-                    cx[has], cy[has] = ox[j[has]], oy[j[has]]
-                    d = np.full(len(tx), np.inf, np.float32)
-                    d[has] = _dist(patches, tvec[has], tx[has] + cx[has], ty[has] + cy[has], src_ok)
-                    better = d < best_d
-                    ox[better], oy[better], best_d[better] = cx[better], cy[better], d[better]
-            # random search around the current match, radius halving
-            radius = max(h, w)
-            while radius >= 1:
-                cx = ox + rng.integers(-radius, radius + 1, size=len(tx))
-                cy = oy + rng.integers(-radius, radius + 1, size=len(tx))
-                d = _dist(patches, tvec, tx + cx, ty + cy, src_ok)
-                better = d < best_d
-                ox[better], oy[better], best_d[better] = cx[better], cy[better], d[better]
-                radius //= 2
+                match.propagate(step, index)
+            match.random_search(max(h, w), rng)
         off[ty, tx, 0], off[ty, tx, 1] = ox, oy
         cur = _vote(cur, hole, tx, ty, ox, oy, best_d)
     return cur, off

@@ -101,75 +101,111 @@ def find_objects(img: np.ndarray, sal: Saliency, subj: Subject, *, area=OBJECT_A
     """
     small, s = resize_long(sal.small, SEGMENT_SIDE)
     small = np.ascontiguousarray(small)
-    scale = sal.scale * s
-    h, w = small.shape[:2]
-    seg = regions.segment(small)
-    props = regions.proposals(small, seg)
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    grad = _gradient(small)
-    calm_ref = float(np.median(grad)) + 1.0
-    core = cv2.resize(subj.core.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    nlab = int(seg.max()) + 1
-    total = float(h * w)
-    scored = []
-    for p in props:
-        frac = p.size / total
-        x0, y0, x1, y1 = p.box
-        if not area[0] <= frac <= area[1]:
-            continue
-        if x0 <= 1 or y0 <= 1 or x1 >= w - 1 or y1 >= h - 1:
-            continue  # touches the frame: what lies behind it is unknown on one side
-        bw, bh = x1 - x0, y1 - y0
-        if max(bw, bh) > 0.45 * max(w, h) or min(bw, bh) < 3:
-            continue
-        m = max(4, int(0.6 * max(bw, bh)))
-        gx0, gy0, gx1, gy1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
-        lut = np.zeros(nlab, bool)
-        lut[p.members] = True
-        mask = lut[seg[gy0:gy1, gx0:gx1]].astype(np.uint8)
-        # distance of every pixel of the window to the region: rings are bands of it
-        dist = cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 3)
-        ring = (dist > 0) & (dist <= 2.5)
-        roi = lab[gy0:gy1, gx0:gx1]
-        inside, outside = roi[mask > 0], roi[ring]
-        if len(outside) < 8:
-            continue
-        colour = inside.mean(0)
-        contrast = float(np.linalg.norm(colour - outside.mean(0)))
-        chroma = float(np.hypot(colour[1] - 128, colour[2] - 128))
-        if colour[0] >= 240 or (colour[0] >= 190 and chroma < 14 and colour[0] > outside.mean(0)[0] + 60):
-            continue  # a light or a specular highlight, not an object
-        continues = float((np.linalg.norm(outside - colour, axis=1) < 0.4 * contrast).mean())
-        if continues > MAX_CONTINUES:
-            continue
-        ring_std = float(np.sqrt(outside.var(0).sum()))
-        if ring_std > max(MIN_RING_SPREAD, RING_SPREAD * contrast):
-            continue  # a busy or mixed surround: the region is part of a scene, not on a surface
-        # the surface goes on around the object (a spoon on a saucer), rather than being a thin
-        # band that encloses it (coffee in a cup)
-        far = (dist > max(2, m // 3)) & (dist <= max(3, m - 1))
-        if far.any():
-            ring_mean = outside.mean(0)
-            near_far = np.linalg.norm(roi[far] - ring_mean, axis=1) < max(12.0, 1.5 * ring_std)
-            if float(near_far.mean()) < MIN_SURFACE:
-                continue
-        ring_grad = float(grad[gy0:gy1, gx0:gx1][ring].mean())
-        if ring_grad > MAX_RING_GRADIENT * calm_ref:
-            continue  # a busy surround (clutter, fur): a fill there shows
-        calm = 1.0 / (1.0 + ring_grad / (2.0 * calm_ref))
-        solidity = p.size / float(bw * bh)
-        size_pref = math.exp(-((math.log(frac / 0.01)) ** 2) / 6.0)
-        in_subject = float(core[gy0:gy1, gx0:gx1][mask > 0].mean())
-        if in_subject > MAX_IN_SUBJECT:
-            continue  # a part of the main subject (an eye, a handle, a cup's contents)
-        score = (contrast / (10.0 + ring_std) * calm * min(1.0, 2.0 * solidity)
-                 * (0.4 + 0.6 * size_pref) * (1.0 - 0.8 * in_subject))
-        if score >= MIN_SCORE:
-            # tall thin things (poles, towers, bottles) stand on something even when the ring
-            # hides it: a copy of one would float
-            free = max(bw, bh) <= ELONGATED * min(bw, bh)
-            scored.append((score, p, mask, (gx0, gy0), frac, free))
+    scene = _scene(small, subj)
+    scored = [c for p in regions.proposals(small, scene.seg) if (c := _candidate(p, scene, area)) is not None]
     scored.sort(key=lambda t: -t[0])
+    return _distinct(img, small, scored, sal.scale * s)
+
+
+@dataclass
+class _Scene:
+    """What every proposal of one image is scored against, at the segmentation's size."""
+
+    seg: np.ndarray
+    lab: np.ndarray
+    grad: np.ndarray
+    calm_ref: float
+    core: np.ndarray
+    labels: int
+    w: int
+    h: int
+
+
+def _scene(small: np.ndarray, subj: Subject) -> _Scene:
+    h, w = small.shape[:2]
+    grad, seg = _gradient(small), regions.segment(small)
+    return _Scene(seg=seg, lab=cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32),
+                  grad=grad, calm_ref=float(np.median(grad)) + 1.0,
+                  core=cv2.resize(subj.core.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0,
+                  labels=int(seg.max()) + 1, w=w, h=h)
+
+
+def _candidate(p, sc: _Scene, area) -> tuple | None:
+    """(score, proposal, mask, window origin, area fraction, free-standing) of a proposal that
+    may be an object, or None."""
+    w, h = sc.w, sc.h
+    frac = p.size / float(h * w)
+    x0, y0, x1, y1 = p.box
+    if not area[0] <= frac <= area[1]:
+        return None
+    if x0 <= 1 or y0 <= 1 or x1 >= w - 1 or y1 >= h - 1:
+        return None  # touches the frame: what lies behind it is unknown on one side
+    bw, bh = x1 - x0, y1 - y0
+    if max(bw, bh) > 0.45 * max(w, h) or min(bw, bh) < 3:
+        return None
+    m = max(4, int(0.6 * max(bw, bh)))
+    window = (max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m))
+    gx0, gy0, gx1, gy1 = window
+    lut = np.zeros(sc.labels, bool)
+    lut[p.members] = True
+    mask = lut[sc.seg[gy0:gy1, gx0:gx1]].astype(np.uint8)
+    surround = _surround(sc, window, mask, m)
+    if surround is None:
+        return None
+    stand_out, calm, in_subject = surround
+    solidity = p.size / float(bw * bh)
+    size_pref = math.exp(-((math.log(frac / 0.01)) ** 2) / 6.0)
+    score = stand_out * calm * min(1.0, 2.0 * solidity) * (0.4 + 0.6 * size_pref) * (1.0 - 0.8 * in_subject)
+    if score < MIN_SCORE:
+        return None
+    # tall thin things (poles, towers, bottles) stand on something even when the ring hides it:
+    # a copy of one would float
+    free = max(bw, bh) <= ELONGATED * min(bw, bh)
+    return score, p, mask, (gx0, gy0), frac, free
+
+
+def _surround(sc: _Scene, window: tuple, mask: np.ndarray, m: int) -> tuple[float, float, float] | None:
+    """How the region sits on the surface around it: (its contrast over the ring's spread, the
+    ring's calm, its share of the main subject), or None when it is a light, part of something
+    larger, on a busy or mixed surround, or part of the main subject."""
+    gx0, gy0, gx1, gy1 = window
+    # distance of every pixel of the window to the region: rings are bands of it
+    dist = cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    ring = (dist > 0) & (dist <= 2.5)
+    roi = sc.lab[gy0:gy1, gx0:gx1]
+    inside, outside = roi[mask > 0], roi[ring]
+    if len(outside) < 8:
+        return None
+    colour = inside.mean(0)
+    contrast = float(np.linalg.norm(colour - outside.mean(0)))
+    chroma = float(np.hypot(colour[1] - 128, colour[2] - 128))
+    if colour[0] >= 240 or (colour[0] >= 190 and chroma < 14 and colour[0] > outside.mean(0)[0] + 60):
+        return None  # a light or a specular highlight, not an object
+    continues = float((np.linalg.norm(outside - colour, axis=1) < 0.4 * contrast).mean())
+    if continues > MAX_CONTINUES:
+        return None
+    ring_std = float(np.sqrt(outside.var(0).sum()))
+    if ring_std > max(MIN_RING_SPREAD, RING_SPREAD * contrast):
+        return None  # a busy or mixed surround: the region is part of a scene, not on a surface
+    # the surface goes on around the object (a spoon on a saucer), rather than being a thin
+    # band that encloses it (coffee in a cup)
+    far = (dist > max(2, m // 3)) & (dist <= max(3, m - 1))
+    if far.any():
+        near_far = np.linalg.norm(roi[far] - outside.mean(0), axis=1) < max(12.0, 1.5 * ring_std)
+        if float(near_far.mean()) < MIN_SURFACE:
+            return None
+    ring_grad = float(sc.grad[gy0:gy1, gx0:gx1][ring].mean())
+    if ring_grad > MAX_RING_GRADIENT * sc.calm_ref:
+        return None  # a busy surround (clutter, fur): a fill there shows
+    calm = 1.0 / (1.0 + ring_grad / (2.0 * sc.calm_ref))
+    in_subject = float(sc.core[gy0:gy1, gx0:gx1][mask > 0].mean())
+    if in_subject > MAX_IN_SUBJECT:
+        return None  # a part of the main subject (an eye, a handle, a cup's contents)
+    return contrast / (10.0 + ring_std), calm, in_subject
+
+
+def _distinct(img: np.ndarray, small: np.ndarray, scored: list, scale: float) -> list[Region]:
+    """The best candidates that overlap neither a better one nor a face, as full-size regions."""
     faces = _faces(small) if scored else []
     found: list[Region] = []
     for score, p, mask, origin, frac, free in scored:

@@ -33,6 +33,14 @@ def segment(small: np.ndarray, *, scale: float = 90.0, min_size: int = 16) -> np
 def proposals(small: np.ndarray, seg: np.ndarray) -> list[Proposal]:
     """Every region of the grouping hierarchy, the initial segments first."""
     h, w = seg.shape
+    regions = _segments(small, seg)
+    order = _group(regions, _adjacency(seg), float(h * w))
+    return [Proposal(regions[r]["members"], int(regions[r]["size"]), regions[r]["box"]) for r in order]
+
+
+def _segments(small: np.ndarray, seg: np.ndarray) -> dict[int, dict]:
+    """Each initial segment: its colour histogram (summing to 1), size, box and members."""
+    h, w = seg.shape
     n = int(seg.max()) + 1
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
     flat = seg.ravel()
@@ -52,30 +60,37 @@ def proposals(small: np.ndarray, seg: np.ndarray) -> list[Proposal]:
     np.minimum.at(y0, flat, ys)
     np.maximum.at(x1, flat, xs + 1)
     np.maximum.at(y1, flat, ys + 1)
+    return {i: {"hist": hist[i], "size": size[i], "box": (int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i])),
+                "members": [i]} for i in range(n)}
 
-    regions: dict[int, dict] = {}
-    for i in range(n):
-        regions[i] = {"hist": hist[i], "size": size[i], "box": (int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i])),
-                      "members": [i]}
-    neighbours: dict[int, set[int]] = {i: set() for i in range(n)}
+
+def _adjacency(seg: np.ndarray) -> dict[int, set[int]]:
+    """Which segments touch which (4-neighbourhood)."""
+    neighbours: dict[int, set[int]] = {i: set() for i in range(int(seg.max()) + 1)}
     for a, b in ((seg[:, :-1], seg[:, 1:]), (seg[:-1], seg[1:])):
         diff = a != b
         pairs = np.unique(np.stack([np.minimum(a[diff], b[diff]), np.maximum(a[diff], b[diff])], 1), axis=0)
         for i, j in pairs.tolist():
             neighbours[i].add(j)
             neighbours[j].add(i)
-    total = float(h * w)
+    return neighbours
 
-    def similarity(i: int, j: int) -> float:
-        ri, rj = regions[i], regions[j]
-        colour = float(np.minimum(ri["hist"], rj["hist"]).sum())
-        both = ri["size"] + rj["size"]
-        bx0, by0 = min(ri["box"][0], rj["box"][0]), min(ri["box"][1], rj["box"][1])
-        bx1, by1 = max(ri["box"][2], rj["box"][2]), max(ri["box"][3], rj["box"][3])
-        fill = 1.0 - ((bx1 - bx0) * (by1 - by0) - both) / total
-        return colour + (1.0 - both / total) + fill
 
-    heap = [(-similarity(i, j), i, j) for i in range(n) for j in neighbours[i] if i < j]
+def _similarity(ri: dict, rj: dict, total: float) -> float:
+    """Colour overlap + how small the pair is + how well it fills its box (selective search)."""
+    colour = float(np.minimum(ri["hist"], rj["hist"]).sum())
+    both = ri["size"] + rj["size"]
+    bx0, by0 = min(ri["box"][0], rj["box"][0]), min(ri["box"][1], rj["box"][1])
+    bx1, by1 = max(ri["box"][2], rj["box"][2]), max(ri["box"][3], rj["box"][3])
+    fill = 1.0 - ((bx1 - bx0) * (by1 - by0) - both) / total
+    return colour + (1.0 - both / total) + fill
+
+
+def _group(regions: dict[int, dict], neighbours: dict[int, set[int]], total: float) -> list[int]:
+    """Merge the most similar neighbours until one region is left; every region made is added to
+    ``regions``. Returns the regions in the order they exist (segments first)."""
+    n = len(regions)
+    heap = [(-_similarity(regions[i], regions[j], total), i, j) for i in range(n) for j in neighbours[i] if i < j]
     heapq.heapify(heap)
     alive = set(range(n))
     order = list(range(n))
@@ -101,7 +116,7 @@ def proposals(small: np.ndarray, seg: np.ndarray) -> list[Proposal]:
         neighbours[nxt] = near
         alive.add(nxt)
         for k in near:
-            heapq.heappush(heap, (-similarity(k, nxt), min(k, nxt), max(k, nxt)))
+            heapq.heappush(heap, (-_similarity(regions[k], regions[nxt], total), min(k, nxt), max(k, nxt)))
         order.append(nxt)
         nxt += 1
-    return [Proposal(regions[r]["members"], int(regions[r]["size"]), regions[r]["box"]) for r in order]
+    return order

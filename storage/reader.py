@@ -1,0 +1,270 @@
+"""The store's reader: the DuckDB views over the Parquet files, and the questions a run asks them
+(what finished, what was accepted, where the quality level was, what calls cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+from varflow.storage.integrity import (
+    file_named_in,
+    is_query_error,
+    quarantine,
+    undecodable_parts,
+)
+from varflow.storage.schema import SCHEMA_VERSION, TABLES, shaped_view
+from varflow.storage.sqltext import glob_literal, sql_literal
+
+from varflow.processing.estimate import AttemptHistory
+from varflow.runtime.calls import CANCELLED, IN_FLIGHT
+
+MAX_QUARANTINE_PER_QUERY = 20  # damaged files one query may set aside before it gives up
+
+
+class StoreReader:
+    """Reading records (a part of ``Store``): every query goes through the views; a damaged file met by one
+    is set aside and the query tried again."""
+
+    def view_sql(self, table: str, *, relative: bool = False) -> str:
+        """The view of ``table``: every Parquet file under its folder, without the parts of a run
+        that has a compacted file. The folder is a quoted literal with its glob characters escaped
+        (storage/sqltext.py); ``relative``: ``tables/<table>``, resolved by DuckDB from the working
+        directory (or ``file_search_path``), so the file's views answer wherever the data directory
+        lies. A file is told a part or a compacted file by its last three path components only
+        (``run-<id>/parts/<key>.parquet``), so a data directory may be named with quotes, brackets,
+        ``*``, spaces or ``/run-x/parts/``, and the path DuckDB reports may be relative or absolute."""
+        base = Path("tables", table) if relative else self.tables_dir / table
+        pattern = glob_literal(base)
+        return f"""
+            SELECT * EXCLUDE (filename)
+            FROM read_parquet({sql_literal(pattern + '/**/*.parquet')}, union_by_name = true, filename = true)
+            WHERE NOT regexp_matches(filename, '/run-[^/]+/parts/[^/]+$')
+               OR regexp_extract(filename, '/run-([^/]+)/parts/[^/]+$', 1) NOT IN (
+                    SELECT regexp_extract(file, '/run-([^/]+)/compacted[.]parquet$', 1)
+                    FROM glob({sql_literal(pattern + '/run-*/compacted.parquet')}))
+        """
+
+    def _views_script(self, *, relative: bool = False) -> str:
+        """The views, macros and meta row; ``relative``: the file's (paths relative to the data
+        directory, ``home`` is ``.``), else a lens's (this data directory's absolute paths)."""
+        statements = [f"CREATE OR REPLACE VIEW {table} AS {shaped_view(table, self.view_sql(table, relative=relative))}"
+                      for table in TABLES]
+        home = "." if relative else self.home.as_posix()
+        statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {int(SCHEMA_VERSION)} AS schema_version, "
+                          f"{sql_literal(home)} AS home")
+        # Hamming distance between two 16-hex-digit perceptual hashes.
+        statements.append("CREATE OR REPLACE MACRO hamming(a, b) AS "
+                          "bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
+        return ";\n".join(statements) + ";"
+
+    # -- reading ----------------------------------------------------------------------------
+    def lens(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with the same views: never blocked by a file lock. No
+        progress bar: it would print over a run's log and a command's output."""
+        con = duckdb.connect()
+        try:
+            con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses to touch the setting
+            pass
+        con.execute(self._views_script())
+        return con
+
+    def _read(self, read):
+        """``read(connection)``, quarantining any damaged file a query trips over and retrying
+        without it (a footer can be sound and a page broken)."""
+        for _ in range(MAX_QUARANTINE_PER_QUERY):
+            con = self.lens()
+            try:
+                return read(con)
+            except duckdb.Error as exc:
+                if is_query_error(exc):
+                    raise
+                named = file_named_in(exc, self.tables_dir)
+                damaged = [(named, f"{type(exc).__name__}: {exc}")] if named else undecodable_parts(self.tables_dir)
+                if not damaged:
+                    raise
+                for path, reason in damaged:
+                    quarantine(self.home, path, reason)
+            finally:
+                con.close()
+        con = self.lens()
+        try:
+            return read(con)
+        finally:
+            con.close()
+
+    def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """The DuckDB file itself, as a notebook or the duckdb CLI would open it; its views' relative
+        paths resolved from the data directory (``file_search_path``), whatever the working directory."""
+        if not self.duckdb_path.exists():
+            self.initialize()
+        con = duckdb.connect(str(self.duckdb_path), read_only=read_only)
+        con.execute(f"SET file_search_path = {sql_literal(self.home.as_posix())}")
+        return con
+
+    def query(self, sql: str, params: Iterable | None = None) -> list[dict]:
+        def read(con):
+            cur = con.execute(sql, list(params) if params is not None else None)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+        return self._read(read)
+
+    # -- state that outlives a run --------------------------------------------------------------
+    def finished_jobs(self) -> dict[str, str]:
+        """job_key -> run_id of every image that finished ``ok`` (what an incremental run skips)."""
+        rows = self.query("SELECT job_key, any_value(run_id) AS run_id FROM images "
+                          "WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY job_key")
+        return {r["job_key"]: r["run_id"] for r in rows}
+
+    def finished_paths(self, folder: str | Path) -> set[str]:
+        """Paths under ``folder`` of images some run finished ``ok`` (the preflight's space check
+        counts the others: a nightly run over a large folder has little new)."""
+        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        rows = self.query("SELECT DISTINCT path FROM images WHERE status = 'ok' AND job_key IS NOT NULL "
+                          "AND starts_with(path, ?)", [prefix])
+        return {r["path"] for r in rows}
+
+    def output_dirs_inside(self, folder: str | Path) -> list[str]:
+        """The output folders earlier runs wrote to strictly inside ``folder``: not sources for a
+        run over ``folder`` (one with another output folder would take their files as new)."""
+        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        rows = self.query("SELECT DISTINCT output_dir FROM runs WHERE starts_with(output_dir, ?)", [prefix])
+        return [r["output_dir"] for r in rows]
+
+    def quality_state(self, scope: str, *, window: int) -> tuple[str | None, list[float]]:
+        """The adaptive level last set for ``scope`` and the success rates that count toward it.
+
+        Derived from what runs recorded (no separate state to drift): the level is the target of
+        the scope's latest change; the history is the latest ``window`` success rates of images
+        processed at that level since that change (varflow/quality/adaptive.py explains why).
+        """
+        backend, _, model = scope.partition("/")
+        last = self.query("SELECT to_level, changed_at FROM quality_level_changes WHERE scope = ? "
+                          "ORDER BY changed_at DESC LIMIT 1", [scope])
+        level, since = (last[0]["to_level"], last[0]["changed_at"]) if last else (None, None)
+        rates = self.query(
+            "SELECT i.success_rate FROM images i JOIN runs r "  # a retried run's row per execution: join on both
+            "  ON r.run_id = i.run_id AND coalesce(r.execution, 1) = coalesce(i.execution, 1) "
+            "WHERE r.backend = ? AND r.model = ? AND i.status = 'ok' AND i.success_rate IS NOT NULL "
+            "  AND i.quality_level = ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR i.finished_at > ?) "
+            "ORDER BY i.finished_at DESC LIMIT ?", [backend, model, level or "high", since, since, window])
+        return level, [r["success_rate"] for r in reversed(rates)]
+
+    def accepted_variations(self, image_ids: Iterable[str], *, except_run: str | None = None) -> dict[str, list[dict]]:
+        """Every variation ever accepted for these source images, by image: what a new one must
+        not duplicate. ``except_run``: leave out that run's files (a running run's own parts grow
+        by one per image; reading them for every chunk would cost more as the run goes on)."""
+        ids = list(dict.fromkeys(image_ids))
+        files = self._table_files("variations", except_run=except_run)
+        if not ids or not files:
+            return {i: [] for i in ids}
+
+        def read(con):
+            cur = con.execute(
+                "SELECT DISTINCT image_id, variation_id, ahash, phash, dhash, output_path "
+                "FROM read_parquet(?, union_by_name = true) "
+                "WHERE image_id IN (SELECT unnest(?)) AND accepted AND output_path IS NOT NULL "
+                "ORDER BY image_id, output_path", [[glob_literal(f) for f in files], ids])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+        out: dict[str, list[dict]] = {i: [] for i in ids}
+        for row in self._read(read):
+            out[row.pop("image_id")].append(row)
+        return out
+
+    def _table_files(self, table: str, *, except_run: str | None = None) -> list[str]:
+        """The files the lens reads for ``table``: a run's compacted file, or its parts until it has one."""
+        skip = self._run_dir(table, except_run).name if except_run else None
+        files: list[str] = []
+        base = self.tables_dir / table
+        for run_dir in sorted(base.glob("run-*")) if base.exists() else []:
+            if run_dir.name == skip:
+                continue
+            compacted = run_dir / "compacted.parquet"
+            files += [str(compacted)] if compacted.exists() else sorted(str(p) for p in run_dir.glob("parts/*.parquet"))
+        return files
+
+    def accepted_by_source(self, output_dir: str | Path) -> list[dict]:
+        """The accepted variations written under ``output_dir``, one row each with its source's
+        path, variation type and overall score, by source then file (the demo's contact sheet)."""
+        prefix = str(Path(output_dir).resolve()).rstrip("/") + "/"
+        return self.query(
+            "SELECT i.path AS source_path, arg_max(v.output_path, v.created_at) AS output_path, "
+            "       arg_max(v.variation_type, v.created_at) AS variation_type, "
+            "       arg_max(v.overall_quality, v.created_at) AS overall_quality "
+            "FROM variations v JOIN images i USING (run_id, image_id) "
+            "WHERE v.accepted AND starts_with(v.output_path, ?) "
+            "GROUP BY i.path, v.variation_id ORDER BY source_path, output_path", [prefix])
+
+    def accepted_library(self) -> dict[str, list]:
+        """Every variation ever accepted, from any source (``--dedup-library``), as columns:
+        variation_id, ahash, phash, dhash, output_path (the latest, if accepted in several
+        runs). Columns, not row dicts: a library of a million variations is one Arrow fetch."""
+        table = self._read(lambda con: con.sql(
+            "SELECT variation_id, any_value(ahash) AS ahash, any_value(phash) AS phash, "
+            "any_value(dhash) AS dhash, arg_max(output_path, created_at) AS output_path FROM variations "
+            "WHERE accepted AND output_path IS NOT NULL AND ahash IS NOT NULL "
+            "GROUP BY variation_id ORDER BY variation_id").to_arrow_table())
+        return {name: table.column(name).to_pylist() for name in table.column_names}
+
+    def attempt_history(self, backend: str, model: str) -> dict[str, AttemptHistory]:
+        """What runs of ``backend``/``model`` recorded, by level: attempts made, accepted, calls
+        and their cost (the dry run's basis, varflow/processing/estimate.py). An attempt is one variation of
+        one image in one execution of a run; its calls are its tries that reached the backend (not cache hits,
+        not cancelled, not a live run's in-flight call)."""
+        rows = self.query(
+            "WITH a AS (SELECT run_id, coalesce(execution, 1) AS ex, image_id, attempt, "
+            "  any_value(quality_level) AS level, "
+            "  count(*) FILTER (WHERE NOT coalesce(cache_hit, false) AND outcome NOT IN (?, ?)) AS calls, "
+            "  coalesce(sum(cost_usd) FILTER (WHERE NOT coalesce(cache_hit, false) AND outcome NOT IN (?, ?)), 0) "
+            "    AS cost, bool_or(outcome NOT IN (?, ?)) AS made "
+            "  FROM attempts WHERE backend = ? AND model = ? GROUP BY run_id, ex, image_id, attempt), "
+            "v AS (SELECT run_id, coalesce(execution, 1) AS ex, image_id, attempt, bool_or(accepted) AS accepted "
+            "  FROM variations WHERE backend = ? AND model = ? GROUP BY run_id, ex, image_id, attempt) "
+            "SELECT level, count(*) AS attempts, count(*) FILTER (WHERE v.accepted) AS accepted, "
+            "  count(*) FILTER (WHERE a.calls > 0) AS called, sum(a.calls) AS calls, sum(a.cost) AS cost "
+            "FROM a LEFT JOIN v USING (run_id, ex, image_id, attempt) WHERE a.made AND level IS NOT NULL "
+            "GROUP BY level ORDER BY level",
+            [CANCELLED, IN_FLIGHT] * 3 + [backend, model, backend, model])
+        return {r["level"]: AttemptHistory(attempts=r["attempts"], accepted=r["accepted"], called=r["called"],
+                                           calls=int(r["calls"]), cost_usd=float(r["cost"]), level=r["level"])
+                for r in rows}
+
+    def batch_jobs(self, *, states: Iterable[str] | None = None, input_dir: str | None = None,
+                   name_tag: str | None = None) -> list[dict]:
+        """Every job's latest state (optionally only those in ``states``, of one folder and
+        parameter set), oldest first."""
+        rows = self.query(
+            "SELECT * FROM batch_jobs QUALIFY row_number() OVER "
+            "(PARTITION BY job_name ORDER BY updated_at DESC, run_id DESC) = 1 ORDER BY submitted_at, job_name")
+        wanted = set(states) if states is not None else None
+        return [r for r in rows if (wanted is None or r["state"] in wanted)
+                and (input_dir is None or r["input_dir"] == input_dir)
+                and (name_tag is None or r["name_tag"] == name_tag)]
+
+    def batch_requests(self, job_name: str) -> list[dict]:
+        return self.query("SELECT * FROM batch_requests WHERE job_name = ? ORDER BY image_id, attempt", [job_name])
+
+    def batch_failures(self, job_names: Iterable[str]) -> list[dict]:
+        """Per request key of these jobs that was answered without an image: its latest outcome
+        and error, and how many times a job answered it so."""
+        names = list(job_names)
+        if not names:
+            return []
+        return self.query(
+            "SELECT r.request_key, arg_max(a.outcome, a.started_at) AS outcome, arg_max(a.error, "
+            "a.started_at) AS error, "
+            "arg_max(a.prompt, a.started_at) AS prompt, arg_max(a.model, a.started_at) AS model, count(*) AS answers "
+            "FROM attempts a JOIN batch_requests r ON a.batch_job = r.job_name AND a.variation_id = r.variation_id "
+            "WHERE a.outcome <> 'ok' AND list_contains(?, r.job_name) GROUP BY r.request_key", [names])
+
+    def waiting_batch_keys(self, open_states: Iterable[str]) -> set[str]:
+        """Content keys of the requests in jobs still open (not to be submitted again)."""
+        names = [j["job_name"] for j in self.batch_jobs(states=open_states)]
+        if not names:
+            return set()
+        rows = self.query("SELECT DISTINCT request_key FROM batch_requests WHERE list_contains(?, job_name)", [names])
+        return {r["request_key"] for r in rows}
