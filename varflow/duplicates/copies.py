@@ -498,7 +498,13 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
         return sparse.diags(1 / np.maximum(norms, 1e-9)) @ m
 
-    x, xm = normalised(x), normalised(xm)
+    return _shortlist(normalised(x), normalised(xm), ids, groups)
+
+
+def _shortlist(x, xm, ids: list[int], groups: UnionFind) -> list[tuple[int, int, bool]]:
+    """Each image's nearest images by cosine of its (and its mirror's) normalised word vector,
+    above MIN_WORD_SCORE, skipping those already in its group."""
+    n = len(ids)
     xt = x.T.tocsc()
     out: set[tuple[int, int, bool]] = set()
     block = 256
