@@ -123,11 +123,17 @@ def mixed(prefect_server, server, tmp_path_factory):
 def test_mixed_faults_every_image_ends_in_a_recorded_state(mixed):
     summary, store, _, _ = mixed
     rows = images(store)
+    judged = {Path(r["path"]).name: r["n"] for r in store.query(
+        "SELECT i.path, count(v.variation_id) AS n FROM images i LEFT JOIN variations v USING (run_id, image_id) "
+        "GROUP BY i.path")}
     assert len(rows) == N_MIX_IMAGES == summary["images_total"]
     for name, _, outcomes in MIX[:-1]:
         assert rows[name]["status"] == "ok", rows[name]
         assert rows[name]["attempts"] == 1
-        assert rows[name]["accepted"] == (1 if outcomes[-1] == "ok" else 0)
+        # an answered call is one judged variation (the gate's verdict on the fake's 64 px edit is
+        # the quality tests' business: it rejects about 1 in 36 of them as soft, tests/fake_gemini.py)
+        assert judged[name] == (1 if outcomes[-1] == "ok" else 0), name
+        assert rows[name]["accepted"] <= judged[name]
     stopped = rows["photo-009.png"]
     assert stopped["status"] == "error" and "quota" in stopped["error"].lower()
     for name in ("photo-010.png", "photo-011.png"):
