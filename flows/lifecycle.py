@@ -11,10 +11,8 @@ that cannot take the lock leaves the run to the one that holds it.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,34 +143,28 @@ on_failed = _ended(RunStatus.FAILED)  # a run that raised (not one that returned
 def termination_kept() -> Iterator[None]:
     """Keep a SIGTERM a SIGTERM while the flow's body runs.
 
-    Prefect's handler raises ``TerminationSignal`` wherever the main thread is; inside a DuckDB
-    query DuckDB turns it into ``RuntimeError('Query interrupted')`` (duckdb 2.0.1), so the run
-    ended Failed with exit 1 and its row stayed ``running``. The signal is noted here and the
-    exception that carried it becomes a ``TerminationSignal`` again: Crashed, exit 143, and the
-    ``on_crashed`` hook closes the row ``interrupted``.
+    Prefect's SIGTERM handler raises ``TerminationSignal`` wherever the main thread is; inside a
+    DuckDB query DuckDB turns it into ``RuntimeError('Query interrupted')`` (duckdb 2.0.1), so the
+    run ended Failed, exit 1, its row left ``running``. That exception becomes a
+    ``TerminationSignal`` again, and Prefect decides as it does for its own: Cancelled when its
+    runner asked for a cancel, else Crashed (exit 143; the hooks close the row). The handler itself
+    is left alone: Prefect's runner acknowledges a cancel only while its own handler is installed.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     from prefect.exceptions import TerminationSignal
 
-    seen: list[int] = []
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def note(signum, frame):
-        seen.append(signum)
-        if callable(previous):
-            previous(signum, frame)
-        raise TerminationSignal(signal=signum)
-
-    signal.signal(signal.SIGTERM, note)
     try:
         yield
     except Exception as exc:
-        if seen:
+        if _interrupted_query(exc):
             raise TerminationSignal(signal=signal.SIGTERM) from exc
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if seen and not callable(previous):  # no Prefect handler to end the process: end it as asked
-            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _interrupted_query(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it came from) is DuckDB's answer to a signal handler's exception."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, RuntimeError) and str(exc).strip() == "Query interrupted":
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

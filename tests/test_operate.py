@@ -315,7 +315,9 @@ def test_a_served_run_cancelled_from_the_api_closes_its_rows_cancelled_and_frees
     run_id = trigger(server, served, {"input_dir": str(tmp_path / "many"), "count": 3})["id"]
     store = Store(served["home"])
     deadline = time.time() + RUN_TIMEOUT_S
-    while not store.query("SELECT 1 FROM images WHERE run_id = ?", [run_id]):  # running, an image done
+    # running, an image done (the data directory appears with the first run served by this module)
+    while not ((served["home"] / "tables" / "runs").exists()
+               and store.query("SELECT 1 FROM images WHERE run_id = ?", [run_id])):
         assert time.time() < deadline, served["log"].read_text()[-3000:]
         time.sleep(0.5)
     status, _ = call(f"{server['api']}/flow_runs/{run_id}/set_state",
