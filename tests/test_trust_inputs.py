@@ -55,14 +55,15 @@ def sha(path: Path) -> str:
 
 
 def photo(dest: Path, index: int, fmt: str = "PNG") -> Path:
-    """A small real photo (the bundled samples, flipped past the sixth), saved as ``fmt``."""
+    """A small real photo (the bundled samples, turned a quarter past the sixth: a mirror would be a
+    copy of its sample, which a run skips), saved as ``fmt``."""
     from varflow.images.samples import sample_paths
 
     with Image.open(sample_paths()[index % 6]) as im:
         im = im.convert("RGB")
         im.thumbnail((96, 96))
         if index >= 6:
-            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            im = im.transpose(Image.Transpose.ROTATE_90)
         dest.parent.mkdir(parents=True, exist_ok=True)
         im.save(dest, format=fmt)
     return dest
