@@ -1,9 +1,10 @@
 """Prefect-free functions behind ``varflow score`` and ``varflow dedup``.
 
 ``score_files`` scores variations the way the seed's enhanced loop sees them: each against the
-original, and variation i's diversity against variations 1..i-1. ``find_duplicate_groups``
-finds the near-duplicate groups of a folder's images (a user cleaning an input folder before a
-paid run) with the hash index, the SSIM confirmation and union-find.
+original, and variation i's diversity against variations 1..i-1. ``copy_groups_in`` finds the
+copy groups of a folder's images (a user cleaning an input folder before a paid run) with
+varflow/duplicates/copies.py; ``find_duplicate_groups``, the older hash-and-SSIM finder, stays
+as the benches' baseline.
 """
 
 from __future__ import annotations
