@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from varflow.duplicates.copies import UnionFind
 from varflow.duplicates.dedup import HASH_KINDS, appearance_signature, confirmation_ssim, same_appearance
 from varflow.duplicates.hashindex import HashIndex
 from varflow.duplicates.hashing import ImageHashes, compute_hashes, hash_distances
@@ -87,21 +88,6 @@ def score_files(
     return out
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
 
 def _signatures(paths, settings: DedupSettings, limits: LoadLimits, errors: list | None) -> tuple:
     """(names, hashes, SSIM thumbnails, aligned thumbnails, appearance signatures) of the readable
@@ -152,7 +138,7 @@ def find_duplicate_groups(
             return thumbs[i]
         return load_grey(names[i])
 
-    uf = _UnionFind(len(names))
+    uf = UnionFind(len(names))
     for i, h in enumerate(hashes):
         cands: set[int] = set()
         for kind in HASH_KINDS:
