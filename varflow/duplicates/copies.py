@@ -390,6 +390,8 @@ class CopyLink:
 
 
 class UnionFind:
+    """Groups of indices joined pair by pair; a group's root is its smallest index (its first file)."""
+
     def __init__(self, n: int):
         self.parent = list(range(n))
 

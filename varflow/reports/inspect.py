@@ -1,9 +1,10 @@
 """Prefect-free functions behind ``varflow score`` and ``varflow dedup``.
 
 ``score_files`` scores variations the way the seed's enhanced loop sees them: each against the
-original, and variation i's diversity against variations 1..i-1. ``find_duplicate_groups``
-finds the near-duplicate groups of a folder's images (a user cleaning an input folder before a
-paid run) with the hash index, the SSIM confirmation and union-find.
+original, and variation i's diversity against variations 1..i-1. ``copy_groups_in`` finds the
+copy groups of a folder's images (a user cleaning an input folder before a paid run) with
+varflow/duplicates/copies.py; ``find_duplicate_groups``, the older hash-and-SSIM finder, stays
+as the benches' baseline.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from varflow.duplicates.copies import UnionFind
 from varflow.duplicates.dedup import HASH_KINDS, appearance_signature, confirmation_ssim, same_appearance
 from varflow.duplicates.hashindex import HashIndex
 from varflow.duplicates.hashing import ImageHashes, compute_hashes, hash_distances
@@ -86,21 +88,6 @@ def score_files(
     return out
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
 
 def _signatures(paths, settings: DedupSettings, limits: LoadLimits, errors: list | None) -> tuple:
     """(names, hashes, SSIM thumbnails, aligned thumbnails, appearance signatures) of the readable
@@ -151,7 +138,7 @@ def find_duplicate_groups(
             return thumbs[i]
         return load_grey(names[i])
 
-    uf = _UnionFind(len(names))
+    uf = UnionFind(len(names))
     for i, h in enumerate(hashes):
         cands: set[int] = set()
         for kind in HASH_KINDS:

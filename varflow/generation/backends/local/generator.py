@@ -160,7 +160,7 @@ class LocalGenerator(Backend):
         if vtype == "composition":
             img, ops, what = composition.compose(src, rng, subj.box, subj.centre)
         else:
-            img, ops, what = self._object_edit(src, vtype, sal, subj, rng)
+            img, ops, what = self._object_edit(src, vtype, sal, subj, rng, take)
         words = [what]
         if styles_kw:  # the prompt asked for a rendering: every type gets it
             style = styles_kw[int(rng.integers(0, len(styles_kw)))]
@@ -182,16 +182,19 @@ class LocalGenerator(Backend):
 
     # -- steps
 
-    def _object_edit(self, src, vtype, sal, subj, rng):
-        """Remove, add or move one of the photo's distinct objects (seed-chosen); the next
-        candidate is tried when one has no free spot."""
+    def _object_edit(self, src, vtype, sal, subj, rng, take=0):
+        """Remove, add or move one of the photo's distinct objects; the next candidate is tried
+        when one has no free spot. Attempt ``take`` starts at the next object, best first (a
+        seed-drawn order per attempt edited the same object again and again: duplicates)."""
         found = objects.find_objects(src, sal, subj)
         if vtype != "object_remove":
             found = [r for r in found if r.free_standing]
         if not found:
             raise objects.NoObject("no compact, free-standing region stands out from a calm surround")
         last = None
-        for region in objects.seeded_order(found, rng)[:4]:
+        order = sorted(found, key=lambda r: -r.score)  # the same for every attempt: takes walk through it
+        start = take % len(order)
+        for region in (order[start:] + order[:start])[:4]:
             place = objects.where(region.box, src.shape)
             try:
                 if vtype == "object_remove":
