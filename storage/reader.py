@@ -80,6 +80,8 @@ class StoreReader:
             except duckdb.Error as exc:
                 if is_query_error(exc):
                     raise
+                if _vanished(exc):  # listed before another process compacted that run: list and read again
+                    continue
                 named = file_named_in(exc, self.tables_dir)
                 damaged = [(named, f"{type(exc).__name__}: {exc}")] if named else undecodable_parts(self.tables_dir)
                 if not damaged:
@@ -157,11 +159,13 @@ class StoreReader:
         not duplicate. ``except_run``: leave out that run's files (a running run's own parts grow
         by one per image; reading them for every chunk would cost more as the run goes on)."""
         ids = list(dict.fromkeys(image_ids))
-        files = self._table_files("variations", except_run=except_run)
-        if not ids or not files:
-            return {i: [] for i in ids}
+        if not ids:
+            return {}
 
-        def read(con):
+        def read(con):  # lists the files each time: a retry after another run's compaction sees its new file
+            files = self._table_files("variations", except_run=except_run)
+            if not files:
+                return []
             cur = con.execute(
                 "SELECT DISTINCT image_id, variation_id, ahash, phash, dhash, output_path "
                 "FROM read_parquet(?, union_by_name = true) "
@@ -268,3 +272,9 @@ class StoreReader:
             return set()
         rows = self.query("SELECT DISTINCT request_key FROM batch_requests WHERE list_contains(?, job_name)", [names])
         return {r["request_key"] for r in rows}
+
+
+def _vanished(error: Exception) -> bool:
+    """A file the query named is gone (another process compacted or superseded its run meanwhile)."""
+    return isinstance(error, duckdb.IOException) and (
+        "No files found that match the pattern" in str(error) or "No such file or directory" in str(error))

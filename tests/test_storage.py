@@ -153,3 +153,27 @@ def test_initialize_leaves_the_file_alone_when_its_views_are_current(tmp_path, m
         Store(tmp_path).initialize()  # a run starting while a notebook reads
         assert store.duckdb_path.stat().st_mtime_ns == before
         assert reader.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+
+
+def test_earlier_accepted_variations_are_read_again_when_another_run_compacts_meanwhile(tmp_path, monkeypatch):
+    """Two runs on one data directory: run A lists run B's parts, B compacts (its parts move out
+    in one exchange), A's read named a file that is gone. It failed A's run ("No files found");
+    the read lists the files again."""
+    store = Store(tmp_path).initialize()
+    for i in range(3):
+        store.write_image_result(image("rB", f"i{i}"), [variation("rB", f"i{i}", 0)])
+    from varflow.storage.reader import StoreReader
+
+    listed_before = store._table_files("variations")
+    real = StoreReader._table_files
+    calls = []
+
+    def stale_then_fresh(self, table, **kw):
+        calls.append(table)
+        return listed_before if len(calls) == 1 else real(self, table, **kw)
+
+    store.compact_run("rB")  # the parts listed above are gone now
+    monkeypatch.setattr(StoreReader, "_table_files", stale_then_fresh)
+    got = store.accepted_variations(["i0", "i2"], except_run="rA")
+    assert [r["variation_id"] for r in got["i0"]] == ["i0-v0"] and len(got["i2"]) == 1
+    assert len(calls) == 2  # read once with the stale list, once again
