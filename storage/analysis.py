@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from varflow.storage.schema import SCHEMAS, TABLES, shaped_view
+from varflow.storage.schema import DERIVED_VIEWS, SCHEMAS, TABLES, shaped_view
 from varflow.storage.sqltext import glob_literal, sql_literal
 from varflow.storage.store import Store
 
@@ -52,8 +52,8 @@ class QueryResult:
 
 
 def has_store(home: str | Path) -> bool:
-    tables = Store(home).tables_dir
-    return all((tables / t / "_schema.parquet").exists() for t in TABLES)
+    """A run has written here (a table newer than the data directory's last run reads as empty)."""
+    return (Store(home).tables_dir / "runs" / "_schema.parquet").exists()
 
 
 def open_lens(home: str | Path) -> duckdb.DuckDBPyConnection:
@@ -67,6 +67,8 @@ def open_lens(home: str | Path) -> duckdb.DuckDBPyConnection:
     for table in TABLES:
         con.register(f"_empty_{table}", SCHEMAS[table].empty_table())
         con.execute(f"CREATE VIEW {table} AS {shaped_view(table, f'SELECT * FROM _empty_{table}')}")
+    for name, sql in DERIVED_VIEWS.items():
+        con.execute(f"CREATE VIEW {name} AS {sql}")
     con.execute("CREATE MACRO hamming(a, b) AS bit_count(xor(('0x' || a)::UBIGINT, ('0x' || b)::UBIGINT))")
     return con
 

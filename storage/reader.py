@@ -13,7 +13,7 @@ from varflow.storage.integrity import (
     quarantine,
     undecodable_parts,
 )
-from varflow.storage.schema import SCHEMA_VERSION, TABLES, shaped_view
+from varflow.storage.schema import DERIVED_VIEWS, SCHEMA_VERSION, TABLES, empty_rows_sql, shaped_view
 from varflow.storage.sqltext import glob_literal, sql_literal
 
 from varflow.processing.estimate import AttemptHistory
@@ -48,8 +48,13 @@ class StoreReader:
     def _views_script(self, *, relative: bool = False) -> str:
         """The views, macros and meta row; ``relative``: the file's (paths relative to the data
         directory, ``home`` is ``.``), else a lens's (this data directory's absolute paths)."""
-        statements = [f"CREATE OR REPLACE VIEW {table} AS {shaped_view(table, self.view_sql(table, relative=relative))}"
-                      for table in TABLES]
+        def rows(table: str) -> str:
+            if (self.tables_dir / table / "_schema.parquet").exists():
+                return self.view_sql(table, relative=relative)
+            return empty_rows_sql(table)  # a table newer than this data directory's last run
+
+        statements = [f"CREATE OR REPLACE VIEW {table} AS {shaped_view(table, rows(table))}" for table in TABLES]
+        statements += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in DERIVED_VIEWS.items()]
         home = "." if relative else self.home.as_posix()
         statements.append(f"CREATE OR REPLACE VIEW varflow_meta AS SELECT {int(SCHEMA_VERSION)} AS schema_version, "
                           f"{sql_literal(home)} AS home")
@@ -236,6 +241,36 @@ class StoreReader:
         return {r["level"]: AttemptHistory(attempts=r["attempts"], accepted=r["accepted"], called=r["called"],
                                            calls=int(r["calls"]), cost_usd=float(r["cost"]), level=r["level"])
                 for r in rows}
+
+    # -- reviews (flows/review.py) -------------------------------------------------------------------
+    def review_targets(self, variation_id: str) -> list[dict]:
+        """The variations whose id is or starts with ``variation_id`` (their latest row), each with its
+        source, its run's output folder, and the status the latest review left (``variation_status``)."""
+        return self.query(
+            "SELECT s.variation_id, s.run_id, s.image_id, s.attempt, s.accepted, s.reject_reason, s.output_path, "
+            "  s.cache_key, s.name_prefix, s.verdict, s.final_accepted, s.final_path, i.path AS source_path, "
+            "  r.output_dir, r.input_dir "
+            "FROM variation_status s "
+            "LEFT JOIN (SELECT run_id, image_id, any_value(path) AS path FROM images GROUP BY ALL) i "
+            "  USING (run_id, image_id) "
+            "LEFT JOIN (SELECT run_id, any_value(output_dir) AS output_dir, any_value(input_dir) AS input_dir "
+            "  FROM runs GROUP BY run_id) r USING (run_id) "
+            "WHERE starts_with(s.variation_id, ?) "
+            "QUALIFY row_number() OVER (PARTITION BY s.variation_id ORDER BY s.created_at DESC) = 1 "
+            "ORDER BY s.variation_id LIMIT 2", [variation_id])
+
+    def review_history(self, variation_id: str) -> list[dict]:
+        """Every decision on one variation, latest first."""
+        return self.query("SELECT * FROM reviews WHERE variation_id = ? ORDER BY reviewed_at DESC", [variation_id])
+
+    def source_names_in(self, output_dir: str | Path, name_prefix: str) -> list[str]:
+        """File names (relative to ``output_dir``) that any variation of a source with ``name_prefix`` was ever
+        given there, as the run left it or as a review moved it: a kept one's new name must be free of all."""
+        base = str(Path(output_dir)).rstrip("/") + "/"
+        rows = self.query(
+            "SELECT DISTINCT p FROM (SELECT output_path AS p FROM variations UNION ALL "
+            "SELECT file_path FROM reviews) WHERE starts_with(p, ?)", [base + name_prefix])
+        return [r["p"][len(base):] for r in rows]
 
     def batch_jobs(self, *, states: Iterable[str] | None = None, input_dir: str | None = None,
                    name_tag: str | None = None) -> list[dict]:

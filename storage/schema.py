@@ -13,14 +13,16 @@ from varflow.runtime.records import (
     BatchRequestRecord,
     ImageRecord,
     QualityLevelChangeRecord,
+    ReviewRecord,
     RunRecord,
     VariationRecord,
     score_columns,
 )
 
 # 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job;
-# 4: execution in every table (a retried flow run's executions each keep their rows)
-SCHEMA_VERSION = 4
+# 4: execution in every table (a retried flow run's executions each keep their rows); 5: reviews,
+# variations.cache_key
+SCHEMA_VERSION = 5
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -44,7 +46,8 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
         "run_id": _S, "image_id": _S, "variation_id": _S, "attempt": _I, "variation_type": _S,
         "accepted": _B, "reject_reason": _S, "ahash": _S, "phash": _S,
         "dhash": _S, "duplicate_of": _S, "output_path": _S, "backend": _S, "model": _S,
-        "prompt": _S, "seed": _I, "quality_level": _S, "created_at": _TS, "profile": _S,
+        "prompt": _S, "seed": _I, "quality_level": _S, "created_at": _TS, "profile": _S, "cache_key": _S,
+        "name_prefix": _S,
         **{column: _F for column in score_columns()},  # what the quality profiles measure
     },
     "attempts": {
@@ -57,6 +60,10 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
     "quality_level_changes": {
         "run_id": _S, "image_id": _S, "changed_at": _TS, "from_level": _S, "to_level": _S,
         "window_average": _F, "reason": _S, "scope": _S,
+    },
+    "reviews": {
+        "run_id": _S, "variation_id": _S, "image_id": _S, "verdict": _S, "reviewer": _S, "note": _S,
+        "reviewed_at": _TS, "file_path": _S, "message": _S,
     },
     "batch_jobs": {
         "run_id": _S, "job_name": _S, "submit_run_id": _S, "display_name": _S, "backend": _S, "model": _S,
@@ -76,11 +83,15 @@ RECORD_TYPES = {
     "variations": VariationRecord,
     "attempts": AttemptRecord,
     "quality_level_changes": QualityLevelChangeRecord,
+    "reviews": ReviewRecord,
     "batch_jobs": BatchJobRecord,
     "batch_requests": BatchRequestRecord,
 }
 
 TABLES = tuple(_TYPES)
+# Written after a run, never by one: a run's compaction leaves them as parts (a review made while the
+# run was live would otherwise be merged away, and any made after hidden behind the compacted file).
+NEVER_COMPACTED = frozenset({"reviews"})
 
 EXECUTION = "execution"  # added to every table: which execution of the run wrote the row (1, 2 after a retry)
 
@@ -100,10 +111,35 @@ VIEW_COLUMNS = {
 }
 
 
+# Views over the tables: a variation as people left it. ``final_accepted``: the latest review's verdict where
+# there is one, else the run's decision (``accepted``, which stays as the run decided); ``final_path``: where
+# its file is now. Everything downstream of a review reads this (storage/SCHEMA.md).
+DERIVED_VIEWS = {
+    "variation_status": """
+        SELECT v.*, r.verdict, r.reviewer, r.reviewed_at, r.note AS review_note,
+               coalesce(r.verdict = 'keep', v.accepted) AS final_accepted,
+               CASE WHEN r.verdict IS NULL THEN v.output_path ELSE r.file_path END AS final_path,
+               CASE WHEN r.verdict IS NULL THEN NULL ELSE (r.verdict = 'keep') = v.accepted END AS agrees
+        FROM variations v LEFT JOIN (
+            SELECT * FROM reviews QUALIFY row_number() OVER (
+                PARTITION BY variation_id ORDER BY reviewed_at DESC, verdict) = 1) r USING (variation_id)""",
+}
+
+
 def shaped_view(table: str, rows_sql: str) -> str:
     """The view of ``table`` over the query ``rows_sql`` that reads its stored rows."""
     columns = VIEW_COLUMNS.get(table)
     return rows_sql if columns is None else f"SELECT {columns} FROM ({rows_sql})"
+
+
+_SQL_TYPES = {_S: "VARCHAR", _I: "BIGINT", _F: "DOUBLE", _B: "BOOLEAN", _TS: "TIMESTAMPTZ"}
+
+
+def empty_rows_sql(table: str) -> str:
+    """No rows with ``table``'s columns: its view in a data directory written before the table existed
+    (a store from an older varflow has no ``reviews`` until its next run), so every query still runs."""
+    return "SELECT " + ", ".join(f"CAST(NULL AS {_SQL_TYPES[f.type]}) AS {f.name}" for f in SCHEMAS[table]) + \
+        " WHERE false"
 
 
 def to_arrow(table: str, rows: list[dict]) -> pa.Table:

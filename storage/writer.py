@@ -16,7 +16,7 @@ from varflow.storage.integrity import (
     quarantine,
     unreadable_reason,
 )
-from varflow.storage.schema import EXECUTION, RECORD_TYPES, SCHEMAS, TABLES, to_arrow
+from varflow.storage.schema import EXECUTION, NEVER_COMPACTED, RECORD_TYPES, SCHEMAS, TABLES, to_arrow
 
 from varflow.runtime.calls import IN_FLIGHT
 from varflow.runtime.records import (
@@ -25,6 +25,7 @@ from varflow.runtime.records import (
     BatchRequestRecord,
     ImageRecord,
     QualityLevelChangeRecord,
+    ReviewRecord,
     RunRecord,
     VariationRecord,
 )
@@ -139,6 +140,13 @@ class StoreWriter:
     def write_level_change(self, change: QualityLevelChangeRecord) -> None:
         self._write("quality_level_changes", change.run_id, f"{change.image_id}", [change])
 
+    def write_review(self, review: ReviewRecord) -> None:
+        """A person's decision, in a part of its own (the history stays; the latest is in force). Written
+        durably: the file move it describes follows it (flows/review.py)."""
+        stamp = review.reviewed_at.strftime("%Y%m%dT%H%M%S%f")
+        self._write("reviews", review.run_id, f"{review.variation_id[:32]}-{stamp}", [review], durable=True,
+                    execution=1)
+
     # -- batch jobs (docs/batch.md) ----------------------------------------------------------------
     def write_batch_job(self, job: BatchJobRecord, requests: list[BatchRequestRecord] = ()) -> None:
         """A job's state as ``job.run_id`` saw it; its requests (at submission) land first, so a
@@ -156,6 +164,8 @@ class StoreWriter:
         (``_exchange``), so a reader of ``tables/<table>`` with pyarrow or polars, which knows
         nothing of the views' rule, counts each row once at every moment, compaction included."""
         for table in TABLES:
+            if table in NEVER_COMPACTED:
+                continue
             run_dir = self._run_dir(table, run_id, execution)
             parts = sorted((run_dir / "parts").glob("*.parquet")) if run_dir.exists() else []
             for part in list(parts):

@@ -38,6 +38,13 @@ class ScanStatus(StrEnum):
     DONE = "done"  # processed by an earlier run with the same settings
 
 
+class Verdict(StrEnum):
+    """A person's decision on a variation (the ``reviews`` table's ``verdict``; the latest one is in force)."""
+
+    KEEP = "keep"  # the file belongs in the output folder, whatever the gate said
+    REJECT = "reject"  # the file goes to ``_rejected/``, whatever the gate said
+
+
 class QualityLevel(StrEnum):
     """The adaptive quality levels, best first (varflow.settings.QUALITY_LEVELS holds their numbers)."""
 

@@ -31,6 +31,27 @@ from varflow.runtime.records import stable_id
 _ACCEPTED_NAME = re.compile(r"^(?P<stem>.+)-[0-9a-f]{8}-v\d{2,}\.png$")
 
 
+_KEPT_NUMBER = re.compile(r"-v(?P<n>\d{2,})\.png$")
+_REJECTED_NAME = re.compile(r"^(?P<prefix>.+)-a\d{2,}-[a-z_]+\.png$")  # pipeline's rejected_path
+
+
+def next_accepted_name(prefix: str, taken: Iterable[str]) -> str:
+    """``<prefix>-vNN.png`` with NN one above the highest number ``taken`` (file names) holds for that prefix:
+    a variation a person keeps joins its source's accepted files without replacing one."""
+    numbers = [int(m.group("n")) for name in taken if name.startswith(prefix + "-v")
+               and (m := _KEPT_NUMBER.search(name)) and name == f"{prefix}-v{m.group('n')}.png"]
+    return f"{prefix}-v{max(numbers, default=0) + 1:02d}.png"
+
+
+def prefix_of(name: str) -> str | None:
+    """The ``<stem>-<tag>`` of an accepted (``-vNN.png``) or kept-rejected (``-aNN-<reason>.png``) file name."""
+    m = _ACCEPTED_NAME.match(name)
+    if m:
+        return name[: name.rindex("-v")]
+    m = _REJECTED_NAME.match(name)
+    return m.group("prefix") if m else None
+
+
 def stem_key(stem: str) -> str:
     """How a file system that ignores case (and normalizes Unicode, as macOS does) sees a stem."""
     return unicodedata.normalize("NFC", stem).casefold()

@@ -380,7 +380,8 @@ class _ImageRun:
             duplicate_of=dedup.duplicate.duplicate_of if dedup.duplicate else None,
             output_path=final, backend=self.job.spec.backend, model=result.model,
             prompt=result.prompt_sent, seed=a.seed, quality_level=self.job.level.name, created_at=utcnow(),
-            profile=assessment.profile if assessment is not None else None,
+            profile=assessment.profile if assessment is not None else None, cache_key=a.context.cache_key,
+            name_prefix=output_prefix(self.job),
             scores=assessment.scores() if assessment is not None else {},
         )
 

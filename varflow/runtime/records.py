@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 
-from varflow.kinds import ImageStatus, RunStatus
+from varflow.kinds import ImageStatus, RunStatus, Verdict
 
 
 def utcnow() -> datetime:
@@ -110,6 +110,8 @@ class VariationRecord(Row):
     quality_level: str
     created_at: datetime
     profile: str | None = None  # the quality profile that judged (None: not scored, a duplicate)
+    cache_key: str | None = None  # the generation cache's key: where a person's "keep" finds a deleted file
+    name_prefix: str | None = None  # ``<stem>-<tag>``: a person's "keep" names the file ``<name_prefix>-vNN.png``
     scores: Mapping[str, float | None] = field(default_factory=dict)
 
     def as_row(self) -> dict:
@@ -167,6 +169,22 @@ class QualityLevelChangeRecord(Row):
     window_average: float
     reason: str
     scope: str  # what the level belongs to, e.g. "local/local-v1"
+
+
+@dataclass(frozen=True)
+class ReviewRecord(Row):
+    """A person's keep/reject of one variation; the latest per variation is in force, the others stay
+    as history. ``file_path`` is where the decision left the file (None: the file is gone)."""
+
+    run_id: str
+    variation_id: str
+    image_id: str
+    verdict: Verdict
+    reviewer: str
+    note: str | None
+    reviewed_at: datetime
+    file_path: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""A person's keep or reject (flows/review.py, `varflow review mark`): the ``reviews`` table, the
+``variation_status`` view, and the files that follow the decision, on the records of a real run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_photo_folder, run_flow_child
+from varflow.flows.review import apply_review, reviewer_name
+from varflow.storage import Store
+
+from varflow.errors import InputError
+
+OPEN_GATE = dict(similarity_min=0, similarity_max=1, diversity_min=0, aesthetic_min=0,
+                 object_integrity_min=0, overall_min=0)
+
+
+@pytest.fixture(scope="module")
+def reviewed_run(prefect_api, tmp_path_factory) -> dict:
+    """Two small photos, count 2, level low, the seed profile's gate open: accepted and rejected
+    (duplicate) variations; rejected files deleted, so only the generation cache still has them."""
+    base = tmp_path_factory.mktemp("reviews")
+    make_photo_folder(base / "photos", 2, size=96)
+    home, out = base / "home", base / "out"
+    summary = run_flow_child({**prefect_api, "VARFLOW_HOME": str(home)}, input_dir=str(base / "photos"),
+                             output_dir=str(out), home=str(home), count=2, seed=3, level="low",
+                             images_in_flight=1, profile="seed", thresholds=OPEN_GATE)
+    store = Store(home).initialize()
+    rows = store.query("SELECT * FROM variations ORDER BY variation_id")
+    accepted = [r for r in rows if r["accepted"]]
+    assert len(accepted) >= 2 and len(accepted) < len(rows), summary  # the tests take distinct variations
+    return {"home": home, "out": out, "store": store, "rows": rows}
+
+
+def _status(store: Store, variation_id: str) -> dict:
+    return store.query("SELECT * FROM variation_status WHERE variation_id = ?", [variation_id])[0]
+
+
+def test_reject_moves_an_accepted_file_aside_and_keep_brings_it_back_under_its_name(reviewed_run):
+    store, out = reviewed_run["store"], reviewed_run["out"]
+    row = next(r for r in reviewed_run["rows"] if r["accepted"])
+    first = Path(row["output_path"])
+    body = first.read_bytes()
+
+    done = apply_review(store, row["variation_id"][:10], "reject", reviewer="ana", note="too dark")
+    aside = out / "_rejected" / first.name
+    assert done.file_path == str(aside) and not first.exists() and aside.read_bytes() == body
+    status = _status(store, row["variation_id"])
+    assert (status["accepted"], status["verdict"], status["final_accepted"], status["agrees"]) == (
+        True, "reject", False, False)  # the run's decision stays; the person's is in force
+    assert status["final_path"] == str(aside) and status["reviewer"] == "ana" and status["review_note"] == "too dark"
+
+    done = apply_review(store, row["variation_id"], "keep", reviewer="ben")
+    assert done.file_path == str(first) and first.read_bytes() == body and not aside.exists()
+    assert [r["verdict"] for r in store.review_history(row["variation_id"])] == ["keep", "reject"]
+    assert _status(store, row["variation_id"])["final_accepted"] is True
+
+
+def test_keep_of_a_deleted_rejection_takes_it_from_the_cache_under_the_next_free_name(reviewed_run):
+    store, out = reviewed_run["store"], reviewed_run["out"]
+    row = next(r for r in reviewed_run["rows"] if not r["accepted"])
+    assert row["output_path"] is None and row["cache_key"]  # deleted by the run; the cache holds it
+    prefix = row["name_prefix"]
+    siblings = sorted(p.name for p in out.glob(f"{prefix}-v*.png"))
+    squatter = out / f"{prefix}-v{len(siblings) + 1:02d}.png"  # a file nobody recorded takes the next name
+    squatter.write_bytes(b"not ours")
+
+    done = apply_review(store, row["variation_id"], "keep", reviewer="ana")
+    kept = Path(done.file_path)
+    assert kept.parent == out and kept.name == f"{prefix}-v{len(siblings) + 2:02d}.png"
+    assert squatter.read_bytes() == b"not ours"  # never overwritten
+    assert kept.stat().st_size > 1000 and _status(store, row["variation_id"])["final_path"] == str(kept)
+    # keeping it again moves nothing
+    again = apply_review(store, row["variation_id"], "keep", reviewer="ana")
+    assert again.file_path == str(kept) and "stays" in again.message
+
+
+def test_a_decision_on_a_file_that_is_gone_is_recorded_and_says_so(reviewed_run):
+    store = reviewed_run["store"]
+    row = [r for r in reviewed_run["rows"] if r["accepted"]][-1]
+    Path(row["output_path"]).unlink()  # someone deleted the accepted file by hand
+    done = apply_review(store, row["variation_id"], "reject", reviewer="ana")
+    assert done.file_path is None and "gone" in done.message
+    status = _status(store, row["variation_id"])
+    assert (status["verdict"], status["final_accepted"], status["final_path"]) == ("reject", False, None)
+
+
+def test_unknown_ambiguous_and_malformed_ids_are_refused(reviewed_run):
+    store = reviewed_run["store"]
+    with pytest.raises(InputError, match="no variation"):
+        apply_review(store, "ffffff0000", "keep", reviewer="ana")
+    with pytest.raises(InputError, match="not a variation id"):
+        apply_review(store, "'; DROP TABLE reviews; --", "keep", reviewer="ana")
+    with pytest.raises(InputError, match="neither"):
+        apply_review(store, reviewed_run["rows"][0]["variation_id"], "maybe", reviewer="ana")
+
+
+def test_mark_from_the_command_line(reviewed_run):
+    row = next(r for r in reviewed_run["rows"] if r["accepted"])
+    env = {**os.environ, "VARFLOW_REVIEWER": "carla\x1b[2J"}
+    cmd = [sys.executable, "-m", "varflow.flows.cli", "review", "mark", "--home", str(reviewed_run["home"])]
+    done = subprocess.run([*cmd, row["variation_id"][:12], "keep", "--note", "fine"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "keep recorded" in done.stdout, done.stderr
+    latest = reviewed_run["store"].review_history(row["variation_id"])[0]
+    assert latest["reviewer"] == "carla\x1b[2J" and latest["note"] == "fine"
+    bad = subprocess.run([*cmd, "0123456789", "keep"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no variation 0123456789" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_reviewer_name_comes_from_the_flag_then_the_environment(monkeypatch):
+    monkeypatch.setenv("VARFLOW_REVIEWER", "  dana \n x ")
+    assert reviewer_name("eve") == "eve" and reviewer_name() == "dana x"
+    monkeypatch.delenv("VARFLOW_REVIEWER")
+    assert reviewer_name()  # the login name
+
+
+def test_reviews_are_never_compacted_away_and_an_older_store_reads_without_them(reviewed_run, tmp_path):
+    store = reviewed_run["store"]
+    row = reviewed_run["rows"][0]
+    apply_review(store, row["variation_id"], "keep", reviewer="ana")
+    store.compact_run(row["run_id"])  # a run compacting after a review (a live run's gallery)
+    assert store.review_history(row["variation_id"]) and not list((store.tables_dir / "reviews").glob("*/compacted*"))
+
+    older = tmp_path / "older"
+    shutil.copytree(reviewed_run["home"], older, ignore=shutil.ignore_patterns("reviews", "varflow.duckdb*"))
+    lens = Store(older).lens()  # a data directory whose last run predates the table
+    assert lens.execute("SELECT count(*) FROM reviews").fetchone() == (0,)
+    assert lens.execute("SELECT count(*) FILTER (WHERE final_accepted = accepted) = count(*) FROM variation_status"
+                    ).fetchone() == (True,)
