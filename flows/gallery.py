@@ -8,8 +8,6 @@ data directory (varflow/images/thumbnails.py); a card whose picture is gone says
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +15,9 @@ from pathlib import Path
 
 from varflow.storage.analysis import resolve_run, run_rows
 
+from varflow.images.imageio import write_bytes_atomic
 from varflow.images.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
 from varflow.reports.gallery import Card, Source, render_gallery
-from varflow.safety.filemodes import follow_umask
 from varflow.settings import GALLERY
 
 REPORTS_DIR = "reports"
@@ -114,15 +112,5 @@ def write_gallery(home: str | Path, out: str | Path, run_id: str | None = None, 
     """Write the gallery of ``run_id`` (default: the latest run; its latest execution, or
     ``execution``) to ``out``; returns its path."""
     page, _ = build_gallery(home, run_id, execution=execution, max_images=max_images)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html-partial", dir=out.parent)
-    try:
-        follow_umask(fd)  # mkstemp makes it 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    out = write_bytes_atomic(page.encode("utf-8"), out)
     return out

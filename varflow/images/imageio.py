@@ -172,6 +172,8 @@ def save_atomic(im: Image.Image, path: str | Path, *, format: str | None = None,
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    """``data`` at ``path`` under a temp name, then renamed (a reader never sees half a file), with the
+    mode the umask gives (mkstemp's 0600 would hide it; a forced 0644 would show private photos to all)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
-from varflow.images.imageio import load_rgb
-from varflow.safety.filemodes import follow_umask
+from varflow.images.imageio import load_rgb, write_bytes_atomic
 from varflow.settings import GALLERY
 
 THUMBNAILS_DIR = "thumbnails"
@@ -45,19 +42,7 @@ def rejected_thumbnail_path(home: str | Path, run_id: str, variation_id: str) ->
 
 def save_thumbnail(src: str | Path, dest: str | Path) -> Path:
     """Write ``src``'s thumbnail to ``dest`` (temp name, then rename: a reader never sees half)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    data = thumbnail_jpeg(src)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jpg-partial", dir=dest.parent)
-    try:
-        follow_umask(fd)  # mkstemp makes it 0600; a forced 0644 would show private photos to all
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return write_bytes_atomic(thumbnail_jpeg(src), dest)
 
 
 def prune_thumbnails(home: str | Path, *, keep_runs: int = GALLERY.keep_runs) -> int:
