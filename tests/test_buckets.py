@@ -9,8 +9,10 @@ run may not name a bucket the operator did not allow; a URL with a credential is
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,10 +81,30 @@ def runs(prefect_server, s3, tmp_path_factory) -> dict:
     for p in sorted(photos.rglob("*.png")):
         s3.put_file(str(p), f"{BUCKET}/in/{p.relative_to(photos).as_posix()}")
     local = _run(tmp, str(photos), str(tmp / "out-local"), "local", keep_rejected=True)
-    bucket = _run(tmp, f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "bucket", keep_rejected=True)
-    again = _run(tmp, f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "bucket")
+    with _requests() as first_requests:
+        bucket = _run(tmp, f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "bucket", keep_rejected=True)
+    with _requests() as requests:  # what the second run asks of the S3 API
+        again = _run(tmp, f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", "bucket")
     dask = _run(tmp, f"s3://{BUCKET}/in", f"s3://{BUCKET}/out-dask", "dask", runner="dask", dask_workers=2)
-    return {"local": local, "bucket": bucket, "again": again, "dask": dask, "out": tmp / "out-local"}
+    return {"local": local, "bucket": bucket, "again": again, "dask": dask, "out": tmp / "out-local",
+            "again_requests": requests, "first_requests": first_requests}
+
+
+@contextmanager
+def _requests():
+    """The requests moto's server answers meanwhile (its werkzeug access log: "GET /bucket/key ...")."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler, logger = Keep(logging.INFO), logging.getLogger("werkzeug")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 def _objects(s3, prefix: str) -> dict[str, str]:
@@ -125,6 +147,10 @@ def test_a_second_run_over_an_unchanged_bucket_makes_no_call_and_reads_no_object
     run_id = summary["run_id"]
     assert store.query("SELECT count(*) AS n FROM attempts WHERE run_id = ?", [run_id])[0]["n"] == 0
     # Each object's hash is on record by (URL, ETag, size): the listing alone identified them.
+    requests = runs["again_requests"]
+    assert [r for r in runs["first_requests"] if f"GET /{BUCKET}/in/" in r]  # the first run read them
+    assert any(f"GET /{BUCKET}?list-type=2&prefix=in/" in r for r in requests)  # it listed the folder
+    assert not [r for r in requests if f"GET /{BUCKET}/in/" in r]  # and read no object of it
     assert len(list((store.home / "cache" / "objects").rglob("*"))) >= N_IMAGES
 
 
