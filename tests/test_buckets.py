@@ -237,3 +237,17 @@ def test_hostile_keys_are_listed_and_recorded_never_read(s3, tmp_path):
         assert found[p].status == UNREADABLE and "\r" not in message and "rename the object" in message
     (fine,) = set(paths) - set(bad)
     assert found[fine].status != UNREADABLE and found[fine].image_id == hashlib.sha256(b"not read").hexdigest()
+
+
+def test_the_command_line_takes_bucket_urls_and_refuses_one_with_a_credential(runs, capsys):
+    from varflow.flows.cli import main
+
+    assert main(["run", f"s3://{BUCKET}/in", "--out", f"s3://{BUCKET}/out", "--dry-run", "--count", "2",
+                 "--seed", "3", "--level", "medium", "--no-adapt", "--type", "style_change",
+                 "--home", str(runs["bucket"][1].home)]) == 0
+    out = capsys.readouterr().out
+    assert f"{N_IMAGES} found, 0 to do ({N_IMAGES} already done" in out  # listed and known by ETag
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", f"s3://AKIAEXAMPLE:sEcReT123@{BUCKET}/in", "--dry-run"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "AWS_ACCESS_KEY_ID" in err and "sEcReT123" not in err
