@@ -15,7 +15,11 @@ Three rules, all checked before anything is recorded or connects:
    may use the address its deployment pins (the deployment's own parameters) or one the worker's
    environment allows (``VARFLOW_ALLOWED_ADDRESSES``, comma-separated); another one, set by
    whoever created the run, is refused. A run that is not a deployment's (``varflow run``, a
-   flow called from Python) is started by whoever runs the code: theirs to choose.
+   flow called from Python) is started by whoever runs the code: theirs to choose. Buckets go by
+   the same rule (``input_dir``/``output_dir`` as ``s3://bucket/...``): a deployment's run reads and
+   writes only the buckets its deployment names or the worker allows (``s3://bucket`` in
+   ``VARFLOW_ALLOWED_ADDRESSES``), so nobody can send another bucket's photos to a paid backend,
+   or write into one, by creating a run.
 3. ``api_key_secret`` names a Prefect Secret block, so it takes Prefect's rule for block names
    (lowercase letters, digits, dashes): a key pasted there (``AIza...``) is refused, not recorded.
 """
@@ -25,7 +29,10 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from varflow.images.locations import bucket_root, is_url
+
 ADDRESS_FIELDS = ("dask_address", "shared_limits")
+BUCKET_FIELDS = ("input_dir", "output_dir")  # a bucket URL there is read or written by the worker
 ALLOW_ENV = "VARFLOW_ALLOWED_ADDRESSES"
 # No user info (user:password@) and no query (redis://host/0?password=...): JSON Schema's pattern
 # (Prefect's server) and pydantic's both read it; no look-around, which pydantic's engine lacks.
@@ -86,7 +93,7 @@ def deployment_pins() -> dict[str, set[str]] | None:
     with get_client(sync_client=True) as client:
         d = client.read_deployment(UUID(str(deployment.id)))
     sets = [d.parameters or {}] + [s.parameters or {} for s in (d.schedules or [])]
-    return {field: {str(p[field]).strip() for p in sets if p.get(field)} for field in ADDRESS_FIELDS}
+    return {field: {str(p[field]).strip() for p in sets if p.get(field)} for field in ADDRESS_FIELDS + BUCKET_FIELDS}
 
 
 def refuse_unpinned_addresses(params, pins: dict[str, set[str]] | None, allowed: set[str]) -> None:
@@ -103,10 +110,26 @@ def refuse_unpinned_addresses(params, pins: dict[str, set[str]] | None, allowed:
         raise ValueError(f"{field}: a flow run may connect only where its deployment pins ({field} in the "
                          f"deployment's parameters) or where the worker allows ({ALLOW_ENV}); "
                          f"{urlsplit(value).hostname or value!r} is neither, so the run is refused")
+    refuse_unpinned_buckets(params, pins, allowed)
+
+
+def _buckets(values) -> set[str]:
+    return {bucket_root(v) for v in values if is_url(v) and not v.lower().startswith("file:")}
+
+
+def refuse_unpinned_buckets(params, pins: dict[str, set[str]], allowed: set[str]) -> None:
+    """Raise ValueError when a deployment's run names a bucket its deployment does not name (as
+    its input or output) and the worker does not allow."""
+    known = _buckets(v for field in BUCKET_FIELDS for v in pins.get(field, set())) | _buckets(allowed)
+    for field in BUCKET_FIELDS:
+        for bucket in _buckets([(getattr(params, field) or "").strip()]) - known:
+            raise ValueError(f"{field}: a flow run may read and write only the buckets its deployment names "
+                             f"(input_dir or output_dir in the deployment's parameters) or the worker allows "
+                             f"({bucket} in {ALLOW_ENV}); {bucket} is neither, so the run is refused")
 
 
 def check_run_addresses(params) -> None:
     """The flow's check: refuse an address the operator did not choose (the deployment is read
     from the API only when the run asks to connect somewhere)."""
-    if any("://" in (getattr(params, field) or "") for field in ADDRESS_FIELDS):
+    if any("://" in (getattr(params, field) or "") for field in ADDRESS_FIELDS + BUCKET_FIELDS):
         refuse_unpinned_addresses(params, deployment_pins(), allowed_addresses())

@@ -16,6 +16,7 @@ from pathlib import Path
 from varflow.storage.analysis import resolve_run, run_rows
 
 from varflow.images.imageio import write_bytes_atomic
+from varflow.images.locations import exists, local_copy
 from varflow.images.thumbnails import jpeg_data_uri, rejected_thumbnail_path, thumbnail_jpeg
 from varflow.reports.gallery import Card, Source, render_gallery
 from varflow.settings import GALLERY
@@ -31,10 +32,12 @@ def run_gallery_path(home: str | Path, run_id: str, execution: int = 1) -> Path:
 
 
 def _thumbnail(path: str | Path | None) -> str | None:
-    if not path or not Path(path).is_file():
+    """A file's or an object's thumbnail (an object is fetched: buckets are read where the page is written)."""
+    if not exists(path):
         return None
     try:
-        return jpeg_data_uri(thumbnail_jpeg(path))
+        with local_copy(path) as local:
+            return jpeg_data_uri(thumbnail_jpeg(local))
     except Exception:  # unreadable now (moved, truncated, replaced): the card says it is missing
         return None
 
@@ -50,10 +53,10 @@ def _picture(home: Path, run_id: str, row: dict) -> tuple[Callable[[], str | Non
     """How to get a variation's thumbnail, and what the card says about where it came from."""
     path = row.get("output_path")
     if row.get("accepted"):
-        if path and Path(path).is_file():
+        if exists(path):
             return (lambda: _thumbnail(path)), "the accepted file"
         return (lambda: None), f"accepted file no longer at {path}"
-    if path and Path(path).is_file():
+    if exists(path):
         return (lambda: _thumbnail(path)), "kept under _rejected/"
     kept = rejected_thumbnail_path(home, run_id, row["variation_id"])
     if kept.is_file():

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from varflow.flows.addresses import ADDRESS_FIELDS, NO_CREDENTIALS, SECRET_NAME, credential_problem, secret_name_problem
 
 from varflow.generation.backends import BACKENDS, DEFAULT_BACKEND
+from varflow.images.locations import is_url, url_problem
 from varflow.processing.discovery import normalize_extensions
 from varflow.settings import (
     DEFAULT_PROFILE,
@@ -104,8 +105,10 @@ class RunParameters(BaseModel):
     # A refused value is never repeated in the error (it may be a URL holding a password).
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    input_dir: str = Field(..., description="Folder of images to vary (walked recursively).")
-    output_dir: str = Field("variations", description="Where accepted variations are written.")
+    input_dir: str = Field(..., description="Folder of images to vary (walked recursively), or a bucket prefix "
+                                            "(s3://bucket/prefix; credentials from the AWS configuration).")
+    output_dir: str = Field("variations", description="Where accepted variations are written: a folder or a bucket "
+                                                      "prefix (s3://bucket/prefix).")
     count: int = Field(4, ge=1, le=64, description="Accepted variations wanted per image.")
     variation_type: VariationType = Field("random", description="What kind of change to make.")
     prompt: str = Field("", max_length=2000, description="What the variations should look like.")
@@ -189,6 +192,15 @@ class RunParameters(BaseModel):
     # Before the patterns: messages that say where a password or key goes (flows/addresses.py).
     _no_credentials = field_validator(*ADDRESS_FIELDS, mode="before")(_refusing(credential_problem))
     _a_name_not_a_key = field_validator("api_key_secret", mode="before")(_refusing(secret_name_problem))
+    # A bucket URL: no credential in it, a scheme varflow supports, no hostile prefix (varflow/images/locations.py).
+    _folder_urls = field_validator("input_dir", "output_dir", mode="before")(_refusing(url_problem))
+
+    @model_validator(mode="after")
+    def _library_is_local(self):
+        if self.dedup_library and is_url(self.output_dir):
+            raise ValueError("dedup_library is not available with an output bucket (every candidate would be "
+                             "fetched from it): use a local --out for a library-wide dedup")
+        return self
 
     @field_validator("extensions")
     @classmethod

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from varflow.flows.parameters import RunParameters
 from varflow.flows.resources import data_home
 from varflow.storage import Store
 
 from varflow.generation.backends import backend_class, model_name
+from varflow.images.locations import address, folder_at
 from varflow.processing.discovery import discover_images
 from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
 from varflow.processing.outnames import held_stems
@@ -31,8 +30,8 @@ def plan_run(params: RunParameters) -> dict:
     so it errs high.
     """
     home = data_home(params)
-    input_dir = Path(params.input_dir).expanduser().resolve()
-    output_dir = Path(params.output_dir).expanduser().resolve()
+    input_dir, output_dir = address(params.input_dir), address(params.output_dir)
+    folder = folder_at(input_dir, ids_dir=home / "cache" / "objects")  # a bucket's: the hashes the runs keep
     backend = backend_class(params.backend)
     model = model_name(params.backend, params.model)
     store = Store(home).initialize() if (home / "tables").exists() else None
@@ -41,15 +40,17 @@ def plan_run(params: RunParameters) -> dict:
     level = level_settings(params.start_level or saved_level or "high")
     earlier_outputs = store.output_dirs_inside(input_dir) if store is not None else []
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home, *earlier_outputs],
-                            follow_links=params.follow_links)
+                            follow_links=params.follow_links, folder=folder if folder.remote else None)
     held = held_stems(store.accepted_by_source(output_dir), output_dir) if store is not None else None
     copies = {} if params.keep_copies else input_copies(paths, input_dir, follow_links=params.follow_links,
                                                         limits=params.settings().limits, finished=finished, held=held,
                                                         fingerprint={**params.job_fingerprint(), "model": model},
-                                                        cache_dir=None if store is None else home / "cache" / "copies")
+                                                        cache_dir=None if store is None else home / "cache" / "copies",
+                                                        folder=folder)
     found = [image.status for image in scan_images(paths, input_dir, finished=finished, copies=copies,
                                                    follow_links=params.follow_links, held=held,
-                                                   fingerprint={**params.job_fingerprint(), "model": model})]
+                                                   fingerprint={**params.job_fingerprint(), "model": model},
+                                                   folder=folder)]
     todo, done, same = found.count(PENDING), found.count(DONE), found.count(SAME_CONTENT)
     retries = params.retries if backend.remote and not backend.can_batch else 0  # a batch answers once
     # The adaptive policy may move back up to high during the run: its attempts bound the worst case.

@@ -11,6 +11,7 @@ from varflow.flows.resources import data_home
 from varflow.storage import Store
 
 from varflow.generation.backends import FATAL_OUTCOMES, GenerationError, backend_class, make_backend
+from varflow.images.locations import address
 from varflow.processing.discovery import discover_images
 from varflow.runtime.preflight import PreflightError, check_folders, check_free_space
 
@@ -24,7 +25,7 @@ def new_images(paths: list[Path], input_dir: Path, store: Store | None) -> int:
 def check_space(params: RunParameters, home: Path, images: int) -> None:
     """Room for ``images`` x count variations at the level the run starts at (auto: high, where an
     adaptive run may go back to)."""
-    check_free_space(Path(params.output_dir).expanduser().resolve(), home, images=images, count=params.count,
+    check_free_space(address(params.output_dir), home, images=images, count=params.count,
                      cache_bytes=params.cache_max_mb * 2**20, level=params.start_level or "high")
 
 
@@ -54,8 +55,7 @@ def check_key(params: RunParameters) -> str | None:
 def preflight(params: RunParameters) -> str | None:
     """Every check before Prefect starts; raises PreflightError, returns a warning or None."""
     home = data_home(params)
-    input_dir = Path(params.input_dir).expanduser().resolve()
-    output_dir = Path(params.output_dir).expanduser().resolve()
+    input_dir, output_dir = address(params.input_dir), address(params.output_dir)
     check_folders(input_dir, output_dir, home)
     paths = discover_images(input_dir, extensions=params.extensions, exclude=[output_dir, home],
                             follow_links=params.follow_links)

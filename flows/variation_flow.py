@@ -55,6 +55,7 @@ from varflow.duplicates.dedup import KnownImage, KnownImageIndex, LibraryView
 from varflow.duplicates.hashing import ImageHashes
 from varflow.generation.backends import FATAL_OUTCOMES, GenerationError
 from varflow.images.imageio import optimize_image, upright_size
+from varflow.images.locations import address, folder_at, is_url, join
 from varflow.images.thumbnails import prune_thumbnails
 from varflow.kinds import ImageStatus, RunStatus
 from varflow.processing.admission import Admission
@@ -127,7 +128,7 @@ def run_folder(params: RunParameters) -> dict:
     tune_allocator()
     quiet_expected_failures()
     home = data_home(params)
-    check_folders(Path(params.input_dir).expanduser().resolve(), Path(params.output_dir).expanduser().resolve(),
+    check_folders(address(params.input_dir), address(params.output_dir),
                   home)  # before anything is written or paid for (varflow/runtime/preflight.py)
     # A flow run retried (from the UI or the API) runs again under its id: each execution keeps its rows.
     execution = max(1, int(runtime_flow_run.run_count or 1))
@@ -189,8 +190,9 @@ class FolderRun:
 
     def __init__(self, params: RunParameters, store: Store, res: RunResources, logger, flow_run_id, t_start: float):
         self.params, self.store, self.res, self.logger, self.t_start = params, store, res, logger, t_start
-        self.input_dir = Path(params.input_dir).expanduser().resolve()
-        self.output_dir = Path(params.output_dir).expanduser().resolve()
+        self.input_dir, self.output_dir = address(params.input_dir), address(params.output_dir)
+        # a bucket's objects are identified by ETag and size once their hash is on record here
+        self.source = folder_at(self.input_dir, ids_dir=store.home / "cache" / "objects")
         backend = res.backend
         self.scope = f"{backend.name}/{backend.model}"
         self.adaptive = _initial_quality(params, store, self.scope, res.run_id)
@@ -228,7 +230,8 @@ class FolderRun:
         params, home = self.params, self.store.home
         earlier_outputs = self.store.output_dirs_inside(self.input_dir)  # never sources, whatever --out is now
         paths = discover_images(self.input_dir, extensions=params.extensions,
-                                exclude=[self.output_dir, home, *earlier_outputs], follow_links=params.follow_links)
+                                exclude=[self.output_dir, home, *earlier_outputs], follow_links=params.follow_links,
+                                folder=self.source if self.source.remote else None)
         check_space(params, home, new_images(paths, self.input_dir, self.store))
         self.held = held_stems(self.store.accepted_by_source(self.output_dir), self.output_dir)
         self.record = dict(
@@ -252,9 +255,11 @@ class FolderRun:
                                                                 follow_links=params.follow_links,
                                                                 limits=params.settings().limits,
                                                                 finished=self.finished, fingerprint=self.fingerprint,
-                                                                held=self.held, cache_dir=home / "cache" / "copies")
+                                                                held=self.held, cache_dir=home / "cache" / "copies",
+                                                                folder=self.source)
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
-                                     follow_links=params.follow_links, held=self.held, copies=copies), pipeline)
+                                     follow_links=params.follow_links, held=self.held, copies=copies,
+                                     folder=self.source), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:
@@ -639,20 +644,22 @@ def _cancel(fut) -> None:
         pass
 
 
-def _own_prefix(output_dir: Path, stem: str, name_tag: str) -> str:
+def _own_prefix(output_dir: Path | str, stem: str, name_tag: str) -> str:
     """The start of every accepted file name this job writes."""
-    return str(output_dir / f"{stem}-{name_tag}-v")
+    return join(output_dir, f"{stem}-{name_tag}-v")
 
 
 def _earlier_accepted(rows, own_prefix: str) -> tuple:
     """Variations earlier runs accepted for a source (files still present), as dedup knows them.
 
-    The files this job itself (re)writes are left out: a forced re-run replaces them.
+    The files this job itself (re)writes are left out: a forced re-run replaces them. Objects in a
+    bucket are kept: the image's own process fetches those still there (varflow/processing/pipeline.py).
     """
     return tuple(
         KnownImage(r["variation_id"], ImageHashes(r["ahash"], r["phash"], r["dhash"]), r["output_path"])
         for r in rows
-        if not r["output_path"].startswith(own_prefix) and Path(r["output_path"]).is_file()
+        if not r["output_path"].startswith(own_prefix)
+        and (is_url(r["output_path"]) or Path(r["output_path"]).is_file())
     )
 
 

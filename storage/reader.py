@@ -128,7 +128,7 @@ class StoreReader:
     def finished_paths(self, folder: str | Path) -> set[str]:
         """Paths under ``folder`` of images some run finished ``ok`` (the preflight's space check
         counts the others: a nightly run over a large folder has little new)."""
-        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        prefix = _prefix(folder)
         rows = self.query("SELECT DISTINCT path FROM images WHERE status = 'ok' AND job_key IS NOT NULL "
                           "AND starts_with(path, ?)", [prefix])
         return {r["path"] for r in rows}
@@ -136,7 +136,7 @@ class StoreReader:
     def output_dirs_inside(self, folder: str | Path) -> list[str]:
         """The output folders earlier runs wrote to strictly inside ``folder``: not sources for a
         run over ``folder`` (one with another output folder would take their files as new)."""
-        prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+        prefix = _prefix(folder)
         rows = self.query("SELECT DISTINCT output_dir FROM runs WHERE starts_with(output_dir, ?)", [prefix])
         return [r["output_dir"] for r in rows]
 
@@ -199,7 +199,7 @@ class StoreReader:
     def accepted_by_source(self, output_dir: str | Path) -> list[dict]:
         """The accepted variations written under ``output_dir``, one row each with its source's
         path, variation type and overall score, by source then file (the demo's contact sheet)."""
-        prefix = str(Path(output_dir).resolve()).rstrip("/") + "/"
+        prefix = _prefix(output_dir)
         return self.query(
             "SELECT i.path AS source_path, arg_max(v.output_path, v.created_at) AS output_path, "
             "       arg_max(v.variation_type, v.created_at) AS variation_type, "
@@ -313,3 +313,9 @@ def _vanished(error: Exception) -> bool:
     """A file the query named is gone (another process compacted or superseded its run meanwhile)."""
     return isinstance(error, duckdb.IOException) and (
         "No files found that match the pattern" in str(error) or "No such file or directory" in str(error))
+
+
+def _prefix(folder: str | Path) -> str:
+    """What every path below ``folder`` starts with (a bucket URL as it is, a local path resolved)."""
+    text = str(folder)
+    return (text if "://" in text else str(Path(text).resolve())).rstrip("/") + "/"

@@ -162,6 +162,10 @@ def run_exit_code(summary: dict) -> int:
     return verdict(summary).exit_code
 
 def cmd_run(args) -> int:
+    from varflow.images.locations import is_url
+
+    if is_url(args.input_dir) or is_url(args.out):  # a bucket: checked (and listed) by the preflight
+        return execute(params_of(args, args.input_dir, args.out), args.json, args.dry_run)
     input_dir = Path(args.input_dir)
     if not input_dir.exists():
         print(f"varflow: input folder {input_dir} does not exist; pass a folder of images", file=sys.stderr)

@@ -38,14 +38,15 @@ def _settings_pairs(pairs: list[str]) -> dict:
             out[key.strip()] = json.loads(value)
         except ValueError:
             out[key.strip()] = value
-        if key.strip() in ("input_dir", "output_dir", "home") and out[key.strip()]:
-            out[key.strip()] = str(Path(out[key.strip()]).expanduser().resolve())
+        folder = out[key.strip()]
+        if key.strip() in ("input_dir", "output_dir", "home") and folder and "://" not in str(folder):  # not a bucket
+            out[key.strip()] = str(Path(folder).expanduser().resolve())
     return out
 
 def cmd_serve(args) -> int:
     """Serve the deployment until interrupted; --dry-run prints it and serves nothing."""
-    params = params_of(args, str(Path(args.input_dir).expanduser().resolve()),
-                     str(Path(args.out).expanduser().resolve()))
+    local = lambda folder: folder if "://" in folder else str(Path(folder).expanduser().resolve())  # a bucket
+    params = params_of(args, local(args.input_dir), local(args.out))
     if params.home:  # a served run's relative paths would follow the serving process's directory
         params = params.model_copy(update={"home": str(Path(params.home).expanduser().resolve())})
     exit_unless_usable(params)

@@ -172,6 +172,10 @@ class FeatureCache:
         image_id = self.ids.get(path)
         return self.folder / image_id[:2] / f"{image_id}.npz" if image_id else None
 
+    def has(self, path: str) -> bool:
+        file = self._file(path)
+        return file is not None and file.is_file()
+
     def get(self, path: str) -> CopyFeatures | None:
         file = self._file(path)
         try:

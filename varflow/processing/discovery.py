@@ -7,6 +7,7 @@ from pathlib import Path
 
 from varflow.errors import ConfigurationError
 from varflow.images.inputs import leaves_folder
+from varflow.images.locations import ObjectFolder, is_url
 from varflow.settings import IMAGE_EXTENSIONS
 
 
@@ -28,7 +29,8 @@ def discover_images(
     extensions=IMAGE_EXTENSIONS,
     exclude: list[str | Path] = (),
     follow_links: bool = False,
-) -> list[Path]:
+    folder: ObjectFolder | None = None,
+) -> list[Path] | list[str]:
     """Image files below ``root`` in a stable order (sorted path components).
 
     Hidden files and folders (a leading dot) are skipped; symlinked folders inside ``root`` are
@@ -38,7 +40,13 @@ def discover_images(
     that leads nowhere (its target gone, or a loop), a FIFO, device or socket with an image's
     extension, a folder that cannot be listed, and a folder link leaving ``root`` (unless
     ``follow_links``). Nothing found here is opened.
+
+    A bucket (``root`` a URL; ``folder`` its ``ObjectFolder``, which keeps each object's ETag and
+    size for the scan) is listed by the same rules: its objects' URLs, in the same order.
     """
+    if is_url(root):
+        folder = folder or ObjectFolder(str(root))
+        return folder.list_images(normalize_extensions(extensions), exclude=[str(x) for x in exclude])
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"input folder {root} does not exist; pass an existing folder of images")

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from varflow.images.locations import is_url, relative
 from varflow.runtime.records import stable_id
 
 # What accepted_path writes (varflow/processing/pipeline.py): <stem>-<8 hex tag>-v<NN>.png
@@ -59,12 +60,16 @@ def stem_key(stem: str) -> str:
 
 def held_stems(rows: Iterable[Mapping], output_dir: str | Path) -> dict[str, set[str]]:
     """Case-folded stem -> source paths, from accepted rows (``source_path``, ``output_path``)."""
-    base = Path(output_dir)
+    base = Path(output_dir) if not is_url(output_dir) else None
+    prefix = str(output_dir).rstrip("/") + "/"
     held: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         out = row.get("output_path")
         try:
-            rel = Path(out).relative_to(base).as_posix() if out else None
+            if base is None:
+                rel = out[len(prefix):] if out and out.startswith(prefix) else None
+            else:
+                rel = Path(out).relative_to(base).as_posix() if out else None
         except ValueError:
             continue
         m = _ACCEPTED_NAME.match(rel or "")
@@ -76,7 +81,7 @@ def held_stems(rows: Iterable[Mapping], output_dir: str | Path) -> dict[str, set
 def output_stems(paths: list[Path], input_dir: Path, held: Mapping[str, set[str]] | None = None) -> list[str]:
     """Each path's stem (the module's rules); distinct, also case-folded."""
     held = held or {}
-    rel = [p.relative_to(input_dir) if p != input_dir else Path(p.name) for p in paths]
+    rel = [relative(p, input_dir) for p in paths]
     base = [r.with_suffix("").as_posix() for r in rel]
     sources = [str(p) for p in paths]
     taken: dict[str, str] = {}  # case-folded stem -> the source given it

@@ -32,6 +32,7 @@ from varflow.generation.backends import VariationRequest, derive_seed, resolve_v
 from varflow.generation.backends.base import CONCRETE_TYPES
 from varflow.generation.cache import generation_key
 from varflow.images.imageio import GREY_CACHE, ImageReadError, OptimizedImage, load_grey, load_rgb, optimize_image
+from varflow.images.locations import LocalFolder, ObjectFolder, bucket_root, folder_at, is_url, join
 from varflow.images.thumbnails import rejected_thumbnail_path, save_thumbnail
 from varflow.kinds import ImageStatus
 from varflow.quality.profiles import VariationJudge
@@ -190,12 +191,15 @@ class _ImageRun:
         self.judge: Judge | None = None
         self.types: tuple[str, ...] = CONCRETE_TYPES  # what ``random`` chooses among
         self.started = utcnow()
+        self.out = folder_at(job.spec.output_dir)  # a bucket's: this process's own connection
+        self.earlier: tuple[KnownImage, ...] = job.earlier_accepted
 
     def run(self) -> ImageOutcome:
         t_start = time.perf_counter()
         try:
             if not self.optimize():
                 return self.outcome
+            self.earlier = self.fetch_earlier()
             self.judge = self.p.judge_for(self.opt.optimized_path, self.job.level, self.job.spec.settings)
             if self.job.spec.variation_type == "random":  # only the types this photo allows
                 self.types = self.res.backend.variation_types_for(self.opt.optimized_path)
@@ -235,15 +239,38 @@ class _ImageRun:
     def optimize(self) -> bool:
         job, t0 = self.job, time.perf_counter()
         try:
-            self.opt = self.p.optimize(job.source_path, str(self.work / "optimized.png"),
+            source = job.source_path
+            if is_url(source):  # an object: this process reads it from its bucket into the image's work folder
+                self.work.mkdir(parents=True, exist_ok=True)
+                source = str(ObjectFolder(bucket_root(source)).fetch(source, self.work / "source"))
+            self.opt = self.p.optimize(source, str(self.work / "optimized.png"),
                                        max_side=job.level.max_image_size, image_id=job.image_id,
                                        limits=job.spec.settings.limits)
             return True
         except ImageReadError as exc:
-            self.outcome.status, self.outcome.error = ImageStatus.ERROR, str(exc)
+            self.outcome.status, self.outcome.error = ImageStatus.ERROR, str(exc).replace(source, job.source_path)
+            return False
+        except OSError as exc:
+            if not is_url(job.source_path):
+                raise
+            self.outcome.status = ImageStatus.ERROR
+            self.outcome.error = f"{job.source_path}: cannot be read ({type(exc).__name__}: {exc}); check the object"
             return False
         finally:
             self.ms["optimize"] += (time.perf_counter() - t0) * 1000
+
+    def fetch_earlier(self) -> tuple[KnownImage, ...]:
+        """Earlier accepted variations in a bucket, as local copies dedup can compare against
+        (those gone since are left out, as a deleted local file is)."""
+        if not self.out.remote:
+            return self.earlier
+        kept = []
+        for n, k in enumerate(self.earlier):
+            try:
+                kept.append(replace(k, path=str(self.out.fetch(k.path, self.work / f"earlier-{n:03d}.png"))))
+            except OSError:
+                continue
+        return tuple(kept)
 
     def loop(self) -> None:
         """The enhanced loop: waves of attempts until enough are accepted or the budget is spent."""
@@ -316,8 +343,8 @@ class _ImageRun:
         dedup, assessment = self.assess(result.output_path)
         reasons = "duplicate" if assessment is None else assessment.verdict.reason_text
         if reasons is None:
-            final = self.settle_file(result.output_path, self.accepted_path(len(self.accepted) + 1))
-            self.accepted.append(KnownImage(a.context.variation_id, dedup.hashes, final))
+            final, local = self.settle_file(result.output_path, self.accepted_path(len(self.accepted) + 1))
+            self.accepted.append(KnownImage(a.context.variation_id, dedup.hashes, local))
             self.judge.accept(assessment)
             if self.job.library is not None:
                 self.job.library.add([self.accepted[-1]])
@@ -328,13 +355,13 @@ class _ImageRun:
             keep = self.rejected_path(a.index, reasons) if self.job.spec.keep_rejected else None
             if keep is None:
                 self.keep_thumbnail(a.context.variation_id, result.output_path)
-            final = self.settle_file(result.output_path, keep)
+            final, _ = self.settle_file(result.output_path, keep)
         self.variations.append(self.variation_record(a, result, dedup, assessment, reasons, final))
 
     def assess(self, path: str):
         """(dedup result, assessment); the assessment is None for a duplicate (never scored)."""
         t0 = time.perf_counter()
-        dedup: DedupResult = dedup_file(path, [*self.job.earlier_accepted, *self.accepted],
+        dedup: DedupResult = dedup_file(path, [*self.earlier, *self.accepted],
                                         self.job.spec.settings.dedup, self.job.library)
         self.ms["dedup"] += (time.perf_counter() - t0) * 1000
         if dedup.duplicate is not None:
@@ -353,23 +380,26 @@ class _ImageRun:
         except Exception as exc:  # noqa: BLE001 - the gallery then says the file was not kept
             log.warning("no gallery thumbnail for rejected variation %s: %s", variation_id[:12], exc)
 
-    def accepted_path(self, n: int) -> Path:
-        return Path(self.job.spec.output_dir) / f"{output_prefix(self.job)}-v{n:02d}.png"
+    def accepted_path(self, n: int) -> str:
+        return join(self.job.spec.output_dir, f"{output_prefix(self.job)}-v{n:02d}.png")
 
-    def rejected_path(self, attempt: int, reason: str) -> Path:
+    def rejected_path(self, attempt: int, reason: str) -> str:
         first = reason.split(";")[0]
-        return Path(self.job.spec.output_dir) / "_rejected" / f"{output_prefix(self.job)}-a{attempt:02d}-{first}.png"
+        return join(self.job.spec.output_dir, f"_rejected/{output_prefix(self.job)}-a{attempt:02d}-{first}.png")
 
-    @staticmethod
-    def settle_file(src: str, dest: Path | None) -> str | None:
-        """Move a generated file to its final place, or delete it when ``dest`` is None."""
+    def settle_file(self, src: str, dest: str | None) -> tuple[str | None, str | None]:
+        """Move a generated file to its final place (a bucket's: uploaded, the local file kept in
+        the work folder for dedup), or delete it when ``dest`` is None: (its address, a local path)."""
         if dest is None:
             Path(src).unlink(missing_ok=True)
-            return None
+            return None, None
+        if self.out.remote:
+            keep = self.work / f"kept-{Path(src).name}"
+            shutil.copyfile(src, keep)
+            return self.out.put(Path(src), dest), str(keep)
         with writing(dest):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(src, dest)
-        return str(dest)
+            final = LocalFolder(self.job.spec.output_dir).put(Path(src), dest)
+        return final, final
 
     def variation_record(self, a: Attempt, result: GenerationResult, dedup: DedupResult, assessment,
                          reasons: str | None, final: str | None) -> VariationRecord:
