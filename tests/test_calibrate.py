@@ -5,10 +5,10 @@ versioned profile in force for later runs of the data directory."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import make_photo_folder, run_flow_child
 from varflow.flows.cli import main
@@ -23,35 +23,11 @@ from varflow.quality.calibrated import overall_calibrated
 from varflow.runtime.records import ImageRecord, ReviewRecord, RunRecord, VariationRecord
 from varflow.settings import CalibratedThresholds, QualityLevel
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from review_calibration import decisions  # noqa: E402  (the seeded decisions, shared with the bench)
+
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 RUN = "5eed0000-0000-4000-8000-000000000001"
-
-
-def decisions(*, seed: int = 0, photos: int = 16, per_photo: int = 10, noise: float = 0.5) -> list[dict]:
-    """A seeded set of reviewed variations: scores drawn at random; people reject the ugly (aesthetic below
-    about 0.6) and near copies (similarity above 0.88), and keep colourful, visibly changed ones more often;
-    the run's ``accepted`` and ``overall_quality`` are the default gate's."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for p in range(photos):
-        for k in range(per_photo):
-            r = {"image_id": f"{p + 1:064x}", "variation_id": f"{p + 1:04x}{k:04x}" + "0" * 24,
-                 "profile": "calibrated", "quality_level": "medium",
-                 "similarity": rng.uniform(0.05, 0.97), "diversity": None if k == 0 else rng.uniform(0.0, 0.8),
-                 "aesthetic": rng.uniform(0.35, 1.0), "object_integrity": rng.uniform(0.45, 1.0),
-                 "structure_match": rng.uniform(0.3, 1.0), "visible_change": rng.uniform(0.0, 1.0),
-                 "detail_ratio": rng.uniform(0.3, 1.5), "noise_excess": rng.uniform(0, 8),
-                 "colourfulness": rng.uniform(5, 90)}
-            like = (4.0 * (r["aesthetic"] - 0.6) / 0.4 - 4.0 * (r["similarity"] > 0.88)
-                    + (r["colourfulness"] - 45) / 45 + 0.5 * (r["visible_change"] - 0.5) + rng.normal(0, noise))
-            r = {k: float(v) if isinstance(v, np.floating) else v for k, v in r.items()}
-            r["verdict"] = "keep" if like > 0 else "reject"
-            rows.append(r)
-    s = fitting.Scores(rows)
-    for r, accepted, overall in zip(rows, fitting.gate_accepts(s, CalibratedThresholds()),
-                                    fitting.overall(s, CalibratedThresholds())):
-        r["accepted"], r["overall_quality"] = bool(accepted), float(overall)
-    return rows
 
 
 def test_the_array_gate_is_the_gate_and_its_overall_the_profiles():

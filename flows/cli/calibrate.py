@@ -105,9 +105,13 @@ def _auc(x) -> str:
 def render(r: dict) -> str:
     """The report for a person."""
     version = r["in_force"]["version"]
-    lines = [f"{r['reviewed']} reviewed variations, {r['scored']} scored by the calibrated profile; the gate in "
-             f"force ({f'calibrated profile v{version}' if version else 'the default thresholds'}) agrees with "
-             f"people on {_pct(r['agreement'])} of them"]
+    gate = f"calibrated profile v{version}" if version else "the default thresholds"
+    if r["scored"]:
+        lines = [f"{r['reviewed']} reviewed variations, {r['scored']} scored by the calibrated profile; the gate "
+                 f"({gate}) agrees with people on {_pct(r['agreement'])} of them"]
+    else:
+        lines = [f"{r['reviewed']} reviewed variations, none scored by the calibrated profile (the gate in force: "
+                 f"{gate}); review some with `varflow review mark ID keep|reject` or the review page"]
     if r["needed"]:
         m = r["minimum"]
         lines.append(f"too few reviews to fit on: {r['needed']} more needed (at least {m['reviews']} scored "
