@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -277,7 +276,3 @@ def calibrate(rows: Sequence[Mapping], *, base: CalibratedThresholds, enough: En
     return Calibration(**common, splits=splits, thresholds=thresholds, graded=graded,
                        held_out_agreement=agreement(test.kept, proposed_test),
                        ranking=_ranking(test, graded_scores(test, graded)))
-
-
-def rounded(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, digits)
