@@ -17,6 +17,7 @@ from varflow.settings import (
     IMAGE_EXTENSIONS,
     PROFILES,
     VARIATION_TYPES,
+    CalibratedProfile,
     CalibratedThresholds,
     DedupSettings,
     LoadLimits,
@@ -219,13 +220,21 @@ class RunParameters(BaseModel):
             "profile", "thresholds", "calibrated_thresholds", "dedup_max_hamming", "dedup_ssim",
         })
 
-    def settings(self) -> Settings:
+    def settings(self, applied: CalibratedProfile | None = None) -> Settings:
+        """The core settings. ``applied``: the data directory's calibrated profile in force (``varflow
+        calibrate --apply``); it judges when the calibrated profile decides and the run leaves its
+        thresholds at the defaults (thresholds a run names are the run's own choice)."""
+        calibrated, version, graded = self.calibrated_thresholds.to_core(), None, None
+        if applied is not None and self.profile == "calibrated" and calibrated == CalibratedThresholds():
+            calibrated, version, graded = applied.thresholds, applied.version, applied.graded
         return Settings(
             profile=self.profile,
             thresholds=self.thresholds.to_core(),
-            calibrated=self.calibrated_thresholds.to_core(),
+            calibrated=calibrated,
             dedup=DedupSettings(max_hamming=self.dedup_max_hamming, ssim_threshold=self.dedup_ssim),
             limits=LoadLimits(max_pixels=self.max_pixels),
+            profile_version=version,
+            graded=graded,
         )
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from varflow.flows.parameters import RunParameters
 from varflow.storage import Store
+from varflow.storage.profiles import load_profile
 
 from varflow.errors import ConfigurationError
 from varflow.generation.backends import backend_class, make_backend
@@ -39,11 +40,18 @@ from varflow.runtime.redisstate import (
 from varflow.runtime.resources import CallPolicy, ResourceSpec, RunControl, RunResources, enforceable_cap
 from varflow.runtime.runstate import FileState, MemoryState, shared_dir
 from varflow.safety.redaction import remember_secret
-from varflow.settings import default_home
+from varflow.settings import Settings, default_home
 
 
 def data_home(params: RunParameters) -> Path:
     return (Path(params.home).expanduser() if params.home else default_home()).resolve()
+
+
+def run_settings(params: RunParameters, home: Path) -> Settings:
+    """The run's core settings: its parameters', with the data directory's calibrated profile in force
+    (``varflow calibrate --apply``, storage/profiles.py) where the run leaves the calibrated thresholds
+    at their defaults. Read once, when the run starts; a damaged profile stops the run before any work."""
+    return params.settings(load_profile(home))
 
 
 def load_secret(name: str) -> str:

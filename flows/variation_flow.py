@@ -44,7 +44,7 @@ from varflow.flows.parameters import RunParameters, form_docstring, form_signatu
 from varflow.flows.preflight import check_space, new_images
 from varflow.flows.publish import RunPublisher
 from varflow.flows.report import RunSummary, image_row
-from varflow.flows.resources import data_home, open_resources, resource_spec
+from varflow.flows.resources import data_home, open_resources, resource_spec, run_settings
 from varflow.flows.runners import pool_size, runner_for
 from varflow.storage import Store
 from varflow.tasks.generate import SubmitGenerations, quiet_expected_failures
@@ -201,9 +201,12 @@ class FolderRun:
         self.job_spec = JobSpec(
             count=params.count, variation_type=params.variation_type, prompt=params.prompt, seed=params.seed,
             backend=backend.name, model=backend.model, backend_options=res.spec.backend_options,
-            output_dir=str(self.output_dir), name_tag=name_tag, settings=params.settings(),
+            output_dir=str(self.output_dir), name_tag=name_tag, settings=run_settings(params, store.home),
             keep_rejected=params.keep_rejected, force=params.force,
         )
+        if self.job_spec.settings.profile_version is not None:
+            logger.info("the calibrated profile v%d of %s judges (varflow calibrate --apply; images done earlier "
+                        "stay as judged)", self.job_spec.settings.profile_version, store.home)
         self.started_at = time.time()  # what finished before this is in self.finished; after, in the claims
         self.finished = {} if params.force else store.finished_jobs()
         self.library = _load_library(store, logger) if params.dedup_library else None

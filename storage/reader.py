@@ -259,6 +259,14 @@ class StoreReader:
             "QUALIFY row_number() OVER (PARTITION BY s.variation_id ORDER BY s.created_at DESC) = 1 "
             "ORDER BY s.variation_id LIMIT 2", [variation_id])
 
+    def review_decisions(self) -> list[dict]:
+        """Every reviewed variation (its latest row, every ``variation_status`` column, the review in force):
+        what ``varflow calibrate`` fits on and measures (varflow/quality/fitting.py)."""
+        return self.query(
+            "SELECT * EXCLUDE (reasons) FROM variation_status WHERE verdict IS NOT NULL "
+            "QUALIFY row_number() OVER (PARTITION BY variation_id ORDER BY created_at DESC) = 1 "
+            "ORDER BY variation_id")
+
     def review_history(self, variation_id: str) -> list[dict]:
         """Every decision on one variation, latest first."""
         return self.query("SELECT * FROM reviews WHERE variation_id = ? ORDER BY reviewed_at DESC", [variation_id])

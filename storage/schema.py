@@ -21,8 +21,8 @@ from varflow.runtime.records import (
 
 # 2: variations.profile, seed_* and the calibrated parts; 3: batch_jobs, batch_requests, attempts.batch_job;
 # 4: execution in every table (a retried flow run's executions each keep their rows); 5: reviews,
-# variations.cache_key
-SCHEMA_VERSION = 5
+# variations.cache_key; 6: variations.profile_version and graded_overall (varflow calibrate --apply)
+SCHEMA_VERSION = 6
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -47,7 +47,7 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
         "accepted": _B, "reject_reason": _S, "ahash": _S, "phash": _S,
         "dhash": _S, "duplicate_of": _S, "output_path": _S, "backend": _S, "model": _S,
         "prompt": _S, "seed": _I, "quality_level": _S, "created_at": _TS, "profile": _S, "cache_key": _S,
-        "name_prefix": _S,
+        "name_prefix": _S, "profile_version": _I,
         **{column: _F for column in score_columns()},  # what the quality profiles measure
     },
     "attempts": {

@@ -184,3 +184,35 @@ def test_quality_notebook_compares_seed_and_calibrated_when_the_store_records_pr
     assert re.search(rf"^\d+\s+calibrated\s+{n}\s", out, re.M)
     histograms = next(c for c in code_cells(nb) if "score_columns(store.connection)" in c.source)
     assert re.search(r"^\d+\s+naturalness\s+(accepted|rejected)\s", "".join(texts(histograms)), re.M)
+
+
+def test_quality_notebook_shows_the_gates_agreement_with_people(on_local_run, local_run_store, tmp_path):
+    """Without reviews it says so; with them (everything kept, on two days), the agreement by run and by
+    review day is the share the run accepted, as the store counts it."""
+    import shutil
+    from datetime import UTC, datetime, timedelta
+
+    from varflow.runtime.records import ReviewRecord
+
+    agreement = next(c for c in code_cells(on_local_run["quality"]) if "FROM variation_status" in c.source)
+    assert "no reviews" in "".join(texts(agreement)) and images(agreement) == 0
+
+    home = tmp_path / "home"
+    shutil.copytree(local_run_store["home"], home)
+    store = Store(home)
+    rows = store.query("SELECT DISTINCT run_id, variation_id, image_id, accepted FROM variations ORDER BY variation_id")
+    day = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    for n, r in enumerate(rows):
+        store.write_review(ReviewRecord(r["run_id"], r["variation_id"], r["image_id"], "keep", "ana", None,
+                                        day + timedelta(days=n % 2, seconds=n)))
+    nb = execute("quality", home, tmp_path)
+    check_ran(nb, expect_plots=True)
+    agreement = next(c for c in code_cells(nb) if "FROM variation_status" in c.source)
+    by_run, by_day = [t for t in texts(agreement) if "agreement" in t]
+    kept = sum(r["accepted"] for r in rows)
+    assert images(agreement) == 1
+    assert re.search(rf"\sdefault\s+{len(rows)}\s+{len(rows)}\s+{kept}\s+{round(kept / len(rows), 3):g}(\s|$)", by_run)
+    first = [r for n, r in enumerate(rows) if n % 2 == 0]
+    agree = sum(r["accepted"] for r in first)
+    share = round(agree / len(first), 3)
+    assert re.search(rf"2026-12-01\s+{len(first)}\s+{len(first)}\s+{agree}\s+{share:g}(\s|$)", by_day), by_day

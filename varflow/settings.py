@@ -7,6 +7,7 @@ hashed into a cache key and compared, but never mutated half-way through a run.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,14 +152,79 @@ class LoadLimits:
 
 
 @dataclass(frozen=True)
+class GradedOverall:
+    """A graded overall score, fitted by ``varflow calibrate`` on people's keep/reject decisions
+    (varflow.quality.fitting): a regularised logistic model over a few calibrated parts, each
+    centred and scaled as on the reviews it was fitted on. Its value is the fitted chance that a
+    person keeps the variation, so it ranks what the gate accepts (the overall quality of accepted
+    variations sits at 0.97-0.99 and cannot). It is recorded (``graded_overall``), never gates.
+    A part missing from a variation (a first variation's diversity) counts as its centre."""
+
+    parts: tuple[str, ...]
+    centre: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    intercept: float
+
+    def __post_init__(self) -> None:
+        n = len(self.parts)
+        if not n or not len(self.centre) == len(self.scale) == len(self.weights) == n:
+            raise ConfigurationError(f"graded overall: {n} parts need as many centres, scales and weights, got "
+                                     f"{len(self.centre)}, {len(self.scale)} and {len(self.weights)}")
+        numbers = (*self.centre, *self.scale, *self.weights, self.intercept)
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers) or min(self.scale) <= 0:
+            raise ConfigurationError("graded overall: centres, weights and the intercept must be finite numbers "
+                                     "and every scale positive; fit it again with `varflow calibrate`")
+
+    def grade(self, values) -> float:
+        """The graded overall in (0, 1) of one variation's named values (a mapping)."""
+        z = self.intercept
+        for part, c, s, w in zip(self.parts, self.centre, self.scale, self.weights):
+            x = values.get(part)
+            z += w * ((c if x is None or x != x else float(x)) - c) / s
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+@dataclass(frozen=True)
+class CalibratedProfile:
+    """A data directory's calibrated profile, fitted on people's reviews (``varflow calibrate --apply``
+    saves it as ``<home>/profiles/calibrated-v<version>.json``): the gate's thresholds and the graded
+    overall. ``document`` / ``from_document``: its JSON form (the file's other keys are figures)."""
+
+    version: int
+    thresholds: CalibratedThresholds
+    graded: GradedOverall
+
+    def document(self) -> dict:
+        return {"version": self.version, "thresholds": asdict(self.thresholds), "graded_overall": asdict(self.graded)}
+
+    @classmethod
+    def from_document(cls, doc: dict) -> CalibratedProfile:
+        """Raises ``ConfigurationError`` (or KeyError/TypeError/ValueError for a malformed document)."""
+        version = doc["version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigurationError(f"profile version {version!r} is not a positive whole number")
+        g = doc["graded_overall"]
+        graded = GradedOverall(parts=tuple(map(str, g["parts"])), centre=tuple(map(float, g["centre"])),
+                               scale=tuple(map(float, g["scale"])), weights=tuple(map(float, g["weights"])),
+                               intercept=float(g["intercept"]))
+        return cls(version, CalibratedThresholds(**doc["thresholds"]), graded)
+
+
+@dataclass(frozen=True)
 class Settings:
-    """What a run needs beyond its parameters; one object so tasks get it in one piece."""
+    """What a run needs beyond its parameters; one object so tasks get it in one piece.
+
+    ``profile_version`` and ``graded``: the data directory's calibrated profile in force (saved by
+    ``varflow calibrate --apply``; its thresholds are then ``calibrated``), or None: the defaults."""
 
     profile: str = DEFAULT_PROFILE
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)  # the seed profile's
     calibrated: CalibratedThresholds = field(default_factory=lambda: CalibratedThresholds())
     dedup: DedupSettings = field(default_factory=DedupSettings)
     limits: LoadLimits = field(default_factory=LoadLimits)
+    profile_version: int | None = None
+    graded: GradedOverall | None = None
 
 
 def default_home() -> Path:

@@ -1,15 +1,15 @@
 """``varflow``: the command line, one module per command group (like Prefect's CLI).
 
 options: the run's options; run: run, demo, collect, samples, examples; inspect: score, dedup; backends:
-models; data: report, runs, stats, sql, doctor; serve: serve; review: review mark. Prefect is imported only by the
-commands that run or serve a flow.
+models; data: report, runs, stats, sql, doctor; serve: serve; review: review mark; calibrate: calibrate.
+Prefect is imported only by the commands that run or serve a flow.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from varflow.flows.cli import backends, data, inspect, review, run, serve
+from varflow.flows.cli import backends, calibrate, data, inspect, review, run, serve
 from varflow.flows.cli.options import params_of
 from varflow.flows.cli.run import check_backend, start_run
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_collect_commands(sub)
     data.add_commands(sub)
     review.add_commands(sub)
+    calibrate.add_commands(sub)
     return parser
 
 

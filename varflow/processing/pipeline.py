@@ -150,7 +150,7 @@ def judge_for_image(optimized_path: str, level: LevelSettings, settings: Setting
     after it is optimized."""
     return VariationJudge(load_rgb(optimized_path), level=level, profile=settings.profile,
                           thresholds=settings.thresholds, calibrated_thresholds=settings.calibrated,
-                          original_grey=load_grey(optimized_path))
+                          original_grey=load_grey(optimized_path), graded=settings.graded)
 
 
 @dataclass
@@ -412,6 +412,7 @@ class _ImageRun:
             prompt=result.prompt_sent, seed=a.seed, quality_level=self.job.level.name, created_at=utcnow(),
             profile=assessment.profile if assessment is not None else None, cache_key=a.context.cache_key,
             name_prefix=output_prefix(self.job),
+            profile_version=self.job.spec.settings.profile_version if assessment is not None else None,
             scores=assessment.scores() if assessment is not None else {},
         )
 

@@ -23,6 +23,7 @@ from varflow.settings import (
     DEFAULT_PROFILE,
     PROFILES,
     CalibratedThresholds,
+    GradedOverall,
     LevelSettings,
     QualityThresholds,
 )
@@ -30,6 +31,7 @@ from varflow.settings import (
 # What a variation row records besides the judging profile's headline values (docs: SCHEMA.md).
 HEADLINE = ("similarity", "diversity", "aesthetic", "object_integrity", "overall_quality")
 SEED_PARTS = ("color_variance", "contrast", "brightness_balance", "sharpness")
+GRADED = "graded_overall"  # the fitted graded overall (varflow calibrate --apply), null without one
 
 
 def check_profile(name: str) -> str:
@@ -48,6 +50,7 @@ class Assessment:
     calibrated: CalibratedScores
     grey: GreyImage = field(repr=False, compare=False)
     features: ImageFeatures = field(repr=False, compare=False)
+    graded_overall: float | None = None
 
     def scores(self) -> dict[str, float | None]:
         """The judging profile's headline values, then the seed's, then the calibrated parts."""
@@ -57,6 +60,7 @@ class Assessment:
         out.update({f"seed_{k}": seed[k] for k in HEADLINE})
         out.update({k: seed[k] for k in SEED_PARTS})
         out.update({k: v for k, v in self.calibrated.as_dict().items() if k not in HEADLINE})
+        out[GRADED] = self.graded_overall
         return out
 
 
@@ -67,14 +71,15 @@ def calibrated_parts() -> tuple[str, ...]:
 
 def record_columns() -> tuple[str, ...]:
     """The score columns an ``Assessment`` fills, in order (storage types them)."""
-    return (*HEADLINE, *(f"seed_{k}" for k in HEADLINE), *SEED_PARTS, *calibrated_parts())
+    return (*HEADLINE, *(f"seed_{k}" for k in HEADLINE), *SEED_PARTS, *calibrated_parts(), GRADED)
 
 
 class VariationJudge:
     """One source image's judge: the original measured once, accepted variations remembered.
 
     Diversity is measured against the variations accepted so far (as the seed's loop sees
-    them); call ``accept`` when a variation is kept.
+    them); call ``accept`` when a variation is kept. ``graded``: a fitted graded overall (the data
+    directory's calibrated profile), computed from the calibrated scores of every variation.
     """
 
     def __init__(
@@ -86,7 +91,9 @@ class VariationJudge:
         thresholds: QualityThresholds = QualityThresholds(),
         calibrated_thresholds: CalibratedThresholds = CalibratedThresholds(),
         original_grey: GreyImage | None = None,
+        graded: GradedOverall | None = None,
     ):
+        self.graded = graded
         self.profile = check_profile(profile)
         self.level = level
         self.thresholds = thresholds
@@ -107,7 +114,8 @@ class VariationJudge:
             verdict = calibrated.judge_calibrated(cal, thresholds=self.calibrated_thresholds, level=self.level)
         else:
             verdict = acceptance.judge(seed, thresholds=self.thresholds, level=self.level)
-        return Assessment(self.profile, verdict, seed, cal, grey, features)
+        graded = self.graded.grade(cal.as_dict()) if self.graded is not None else None
+        return Assessment(self.profile, verdict, seed, cal, grey, features, graded)
 
     def accept(self, assessment: Assessment) -> None:
         self._accepted_greys.append(assessment.grey)

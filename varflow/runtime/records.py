@@ -112,6 +112,7 @@ class VariationRecord(Row):
     profile: str | None = None  # the quality profile that judged (None: not scored, a duplicate)
     cache_key: str | None = None  # the generation cache's key: where a person's "keep" finds a deleted file
     name_prefix: str | None = None  # ``<stem>-<tag>``: a person's "keep" names the file ``<name_prefix>-vNN.png``
+    profile_version: int | None = None  # the data directory's calibrated profile that judged (None: the defaults)
     scores: Mapping[str, float | None] = field(default_factory=dict)
 
     def as_row(self) -> dict:
