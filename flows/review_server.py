@@ -305,8 +305,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- answers --------------------------------------------------------------------------------------
     def _redirect_with_cookie(self, path: str) -> None:
+        """Keep the token in a cookie and go to the page asked for: one of this server's own pages only
+        (``/\\evil.example`` would be another site to a browser)."""
+        target = path if re.fullmatch(r"/(run/[0-9a-f]{6,64})?", path) else "/"
         cookie = f"{self.app.cookie}={self.app.token}; HttpOnly; SameSite=Strict; Path=/"
-        self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": path or "/", "Set-Cookie": cookie})
+        self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": target, "Set-Cookie": cookie})
 
     def _json(self, status: int, payload: dict) -> None:
         self._send(status, json.dumps(payload, default=str).encode(), "application/json; charset=utf-8")

@@ -134,6 +134,8 @@ def test_served_beyond_the_loopback_every_request_needs_the_printed_token(run_st
         assert first.status == 303 and first.getheader("Location") == "/"  # off the address bar, into a cookie
         cookie = first.getheader("Set-Cookie")
         assert f"={token}" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        for elsewhere in ("/\\evil.example/", "/%2F%2Fevil.example"):  # never sent on to another site
+            assert s.request("GET", f"{elsewhere}?token={token}").getheader("Location") == "/"
         again = s.request("GET", "/", Cookie=cookie.split(";")[0])
         assert again.status == 200 and _token(again.body.decode()) == token
         vid = run_store["rows"][0]["variation_id"]
