@@ -61,11 +61,11 @@ def picture_of(home: Path, run_id: str, row: dict) -> tuple[Path | None, bool, s
                                    else "the accepted file")
     kept = rejected_thumbnail_path(home, run_id, row["variation_id"])
     if kept.is_file():
-        gone = "file gone" if row.get("verdict") else "file deleted"
+        gone = "file gone" if row.get("verdict") == "keep" else "file deleted"
         return kept, True, f"{gone}; thumbnail kept by the run"
     if path:
         return None, False, f"file no longer at {path}"
-    if row.get("verdict"):
+    if row.get("verdict") == "keep":
         return None, False, "file gone (not in the output folder, _rejected/ or the cache)"
     return None, False, "file not kept (--keep-rejected keeps rejected files)"
 

@@ -220,3 +220,35 @@ def test_the_written_gallery_shows_the_latest_decision_read_only(run_store):
     assert "a &lt;b&gt;copy&lt;/b&gt;" in card and "<b>copy" not in page
     assert 'class="act' not in page and "varflow-token" not in page  # no buttons, no token: read-only
     assert "varflow review serve" in page
+
+
+def test_a_card_shows_the_decision_in_force_against_the_gate_and_where_the_file_is():
+    from datetime import UTC, datetime
+
+    from varflow.reports.gallery import Card, Served, Source, render_gallery
+
+    run = dict(run_id="r1", status="completed", input_dir="/in", output_dir="/out")
+    image = dict(image_id="img", path="/in/a.png", status="ok", requested=1, attempts=2)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    base = dict(image_id="img", variation_type="style_change", reject_reason=None, prompt="p")
+    cards = [Card({**base, "variation_id": "v0", "attempt": 0, "accepted": False, "reject_reason": "aesthetic_low",
+                   "verdict": "keep", "reviewer": "ana", "reviewed_at": when, "agrees": False,
+                   "final_accepted": True, "final_path": "/out/a-x-v02.png"}, None, "the accepted file"),
+             Card({**base, "variation_id": "v1", "attempt": 1, "accepted": True, "verdict": "reject",
+                   "reviewer": "ben", "reviewed_at": when, "agrees": False, "final_accepted": False,
+                   "final_path": "/out/_rejected/a-x-v01.png", "review_note": "blurry"}, None, "kept under _rejected/"),
+             Card({**base, "variation_id": "v2", "attempt": 2, "accepted": False, "reject_reason": "duplicate",
+                   "final_path": None}, None, "file not kept")]
+    page = render_gallery(run=run, parameters={}, sources=[Source(image, None, cards)], not_processed=[])
+    v0, v1, v2 = (page[page.index(f'id="v-v{i}"'):].split("</article>")[0] for i in range(3))
+    assert 'data-review="keep" data-agrees="0"' in v0 and 'class="decision keep override"' in v0
+    assert "✓ kept by ana · 2026-01-02 03:04:05 UTC" in v0 and "in the output folder: a-x-v02.png" in v0
+    assert "✗ rejected by ben" in v1 and "in _rejected/: a-x-v01.png" in v1 and ">blurry<" in v1
+    assert 'data-review=""' in v2 and "not yet reviewed" in v2 and "file deleted by the run" in v2
+    assert '<b>2</b><span>reviewed</span>' in page and '<b>2</b><span>against the gate</span>' in page
+    assert '<span class="count" data-count="todo">1</span>' in page
+    assert '<span class="count" data-count="disagree">2</span>' in page and 'class="act' not in page
+    served = render_gallery(run=run, parameters={}, sources=[Source(image, None, cards)], not_processed=[],
+                            served=Served(token="t0k", reviewer="ana", nonce="n0"))
+    assert served.count('class="act keep"') == 3 and '<script nonce="n0">' in served
+    assert '<meta name="varflow-token" content="t0k">' in served and "Read-only page" not in served

@@ -124,7 +124,7 @@ def _place(row: dict, output_dir: str | None) -> tuple[str, str]:
     """Where the variation's file is now (``final_path``), short, and in full for the tooltip."""
     path = row.get("final_path", row.get("output_path"))
     if not path:
-        return ("file gone" if row.get("verdict") else "file deleted by the run"), ""
+        return ("file gone" if row.get("verdict") == "keep" else "file deleted by the run"), ""
     p = Path(path)
     try:
         short = p.relative_to(output_dir).as_posix() if output_dir else p.name
