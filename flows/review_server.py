@@ -86,8 +86,8 @@ class ReviewApp:
     def __init__(self, home: str | Path, *, run_id: str | None, reviewer: str, host: str = REVIEW_SERVER.host,
                  port: int = REVIEW_SERVER.port, max_images: int = GALLERY.max_images):
         self.home = Path(home)
+        self.default_run = resolve_run(self.home, run_id)["run_id"]  # LookupError: no such run (nothing made)
         self.store = Store(self.home).initialize()
-        self.default_run = resolve_run(self.home, run_id)["run_id"]  # LookupError: no such run
         self.reviewer, self.max_images = reviewer, max_images
         self.token = secrets.token_urlsafe(32)
         self.host = host

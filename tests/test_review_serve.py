@@ -252,3 +252,18 @@ def test_a_card_shows_the_decision_in_force_against_the_gate_and_where_the_file_
                             served=Served(token="t0k", reviewer="ana", nonce="n0"))
     assert served.count('class="act keep"') == 3 and '<script nonce="n0">' in served
     assert '<meta name="varflow-token" content="t0k">' in served and "Read-only page" not in served
+
+
+def test_without_a_run_or_with_a_taken_port_it_says_so_in_one_line(run_store, tmp_path):
+    serve = [sys.executable, "-m", "varflow.flows.cli", "review", "serve", "--reviewer", "ana"]
+    empty = subprocess.run([*serve, "--home", str(tmp_path / "nothing")], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "no runs yet" in empty.stderr
+    assert not (tmp_path / "nothing").exists()  # nothing made where no store was
+    s = Server(run_store["home"])
+    try:
+        taken = subprocess.run([*serve, "--home", str(run_store["home"]), "--port", str(s.port)],
+                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{s.port}" in taken.stderr
+    finally:
+        s.stop()
