@@ -153,7 +153,17 @@ def test_in_chromium_keep_reject_and_a_key_decide_and_the_files_follow(browser, 
     page.goto(server.url)
     cards = page.locator(".card[data-vid]")
     assert cards.count() == len(rows)
-    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    # the pictures load lazily, as they come into view: bring each there and wait for it
+    loaded = page.evaluate("""async () => {
+        const ok = [];
+        for (const i of document.images) {
+            i.scrollIntoView();
+            try { await i.decode(); ok.push(i.naturalWidth > 0); } catch (e) { ok.push(false); }
+        }
+        window.scrollTo(0, 0);
+        return ok;
+    }""")
+    assert len(loaded) == len(rows) + 2 and all(loaded)  # two originals, every variation (or its kept thumbnail)
     assert page.evaluate("document.querySelectorAll('img[src=x], b[onmouseover]').length") == 0
     assert REVIEWER in page.locator(".reviewbar b").inner_text()  # escaped, shown as text
     shots = tmp_path_factory.mktemp("review-screenshots")
@@ -172,7 +182,7 @@ def test_in_chromium_keep_reject_and_a_key_decide_and_the_files_follow(browser, 
     page.locator(f"#v-{rejected} button.act.keep").click()
     expect(page.locator(f"#v-{rejected}")).to_have_attribute("data-review", "keep")
     assert page.locator(f"#v-{rejected} .place").inner_text().startswith("in the output folder: ")
-    assert page.locator(f"#v-{rejected} .pic img").evaluate("i => i.complete && i.naturalWidth > 0")
+    assert page.locator(f"#v-{rejected} .pic img").evaluate("async i => (await i.decode(), i.naturalWidth > 0)")
     page.screenshot(path=str(shots / "review-decided.png"))
 
     # "not yet reviewed" hides the two decided; a key decides the first of the rest (j: to it, x: reject)
