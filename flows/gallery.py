@@ -1,9 +1,11 @@
 """Write a run's gallery page: the store's rows plus thumbnails, rendered by varflow.reports.gallery.
 
-Used by ``varflow report`` and by the flow at the end of every run. Pictures come from the
-files the run left: the original, the accepted variation, a rejected one kept under
-``_rejected/`` (``--keep-rejected``), or else the small thumbnail the run kept of it under the
-data directory (varflow/images/thumbnails.py); a card whose picture is gone says so.
+Used by ``varflow report``, by the flow at the end of every run and (its rows and pictures) by
+``varflow review serve`` (flows/review_server.py). Pictures come from where each file is now, after
+any review (``variation_status.final_path``): the original, the accepted variation, one under
+``_rejected/`` (``--keep-rejected``, or rejected by a person), or else the small thumbnail the run kept
+of a deleted one under the data directory (varflow/images/thumbnails.py); a card whose picture is
+gone says so.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from varflow.storage.analysis import resolve_run, run_rows
+from varflow.flows.review import REJECTED_DIR
+from varflow.storage.analysis import RunRows, resolve_run, run_rows
 
 from varflow.images.imageio import write_bytes_atomic
 from varflow.images.locations import exists, local_copy
@@ -49,26 +53,48 @@ def _stored_thumbnail(path: Path) -> str | None:
         return None
 
 
-def _picture(home: Path, run_id: str, row: dict) -> tuple[Callable[[], str | None], str]:
-    """How to get a variation's thumbnail, and what the card says about where it came from."""
-    path = row.get("output_path")
-    if row.get("accepted"):
-        if exists(path):
-            return (lambda: _thumbnail(path)), "the accepted file"
-        return (lambda: None), f"accepted file no longer at {path}"
+def picture_of(home: Path, run_id: str, row: dict) -> tuple[str | Path | None, bool, str]:
+    """Where a variation's picture comes from now, after any review (``final_path``): (the file or object,
+    or None; whether it is the small thumbnail the run kept of a deleted rejection; what the card says of it)."""
+    path = row.get("final_path", row.get("output_path"))
     if exists(path):
-        return (lambda: _thumbnail(path)), "kept under _rejected/"
+        in_rejected = str(path).rstrip("/").rsplit("/", 2)[-2:-1] == [REJECTED_DIR]
+        return path, False, ("kept under _rejected/" if in_rejected else "the accepted file")
     kept = rejected_thumbnail_path(home, run_id, row["variation_id"])
     if kept.is_file():
-        return (lambda: _stored_thumbnail(kept)), "file deleted; thumbnail kept by the run"
-    return (lambda: None), "file not kept (--keep-rejected keeps rejected files)"
+        gone = "file gone" if row.get("verdict") == "keep" else "file deleted"
+        return kept, True, f"{gone}; thumbnail kept by the run"
+    if path:
+        return None, False, f"file no longer at {path}"
+    if row.get("verdict") == "keep":
+        return None, False, "file gone (not in the output folder, _rejected/ or the cache)"
+    return None, False, "file not kept (--keep-rejected keeps rejected files)"
 
 
-def build_gallery(home: str | Path, run_id: str | None = None, *, execution: int | None = None,
-                  max_images: int = GALLERY.max_images) -> tuple[str, dict]:
-    """The page's HTML and the run's row, for ``run_id`` (a unique prefix) or the latest run, its
-    latest execution or ``execution``."""
-    home = Path(home)
+def _picture(home: Path, run_id: str, row: dict) -> tuple[Callable[[], str | None], str]:
+    """How to get a variation's thumbnail as a data URI, and what the card says about where it came from."""
+    path, stored, note = picture_of(home, run_id, row)
+    if path is None:
+        return (lambda: None), note
+    return (lambda: _stored_thumbnail(path) if stored else _thumbnail(path)), note
+
+
+@dataclass
+class GalleryRows:
+    """One execution of a run as its gallery shows it: the sources on the page with their variations
+    (``variation_status`` rows: the run's decision and the latest review), and what is left off."""
+
+    run: dict
+    rows: RunRows
+    shown: list[tuple[dict, list[dict]]]  # (image row, its variations by attempt)
+    failed: dict[str, dict[str, int]]
+    not_processed: list[dict]
+    hidden: int
+
+
+def gallery_rows(home: Path, run_id: str | None = None, *, execution: int | None = None,
+                 max_images: int = GALLERY.max_images) -> GalleryRows:
+    """The rows of ``run_id`` (a unique prefix) or the latest run: its latest execution, or ``execution``."""
     run = resolve_run(home, run_id, execution)
     rows = run_rows(home, run["run_id"], run["execution"])
     by_image: dict[str, list[dict]] = defaultdict(list)
@@ -87,27 +113,37 @@ def build_gallery(home: str | Path, run_id: str | None = None, *, execution: int
             sources.append(img)
         else:
             not_processed.append(img)
-    shown, hidden = sources[:max_images], max(0, len(sources) - max_images)
+    shown = [(img, sorted(by_image.get(img["image_id"], []), key=lambda r: r["attempt"]))
+             for img in sources[:max_images]]
+    return GalleryRows(run, rows, shown, failed, not_processed, max(0, len(sources) - max_images))
 
-    jobs = []  # (setter, thumbnail function) pairs, run on a small pool
+
+def build_gallery(home: str | Path, run_id: str | None = None, *, execution: int | None = None,
+                  max_images: int = GALLERY.max_images) -> tuple[str, dict]:
+    """The page's HTML (thumbnails embedded) and the run's row, for ``run_id`` (a unique prefix) or the
+    latest run, its latest execution or ``execution``."""
+    home = Path(home)
+    g = gallery_rows(home, run_id, execution=execution, max_images=max_images)
+    jobs = []  # (object, thumbnail function) pairs, run on a small pool
     page_sources = []
-    for img in shown:
-        src = Source(img, None, failed_calls=failed.get(img["image_id"], {}))
-        jobs.append((src, "thumbnail", lambda p=img["path"]: _thumbnail(p)))
-        for v in sorted(by_image.get(img["image_id"], []), key=lambda r: r["attempt"]):
-            make, note = _picture(home, run["run_id"], v)
+    for img, variations in g.shown:
+        src = Source(img, None, failed_calls=g.failed.get(img["image_id"], {}))
+        jobs.append((src, lambda p=img["path"]: _thumbnail(p)))
+        for v in variations:
+            make, note = _picture(home, g.run["run_id"], v)
             card = Card(v, None, note)
             src.cards.append(card)
-            jobs.append((card, "thumbnail", make))
+            jobs.append((card, make))
         page_sources.append(src)
     with ThreadPoolExecutor(THUMBNAIL_THREADS) as pool:
-        for (obj, attr, _), uri in zip(jobs, pool.map(lambda job: job[2](), jobs)):
-            setattr(obj, attr, uri)
+        for (obj, _), uri in zip(jobs, pool.map(lambda job: job[1](), jobs)):
+            obj.thumbnail = uri
 
-    more = (f"`varflow report {run['run_id']} --max-images {len(sources)}` shows them all." if hidden else "")
-    page = render_gallery(run=rows.run, parameters=rows.parameters, sources=page_sources,
-                          not_processed=not_processed, hidden_sources=hidden, more_hint=more)
-    return page, rows.run
+    total = len(g.shown) + g.hidden
+    more = (f"`varflow report {g.run['run_id']} --max-images {total}` shows them all." if g.hidden else "")
+    page = render_gallery(run=g.rows.run, parameters=g.rows.parameters, sources=page_sources,
+                          not_processed=g.not_processed, hidden_sources=g.hidden, more_hint=more)
+    return page, g.rows.run
 
 
 def write_gallery(home: str | Path, out: str | Path, run_id: str | None = None, *, execution: int | None = None,

@@ -279,7 +279,8 @@ def run_rows(home: str | Path, run_id: str, execution: int | None = None) -> Run
         if not run:
             raise LookupError(f"no run {run_id!r} in {Path(home)}; `varflow runs` lists the recent ones")
         images = run_query(con, f"SELECT * FROM images WHERE {one} ORDER BY path", key).records()
-        variations = run_query(con, f"SELECT * FROM variations WHERE {one} ORDER BY image_id, attempt",
+        # as people left them: the run's decision and the latest review's (storage/SCHEMA.md)
+        variations = run_query(con, f"SELECT * FROM variation_status WHERE {one} ORDER BY image_id, attempt",
                                key).records()
         failed = run_query(con, "SELECT image_id, outcome, count(*) AS calls FROM attempts "
                                 f"WHERE {one} AND outcome <> 'ok' GROUP BY ALL ORDER BY image_id, calls DESC",

@@ -402,6 +402,24 @@ GALLERY = GallerySettings()
 
 
 @dataclass(frozen=True)
+class ReviewServerSettings:
+    """``varflow review serve``: the gallery with Keep / Reject, served on one machine's loopback by default.
+
+    Its pages link their pictures instead of embedding them (a page of 200 images stays light and loads
+    them as they scroll into view); the thumbnails made for them are kept in memory, a bounded number.
+    """
+
+    host: str = "127.0.0.1"  # only this machine; --host beyond it asks every request for the printed token
+    port: int = 8765  # --port 0 takes a free one
+    max_body_bytes: int = 16_384  # a decision is a few hundred bytes of JSON
+    thumbnails_cached: int = 600  # ~25 KB each: ~15 MB, a full page's cards
+    runs_listed: int = 20  # the page's list of other runs to review
+
+
+REVIEW_SERVER = ReviewServerSettings()
+
+
+@dataclass(frozen=True)
 class BatchLimits:
     """How a batch run's requests are split into Gemini Batch API jobs (the documented limits)."""
 

@@ -1,8 +1,8 @@
 """``varflow``: the command line, one module per command group (like Prefect's CLI).
 
 options: the run's options; run: run, demo, collect, samples, examples; inspect: score, dedup; backends:
-models; data: report, runs, stats, sql, doctor; serve: serve; review: review mark; calibrate: calibrate.
-Prefect is imported only by the commands that run or serve a flow.
+models; data: report, runs, stats, sql, doctor; serve: serve; review: review mark, review serve; calibrate:
+calibrate. Prefect is imported only by the commands that run or serve a flow.
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from varflow.flows.cli.options import positive_int
+
 from varflow.errors import VarflowError
 from varflow.kinds import Verdict
-from varflow.safety.escaping import for_log
+from varflow.safety.escaping import for_log, for_terminal
+from varflow.settings import GALLERY, REVIEW_SERVER
 
 
 def add_commands(sub) -> None:
@@ -20,6 +23,20 @@ def add_commands(sub) -> None:
     p.add_argument("--reviewer", default=None, help="who decides (default $VARFLOW_REVIEWER or the login name)")
     p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     p.set_defaults(func=cmd_mark)
+
+    p = commands.add_parser("serve", help="serve a run's gallery with Keep / Reject on each card (and keys to go "
+                            "through it fast); every run is a click away")
+    p.add_argument("run_id", nargs="?", default=None, help="run id or a unique prefix (default: the latest run)")
+    p.add_argument("--host", default=REVIEW_SERVER.host,
+                   help=f"address to listen on (default {REVIEW_SERVER.host}: this machine only); any other asks "
+                        "every request for the token printed at start")
+    p.add_argument("--port", type=int, default=REVIEW_SERVER.port,
+                   help=f"port (default {REVIEW_SERVER.port}; 0 takes a free one)")
+    p.add_argument("--reviewer", default=None, help="who decides (default $VARFLOW_REVIEWER or the login name)")
+    p.add_argument("--max-images", type=positive_int, default=GALLERY.max_images,
+                   help=f"most source images on a page (default {GALLERY.max_images})")
+    p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
+    p.set_defaults(func=cmd_serve)
 
 
 def cmd_mark(args) -> int:
@@ -35,4 +52,36 @@ def cmd_mark(args) -> int:
         print(f"varflow review mark: {for_log(exc)}", file=sys.stderr)
         return 2
     print(for_log(outcome.message))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from varflow.flows.cli.data import _home
+    from varflow.flows.review import reviewer_name
+    from varflow.flows.review_server import ReviewApp
+
+    if not 0 <= args.port <= 65535:
+        print(f"varflow review serve: --port {args.port} is not a port (0-65535; 0 takes a free one)", file=sys.stderr)
+        return 2
+    try:
+        app = ReviewApp(_home(args), run_id=args.run_id, reviewer=reviewer_name(args.reviewer), host=args.host,
+                        port=args.port, max_images=args.max_images)
+    except (VarflowError, LookupError) as exc:
+        print(f"varflow review serve: {for_log(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"varflow review serve: cannot listen on {for_log(args.host)}:{args.port}: {exc.strerror or exc}; "
+              "pass another --port (0 takes a free one)", file=sys.stderr)
+        return 2
+    print(f"reviewing run {app.default_run[:12]} as {for_terminal(app.reviewer)} at {app.url}", flush=True)
+    if app.remote:
+        print(f"served beyond this machine: every request needs the token; open {app.url}?token={app.token}",
+              flush=True)
+    print("decisions move the files; Ctrl-C stops", flush=True)
+    try:
+        app.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.httpd.server_close()
     return 0
