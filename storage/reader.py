@@ -140,6 +140,8 @@ class StoreReader:
         rejected a variation its run accepted after the job last ran: what the next run with the same
         parameters may top up (the caller compares ``standing`` with its count). A job topped up since, or
         left short by the gate alone, is not listed: the gate's shortfall is not retried on every run."""
+        if not any((self.tables_dir / "reviews").glob("run-*")):  # nobody reviewed here: nothing more to ask
+            return {}
         return {r["job_key"]: {"standing": int(r["standing"]), "next_attempt": int(r["next_attempt"])}
                 for r in self.query(_REVIEWED_SHORT_SQL)}
 
