@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
+
 from varflow.flows.parameters import RunParameters
 from varflow.flows.resources import data_home
 from varflow.storage import Store
@@ -11,7 +14,7 @@ from varflow.images.locations import address, folder_at
 from varflow.processing.discovery import discover_images
 from varflow.processing.estimate import CallEstimate, estimate_calls, history_for
 from varflow.processing.outnames import held_stems
-from varflow.processing.scan import COPY, DONE, PENDING, SAME_CONTENT, input_copies, scan_images
+from varflow.processing.scan import COPY, DONE, PENDING, SAME_CONTENT, input_copies, scan_images, short_jobs
 from varflow.quality.adaptive import WINDOW
 from varflow.settings import QUALITY_LEVELS, level_settings
 
@@ -25,6 +28,9 @@ def plan_run(params: RunParameters) -> dict:
       this backend, model and level (within its budget) x the recorded calls per attempt, at the
       recorded cost per call; with no history, a stated prior (``basis`` says which);
     * worst case = images to do x count x the level's max attempts per variation x (1 + retries).
+
+    An image people's reviews left below count (``short_jobs``) is to do for its missing variations only,
+    in both figures.
 
     Generations already in the variation cache would be free; the plan does not subtract them,
     so it errs high.
@@ -47,29 +53,45 @@ def plan_run(params: RunParameters) -> dict:
                                                         fingerprint={**params.job_fingerprint(), "model": model},
                                                         cache_dir=None if store is None else home / "cache" / "copies",
                                                         folder=folder)
-    found = [image.status for image in scan_images(paths, input_dir, finished=finished, copies=copies,
-                                                   follow_links=params.follow_links, held=held,
-                                                   fingerprint={**params.job_fingerprint(), "model": model},
-                                                   folder=folder)]
+    top_ups = {} if (params.force or store is None) else short_jobs(store.reviewed_short(), params.count)
+    scanned = list(scan_images(paths, input_dir, finished=finished, copies=copies, follow_links=params.follow_links,
+                               held=held, fingerprint={**params.job_fingerprint(), "model": model}, top_ups=top_ups,
+                               folder=folder))
+    found = [image.status for image in scanned]
+    missing = [top_ups[i.job_key]["missing"] for i in scanned if i.status == PENDING and i.job_key in top_ups]
     todo, done, same = found.count(PENDING), found.count(DONE), found.count(SAME_CONTENT)
     retries = params.retries if backend.remote and not backend.can_batch else 0  # a batch answers once
     # The adaptive policy may move back up to high during the run: its attempts bound the worst case.
     max_attempts = max(QUALITY_LEVELS["high"].max_attempts_per_variation, level.max_attempts_per_variation) \
         if params.adaptive else level.max_attempts_per_variation
     history = history_for(level.name, store.attempt_history(params.backend, model) if store is not None else {})
-    estimate = estimate_calls(history, images=todo, count=params.count, level=level.name,
-                              price=backend.estimate_cost(model),
-                              budget_per_image=params.count * level.max_attempts_per_variation)
-    worst = todo * params.count * max_attempts * (1 + retries)
+    estimate = _estimate(history, params.count, todo - len(missing), missing, level, backend.estimate_cost(model))
+    variations = (todo - len(missing)) * params.count + sum(missing)
+    worst = variations * max_attempts * (1 + retries)
     return {
         "backend": params.backend, "model": model, "level": level.name, "images_found": len(paths),
         "images_to_do": todo, "images_already_done": done, "images_same_content": same,
-        "images_copies": found.count(COPY),
+        "images_copies": found.count(COPY), "images_topped_up": len(missing), "variations_to_do": variations,
         "count": params.count, "max_attempts_per_variation": max_attempts,
         "max_tries_per_attempt": 1 + retries, "calls_worst_case": worst,
         "max_cost_usd": params.max_cost_usd, "batch": backend.can_batch,
         **_expected(estimate, history.attempts, backend, model, worst),
     }
+
+
+def _estimate(history, count: int, full: int, missing: list[int], level, price: float | None) -> CallEstimate:
+    """``estimate_calls`` for ``full`` images of ``count`` variations and, summed, the top-ups (images
+    people's reviews left short, asking for their ``missing`` ones); the rates are the history's either way."""
+    groups = Counter({count: full}) + Counter(missing)
+    parts = [estimate_calls(history, images=n, count=k, level=level.name, price=price,
+                            budget_per_image=k * level.max_attempts_per_variation)
+             for k, n in {count: full, **groups}.items()]
+    if not missing:
+        return parts[0]
+    calls = sum(p.calls for p in parts)
+    cost = None if any(p.cost_usd is None for p in parts) else round(sum(p.cost_usd for p in parts), 6)
+    per_image = calls / parts[0].calls_per_attempt / (full + len(missing))
+    return replace(parts[0], calls=calls, cost_usd=cost, attempts_per_image=per_image)
 
 
 def _expected(estimate: CallEstimate, history_attempts: int, backend, model: str, worst: int) -> dict:

@@ -58,6 +58,7 @@ class RunSummary:
     images_error: int = 0
     images_skipped: int = 0
     variations_requested: int = 0
+    images_topped_up: int = 0  # images people's reviews left below count, asked only for the missing ones
     variations_accepted: int = 0
     variations_rejected: int = 0
     duplicates: int = 0
@@ -129,6 +130,8 @@ class RunSummary:
             s.images_total += 1
             if o.status == ImageStatus.OK:
                 s.images_ok += 1
+                s.variations_requested += o.requested
+                s.images_topped_up += o.top_up
             elif o.status == ImageStatus.SKIPPED:
                 s.images_skipped += 1
             else:
@@ -165,6 +168,8 @@ class RunSummary:
             f"  calls        {self.calls} generation calls (retries included) for {self.attempts - self.cache_hits} "
             f"attempts, {self.cache_hits} cache hits (no call)",
         ]
+        if self.images_topped_up:
+            lines.append(f"  topped up    {self.top_up_text()}")
         if self.rejected_by_reason:
             lines.append("  rejected by  " + ", ".join(f"{k} {v}" for k, v in self.rejected_by_reason.items()))
         ms = {k: v for k, v in self.mean_scores.items() if v is not None}
@@ -190,6 +195,12 @@ class RunSummary:
             lines.append(f"  warning      this run {self.warning}")
         return "\n".join(lines)
 
+    def top_up_text(self) -> str:
+        """'2 images reviewed below count (their missing variations only)'."""
+        n = self.images_topped_up
+        return (f"{n} image{'' if n == 1 else 's'} people's reviews left below count "
+                "(only the missing variations asked for; what people kept or rejected stays as it is)")
+
     def render_markdown(self) -> str:
         rate = f"{self.acceptance_rate:.0%}" if self.acceptance_rate is not None else "n/a"
         rows = [
@@ -205,6 +216,8 @@ class RunSummary:
             ("estimated cost", f"${self.cost_usd:.4f} ({self.calls} calls)"),
             ("wall time", f"{self.wall_seconds:.1f} s"), ("records", for_markdown(self.duckdb_path)),
         ]
+        if self.images_topped_up:
+            rows.insert(4, ("topped up", self.top_up_text()))
         if self.gallery_path:  # as_uri percent-encodes every character Markdown would read
             rows.append(("gallery",
                          f"[{for_markdown(Path(self.gallery_path).name)}]({Path(self.gallery_path).as_uri()}) "

@@ -64,9 +64,9 @@ from varflow.processing.chunks import TaskPlan, chunk_label, plan_tasks
 from varflow.processing.direct import DirectGenerations
 from varflow.processing.discovery import discover_images
 from varflow.processing.memory import MemoryWindow, estimate_image_bytes, tune_allocator
-from varflow.processing.outnames import held_stems, holders_of, stem_key
-from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec
-from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, input_copies, scan_images
+from varflow.processing.outnames import held_stems, holders_of, names_on_disk, next_accepted_number, stem_key
+from varflow.processing.pipeline import ImageJob, ImageOutcome, ImagePipeline, JobSpec, TopUp
+from varflow.processing.scan import DONE, PENDING, UNREADABLE, FoundImage, input_copies, scan_images, short_jobs
 from varflow.quality.adaptive import WINDOW, AdaptiveQuality
 from varflow.runtime.claims import ImageClaims
 from varflow.runtime.preflight import check_folders
@@ -209,6 +209,8 @@ class FolderRun:
                         "stay as judged)", self.job_spec.settings.profile_version, store.home)
         self.started_at = time.time()  # what finished before this is in self.finished; after, in the claims
         self.finished = {} if params.force else store.finished_jobs()
+        # finished jobs people's rejects left below count: done again for the missing ones only (TopUp)
+        self.top_ups = {} if params.force else short_jobs(store.reviewed_short(), params.count)
         self.library = _load_library(store, logger) if params.dedup_library else None
         self.outcomes: list[ImageOutcome] = []
         self.level_changes = 0
@@ -262,7 +264,7 @@ class FolderRun:
                                                                 folder=self.source)
             self.process(scan_images(paths, self.input_dir, fingerprint=self.fingerprint, finished=self.finished,
                                      follow_links=params.follow_links, held=self.held, copies=copies,
-                                     folder=self.source), pipeline)
+                                     folder=self.source, top_ups=self.top_ups), pipeline)
             if self.batch is not None:
                 self.batch.submit()
         finally:
@@ -432,14 +434,29 @@ class FolderRun:
         return [self.job_for(image, earlier.get(image.image_id, ())) for image in chunk]
 
     def job_for(self, image: FoundImage, earlier_rows) -> ImageJob:
-        own = _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
+        top_up = self.top_up_of(image)
+        # A run's own files are left out (a forced re-run replaces them); a top-up adds to them: they count.
+        own = "" if top_up is not None else _own_prefix(self.output_dir, image.stem, self.job_spec.name_tag)
         if self.library is None:
             earlier, view = _earlier_accepted(earlier_rows, own), None
         else:  # the library holds this source's earlier variations too: no query of its own
             earlier, view = (), LibraryView(self.library, own)
         return ImageJob(spec=self.job_spec, source_path=str(image.path), image_id=image.image_id,
                         output_stem=image.stem, job_key=image.job_key, level=self.adaptive.settings,
-                        earlier_accepted=earlier, library=view)
+                        earlier_accepted=earlier, library=view, top_up=top_up)
+
+    def top_up_of(self, image: FoundImage) -> TopUp | None:
+        """The image's ``TopUp`` when people's rejects left its finished job below count: its new files
+        numbered past every name a variation of it was given (store) or a file holds (disk)."""
+        row = self.top_ups.get(image.job_key)
+        if row is None:
+            return None
+        prefix = f"{image.stem}-{self.job_spec.name_tag}"
+        taken = set(self.store.source_names_in(self.output_dir, prefix)) | names_on_disk(self.output_dir, prefix)
+        self.logger.info("%s: %d of %d variations stand after review: topping up %d", image.path, row["standing"],
+                         self.params.count, row["missing"])
+        return TopUp(standing=row["standing"], missing=row["missing"], first_attempt=row["next_attempt"],
+                     first_number=next_accepted_number(prefix, taken))
 
     def wait_for(self, futures: list) -> list[tuple]:
         """Wait for a task run to end: [(it, None)]. A runner that cannot run anything (a Dask
@@ -550,7 +567,6 @@ class FolderRun:
             output_dir=str(self.output_dir), home=str(self.store.home), duckdb_path=str(self.store.duckdb_path),
             backend=self.res.backend.name, model=self.res.backend.model,
         )
-        summary.variations_requested = self.params.count * summary.images_ok
         summary.final_level = self.adaptive.level
         summary.level_changes = self.level_changes
         summary.execution = self.store.execution
@@ -569,6 +585,8 @@ class FolderRun:
             if processed == 0:
                 summary.message = ("nothing new: every image was already done with these parameters "
                                    "(--force redoes them)")
+            elif summary.images_topped_up == processed:
+                summary.message = f"topped up {summary.top_up_text()}"
         if self.batch is not None and self.batch.waiting_message():
             summary.message = self.batch.waiting_message()
         stop = self.stop_reason()
@@ -661,7 +679,7 @@ def _earlier_accepted(rows, own_prefix: str) -> tuple:
     return tuple(
         KnownImage(r["variation_id"], ImageHashes(r["ahash"], r["phash"], r["dhash"]), r["output_path"])
         for r in rows
-        if not r["output_path"].startswith(own_prefix)
+        if not (own_prefix and r["output_path"].startswith(own_prefix))
         and (is_url(r["output_path"]) or Path(r["output_path"]).is_file())
     )
 

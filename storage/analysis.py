@@ -194,21 +194,28 @@ var AS (
     SELECT run_id, coalesce(execution, 1) AS ex, count(*) FILTER (accepted) AS accepted,
            count(*) FILTER (NOT accepted) AS rejected,
            count(*) FILTER (reject_reason = 'duplicate') AS duplicates,
-           avg(overall_quality) FILTER (accepted) AS mean_overall
-    FROM variations GROUP BY run_id, ex)
+           avg(overall_quality) FILTER (accepted) AS mean_overall,
+           count(*) FILTER (verdict IS NOT NULL) AS reviewed,
+           count(*) FILTER (final_accepted) AS after_review,
+           count(*) FILTER (verdict = 'keep' AND NOT accepted) AS kept_by_people,
+           count(*) FILTER (verdict = 'reject' AND accepted) AS rejected_by_people
+    FROM variation_status GROUP BY run_id, ex)
 SELECT r.run_id, coalesce(r.execution, 1) AS execution,
        count(*) OVER (PARTITION BY r.run_id) AS executions, r.started_at, r.status, r.backend, r.model,
        greatest(r.images_total, coalesce(img.images_found, 0)) AS images,
        coalesce(img.images_ok, 0) AS ok, coalesce(img.images_error, 0) AS error,
        coalesce(img.images_skipped, 0) AS skipped,
        coalesce(var.accepted, 0) AS accepted, coalesce(var.rejected, 0) AS rejected,
-       coalesce(var.duplicates, 0) AS duplicates, coalesce(img.attempts, 0) AS attempts,
+       coalesce(var.duplicates, 0) AS duplicates, coalesce(var.reviewed, 0) AS reviewed,
+       coalesce(var.after_review, 0) AS accepted_after_review, coalesce(var.kept_by_people, 0) AS kept_by_people,
+       coalesce(var.rejected_by_people, 0) AS rejected_by_people, coalesce(img.attempts, 0) AS attempts,
        CASE WHEN coalesce(img.attempts, 0) > 0 THEN var.accepted / img.attempts END AS acceptance,
        var.mean_overall AS mean_overall, r.wall_seconds
 FROM runs r
 LEFT JOIN img ON img.run_id = r.run_id AND img.ex = coalesce(r.execution, 1)
 LEFT JOIN var ON var.run_id = r.run_id AND var.ex = coalesce(r.execution, 1)
-"""  # one row per execution of a run (a retried flow run has several: storage/SCHEMA.md)
+"""  # one row per execution of a run (a retried flow run has several: storage/SCHEMA.md); ``accepted`` as the
+# run's gate decided, ``accepted_after_review`` as people left it (variation_status: kept ones in, rejected out)
 
 
 def recent_runs(home: str | Path, *, limit: int = 20) -> QueryResult:
@@ -340,6 +347,8 @@ def quality_summary(home: str | Path, run_id: str, execution: int | None = None)
                 "images_error": counts["error"], "images_skipped": counts["skipped"]},
         "judged": judged, "accepted": counts["accepted"], "rejected": counts["rejected"],
         "duplicates": counts["duplicates"], "attempts": counts["attempts"],
+        "reviews": {k: counts[k] for k in ("reviewed", "accepted_after_review", "kept_by_people",
+                                           "rejected_by_people")},
         "acceptance_rate": counts["acceptance"],
         "metrics": [m for m in metrics if m["accepted_n"] or m["rejected_n"]],
         "reasons": dict(reasons), "by_type": by_type, "levels": dict(levels), "level_changes": changes,

@@ -13,7 +13,16 @@ from varflow.storage.integrity import (
     quarantine,
     undecodable_parts,
 )
-from varflow.storage.schema import DERIVED_VIEWS, SCHEMA_VERSION, TABLES, empty_rows_sql, shaped_view
+from varflow.storage.schema import (
+    DERIVED_VIEWS,
+    FINAL_ACCEPTED,
+    FINAL_PATH,
+    REVIEWS_IN_FORCE,
+    SCHEMA_VERSION,
+    TABLES,
+    empty_rows_sql,
+    shaped_view,
+)
 from varflow.storage.sqltext import glob_literal, sql_literal
 
 from varflow.processing.estimate import AttemptHistory
@@ -125,6 +134,17 @@ class StoreReader:
                           "WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY job_key")
         return {r["job_key"]: r["run_id"] for r in rows}
 
+    def reviewed_short(self) -> dict[str, dict]:
+        """job_key -> ``standing`` (its variations accepted as people left them, ``variation_status``) and
+        ``next_attempt`` (one past every attempt recorded for it), for each finished job where a person
+        rejected a variation its run accepted after the job last ran: what the next run with the same
+        parameters may top up (the caller compares ``standing`` with its count). A job topped up since, or
+        left short by the gate alone, is not listed: the gate's shortfall is not retried on every run."""
+        if not any((self.tables_dir / "reviews").glob("run-*")):  # nobody reviewed here: nothing more to ask
+            return {}
+        return {r["job_key"]: {"standing": int(r["standing"]), "next_attempt": int(r["next_attempt"])}
+                for r in self.query(_REVIEWED_SHORT_SQL)}
+
     def finished_paths(self, folder: str | Path) -> set[str]:
         """Paths under ``folder`` of images some run finished ``ok`` (the preflight's space check
         counts the others: a nightly run over a large folder has little new)."""
@@ -160,9 +180,10 @@ class StoreReader:
         return level, [r["success_rate"] for r in reversed(rates)]
 
     def accepted_variations(self, image_ids: Iterable[str], *, except_run: str | None = None) -> dict[str, list[dict]]:
-        """Every variation ever accepted for these source images, by image: what a new one must
-        not duplicate. ``except_run``: leave out that run's files (a running run's own parts grow
-        by one per image; reading them for every chunk would cost more as the run goes on)."""
+        """Every variation ever accepted for these source images (as people left them: ``final_accepted``,
+        at ``final_path``), by image: what a new one must not duplicate. ``except_run``: leave out that run's
+        files (a running run's own parts grow by one per image; reading them for every chunk would cost more
+        as the run goes on)."""
         ids = list(dict.fromkeys(image_ids))
         if not ids:
             return {}
@@ -171,11 +192,11 @@ class StoreReader:
             files = self._table_files("variations", except_run=except_run)
             if not files:
                 return []
-            cur = con.execute(
-                "SELECT DISTINCT image_id, variation_id, ahash, phash, dhash, output_path "
-                "FROM read_parquet(?, union_by_name = true) "
-                "WHERE image_id IN (SELECT unnest(?)) AND accepted AND output_path IS NOT NULL "
-                "ORDER BY image_id, output_path", [[glob_literal(f) for f in files], ids])
+            cur = con.execute(  # as people left them: a kept one counts, a rejected one no longer blocks
+                f"SELECT DISTINCT v.image_id, v.variation_id, v.ahash, v.phash, v.dhash, {FINAL_PATH} AS output_path "
+                f"FROM read_parquet(?, union_by_name = true) v LEFT JOIN ({REVIEWS_IN_FORCE}) r USING (variation_id) "
+                f"WHERE v.image_id IN (SELECT unnest(?)) AND {FINAL_ACCEPTED} AND {FINAL_PATH} IS NOT NULL "
+                "ORDER BY v.image_id, output_path", [[glob_literal(f) for f in files], ids])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
@@ -197,25 +218,27 @@ class StoreReader:
         return files
 
     def accepted_by_source(self, output_dir: str | Path) -> list[dict]:
-        """The accepted variations written under ``output_dir``, one row each with its source's
-        path, variation type and overall score, by source then file (the demo's contact sheet)."""
+        """The accepted variations under ``output_dir`` as people left them (``variation_status``: a kept one
+        at the name it was given, a rejected one left out), one row each with its source's path, variation
+        type and overall score, by source then file: the output-name guard and the contact sheet."""
         prefix = _prefix(output_dir)
         return self.query(
-            "SELECT i.path AS source_path, arg_max(v.output_path, v.created_at) AS output_path, "
+            "SELECT i.path AS source_path, arg_max(v.final_path, v.created_at) AS output_path, "
             "       arg_max(v.variation_type, v.created_at) AS variation_type, "
             "       arg_max(v.overall_quality, v.created_at) AS overall_quality "
-            "FROM variations v JOIN images i USING (run_id, image_id) "
-            "WHERE v.accepted AND starts_with(v.output_path, ?) "
+            "FROM variation_status v JOIN images i USING (run_id, image_id) "
+            "WHERE v.final_accepted AND starts_with(v.final_path, ?) "
             "GROUP BY i.path, v.variation_id ORDER BY source_path, output_path", [prefix])
 
     def accepted_library(self) -> dict[str, list]:
-        """Every variation ever accepted, from any source (``--dedup-library``), as columns:
-        variation_id, ahash, phash, dhash, output_path (the latest, if accepted in several
-        runs). Columns, not row dicts: a library of a million variations is one Arrow fetch."""
+        """Every variation ever accepted, from any source (``--dedup-library``), as people left them
+        (``final_accepted``: a person's reject no longer blocks a similar new one, a keep does), as columns:
+        variation_id, ahash, phash, dhash, output_path (where its file is now; the latest, if accepted in
+        several runs). Columns, not row dicts: a library of a million variations is one Arrow fetch."""
         table = self._read(lambda con: con.sql(
             "SELECT variation_id, any_value(ahash) AS ahash, any_value(phash) AS phash, "
-            "any_value(dhash) AS dhash, arg_max(output_path, created_at) AS output_path FROM variations "
-            "WHERE accepted AND output_path IS NOT NULL AND ahash IS NOT NULL "
+            "any_value(dhash) AS dhash, arg_max(final_path, created_at) AS output_path FROM variation_status "
+            "WHERE final_accepted AND final_path IS NOT NULL AND ahash IS NOT NULL "
             "GROUP BY variation_id ORDER BY variation_id").to_arrow_table())
         return {name: table.column(name).to_pylist() for name in table.column_names}
 
@@ -315,6 +338,27 @@ class StoreReader:
             return set()
         rows = self.query("SELECT DISTINCT request_key FROM batch_requests WHERE list_contains(?, job_name)", [names])
         return {r["request_key"] for r in rows}
+
+
+# Finished jobs (``job_key``) a person's reject of a variation the run accepted, made after the job last
+# finished, may have left short: each one's standing variations (latest row per variation, as people left it)
+# and the next attempt index past every recorded variation and call of it (a top-up asks for new ones only).
+_REVIEWED_SHORT_SQL = """
+WITH fin AS (SELECT job_key, run_id, image_id, max(finished_at) AS finished_at FROM images
+             WHERE status = 'ok' AND job_key IS NOT NULL GROUP BY ALL),
+hit AS (SELECT DISTINCT f.job_key FROM variation_status s JOIN fin f USING (run_id, image_id)
+        JOIN (SELECT job_key, max(finished_at) AS last_finished FROM fin GROUP BY job_key) l USING (job_key)
+        WHERE s.verdict = 'reject' AND s.accepted AND s.reviewed_at > l.last_finished),
+mine AS (SELECT * FROM fin WHERE job_key IN (SELECT job_key FROM hit)),
+var AS (SELECT m.job_key, s.variation_id, max(s.attempt) AS attempt,
+               arg_max(s.final_accepted, s.created_at) AS final_accepted
+        FROM mine m JOIN variation_status s USING (run_id, image_id) GROUP BY ALL),
+tried AS (SELECT m.job_key, max(a.attempt) AS attempt FROM mine m JOIN attempts a USING (run_id, image_id)
+          GROUP BY ALL)
+SELECT var.job_key, count(*) FILTER (var.final_accepted) AS standing,
+       greatest(max(var.attempt), coalesce(any_value(tried.attempt), -1)) + 1 AS next_attempt
+FROM var LEFT JOIN tried USING (job_key) GROUP BY var.job_key
+"""
 
 
 def _vanished(error: Exception) -> bool:

@@ -114,15 +114,18 @@ VIEW_COLUMNS = {
 # Views over the tables: a variation as people left it. ``final_accepted``: the latest review's verdict where
 # there is one, else the run's decision (``accepted``, which stays as the run decided); ``final_path``: where
 # its file is now. Everything downstream of a review reads this (storage/SCHEMA.md).
+# The decision in force per variation (its latest review); a reader of the variations' own files (the run's
+# earlier accepted ones, storage/reader.py) joins it as the view does.
+REVIEWS_IN_FORCE = """SELECT * FROM reviews QUALIFY row_number() OVER (
+                PARTITION BY variation_id ORDER BY reviewed_at DESC, verdict) = 1"""
+FINAL_ACCEPTED = "coalesce(r.verdict = 'keep', v.accepted)"  # v: a variations row, r: its review in force
+FINAL_PATH = "CASE WHEN r.verdict IS NULL THEN v.output_path ELSE r.file_path END"
 DERIVED_VIEWS = {
-    "variation_status": """
+    "variation_status": f"""
         SELECT v.*, r.verdict, r.reviewer, r.reviewed_at, r.note AS review_note,
-               coalesce(r.verdict = 'keep', v.accepted) AS final_accepted,
-               CASE WHEN r.verdict IS NULL THEN v.output_path ELSE r.file_path END AS final_path,
+               {FINAL_ACCEPTED} AS final_accepted, {FINAL_PATH} AS final_path,
                CASE WHEN r.verdict IS NULL THEN NULL ELSE (r.verdict = 'keep') = v.accepted END AS agrees
-        FROM variations v LEFT JOIN (
-            SELECT * FROM reviews QUALIFY row_number() OVER (
-                PARTITION BY variation_id ORDER BY reviewed_at DESC, verdict) = 1) r USING (variation_id)""",
+        FROM variations v LEFT JOIN ({REVIEWS_IN_FORCE}) r USING (variation_id)""",
 }
 
 

@@ -101,11 +101,14 @@ def cmd_runs(args) -> int:
     rows = [[run(r), r["started_at"].strftime("%Y-%m-%d %H:%M") if r["started_at"] else "",
              r["status"], f"{r['backend']}/{r['model']}", r["images"], r["ok"], r["error"], r["skipped"],
              r["accepted"], r["rejected"], r["duplicates"], r["attempts"], pct(r["acceptance"]),
+             r["reviewed"], r["accepted_after_review"],
              r["mean_overall"], None if r["wall_seconds"] is None else round(r["wall_seconds"], 1)]
             for r in result.records()]
+    # "accepted" is the gate's decision as the run made it; "after review" what stands once people decided
+    # (kept ones in, rejected ones out: the variation_status view), "reviewed" how many they decided on.
     print(format_table(["run", "started (UTC)", "status", "backend/model", "images", "ok", "error", "skipped",
-                        "accepted", "rejected", "dup", "attempts", "accepted %", "overall", "wall s"], rows,
-                       row_count=False))
+                        "accepted", "rejected", "dup", "attempts", "accepted %", "reviewed", "after review",
+                        "overall", "wall s"], rows, row_count=False))
     print(f"(a run id prefix is enough: varflow stats {result.rows[0][0][:RUN_ID_SHOWN]}; --json gives full ids)")
     return 0
 
@@ -190,6 +193,11 @@ def render_stats(summary: dict) -> str:
         f"(of which duplicates: {summary['duplicates']}); {'n/a' if rate is None else f'{rate:.0%}'} "
         f"of {summary['attempts']} attempts accepted",
     ]
+    reviews = summary.get("reviews") or {}
+    if reviews.get("reviewed"):
+        lines.append(f"  reviewed    {reviews['reviewed']} by people: {reviews['kept_by_people']} kept that the gate "
+                     f"rejected, {reviews['rejected_by_people']} rejected that it accepted; "
+                     f"{reviews['accepted_after_review']} accepted after review")
     if summary["levels"]:
         lines.append("  levels      " + ", ".join(f"{k} {v} images" for k, v in summary["levels"].items()))
     lines.append("")

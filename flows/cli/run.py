@@ -84,11 +84,14 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         f"varflow dry run ({plan['backend']} / {for_log(plan['model'])}, level {plan['level']}): no call made",
         f"  images       {plan['images_found']} found, {plan['images_to_do']} to do"
         f" ({plan['images_already_done']} already done, {plan['images_same_content']} duplicates of another file,"
-        f" {plan.get('images_copies', 0)} copies of another picture)",
+        f" {plan.get('images_copies', 0)} copies of another picture)"
+        + (f"; {plan['images_topped_up']} of them topped up: people's reviews left them below count"
+           if plan.get("images_topped_up") else ""),
         f"  calls        expected {plan['calls_expected']:.0f}: {plan['attempts_per_image']:.1f} attempts per image"
         f" ({plan['acceptance_rate']:.0%} accepted) x {plan['calls_per_attempt']:.2f} calls per attempt; worst case "
-        f"{plan['calls_worst_case']} (images x count {plan['count']} x {plan['max_attempts_per_variation']} attempts"
-        f" per variation x {plan['max_tries_per_attempt']} tries per attempt)",
+        f"{plan['calls_worst_case']} ({plan['variations_to_do']} variations to do x "
+        f"{plan['max_attempts_per_variation']} attempts per variation x {plan['max_tries_per_attempt']} tries "
+        "per attempt)",
         f"  basis        {plan['basis']}",
         f"  cost         expected {usd(plan['cost_expected_usd'])}, worst case {usd(plan['cost_worst_case_usd'])}"
         + (f" at ${plan['usd_per_call']:.3f} per call (estimate)" if plan["usd_per_call"] else ""),

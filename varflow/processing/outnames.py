@@ -19,6 +19,7 @@ accepted variations use it (``held_stems`` reads it from the store's rows).
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections import defaultdict
@@ -36,12 +37,30 @@ _KEPT_NUMBER = re.compile(r"-v(?P<n>\d{2,})\.png$")
 _REJECTED_NAME = re.compile(r"^(?P<prefix>.+)-a\d{2,}-[a-z_]+\.png$")  # pipeline's rejected_path
 
 
-def next_accepted_name(prefix: str, taken: Iterable[str]) -> str:
-    """``<prefix>-vNN.png`` with NN one above the highest number ``taken`` (file names) holds for that prefix:
-    a variation a person keeps joins its source's accepted files without replacing one."""
+def next_accepted_number(prefix: str, taken: Iterable[str]) -> int:
+    """One above the highest ``NN`` of the ``<prefix>-vNN.png`` names in ``taken`` (file names)."""
     numbers = [int(m.group("n")) for name in taken if name.startswith(prefix + "-v")
                and (m := _KEPT_NUMBER.search(name)) and name == f"{prefix}-v{m.group('n')}.png"]
-    return f"{prefix}-v{max(numbers, default=0) + 1:02d}.png"
+    return max(numbers, default=0) + 1
+
+
+def next_accepted_name(prefix: str, taken: Iterable[str]) -> str:
+    """``<prefix>-vNN.png`` with NN one above the highest number ``taken`` (file names) holds for that prefix:
+    a variation a person keeps, or a run tops up, joins its source's accepted files without replacing one."""
+    return f"{prefix}-v{next_accepted_number(prefix, taken):02d}.png"
+
+
+def names_on_disk(out: str | Path, prefix: str) -> set[str]:
+    """The file names (relative to ``out``) beside ``out/<prefix>`` that start with its last part: names a
+    new file of that prefix must not take, whoever put them there."""
+    folder = (Path(out) / prefix).parent
+    stem = Path(prefix).name
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    rel = folder.relative_to(out)
+    return {(rel / n).as_posix() if str(rel) != "." else n for n in names if n.startswith(stem)}
 
 
 def prefix_of(name: str) -> str | None:

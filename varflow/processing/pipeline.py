@@ -64,6 +64,20 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class TopUp:
+    """A finished image that people's rejects left below ``count``: the next run with the same parameters
+    asks for the ``missing`` variations only, from attempt ``first_attempt`` on (past every attempt on
+    record: new variation ids and seeds, so what a person kept or rejected is never asked for again), and
+    names them from ``v<first_number>`` on (above every name a variation of the source was given: a kept
+    file keeps its name, a rejected one's is not reused)."""
+
+    standing: int  # its variations accepted as people left them
+    missing: int
+    first_attempt: int
+    first_number: int
+
+
+@dataclass(frozen=True)
 class ImageJob:
     spec: JobSpec
     source_path: str
@@ -73,6 +87,12 @@ class ImageJob:
     level: LevelSettings
     earlier_accepted: tuple[KnownImage, ...] = ()  # accepted for this source by earlier runs
     library: LibraryView | None = None  # --dedup-library: every accepted variation, shared by the run's jobs
+    top_up: TopUp | None = None  # people's reviews left it short: only the missing ones (TopUp)
+
+    @property
+    def wanted(self) -> int:
+        """The variations this run asks of the image: ``count``, or a top-up's missing ones."""
+        return self.top_up.missing if self.top_up is not None else self.spec.count
 
 
 @dataclass
@@ -83,6 +103,8 @@ class ImageOutcome:
     image_id: str | None
     status: str  # ok | error | skipped
     error: str | None = None
+    requested: int = 0  # variations asked of it (count, or a top-up's missing ones; 0: not processed)
+    top_up: bool = False  # a top-up of an image people's reviews left below count
     quality_level: str | None = None
     accepted: int = 0
     attempts: int = 0
@@ -182,7 +204,8 @@ class _ImageRun:
     def __init__(self, pipeline: ImagePipeline, job: ImageJob):
         self.p, self.job = pipeline, job
         self.res = pipeline.resources
-        self.outcome = ImageOutcome(job.source_path, job.image_id, ImageStatus.OK, quality_level=job.level.name)
+        self.outcome = ImageOutcome(job.source_path, job.image_id, ImageStatus.OK, quality_level=job.level.name,
+                                    requested=job.wanted, top_up=job.top_up is not None)
         self.ms: Counter = Counter()
         self.work = Path(pipeline.work_root) / job.image_id[:16]
         self.accepted: list[KnownImage] = []
@@ -275,13 +298,14 @@ class _ImageRun:
     def loop(self) -> None:
         """The enhanced loop: waves of attempts until enough are accepted or the budget is spent."""
         job, control, outcome = self.job, self.res.control, self.outcome
-        budget = job.spec.count * job.level.max_attempts_per_variation
-        attempt = 0
-        while len(self.accepted) < job.spec.count and attempt < budget and outcome.stopped is None:
+        wanted = job.wanted
+        attempt = job.top_up.first_attempt if job.top_up is not None else 0
+        budget = attempt + wanted * job.level.max_attempts_per_variation  # the attempt index it stops before
+        while len(self.accepted) < wanted and attempt < budget and outcome.stopped is None:
             if control.stopped:  # another image's answer (or the budget) stopped the run
                 outcome.stopped = f"the run stopped ({control.stop_outcome}): {control.stop_message}"
                 break
-            wave = range(attempt, attempt + min(job.spec.count - len(self.accepted), budget - attempt))
+            wave = range(attempt, attempt + min(wanted - len(self.accepted), budget - attempt))
             attempt = wave.stop
             t0 = time.perf_counter()
             attempts = [self.plan(a) for a in wave]
@@ -381,6 +405,9 @@ class _ImageRun:
             log.warning("no gallery thumbnail for rejected variation %s: %s", variation_id[:12], exc)
 
     def accepted_path(self, n: int) -> str:
+        """The ``n``-th accepted file of this run of the image (a top-up's numbers start past the names taken)."""
+        if self.job.top_up is not None:
+            n += self.job.top_up.first_number - 1
         return join(self.job.spec.output_dir, f"{output_prefix(self.job)}-v{n:02d}.png")
 
     def rejected_path(self, attempt: int, reason: str) -> str:
@@ -425,13 +452,13 @@ class _ImageRun:
             optimized_width=opt.optimized_width if opt else None,
             optimized_height=opt.optimized_height if opt else None,
             source_bytes=opt.source_bytes if opt else None, quality_level=job.level.name,
-            requested=job.spec.count, accepted=outcome.accepted, attempts=outcome.attempts,
+            requested=job.wanted, accepted=outcome.accepted, attempts=outcome.attempts,
             success_rate=outcome.success_rate, optimize_ms=ms.get("optimize"),
             generate_ms=ms.get("generate"), score_ms=ms.get("score"), dedup_ms=ms.get("dedup"),
             total_ms=ms["total"], started_at=self.started, finished_at=utcnow(),
             # Finished: every variation accepted, or every attempt judged. An image whose
             # calls failed (5xx, timeouts, blocks...) is redone by the next run.
             job_key=job.job_key if outcome.status == ImageStatus.OK and (
-                outcome.accepted >= job.spec.count or outcome.generation_failures == 0) else None,
+                outcome.accepted >= job.wanted or outcome.generation_failures == 0) else None,
             cache_hits=outcome.cache_hits,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +94,13 @@ def done_paths(paths: list[Path], input_dir: Path, readable: list[Path], finishe
     return done
 
 
+def short_jobs(reviewed: Mapping[str, Mapping], count: int) -> dict[str, dict]:
+    """The finished jobs people's rejects left below ``count`` (``Store.reviewed_short``'s rows), each
+    with ``missing``: what a run with these parameters tops up instead of skipping."""
+    return {key: {**row, "missing": count - row["standing"]} for key, row in reviewed.items()
+            if row["standing"] < count}
+
+
 @dataclass(frozen=True)
 class FoundImage:
     path: Path
@@ -106,9 +113,11 @@ class FoundImage:
 
 def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict, finished: dict[str, str],
                 follow_links: bool = False, held: dict[str, set[str]] | None = None,
-                copies: dict[Path, Path] | None = None, folder: Folder | None = None) -> Iterator[FoundImage]:
+                copies: dict[Path, Path] | None = None, folder: Folder | None = None,
+                top_ups: Collection[str] = ()) -> Iterator[FoundImage]:
     """Every path with its status; ``finished`` maps the job keys of finished images to their run,
-    ``copies`` a copy of another input to that input (it is skipped: ``input_copies``).
+    ``copies`` a copy of another input to that input (it is skipped: ``input_copies``); a finished job in
+    ``top_ups`` (``short_jobs``: people's rejects left it below count) is to do again, for the missing ones.
 
     A path that is not a regular file (inside the input folder, unless ``follow_links``) is
     UNREADABLE with the reason (varflow/images/inputs.py) and never opened; ``held`` keeps each source's
@@ -132,6 +141,9 @@ def scan_images(paths: list[Path], input_dir: Path, *, fingerprint: dict, finish
         job_key = stable_id(image_id, stem, fingerprint)
         if job_key in finished:  # before any copy rule: what was paid for stays the one that stands
             seen.setdefault(image_id, str(path))
+            if job_key in top_ups:
+                yield FoundImage(path, stem, image_id, PENDING, None, job_key)
+                continue
             yield FoundImage(path, stem, image_id, DONE, f"unchanged since run {finished[job_key]} "
                              "(same content and parameters); --force redoes it", job_key)
             continue
