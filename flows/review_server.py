@@ -39,6 +39,7 @@ from varflow.storage import Store
 from varflow.storage.analysis import recent_runs, resolve_run
 
 from varflow.errors import InputError, VarflowError
+from varflow.images.locations import exists, is_url, local_copy
 from varflow.images.thumbnails import thumbnail_jpeg
 from varflow.reports.gallery import Card, Served, Source, render_gallery, review_facts
 from varflow.safety.escaping import for_log
@@ -69,11 +70,16 @@ def _thumbnail(path: str, mtime_ns: int, size: int) -> bytes | None:
         return None
 
 
-def _read_picture(path: Path, stored: bool) -> bytes | None:
+def _read_picture(path: str | Path, stored: bool) -> bytes | None:
+    """A picture's thumbnail bytes: the kept thumbnail as it is, a file's made (and cached by its size and
+    time), an object's fetched from its bucket."""
     try:
         if stored:
-            return path.read_bytes()
-        st = path.stat()
+            return Path(path).read_bytes()
+        if is_url(path):
+            with local_copy(path) as local:
+                return thumbnail_jpeg(local)
+        st = Path(path).stat()
         return _thumbnail(str(path), st.st_mtime_ns, st.st_size)
     except OSError:
         return None
@@ -127,7 +133,7 @@ class ReviewApp:
         with self._lock:
             for img, variations in g.shown:
                 self._originals[img["image_id"]] = img["path"]
-                original = f"/pic/s/{img['image_id']}" if img.get("path") and Path(img["path"]).is_file() else None
+                original = f"/pic/s/{img['image_id']}" if exists(img.get("path")) else None
                 src = Source(img, original, failed_calls=g.failed.get(img["image_id"], {}))
                 for v in variations:
                     self._variations[v["variation_id"]] = v
@@ -155,7 +161,7 @@ class ReviewApp:
         if row is not None:
             path, stored, _ = picture_of(self.home, row["run_id"], row)
             return None if path is None else _read_picture(path, stored)
-        return _read_picture(Path(original), False) if original else None
+        return _read_picture(original, False) if original else None
 
     # -- decisions ------------------------------------------------------------------------------------
     def decide(self, body: object) -> dict:
