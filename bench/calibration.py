@@ -199,7 +199,7 @@ CHOSEN_ON_A = (
     ("blockiness", ("heavy_jpeg",), "high", "blockiness"),
     ("impulse_noise", ("strong_noise",), "high", "impulse_noise"),
     ("colour_noise", ("strong_noise",), "high", "colour_noise"),
-    ("detail_in_place", ("frost", "spatter"), "low", "detail_in_place"),
+    ("detail_in_place", ("frost",), "low", "detail_in_place"),
 )
 
 
