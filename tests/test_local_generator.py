@@ -225,6 +225,26 @@ def test_object_add_clones_the_object_elsewhere(plain, scene, tmp_path):
         assert not (x <= cx <= x + w and y <= cy <= y + h)  # somewhere else
 
 
+def test_a_copy_never_covers_what_lies_on_the_surface(gen, tmp_path):
+    """The astronaut's visor: around the window's white reflection the visor is black, so the
+    ring alone matched and the demo accepted a copy of the haze laid over the window (a bright
+    sliver at its edge). A spot must be clear inside too; the visor has none, so adding and
+    moving are not offered for this photo (they were attempts without an image)."""
+    from varflow.generation.backends.local import objects
+    from varflow.generation.backends.local.saliency import saliency, subject
+
+    img = load_photo("astronaut.png")
+    sal = saliency(img)
+    region = objects.find_objects(img, sal, subject(sal))[0]
+    for seed in range(4):
+        with pytest.raises(objects.NoObject):
+            objects.add(img, region, sal, np.random.default_rng(seed))
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(img).save(path)
+    types = gen.variation_types_for(str(path))
+    assert "object_remove" in types and "object_add" not in types and "object_rearrange" not in types
+
+
 def test_object_rearrange_moves_the_object(plain, scene, tmp_path):
     res = plain.generate(_request(scene, tmp_path / "mv.png", vtype="object_rearrange", seed=3))
     (op,) = _ops(res)
