@@ -198,6 +198,8 @@ CHOSEN_ON_A = (
     ("blown_patch", ("flat_blob",), "high", "blown_patch"),
     ("blockiness", ("heavy_jpeg",), "high", "blockiness"),
     ("impulse_noise", ("strong_noise",), "high", "impulse_noise"),
+    ("colour_noise", ("strong_noise",), "high", "colour_noise"),
+    ("detail_in_place", ("frost",), "low", "detail_in_place"),
 )
 
 

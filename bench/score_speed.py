@@ -161,10 +161,11 @@ def check_agree(a: list[dict], b: list[dict], where: str) -> float:
     return worst
 
 
-def new_parts_cost(cases) -> tuple[float, float]:
-    """ms per variation of the parts added for issue 22 (directional detail, local patches, new
-    structure: ``_local_parts``; impulses: ``_impulses``), timed alone on the same pairs."""
-    t_local = t_imp = 0.0
+def new_parts_cost(cases) -> tuple[float, float, float]:
+    """ms per variation of the parts added for issue 22 (directional detail, local patches, detail
+    in place: ``_local_parts``; impulses: ``_impulses``; colour noise: ``_colour_noise``), timed
+    alone on the same pairs."""
+    t_local = t_imp = t_col = 0.0
     n = 0
     for _, original, variations in cases:
         of = calibrated.ImageFeatures.from_image(original)
@@ -175,15 +176,18 @@ def new_parts_cost(cases) -> tuple[float, float]:
             t0 = time.perf_counter()
             calibrated._local_parts(of, vf, al, inner)
             t1 = time.perf_counter()
-            grey = calibrated._shrink(cv2.cvtColor(np.asarray(v.convert("RGB")), cv2.COLOR_RGB2GRAY),
-                                      calibrated.NOISE_SIDE)
+            rgb = calibrated._shrink(np.asarray(v.convert("RGB")), calibrated.NOISE_SIDE)
+            grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             t2 = time.perf_counter()
             calibrated._impulses(grey)
             t3 = time.perf_counter()
+            calibrated._colour_noise(rgb)
+            t4 = time.perf_counter()
             t_local += t1 - t0
             t_imp += t3 - t2
+            t_col += t4 - t3
             n += 1
-    return t_local / n * 1000, t_imp / n * 1000
+    return t_local / n * 1000, t_imp / n * 1000, t_col / n * 1000
 
 
 def timed(fn, *args) -> float:
@@ -242,9 +246,10 @@ def main() -> None:
                   f"{worst:>10.1e} "
                   f"{med['cal']:>5.1f} [{best['cal']:>5.1f}] "
                   f"{med['seed'] / med['cal']:>5.1f}x [{best['seed'] / best['cal']:>4.1f}x]")
-        local_ms, imp_ms = new_parts_cost(cases)
+        local_ms, imp_ms, col_ms = new_parts_cost(cases)
         print(f"{size:>5} of calibrated's time, the parts of issue 22: directional detail + local "
-              f"patches {local_ms:.1f} ms, impulse noise {imp_ms:.1f} ms per variation")
+              f"patches + detail in place {local_ms:.1f} ms, impulse noise {imp_ms:.1f} ms, colour noise "
+              f"{col_ms:.1f} ms per variation")
 
 
 if __name__ == "__main__":

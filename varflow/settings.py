@@ -281,9 +281,9 @@ class CalibratedThresholds:
                                                                    "counts as fully changed."))
     detail_gain_full: float = field(default=1.0, metadata=_scale("Fine detail gained (detail ratio - 1) that alone "
                                                                  "counts as fully changed."))
-    noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 "
+    noise_excess_ok: float = field(default=6.0, metadata=_scale("Added noise (grey levels, measured at up to 2048 "
                                                                 "px) still natural."))
-    noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 1024 "
+    noise_excess_bad: float = field(default=10.0, metadata=_scale("Added noise (grey levels, measured at up to 2048 "
                                                                   "px) that is ugly."))
     blockiness_ok: float = field(default=1.45,
                                  metadata=_scale("JPEG block-border step ratio still natural (1: no blocking)."))
@@ -292,6 +292,14 @@ class CalibratedThresholds:
                                     metadata=_unit("Share of new impulse pixels (salt and pepper) still natural."))
     impulse_noise_bad: float = field(default=0.06,
                                      metadata=_unit("Share of new impulse pixels (salt and pepper) that is ugly."))
+    colour_noise_ok: float = field(default=6.0, metadata=_scale("Added colour noise (opponent channels, measured at "
+                                                                "256 px) still natural."))
+    colour_noise_bad: float = field(default=10.0, metadata=_scale("Added colour noise (opponent channels, measured at "
+                                                                  "256 px) that is ugly."))
+    detail_in_place_ok: float = field(default=0.5, metadata=_scale("Fine detail still where the original's was (1 in "
+                                                                   "place, 0 anywhere), still the photo's own."))
+    detail_in_place_bad: float = field(default=0.4, metadata=_scale("Fine detail so far from where the original's was "
+                                                                    "that a layer was laid over the photo."))
     directional_detail_ok: float = field(default=0.75, metadata=_scale("Detail kept in the worst direction (median "
                                                                        "over sectors) that is sharp enough."))
     directional_detail_bad: float = field(default=0.55, metadata=_scale("Detail kept in the worst direction that is "
@@ -356,6 +364,8 @@ class CalibratedThresholds:
         for ok, bad, rising in (("noise_excess_ok", "noise_excess_bad", True),
                                 ("blockiness_ok", "blockiness_bad", True),
                                 ("impulse_noise_ok", "impulse_noise_bad", True),
+                                ("colour_noise_ok", "colour_noise_bad", True),
+                                ("detail_in_place_ok", "detail_in_place_bad", False),
                                 ("directional_detail_ok", "directional_detail_bad", False),
                                 ("flat_patch_ok", "flat_patch_bad", True),
                                 ("blown_patch_ok", "blown_patch_bad", True),

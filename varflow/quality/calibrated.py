@@ -68,6 +68,8 @@ _FLAT_KEPT = 0.2  # ... and is flattened when it keeps less than this share of t
 _BLOWN = 250  # grey level of a clipped highlight
 _BLOB_STEP = 40.0  # grey levels between a flat patch and its surround that make it a blob
 _TEXTURE_KEPT_SPREAD = 2.0  # texture kept alike elsewhere: 75th / 25th percentile of the ratio
+_DETAIL_TOP = 75  # detail in place: the variation's cells above this percentile of fine detail
+_RANK_KEPT = 0.875  # ... hold on average this rank of the original's detail when kept (1.0 - 0.25 / 2)
 
 
 def _unit(x: float) -> float:
@@ -131,10 +133,11 @@ def _blockiness(grey: np.ndarray) -> float:
     return float(np.mean(out)) if out else 1.0
 
 
-def _noise_sigma(grey: np.ndarray) -> float:
-    """Immerkaer's noise estimate (1996) with a median, so texture and edges weigh little."""
+def _noise_sigma(grey: np.ndarray, step: int = 2) -> float:
+    """Immerkaer's noise estimate (1996) with a median, so texture and edges weigh little (the
+    median over every ``step``-th pixel in each direction: a robust statistic needs no more)."""
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = np.abs(cv2.filter2D(grey, cv2.CV_32F, k))[1:-1:2, 1:-1:2]  # every other pixel suffices
+    r = np.abs(cv2.filter2D(grey, cv2.CV_32F, k)[1:-1:step, 1:-1:step])
     return float(math.sqrt(math.pi / 2) / 6 * np.median(r))
 
 
@@ -142,6 +145,19 @@ def _impulses(grey: np.ndarray) -> float:
     """Share of pixels that stand alone far from their 3 x 3 median (salt and pepper, dead or hot
     pixels): Immerkaer's median-based estimate does not see sparse impulses by design."""
     return float(np.count_nonzero(cv2.absdiff(grey, cv2.medianBlur(grey, 3)) > _IMPULSE_STEP)) / grey.size
+
+
+def _colour_noise(rgb: np.ndarray) -> float:
+    """Immerkaer's estimate on the two opponent colour channels (R - G, (R + G) / 2 - B), the
+    larger, at half the size the grey noise is measured at: high-ISO colour noise is blurred over
+    a pixel or so at capture (so the grey estimate at full size barely sees it; halved, it is
+    per-pixel again at any resolution) and lives in colour, where tone and detail edits (which
+    work on lightness) put none."""
+    half = cv2.resize(rgb, (max(1, rgb.shape[1] // 2), max(1, rgb.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    r, g, b = cv2.split(half)
+    rg = cv2.subtract(r, g, dtype=cv2.CV_32F)
+    yb = cv2.subtract(cv2.addWeighted(r, 0.5, g, 0.5, 0.0, dtype=cv2.CV_32F), b.astype(np.float32))
+    return max(_noise_sigma(rg, step=4), _noise_sigma(yb, step=4))  # every 4th: ~16k samples at 1024 px
 
 
 def _colourfulness(rgb: np.ndarray) -> float:
@@ -180,6 +196,7 @@ class ImageFeatures:
         noise_grey = _shrink(grey_native, NOISE_SIDE)
         self.noise = _noise_sigma(noise_grey)
         self.impulses = _impulses(noise_grey)
+        self.colour_noise = _colour_noise(_shrink(rgb, NOISE_SIDE))
         small = _shrink(rgb, WORK_SIDE)
         self.shape = small.shape[:2]
         lab = cv2.cvtColor(small.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
@@ -287,7 +304,10 @@ class CalibratedScores:
     * ``flat_patch``: share of the frame in the largest patch flattened or smeared where the
       original had texture (a smear, a flat paste), when the rest kept its texture;
     * ``blown_patch``: share of the frame in the largest patch newly blown to white that the
-      global tone curve does not explain (a highlight pasted into a hole).
+      global tone curve does not explain (a highlight pasted into a hole);
+    * ``colour_noise``: noise added in the opponent colour channels (colour levels at 256 px);
+    * ``detail_in_place``: is the fine detail where the original's was (1 in place, 0 anywhere:
+      a layer of crystals, dirt or texture laid over a blurred photo).
     """
 
     similarity: float
@@ -317,6 +337,8 @@ class CalibratedScores:
     impulse_noise: float
     flat_patch: float
     blown_patch: float
+    colour_noise: float
+    detail_in_place: float
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -517,7 +539,7 @@ def _artefact_patch(flat, dv, vm, covered) -> float:
 
 
 def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.ndarray):
-    """(directional_detail, flat_patch, blown_patch) of the variation against the original.
+    """(directional_detail, flat_patch, blown_patch, detail_in_place) of the variation.
 
     On the working-size greys (the variation warped onto the original's frame; ``inner`` the
     covered part less the edge band): ``directional_detail`` (see ``_directional_detail``), and
@@ -528,7 +550,8 @@ def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.nda
     or clips highlights flattens them everywhere, not in one patch). Counted only where the rest
     of the picture kept its texture alike (a stylisation changes texture everywhere);
     ``blown_patch``, the share of the frame in the largest patch newly clipped to white that
-    the global tone curve does not explain (a highlight pasted or blown into a blob).
+    the global tone curve does not explain (a highlight pasted or blown into a blob);
+    ``detail_in_place`` (see ``_detail_in_place``).
     """
     h, w = o.shape
     s = _LOCAL_CELLS / max(h, w)
@@ -539,7 +562,9 @@ def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.nda
     directional = _directional_detail(ogx, ogy, vgx, vgy, inner)
     covered = _cell_sum(inner.astype(np.float32), cells) > 0.99
     centres, curve, slope = _tone_curve(og, vg, inner)
-    flat_patch = _flat_patch(vg, do, slope[level_of_cell], covered, cells)
+    dv = _cell_sum(cv2.absdiff(vg, cv2.GaussianBlur(vg, (0, 0), 1.5)), cells)  # fine detail per cell
+    flat_patch = _flat_patch(vg, dv, do, slope[level_of_cell], covered, cells)
+    in_place = _detail_in_place(do, dv, covered)
     # blown flat: a patch newly clipped to white that the tone curve does not explain (the
     # demo's visor blob: a highlight pasted into a hole)
     blown = (vg >= _BLOWN) & (inner > 0)
@@ -550,7 +575,23 @@ def _local_parts(o: ImageFeatures, v: ImageFeatures, al: _Aligned, inner: np.nda
     if blown_cells.any():
         n, lab, stats, _ = cv2.connectedComponentsWithStats(blown_cells.astype(np.uint8), connectivity=8)
         blown_patch = float(stats[1:, cv2.CC_STAT_AREA].max()) / blown_cells.size
-    return directional, flat_patch, blown_patch
+    return directional, flat_patch, blown_patch, in_place
+
+
+def _detail_in_place(do: np.ndarray, dv: np.ndarray, covered: np.ndarray) -> float:
+    """Is the variation's fine detail where the original's was? The cells holding the top quarter
+    of the variation's detail, ranked by the original's detail (0 least, 1 most): their mean
+    rank is 0.875 when the detail stayed in place (a grade, a tone curve, sharpening, a recrop:
+    any edit that scales detail keeps the ranks) and 0.5 when it lies anywhere (a layer of
+    crystals, dirt or a texture laid over a blurred photo). Mapped to 1 in place, 0 anywhere.
+    Edge-preserving simplifications (cartoon, stylisation) keep the strongest detail, so rank
+    high; only on pure textures, whose detail is the same everywhere, do they fall."""
+    o, v = do[covered], dv[covered]
+    if o.size < 16:
+        return 1.0
+    rank = np.argsort(np.argsort(o, kind="stable"), kind="stable") / (o.size - 1.0)
+    top = v >= np.percentile(v, _DETAIL_TOP)
+    return float((rank[top].mean() - 0.5) / (_RANK_KEPT - 0.5))
 
 
 def _tone_curve(og: np.ndarray, vg: np.ndarray, inner: np.ndarray):
@@ -571,11 +612,11 @@ def _tone_curve(og: np.ndarray, vg: np.ndarray, inner: np.ndarray):
     return centres, curve, slope
 
 
-def _flat_patch(vg: np.ndarray, do: np.ndarray, cell_slope: np.ndarray, covered: np.ndarray, cells) -> float:
+def _flat_patch(vg: np.ndarray, dv: np.ndarray, do: np.ndarray, cell_slope: np.ndarray, covered: np.ndarray,
+                cells) -> float:
     """The share of the frame in the largest patch of cells that lost the texture the original
-    had (after the tone curve's slope at each cell's level), when the rest kept theirs alike."""
-    # local detail on cells of 1/64 of the long side
-    dv = _cell_sum(cv2.absdiff(vg, cv2.GaussianBlur(vg, (0, 0), 1.5)), cells)
+    had (after the tone curve's slope at each cell's level), when the rest kept theirs alike
+    (``dv``, ``do``: fine detail on cells of 1/64 of the long side)."""
     expected = do * np.clip(cell_slope, 0.0, 2.0)
     textured = covered & (do >= _TEXTURED) & (expected >= 0.5 * _TEXTURED)
     if textured.sum() < 8:
@@ -624,14 +665,15 @@ def score_calibrated(
 
     # measured against the original in its frame (after the alignment)
     coverage, lost, added, inner = _integrity_parts(o, al)
-    directional, flat_patch, blown_patch = _local_parts(o, v, al, inner)
+    directional, flat_patch, blown_patch, in_place = _local_parts(o, v, al, inner)
     look = _aesthetic_parts(o, v, t, directional)
     # object integrity
     integrity = (_ramp(coverage, t.coverage_ok, t.coverage_bad)
                  * _ramp(lost, 0.0, t.structure_lost_bad)
                  * _ramp(added, 0.0, t.structure_added_bad)
                  * _ramp(flat_patch, t.flat_patch_ok, t.flat_patch_bad)
-                 * _ramp(blown_patch, t.blown_patch_ok, t.blown_patch_bad))
+                 * _ramp(blown_patch, t.blown_patch_ok, t.blown_patch_bad)
+                 * _ramp(in_place, t.detail_in_place_ok, t.detail_in_place_bad))
 
     overall = overall_calibrated(similarity=similarity, diversity=diversity, aesthetic=look["aesthetic"],
                                  object_integrity=integrity, thresholds=t)
@@ -640,7 +682,8 @@ def score_calibrated(
         structure_match=relatedness, geometric_match=geometric, mirrored=float(al.mirrored),
         colour_change=colour, local_change=local, visible_change=visible,
         coverage=coverage, structure_lost=lost, structure_added=added,
-        directional_detail=directional, flat_patch=flat_patch, blown_patch=blown_patch, **look,
+        directional_detail=directional, flat_patch=flat_patch, blown_patch=blown_patch,
+        detail_in_place=in_place, **look,
     )
 
 
@@ -663,7 +706,9 @@ def _aesthetic_parts(o: ImageFeatures, v: ImageFeatures, t: CalibratedThresholds
     impulses, blocks), detail and sharpness, exposure, colourfulness."""
     impulses = max(0.0, v.impulses - o.impulses)
     noise_excess = math.sqrt(max(0.0, v.noise ** 2 - o.noise ** 2))
+    colour_noise = math.sqrt(max(0.0, v.colour_noise ** 2 - o.colour_noise ** 2))
     naturalness = (_ramp(noise_excess, t.noise_excess_ok, t.noise_excess_bad)
+                   * _ramp(colour_noise, t.colour_noise_ok, t.colour_noise_bad)
                    * _ramp(impulses, t.impulse_noise_ok, t.impulse_noise_bad)
                    * _ramp(v.blockiness - max(0.0, o.blockiness - 1.0), t.blockiness_ok,
                            t.blockiness_bad))
@@ -681,7 +726,7 @@ def _aesthetic_parts(o: ImageFeatures, v: ImageFeatures, t: CalibratedThresholds
     return dict(aesthetic=aesthetic, noise_excess=noise_excess, blockiness=v.blockiness, detail_ratio=detail_ratio,
                 highlight_clipping=clipping, brightening=brightening, colourfulness=v.colourfulness,
                 naturalness=naturalness, detail_sharpness=detail_sharpness, exposure=exposure,
-                impulse_noise=impulses)
+                impulse_noise=impulses, colour_noise=colour_noise)
 
 
 def similarity_fit(similarity: float, *, thresholds: CalibratedThresholds) -> float:

@@ -24,7 +24,9 @@ PATCH = 7  # patch size (odd)
 CONTEXT = 1.3  # source patches come from this many hole sizes around the hole
 VOTE_SLACK = 1.25  # a vote counts when its patch distance is within this factor of the best
 RING = 4  # px (working window) of known picture around the hole whose colours it may take
-COLOUR_MARGIN = 12.0  # Lab units a source may lie outside the ring's colour range (2nd-98th pct)
+COLOUR_MARGIN = 12.0  # Lab units a source may lie outside the ring's colour range (5th-95th pct) ...
+MARGIN_OF_SPREAD = 0.5  # ... at most, and at most this share of the range's width (a calm surround:
+MIN_MARGIN = 3.0  # a black visor's sources stay black) but at least this many
 MIN_SOURCES = 50  # fewer patches of the surround's colours than this: any patch may serve
 
 
@@ -68,8 +70,12 @@ def surround_colours(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
     ring = (cv2.dilate(hole.astype(np.uint8), np.ones((2 * RING + 1, 2 * RING + 1), np.uint8)) > 0) & ~hole
     if ring.sum() < 8:
         return np.ones(hole.shape, bool)
-    lo, hi = np.percentile(lab[ring], (2, 98), axis=0)
-    return np.all((lab >= lo - COLOUR_MARGIN) & (lab <= hi + COLOUR_MARGIN), axis=2)
+    lo, hi = np.percentile(lab[ring], (5, 95), axis=0)
+    # a calm surround (a black visor) allows only its own narrow range: a margin of 12 Lab units
+    # let the visor's dark red reflections and dust lit by the removed haze fill the hole with a
+    # mottle; a varied surround (grass, wood) keeps the full margin
+    margin = np.clip(MARGIN_OF_SPREAD * (hi - lo), MIN_MARGIN, COLOUR_MARGIN)
+    return np.all((lab >= lo - margin) & (lab <= hi + margin), axis=2)
 
 
 def _upscale_fill(win, filled_small, offsets, scale):

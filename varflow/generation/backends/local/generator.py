@@ -136,16 +136,18 @@ class LocalGenerator(Backend):
         )
 
     def variation_types_for(self, source_path: str) -> tuple[str, ...]:
-        """The types this photo allows: the object edits need a distinct object (``random`` then
-        chooses among the rest instead of failing an attempt)."""
+        """The types this photo allows: the object edits need a distinct object, and adding or
+        moving one a free spot for it (``random`` then chooses among the rest instead of failing
+        an attempt)."""
         src = self._source(source_path)
         sal = saliency(src)
         found = objects.find_objects(src, sal, subject(sal))
         allowed = set(CONCRETE_TYPES)
         if not found:
             allowed -= {"object_remove", "object_add", "object_rearrange"}
-        elif not any(r.free_standing for r in found):
-            allowed -= {"object_add", "object_rearrange"}
+        elif not any(r.free_standing and objects.free_spot(src, r, sal, np.random.default_rng(0)) is not None
+                     for r in found):
+            allowed -= {"object_add", "object_rearrange"}  # no copy can stand anywhere
         return tuple(t for t in CONCRETE_TYPES if t in allowed)
 
     def render(self, src: np.ndarray, vtype: str, prompt: str, rng: np.random.Generator, *, take: int = 0):

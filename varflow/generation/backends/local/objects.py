@@ -43,6 +43,8 @@ MAX_RING_GRADIENT = 2.0  # the surround's mean gradient may reach this x the pic
 MAX_IN_SUBJECT = 0.5  # share of a region that may lie in the main subject's core
 MIN_SURFACE = 0.5  # share of a wider ring that must look like the near ring (the same surface)
 ELONGATED = 2.5  # a longer side this many times the shorter: a pole or a tower, not free-standing
+COVERS = 0.03  # a copy's spot may hold at most this share of pixels unlike the surface around it ...
+UNLIKE = 25.0  # ... unlike: this many Lab units (8-bit scale) from it, or 3x its spread
 
 
 class NoObject(Exception):
@@ -346,7 +348,7 @@ def free_spot(img, region: Region, sal: Saliency, rng: np.random.Generator, *, a
         if any(_overlap_f(box, tuple(v * s for v in a)) > 0 for a in avoid):
             continue
         ring = _ring_colour(lab, box)
-        if ring is None:
+        if ring is None or _covers_something(lab, box, ring):
             continue
         xi, yi = int(x), int(y)
         busy = float(smap[yi:yi + int(bh) + 1, xi:xi + int(bw) + 1].mean())
@@ -361,6 +363,21 @@ def free_spot(img, region: Region, sal: Saliency, rng: np.random.Generator, *, a
     if cost > 45.0:
         return None
     return int(round(x)), int(round(y)), sc
+
+
+def _covers_something(lab, box, ring) -> bool:
+    """Would a copy at ``box`` (small-map units) cover something: pixels inside unlike the
+    surface around it (a window's reflection on a visor, a label on a wall)? The ring alone
+    matched the astronaut's black visor around its white window reflection, and the copy of the
+    haze covered the window but for a bright sliver at its edge."""
+    h, w = lab.shape[:2]
+    x, y, bw, bh = box
+    inside = lab[max(0, int(y)):min(h, int(y + bh) + 1), max(0, int(x)):min(w, int(x + bw) + 1)].reshape(-1, 3)
+    if inside.size == 0:
+        return True
+    mean, spread = ring[:, :3].mean(0), float(np.linalg.norm(ring[:, 3:].mean(0)))
+    unlike = np.linalg.norm(inside - mean, axis=1) > max(UNLIKE, 3.0 * spread)
+    return float(unlike.mean()) > COVERS
 
 
 def _ring_colour(lab, box):
