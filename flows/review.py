@@ -26,6 +26,7 @@ from varflow.storage import Store
 
 from varflow.errors import InputError
 from varflow.generation.cache import VariationCache
+from varflow.images.locations import is_url, shown
 from varflow.kinds import Verdict
 from varflow.processing.outnames import next_accepted_name, prefix_of
 from varflow.runtime.records import ReviewRecord, utcnow
@@ -74,6 +75,10 @@ def apply_review(store: Store, variation_id: str, verdict: str, *, reviewer: str
     except ValueError:
         raise InputError(f"verdict {for_log(verdict)!r} is neither 'keep' nor 'reject'") from None
     target = _target(store, variation_id)
+    if is_url(target.get("output_dir")):
+        raise InputError(f"variation {target['variation_id'][:12]} was written to a bucket "
+                         f"({shown(target['output_dir'])}); keeping or rejecting objects is not built yet: "
+                         "copy or move the object with your bucket's tools")
     note = note[:NOTE_MAX_CHARS] if note else None
     with _locked(store.home):
         target = _target(store, target["variation_id"])  # as it stands under the lock (another reviewer)

@@ -140,6 +140,21 @@ def test_the_gallery_shows_the_bucket_outputs_thumbnails(runs):
     assert page.count('alt="original ') == N_IMAGES  # each source's thumbnail, fetched from the bucket
 
 
+def test_a_review_of_a_bucket_output_is_refused_and_moves_nothing(runs, s3):
+    """Keeping or rejecting an object is not built: the decision is refused in one line, nothing recorded."""
+    from varflow.flows.review import apply_review
+
+    from varflow.errors import InputError
+
+    _, store, _ = runs["bucket"]
+    row = store.query("SELECT variation_id, output_path FROM variations WHERE accepted AND "
+                      "starts_with(output_path, 's3://') LIMIT 1")[0]
+    with pytest.raises(InputError, match="written to a bucket"):
+        apply_review(store, row["variation_id"], "reject", reviewer="ana")
+    assert s3.exists(row["output_path"].removeprefix("s3://"))
+    assert store.query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
+
+
 def test_a_second_run_over_an_unchanged_bucket_makes_no_call_and_reads_no_object(runs):
     summary, store, _ = runs["again"]
     assert summary["status"] == "completed" and summary["calls"] == 0 and summary["images_ok"] == 0
