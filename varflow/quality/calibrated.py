@@ -69,6 +69,7 @@ _BLOWN = 250  # grey level of a clipped highlight
 _BLOB_STEP = 40.0  # grey levels between a flat patch and its surround that make it a blob
 _TEXTURE_KEPT_SPREAD = 2.0  # texture kept alike elsewhere: 75th / 25th percentile of the ratio
 _DETAIL_TOP = 75  # detail in place: the variation's cells above this percentile of fine detail
+_NO_DETAIL = 1e-6  # a cell's fine detail at or below this is none (flat: a clipped or painted ground)
 _RANK_KEPT = 0.875  # ... hold on average this rank of the original's detail when kept (1.0 - 0.25 / 2)
 
 
@@ -587,11 +588,22 @@ def _detail_in_place(do: np.ndarray, dv: np.ndarray, covered: np.ndarray) -> flo
     Edge-preserving simplifications (cartoon, stylisation) keep the strongest detail, so rank
     high; only on pure textures, whose detail is the same everywhere, do they fall."""
     o, v = do[covered], dv[covered]
+    # Only cells where either picture has detail: a product on a flat white (or black) ground has most
+    # cells at exactly 0 in both, which would fill the "top quarter" and rank by raster order.
+    active = (o > _NO_DETAIL) | (v > _NO_DETAIL)
+    o, v = o[active], v[active]
     if o.size < 16:
         return 1.0
-    rank = np.argsort(np.argsort(o, kind="stable"), kind="stable") / (o.size - 1.0)
+    rank = _average_ranks(o) / (o.size - 1.0)
     top = v >= np.percentile(v, _DETAIL_TOP)
     return float((rank[top].mean() - 0.5) / (_RANK_KEPT - 0.5))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks, equal values sharing their mean rank (a raster order must not rank ties)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + ends - 1) / 2.0)[inverse]
 
 
 def _tone_curve(og: np.ndarray, vg: np.ndarray, inner: np.ndarray):
