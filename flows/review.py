@@ -66,22 +66,23 @@ def _login_name() -> str:
         return f"uid-{os.getuid()}"
 
 
-def apply_review(store: Store, variation_id: str, verdict: str, *, reviewer: str,
-                 note: str | None = None) -> ReviewOutcome:
-    """Record ``reviewer``'s ``verdict`` on the variation ``variation_id`` (or a unique prefix of it) and
-    move its file to match. Raises ``InputError`` for an unknown or ambiguous id or verdict."""
+def apply_review(store: Store, variation_id: str, verdict: str, *, reviewer: str, note: str | None = None,
+                 run_id: str | None = None) -> ReviewOutcome:
+    """Record ``reviewer``'s ``verdict`` on the variation ``variation_id`` (or a unique prefix of it) of the
+    run ``run_id`` (or a prefix; needed only when several runs made that variation) and move its file to
+    match. Raises ``InputError`` for an unknown or ambiguous id or verdict."""
     try:
         verdict = Verdict(verdict)
     except ValueError:
         raise InputError(f"verdict {for_log(verdict)!r} is neither 'keep' nor 'reject'") from None
-    target = _target(store, variation_id)
+    target = _target(store, variation_id, run_id)
     if is_url(target.get("output_dir")):
         raise InputError(f"variation {target['variation_id'][:12]} was written to a bucket "
                          f"({shown(target['output_dir'])}); keeping or rejecting objects is not built yet: "
                          "copy or move the object with your bucket's tools")
     note = note[:NOTE_MAX_CHARS] if note else None
     with _locked(store.home):
-        target = _target(store, target["variation_id"])  # as it stands under the lock (another reviewer)
+        target = _target(store, target["variation_id"], target["run_id"])  # as it stands under the lock
         source, from_cache = _locate(store, target, verdict)
         dest = _destination(store, target, verdict, source)
         record = ReviewRecord(run_id=target["run_id"], variation_id=target["variation_id"],
@@ -101,16 +102,21 @@ def apply_review(store: Store, variation_id: str, verdict: str, *, reviewer: str
         return ReviewOutcome(record.variation_id, verdict, record.file_path, _said(record, source, dest))
 
 
-def _target(store: Store, variation_id: str) -> dict:
+def _target(store: Store, variation_id: str, run_id: str | None) -> dict:
     wanted = (variation_id or "").strip().lower()
     if len(wanted) < 6 or any(c not in "0123456789abcdef" for c in wanted):
         raise InputError(f"{for_log(variation_id)!r} is not a variation id: give the id (or its first 6+ hex "
                          "digits) as the gallery or `varflow sql \"SELECT variation_id FROM variations\"` shows it")
-    found = store.review_targets(wanted)
+    found = store.review_targets(wanted, run_id)
     if not found:
-        raise InputError(f"no variation {wanted} in {store.home} (pass --home for another data directory)")
-    if len(found) > 1:
+        raise InputError(f"no variation {wanted}{f' of run {for_log(run_id)}' if run_id else ''} in {store.home} "
+                         "(pass --home for another data directory)")
+    if len({r["variation_id"] for r in found}) > 1:
         raise InputError(f"{wanted} names several variations; give more of its digits")
+    if len(found) > 1:
+        runs = ", ".join(r["run_id"][:8] for r in found)
+        raise InputError(f"variation {wanted} was made by several runs ({runs}, each with its own file): "
+                         "pass --run RUN_ID (a prefix is enough)")
     return found[0]
 
 
@@ -118,7 +124,7 @@ def _locate(store: Store, target: dict, verdict: Verdict) -> tuple[Path | None, 
     """Where the variation's file is now, and whether that is the generation cache (copied, not moved):
     the latest decision's place, the run's place, any earlier decision's place, then the cache (for keep)."""
     places = [target.get("final_path"), target.get("output_path")]
-    places += [r["file_path"] for r in store.review_history(target["variation_id"])]
+    places += [r["file_path"] for r in store.review_history(target["variation_id"], target["run_id"])]
     for place in places:
         if place and Path(place).is_file():
             return Path(place), False

@@ -48,7 +48,13 @@ from varflow.settings import GALLERY, REVIEW_SERVER
 TOKEN_HEADER = "X-Varflow-Token"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 WILDCARD = frozenset({"0.0.0.0", "::", ""})
-_ID = re.compile(r"[0-9a-f]{6,64}")  # run, image and variation ids are SHA-256 hex (or their prefixes)
+_ID = re.compile(r"[0-9a-f-]{6,120}")  # image ids, card keys (``card_key``): hex and a run's UUID
+
+
+def card_key(row: dict) -> str:
+    """A card's name on this server: its variation and run (a later run over the same photos with another
+    ``--out`` makes the same variation id, with a file of its own)."""
+    return f"{row['variation_id']}-{row['run_id']}"
 _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                      "X-Frame-Options": "DENY", "Cross-Origin-Resource-Policy": "same-origin"}
 
@@ -99,7 +105,7 @@ class ReviewApp:
         self.host = host
         self.remote = host not in LOOPBACK
         self._lock = threading.Lock()
-        self._variations: dict[str, dict] = {}  # variation_id -> its variation_status row (as decided since)
+        self._variations: dict[str, dict] = {}  # card_key -> its variation_status row (as decided since)
         self._originals: dict[str, str] = {}  # image_id -> the source's path
         self.httpd = _Server(self, (host, port))
         self.port = self.httpd.server_address[1]
@@ -136,9 +142,9 @@ class ReviewApp:
                 original = f"/pic/s/{img['image_id']}" if exists(img.get("path")) else None
                 src = Source(img, original, failed_calls=g.failed.get(img["image_id"], {}))
                 for v in variations:
-                    self._variations[v["variation_id"]] = v
+                    self._variations[card_key(v)] = v
                     path, _, note = picture_of(self.home, v["run_id"], v)
-                    src.cards.append(Card(v, f"/pic/v/{v['variation_id']}" if path else None, note))
+                    src.cards.append(Card(v, f"/pic/v/{card_key(v)}" if path else None, note))
                 sources.append(src)
         runs, seen = [], set()
         for r in recent_runs(self.home, limit=REVIEW_SERVER.runs_listed).records():
@@ -167,28 +173,29 @@ class ReviewApp:
     def decide(self, body: object) -> dict:
         """Apply one decision from the page; the answer carries the card's new texts (``review_facts``)."""
         if not isinstance(body, dict):
-            raise InputError("send a JSON object: {\"variation_id\": ..., \"verdict\": \"keep\" | \"reject\"}")
-        vid, verdict, note = body.get("variation_id"), body.get("verdict"), body.get("note")
+            raise InputError("send a JSON object: {\"card\": ..., \"verdict\": \"keep\" | \"reject\"}")
+        key, verdict, note = body.get("card"), body.get("verdict"), body.get("note")
         with self._lock:
-            row = self._variations.get(vid) if isinstance(vid, str) else None
+            row = self._variations.get(key) if isinstance(key, str) else None
         if row is None:
             raise InputError("this page does not show that variation: reload it")
         if not isinstance(verdict, str) or (note is not None and not isinstance(note, str)):
             raise InputError("verdict must be 'keep' or 'reject', and a note text")
-        outcome = apply_review(self.store, vid, verdict, reviewer=self.reviewer, note=note)
+        vid = row["variation_id"]
+        outcome = apply_review(self.store, vid, verdict, reviewer=self.reviewer, note=note, run_id=row["run_id"])
         fresh = self.store.query(
             "SELECT verdict, reviewer, reviewed_at, review_note, final_accepted, final_path, agrees "
             "FROM variation_status WHERE variation_id = ? AND run_id = ? AND coalesce(execution, 1) = ? LIMIT 1",
             [vid, row["run_id"], row.get("execution") or 1])
         row = {**row, **(fresh[0] if fresh else {})}
         with self._lock:
-            self._variations[vid] = row
+            self._variations[key] = row
         print(f"{for_log(self.reviewer)}: {for_log(outcome.message)}", flush=True)
         output_dir = self.store.query("SELECT any_value(output_dir) AS o FROM runs WHERE run_id = ?",
                                       [row["run_id"]])[0]["o"]
         path, _, _ = picture_of(self.home, row["run_id"], row)
-        return {**review_facts(row, output_dir), "variation_id": vid, "message": outcome.message,
-                "picture": f"/pic/v/{vid}?t={secrets.token_hex(4)}" if path else ""}
+        return {**review_facts(row, output_dir), "variation_id": vid, "card": key, "message": outcome.message,
+                "picture": f"/pic/v/{key}?t={secrets.token_hex(4)}" if path else ""}
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.5)

@@ -193,8 +193,10 @@ class StoreReader:
             if not files:
                 return []
             cur = con.execute(  # as people left them: a kept one counts, a rejected one no longer blocks
-                f"SELECT DISTINCT v.image_id, v.variation_id, v.ahash, v.phash, v.dhash, {FINAL_PATH} AS output_path "
-                f"FROM read_parquet(?, union_by_name = true) v LEFT JOIN ({REVIEWS_IN_FORCE}) r USING (variation_id) "
+                f"SELECT DISTINCT v.image_id, v.variation_id, v.ahash, v.phash, v.dhash, "
+                f"{FINAL_PATH} AS output_path "
+                f"FROM read_parquet(?, union_by_name = true) v "
+                f"LEFT JOIN ({REVIEWS_IN_FORCE}) r USING (run_id, variation_id) "
                 f"WHERE v.image_id IN (SELECT unnest(?)) AND {FINAL_ACCEPTED} AND {FINAL_PATH} IS NOT NULL "
                 "ORDER BY v.image_id, output_path", [[glob_literal(f) for f in files], ids])
             cols = [d[0] for d in cur.description]
@@ -266,9 +268,10 @@ class StoreReader:
                 for r in rows}
 
     # -- reviews (flows/review.py) -------------------------------------------------------------------
-    def review_targets(self, variation_id: str) -> list[dict]:
-        """The variations whose id is or starts with ``variation_id`` (their latest row), each with its
-        source, its run's output folder, and the status the latest review left (``variation_status``)."""
+    def review_targets(self, variation_id: str, run_id: str | None = None) -> list[dict]:
+        """The variations whose id is or starts with ``variation_id`` (their latest row per run: a later run
+        over the same photos with another ``--out`` makes the same id), of the run ``run_id`` (or a prefix)
+        if given, each with its source, its run's output folder, and the status its latest review left."""
         return self.query(
             "SELECT s.variation_id, s.run_id, s.image_id, s.attempt, s.accepted, s.reject_reason, s.output_path, "
             "  s.cache_key, s.name_prefix, s.verdict, s.final_accepted, s.final_path, i.path AS source_path, "
@@ -278,21 +281,22 @@ class StoreReader:
             "  USING (run_id, image_id) "
             "LEFT JOIN (SELECT run_id, any_value(output_dir) AS output_dir, any_value(input_dir) AS input_dir "
             "  FROM runs GROUP BY run_id) r USING (run_id) "
-            "WHERE starts_with(s.variation_id, ?) "
-            "QUALIFY row_number() OVER (PARTITION BY s.variation_id ORDER BY s.created_at DESC) = 1 "
-            "ORDER BY s.variation_id LIMIT 2", [variation_id])
+            "WHERE starts_with(s.variation_id, ?) AND starts_with(s.run_id, ?) "
+            "QUALIFY row_number() OVER (PARTITION BY s.run_id, s.variation_id ORDER BY s.created_at DESC) = 1 "
+            "ORDER BY s.variation_id, s.run_id LIMIT 8", [variation_id, run_id or ""])
 
     def review_decisions(self) -> list[dict]:
         """Every reviewed variation (its latest row, every ``variation_status`` column, the review in force):
         what ``varflow calibrate`` fits on and measures (varflow/quality/fitting.py)."""
         return self.query(
             "SELECT * EXCLUDE (reasons) FROM variation_status WHERE verdict IS NOT NULL "
-            "QUALIFY row_number() OVER (PARTITION BY variation_id ORDER BY created_at DESC) = 1 "
-            "ORDER BY variation_id")
+            "QUALIFY row_number() OVER (PARTITION BY run_id, variation_id ORDER BY created_at DESC) = 1 "
+            "ORDER BY variation_id, run_id")
 
-    def review_history(self, variation_id: str) -> list[dict]:
-        """Every decision on one variation, latest first."""
-        return self.query("SELECT * FROM reviews WHERE variation_id = ? ORDER BY reviewed_at DESC", [variation_id])
+    def review_history(self, variation_id: str, run_id: str) -> list[dict]:
+        """Every decision on one run's variation, latest first."""
+        return self.query("SELECT * FROM reviews WHERE variation_id = ? AND run_id = ? ORDER BY reviewed_at DESC",
+                          [variation_id, run_id])
 
     def source_names_in(self, output_dir: str | Path, name_prefix: str) -> list[str]:
         """File names (relative to ``output_dir``) that any variation of a source with ``name_prefix`` was ever

@@ -117,7 +117,7 @@ VIEW_COLUMNS = {
 # The decision in force per variation (its latest review); a reader of the variations' own files (the run's
 # earlier accepted ones, storage/reader.py) joins it as the view does.
 REVIEWS_IN_FORCE = """SELECT * FROM reviews QUALIFY row_number() OVER (
-                PARTITION BY variation_id ORDER BY reviewed_at DESC, verdict) = 1"""
+                PARTITION BY run_id, variation_id ORDER BY reviewed_at DESC, verdict) = 1"""
 FINAL_ACCEPTED = "coalesce(r.verdict = 'keep', v.accepted)"  # v: a variations row, r: its review in force
 FINAL_PATH = "CASE WHEN r.verdict IS NULL THEN v.output_path ELSE r.file_path END"
 DERIVED_VIEWS = {
@@ -125,7 +125,7 @@ DERIVED_VIEWS = {
         SELECT v.*, r.verdict, r.reviewer, r.reviewed_at, r.note AS review_note,
                {FINAL_ACCEPTED} AS final_accepted, {FINAL_PATH} AS final_path,
                CASE WHEN r.verdict IS NULL THEN NULL ELSE (r.verdict = 'keep') = v.accepted END AS agrees
-        FROM variations v LEFT JOIN ({REVIEWS_IN_FORCE}) r USING (variation_id)""",
+        FROM variations v LEFT JOIN ({REVIEWS_IN_FORCE}) r USING (run_id, variation_id)""",
 }
 
 

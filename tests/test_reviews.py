@@ -22,14 +22,15 @@ OPEN_GATE = dict(similarity_min=0, similarity_max=1, diversity_min=0, aesthetic_
 
 @pytest.fixture(scope="module")
 def reviewed_run(prefect_api, tmp_path_factory) -> dict:
-    """Two small photos, count 2, level low, the seed profile's gate open: accepted and rejected
-    (duplicate) variations; rejected files deleted, so only the generation cache still has them."""
+    """Two small photos, count 2, level low, the seed profile's gate open but for overall quality: two
+    accepted and two rejected variations (measured); rejected files deleted, so only the generation cache
+    still has them."""
     base = tmp_path_factory.mktemp("reviews")
     make_photo_folder(base / "photos", 2, size=96)
     home, out = base / "home", base / "out"
     summary = run_flow_child({**prefect_api, "VARFLOW_HOME": str(home)}, input_dir=str(base / "photos"),
                              output_dir=str(out), home=str(home), count=2, seed=3, level="low",
-                             images_in_flight=1, profile="seed", thresholds=OPEN_GATE)
+                             images_in_flight=1, profile="seed", thresholds={**OPEN_GATE, "overall_min": 0.54})
     store = Store(home).initialize()
     rows = store.query("SELECT * FROM variations ORDER BY variation_id")
     accepted = [r for r in rows if r["accepted"]]
@@ -37,8 +38,11 @@ def reviewed_run(prefect_api, tmp_path_factory) -> dict:
     return {"home": home, "out": out, "store": store, "rows": rows}
 
 
-def _status(store: Store, variation_id: str) -> dict:
-    return store.query("SELECT * FROM variation_status WHERE variation_id = ?", [variation_id])[0]
+def _status(store: Store, variation_id: str, run_id: str | None = None) -> dict:
+    rows = store.query("SELECT * FROM variation_status WHERE variation_id = ? AND starts_with(run_id, ?)",
+                       [variation_id, run_id or ""])
+    assert len(rows) == 1, rows
+    return rows[0]
 
 
 def test_reject_moves_an_accepted_file_aside_and_keep_brings_it_back_under_its_name(reviewed_run):
@@ -57,7 +61,7 @@ def test_reject_moves_an_accepted_file_aside_and_keep_brings_it_back_under_its_n
 
     done = apply_review(store, row["variation_id"], "keep", reviewer="ben")
     assert done.file_path == str(first) and first.read_bytes() == body and not aside.exists()
-    assert [r["verdict"] for r in store.review_history(row["variation_id"])] == ["keep", "reject"]
+    assert [r["verdict"] for r in store.review_history(row["variation_id"], row["run_id"])] == ["keep", "reject"]
     assert _status(store, row["variation_id"])["final_accepted"] is True
 
 
@@ -107,7 +111,7 @@ def test_mark_from_the_command_line(reviewed_run):
     done = subprocess.run([*cmd, row["variation_id"][:12], "keep", "--note", "fine"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "keep recorded" in done.stdout, done.stderr
-    latest = reviewed_run["store"].review_history(row["variation_id"])[0]
+    latest = reviewed_run["store"].review_history(row["variation_id"], row["run_id"])[0]
     assert latest["reviewer"] == "carla\x1b[2J" and latest["note"] == "fine"
     bad = subprocess.run([*cmd, "0123456789", "keep"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no variation 0123456789" in bad.stderr and bad.stderr.count("\n") == 1
@@ -125,7 +129,8 @@ def test_reviews_are_never_compacted_away_and_an_older_store_reads_without_them(
     row = reviewed_run["rows"][0]
     apply_review(store, row["variation_id"], "keep", reviewer="ana")
     store.compact_run(row["run_id"])  # a run compacting after a review (a live run's gallery)
-    assert store.review_history(row["variation_id"]) and not list((store.tables_dir / "reviews").glob("*/compacted*"))
+    assert store.review_history(row["variation_id"], row["run_id"])
+    assert not list((store.tables_dir / "reviews").glob("*/compacted*"))
 
     older = tmp_path / "older"
     shutil.copytree(reviewed_run["home"], older, ignore=shutil.ignore_patterns("reviews", "varflow.duckdb*"))
@@ -133,3 +138,28 @@ def test_reviews_are_never_compacted_away_and_an_older_store_reads_without_them(
     assert lens.execute("SELECT count(*) FROM reviews").fetchone() == (0,)
     assert lens.execute("SELECT count(*) FILTER (WHERE final_accepted = accepted) = count(*) FROM variation_status"
                     ).fetchone() == (True,)
+
+
+def test_a_variation_made_by_two_runs_is_decided_per_run(prefect_api, tmp_path):
+    """A second run over the same photos into another folder (--force: the first finished them) makes the same
+    variation ids (here a duplicate of the first run's file, so it wrote none): a decision names its run
+    (refused without one: the latest row alone once recorded "gone" while the file sat in the first folder)."""
+    make_photo_folder(tmp_path / "photos", 1, size=96)
+    home = tmp_path / "home"
+    for out, force in (("out1", False), ("out2", True)):
+        run_flow_child({**prefect_api, "VARFLOW_HOME": str(home)}, input_dir=str(tmp_path / "photos"),
+                       output_dir=str(tmp_path / out), home=str(home), count=1, seed=3, level="low",
+                       profile="seed", thresholds=OPEN_GATE, force=force)
+    store = Store(home).initialize()
+    rows = store.query("SELECT variation_id, run_id, accepted, output_path FROM variations WHERE variation_id IN "
+                       "(SELECT variation_id FROM variations GROUP BY ALL HAVING count(DISTINCT run_id) = 2) "
+                       "ORDER BY created_at")
+    assert len(rows) == 2 and rows[0]["accepted"] and rows[0]["output_path"], rows
+    first, second = rows
+    with pytest.raises(InputError, match="several runs"):
+        apply_review(store, first["variation_id"], "reject", reviewer="ana")
+    done = apply_review(store, first["variation_id"], "reject", reviewer="ana", run_id=first["run_id"][:8])
+    assert Path(done.file_path) == tmp_path / "out1" / "_rejected" / Path(first["output_path"]).name
+    assert Path(done.file_path).is_file() and not Path(first["output_path"]).exists()
+    assert _status(store, first["variation_id"], first["run_id"])["final_accepted"] is False
+    assert _status(store, first["variation_id"], second["run_id"])["verdict"] is None  # the other run's row

@@ -20,6 +20,8 @@ def add_commands(sub) -> None:
     p.add_argument("verdict", choices=[v.value for v in Verdict], help="keep: into the output folder; "
                    "reject: to its _rejected/ folder")
     p.add_argument("--note", default=None, help="why, for whoever reads the reviews later")
+    p.add_argument("--run", default=None, help="the run (or a prefix of its id) whose variation this is: needed only "
+                   "when several runs over the same photos made it")
     p.add_argument("--reviewer", default=None, help="who decides (default $VARFLOW_REVIEWER or the login name)")
     p.add_argument("--home", default=None, help="data directory (default $VARFLOW_HOME or ~/.local/share/varflow)")
     p.set_defaults(func=cmd_mark)
@@ -47,7 +49,7 @@ def cmd_mark(args) -> int:
     try:
         home = _home(args)
         outcome = apply_review(Store(home).initialize(), args.variation_id, args.verdict,
-                               reviewer=reviewer_name(args.reviewer), note=args.note)
+                               reviewer=reviewer_name(args.reviewer), note=args.note, run_id=args.run)
     except VarflowError as exc:
         print(f"varflow review mark: {for_log(exc)}", file=sys.stderr)
         return 2

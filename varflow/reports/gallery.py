@@ -311,6 +311,7 @@ def _card(c: Card, ctx: _Ctx) -> str:
     facts = review_facts(r, ctx.output_dir)
     return (f'<article class="card {verdict}" id="v-{esc(r.get("variation_id"))}" data-verdict="{verdict}" '
             f'data-reasons="{esc(" ".join(reasons))}" data-vid="{esc(r.get("variation_id"))}" '
+            f'data-card="{esc(str(r.get("variation_id")) + "-" + str(r.get("run_id")))}" '
             f'data-review="{esc(facts["review"])}" data-agrees="{esc(facts["agrees"])}">'
             f'<div class="pic">{thumb}</div><div class="body">'
             f'<p class="verdict"><span class="badge {verdict}">{"✓ accepted" if ok else "✗ rejected"}</span>'
@@ -574,7 +575,7 @@ _REVIEW_SCRIPT = r"""
     card.querySelectorAll('.act').forEach(function (b) { b.disabled = true; });
     fetch('/api/review', {method: 'POST', credentials: 'same-origin',
                           headers: {'Content-Type': 'application/json', 'X-Varflow-Token': token},
-                          body: JSON.stringify({variation_id: card.dataset.vid, verdict: verdict})})
+                          body: JSON.stringify({card: card.dataset.card, verdict: verdict})})
       .then(function (res) {
         return res.text().then(function (t) {
           var body; try { body = JSON.parse(t); } catch (e) { body = {error: t || res.statusText}; }
