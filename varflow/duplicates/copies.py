@@ -450,9 +450,12 @@ def _keep(i, f, err, feats, spill, errors, paths) -> None:
     feats[i] = f
 
 
-def global_links(feats: list[CopyFeatures | None]) -> list[CopyLink]:
+def global_links(feats: list[CopyFeatures | None], spill: _Spill | None = None) -> list[CopyLink]:
     """Pairs whose content hashes (plain or mirrored; borders trimmed) are close and whose
-    content thumbnails agree (SSIM at THUMB px)."""
+    content thumbnails agree (SSIM at THUMB px); where both pictures have keypoints (and
+    ``spill`` holds their descriptors), the keypoints must agree too (``verify_local``): among
+    10,000 procedural pictures, 24 pairs of different gradients with a few shapes passed the
+    hashes and the 20 px SSIM, and merged groups (precision 0.967)."""
     ids = [i for i, f in enumerate(feats) if f is not None]
     index = {k: HashIndex() for k in range(2)}  # phash, dhash of the content
     for k in range(2):
@@ -468,10 +471,18 @@ def global_links(feats: list[CopyFeatures | None]) -> list[CopyLink]:
                     if j == i or key in done:
                         continue
                     ti = np.ascontiguousarray(fi.thumb[:, ::-1]) if mirrored else fi.thumb
-                    if ssim_small(ti, feats[j].thumb) > SSIM_MIN:
+                    if ssim_small(ti, feats[j].thumb) > SSIM_MIN and _keypoints_agree(feats, spill, i, j, mirrored):
                         done.add(key)
                         links.append(CopyLink(key[0], key[1], Route.HASHES_MIRROR if mirrored else Route.HASHES))
     return links
+
+
+def _keypoints_agree(feats, spill: _Spill | None, i: int, j: int, mirrored: bool) -> bool:
+    """Whether i and j's keypoints confirm a hash match: yes when either has too few to judge (a
+    nearly featureless photo keeps its hash route), else a verified similarity transform."""
+    if spill is None or min(len(feats[i].points), len(feats[j].points)) < MIN_INLIERS:
+        return True
+    return verify_local(feats[j], feats[i], spill.get(j), spill.get(i), mirrored) is not None
 
 
 def word_candidates(feats, spill: _Spill, groups: UnionFind, pool: ThreadPoolExecutor) -> list[tuple[int, int, bool]]:
@@ -569,7 +580,7 @@ def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None, 
 def link_features(feats: list[CopyFeatures | None], spill: _Spill, workers: int = 2) -> list[CopyLink]:
     """The confirmed pairs among extracted features (the module's thresholds as they are now:
     bench/dedup_quality.py sweeps them on features extracted once)."""
-    links = global_links(feats)
+    links = global_links(feats, spill)
     groups = UnionFind(len(feats))
     for link in links:
         groups.union(link.a, link.b)
