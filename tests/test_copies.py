@@ -134,6 +134,24 @@ def test_nearest_rows_is_a_full_sort_cut_short():
         assert np.allclose(scores, np.sort(full[r])[::-1][:12]) and np.allclose(full[r, cols], scores)
 
 
+def test_a_hash_match_needs_the_keypoints_to_agree_where_both_have_them():
+    """A letterboxed copy's keypoints fit a transform (its overlap correlates below 0.9: the
+    hashes, not the overlap, judged its look); two different photos' keypoints do not."""
+    from varflow.duplicates.copies import _keypoints_agree, _Spill, features_of_grey
+
+    im = photo("astronaut.png")
+    ims = [im, hard_copies(im)["letterbox"], photo("chelsea.png")]
+    feats, spill = [features_of_grey(np.asarray(x.convert("L"))) for x in ims], _Spill()
+    try:
+        for i, f in enumerate(feats):
+            spill.put(i, f.descriptors)
+        assert _keypoints_agree(feats, spill, 1, 0, False)
+        assert not _keypoints_agree(feats, spill, 2, 0, False) and not _keypoints_agree(feats, spill, 2, 0, True)
+        assert _keypoints_agree(feats, None, 2, 0, False)  # no descriptors to judge by: the hashes decide
+    finally:
+        spill.close()
+
+
 def test_trim_borders_finds_the_content_frame():
     content = (np.random.default_rng(0).integers(0, 255, (40, 60))).astype(np.uint8)
     framed = np.full((70, 100), 12, np.uint8)

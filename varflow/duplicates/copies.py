@@ -309,8 +309,9 @@ class LocalMatch:
 
 
 def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarray,
-                 mirrored: bool) -> LocalMatch | None:
-    """Whether b (mirrored first if asked) shows a's picture under a similarity transform."""
+                 mirrored: bool, overlap: bool = True) -> LocalMatch | None:
+    """Whether b (mirrored first if asked) shows a's picture under a similarity transform (and,
+    with ``overlap``, whether the two agree pixel by pixel where they overlap)."""
     if len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
         return None
     pb = b.points.copy()
@@ -330,6 +331,8 @@ def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarra
     angle = float(np.degrees(np.arctan2(model[1, 0], model[0, 0])))
     if n_in < MIN_INLIERS or not 0.25 <= scale <= 4.0 or abs(angle) > MAX_ROTATION:
         return None
+    if not overlap:
+        return LocalMatch(n_in, 0.0, scale, mirrored)
     ncc = overlap_ncc(a, b, model, mirrored)
     if ncc is None or ncc < MIN_NCC:
         return None
@@ -479,10 +482,13 @@ def global_links(feats: list[CopyFeatures | None], spill: _Spill | None = None) 
 
 def _keypoints_agree(feats, spill: _Spill | None, i: int, j: int, mirrored: bool) -> bool:
     """Whether i and j's keypoints confirm a hash match: yes when either has too few to judge (a
-    nearly featureless photo keeps its hash route), else a verified similarity transform."""
+    nearly featureless photo keeps its hash route), else a similarity transform with MIN_INLIERS
+    inliers. Not the overlap correlation: the hashes and SSIM have judged the look, and letterboxed
+    copies correlate at 0.73-0.89 (13-83 inliers), while the false hash pairs had at most 4
+    ratio-test matches and no transform (bench/dedup_scale.py --n 10000)."""
     if spill is None or min(len(feats[i].points), len(feats[j].points)) < MIN_INLIERS:
         return True
-    return verify_local(feats[j], feats[i], spill.get(j), spill.get(i), mirrored) is not None
+    return verify_local(feats[j], feats[i], spill.get(j), spill.get(i), mirrored, overlap=False) is not None
 
 
 def word_candidates(feats, spill: _Spill, groups: UnionFind, pool: ThreadPoolExecutor) -> list[tuple[int, int, bool]]:
