@@ -11,7 +11,17 @@ import pytest
 from conftest import skimage_photo
 from PIL import Image, ImageOps
 
-from varflow.duplicates.copies import MIRROR, Route, copies_in_folder, find_copy_groups, find_copy_links, trim_borders
+from varflow.duplicates.copies import (
+    MIRROR,
+    RATIO,
+    Route,
+    _nearest_rows,
+    copies_in_folder,
+    find_copy_groups,
+    find_copy_links,
+    ratio_matches,
+    trim_borders,
+)
 from varflow.images.imageio import load_rgb
 
 SIDE = 256  # small photos keep the tests fast
@@ -95,6 +105,51 @@ def test_a_mirrored_photos_sift_descriptors_are_the_permuted_originals():
         if near.size:
             errors.append(min(np.linalg.norm(desc[MIRROR] - dm[j]) for j in near) / np.linalg.norm(desc))
     assert len(errors) > 15 and np.median(errors) < 0.1  # an unpermuted descriptor is ~0.8 away
+
+
+def test_ratio_matches_are_opencvs_brute_force_ratio_test():
+    """The matrix-product matcher keeps exactly the pairs OpenCV's BFMatcher + Lowe's test keep."""
+    im = photo("astronaut.png")
+    sift = cv2.SIFT_create(nfeatures=160)
+    _, da = sift.detectAndCompute(np.asarray(im.convert("L")), None)
+    _, db = sift.detectAndCompute(np.asarray(im.rotate(10, resample=Image.Resampling.BICUBIC).convert("L")), None)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(db, da, k=2)
+    want = {(m[0].queryIdx, m[0].trainIdx) for m in knn if m[0].distance < RATIO * m[1].distance}
+    q, t = ratio_matches(db, da)
+    assert len(want) > 30 and set(zip(q.tolist(), t.tolist(), strict=True)) == want
+    assert [len(x) for x in ratio_matches(db, da[:1])] == [0, 0]  # one descriptor: no second to compare with
+
+
+def test_nearest_rows_is_a_full_sort_cut_short():
+    from scipy import sparse
+
+    rng = np.random.default_rng(3)
+    x = sparse.random(300, 50, density=0.1, format="csr", dtype=np.float32, random_state=rng)
+    full = (x @ x.T).toarray()
+    rows = _nearest_rows(x, x.T.tocsc(), 256, want=3)
+    assert [r for r, _, _ in rows] == list(range(256, 300))
+    for r, cols, scores in rows:
+        full[r, r] = -1
+        assert len(cols) == 12 and r not in cols
+        assert np.allclose(scores, np.sort(full[r])[::-1][:12]) and np.allclose(full[r, cols], scores)
+
+
+def test_a_hash_match_needs_the_keypoints_to_agree_where_both_have_them():
+    """A letterboxed copy's keypoints fit a transform (its overlap correlates below 0.9: the
+    hashes, not the overlap, judged its look); two different photos' keypoints do not."""
+    from varflow.duplicates.copies import _keypoints_agree, _Spill, features_of_grey
+
+    im = photo("astronaut.png")
+    ims = [im, hard_copies(im)["letterbox"], photo("chelsea.png")]
+    feats, spill = [features_of_grey(np.asarray(x.convert("L"))) for x in ims], _Spill()
+    try:
+        for i, f in enumerate(feats):
+            spill.put(i, f.descriptors)
+        assert _keypoints_agree(feats, spill, 1, 0, False)
+        assert not _keypoints_agree(feats, spill, 2, 0, False) and not _keypoints_agree(feats, spill, 2, 0, True)
+        assert _keypoints_agree(feats, None, 2, 0, False)  # no descriptors to judge by: the hashes decide
+    finally:
+        spill.close()
 
 
 def test_trim_borders_finds_the_content_frame():

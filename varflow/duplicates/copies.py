@@ -20,9 +20,11 @@ than a few percent. Here each image gives, from one reduced decode (``FEATURE_SI
   frame, must agree pixel by pixel (normalised cross-correlation), so a shared texture or
   shared letters do not make two pictures one.
 
-Decoding and features run in ``workers`` threads of the calling process (Pillow's decoding and
-OpenCV release the GIL; a spawn pool re-imported an unguarded script's ``__main__`` and broke, and an
-OOM-killed worker took the pool with it); the index and the verification (two threads) follow.
+Every stage runs in ``workers`` threads of the calling process: decoding and features, visual
+words, the shortlist and the verification (Pillow, OpenCV, numpy's BLAS and scipy's sparse products
+release the GIL; a spawn pool re-imported an unguarded script's ``__main__`` and broke, and an
+OOM-killed worker took the pool with it). BLAS is held to one thread meanwhile: its own threads
+spin on a busy machine (a 160 x 160 match took 20x its CPU time in wall time under load).
 A folder of at most ``ALL_PAIRS`` images verifies every pair: there, idf cannot tell a shared word
 from a common one (with two images, every shared word has idf 0).
 Numbers: bench/dedup_quality.py (accuracy per transform, thresholds chosen on one split of photos
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from varflow.duplicates.hashindex import HashIndex
 from varflow.images.imageio import ImageReadError, load_rgb
@@ -62,9 +65,10 @@ MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split 
 MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
 BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
-VERIFY_THREADS = 2  # threads verifying keypoint candidates
 VERIFY_BATCH = 64  # candidates verified between two looks at the groups
-VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words
+WORD_BLOCK = 256  # images whose descriptors get their words (or whose shortlist is taken) in one step
+VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words (to 1,000 images)
+VOCAB_BRANCH_MAX = 64  # ... growing with the folder up to 64 x 64 (vocabulary_branch)
 VOCAB_SAMPLE = 20_000  # descriptors sampled to train the vocabulary
 ALL_PAIRS = 16  # a folder this small verifies every pair (both ways round) instead of a word shortlist
 
@@ -227,25 +231,31 @@ def _worker(args) -> tuple[int, CopyFeatures | None, str | None]:
 
 # --- visual words ---------------------------------------------------------------------------
 
+def vocabulary_branch(n_images: int) -> int:
+    """Branching of the vocabulary for a folder of ``n_images``: VOCAB_BRANCH up to 1,000 images,
+    then growing as n^(1/4) up to VOCAB_BRANCH_MAX. More words keep each word's list of images
+    short (the shortlist's cost grows with it) and tell more pictures apart."""
+    return int(round(min(VOCAB_BRANCH_MAX, VOCAB_BRANCH * max(1.0, n_images / 1000) ** 0.25)))
+
+
 class Vocabulary:
     """A two-level k-means vocabulary over RootSIFT descriptors (assignment: 2 x branch distances)."""
 
-    def __init__(self, sample: np.ndarray, branch: int = VOCAB_BRANCH, seed: int = 0):
+    def __init__(self, sample: np.ndarray, branch: int = VOCAB_BRANCH, seed: int = 0,
+                 pool: ThreadPoolExecutor | None = None):
         x = sample.astype(np.float32)
         k1 = int(max(2, min(branch, len(x) // 40)))
         self.top = _kmeans(x, k1, seed)
         label = _nearest(x, self.top)
-        self.leaves = []
-        self.offsets = []
-        n = 0
-        for c in range(k1):
+
+        def leaves(c: int) -> np.ndarray:
             xc = x[label == c]
             k2 = int(max(1, min(branch, len(xc) // 20)))
-            centres = _kmeans(xc, k2, seed) if len(xc) >= 2 * k2 and k2 > 1 else self.top[c:c + 1]
-            self.leaves.append(centres)
-            self.offsets.append(n)
-            n += len(centres)
-        self.size = n
+            return _kmeans(xc, k2, seed) if len(xc) >= 2 * k2 and k2 > 1 else self.top[c:c + 1]
+
+        self.leaves = list(pool.map(leaves, range(k1)) if pool is not None else map(leaves, range(k1)))
+        self.offsets = np.concatenate([[0], np.cumsum([len(c) for c in self.leaves])[:-1]]).astype(int).tolist()
+        self.size = int(sum(len(c) for c in self.leaves))
 
     def words(self, desc: np.ndarray) -> np.ndarray:
         x = desc.astype(np.float32)
@@ -278,14 +288,20 @@ def ssim_small(a: np.ndarray, b: np.ndarray) -> float:
     return float(ssim(GreyImage(a), GreyImage(b)))
 
 
-_MATCHER = None
-
-
-def _matcher():
-    global _MATCHER
-    if _MATCHER is None:
-        _MATCHER = cv2.BFMatcher(cv2.NORM_L2)
-    return _MATCHER
+def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (query, train) of descriptor matches passing Lowe's ratio test, by L2 distance
+    (one small matrix product: OpenCV's brute-force matcher cost twice the CPU here)."""
+    q, t = query.astype(np.float32), train.astype(np.float32)
+    if len(t) < 2:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    d = (q * q).sum(axis=1)[:, None] + (t * t).sum(axis=1)[None, :] - 2.0 * (q @ t.T)
+    two = np.argpartition(d, 1, axis=1)[:, :2]
+    d2 = np.maximum(np.take_along_axis(d, two, axis=1), 0.0)
+    first = np.argmin(d2, axis=1)
+    rows = np.arange(len(q))
+    best, second = d2[rows, first], d2[rows, 1 - first]
+    keep = best < (RATIO * RATIO) * second  # distances compared squared
+    return rows[keep], two[rows, first][keep]
 
 
 @dataclass(frozen=True)
@@ -297,20 +313,19 @@ class LocalMatch:
 
 
 def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarray,
-                 mirrored: bool) -> LocalMatch | None:
-    """Whether b (mirrored first if asked) shows a's picture under a similarity transform."""
+                 mirrored: bool, overlap: bool = True) -> LocalMatch | None:
+    """Whether b (mirrored first if asked) shows a's picture under a similarity transform (and,
+    with ``overlap``, whether the two agree pixel by pixel where they overlap)."""
     if len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
         return None
     pb = b.points.copy()
     if mirrored:
         db = db[:, MIRROR]
         pb[:, 0] = b.size[0] - pb[:, 0]
-    knn = _matcher().knnMatch(db.astype(np.float32), da.astype(np.float32), k=2)
-    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
-    if len(good) < MIN_INLIERS:
+    query, train = ratio_matches(db, da)
+    if len(query) < MIN_INLIERS:
         return None
-    src = pb[[m.queryIdx for m in good]]
-    dst = a.points[[m.trainIdx for m in good]]
+    src, dst = pb[query], a.points[train]
     model, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
                                              maxIters=2000, confidence=0.995)
     if model is None:
@@ -320,6 +335,8 @@ def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarra
     angle = float(np.degrees(np.arctan2(model[1, 0], model[0, 0])))
     if n_in < MIN_INLIERS or not 0.25 <= scale <= 4.0 or abs(angle) > MAX_ROTATION:
         return None
+    if not overlap:
+        return LocalMatch(n_in, 0.0, scale, mirrored)
     ncc = overlap_ncc(a, b, model, mirrored)
     if ncc is None or ncc < MIN_NCC:
         return None
@@ -440,9 +457,12 @@ def _keep(i, f, err, feats, spill, errors, paths) -> None:
     feats[i] = f
 
 
-def global_links(feats: list[CopyFeatures | None]) -> list[CopyLink]:
+def global_links(feats: list[CopyFeatures | None], spill: _Spill | None = None) -> list[CopyLink]:
     """Pairs whose content hashes (plain or mirrored; borders trimmed) are close and whose
-    content thumbnails agree (SSIM at THUMB px)."""
+    content thumbnails agree (SSIM at THUMB px); where both pictures have keypoints (and
+    ``spill`` holds their descriptors), the keypoints must agree too (``verify_local``): among
+    10,000 procedural pictures, 24 pairs of different gradients with a few shapes passed the
+    hashes and the 20 px SSIM, and merged groups (precision 0.967)."""
     ids = [i for i, f in enumerate(feats) if f is not None]
     index = {k: HashIndex() for k in range(2)}  # phash, dhash of the content
     for k in range(2):
@@ -458,13 +478,24 @@ def global_links(feats: list[CopyFeatures | None]) -> list[CopyLink]:
                     if j == i or key in done:
                         continue
                     ti = np.ascontiguousarray(fi.thumb[:, ::-1]) if mirrored else fi.thumb
-                    if ssim_small(ti, feats[j].thumb) > SSIM_MIN:
+                    if ssim_small(ti, feats[j].thumb) > SSIM_MIN and _keypoints_agree(feats, spill, i, j, mirrored):
                         done.add(key)
                         links.append(CopyLink(key[0], key[1], Route.HASHES_MIRROR if mirrored else Route.HASHES))
     return links
 
 
-def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, int, bool]]:
+def _keypoints_agree(feats, spill: _Spill | None, i: int, j: int, mirrored: bool) -> bool:
+    """Whether i and j's keypoints confirm a hash match: yes when either has too few to judge (a
+    nearly featureless photo keeps its hash route), else a similarity transform with MIN_INLIERS
+    inliers. Not the overlap correlation: the hashes and SSIM have judged the look, and letterboxed
+    copies correlate at 0.73-0.89 (13-83 inliers), while the false hash pairs had at most 4
+    ratio-test matches and no transform (bench/dedup_scale.py --n 10000)."""
+    if spill is None or min(len(feats[i].points), len(feats[j].points)) < MIN_INLIERS:
+        return True
+    return verify_local(feats[j], feats[i], spill.get(j), spill.get(i), mirrored, overlap=False) is not None
+
+
+def word_candidates(feats, spill: _Spill, groups: UnionFind, pool: ThreadPoolExecutor) -> list[tuple[int, int, bool]]:
     """(i, j, mirrored) pairs to verify: each image's nearest images by tf-idf of visual words,
     among those not already known to be its copies (``groups``)."""
     from scipy import sparse
@@ -478,23 +509,23 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     rng = np.random.default_rng(0)
     per = max(8, VOCAB_SAMPLE // len(ids))
     sample = np.concatenate([spill.get(i)[rng.permutation(spill.where[i][1])[:per]] for i in ids])
-    vocab = Vocabulary(sample)
-    rows, cols, mrows, mcols = [], [], [], []
-    for r0 in range(0, len(ids), 256):  # words of 256 images' descriptors (and mirrors) at once
-        block = [spill.get(i) for i in ids[r0:r0 + 256]]
-        d = np.concatenate(block)
-        owner = np.repeat(np.arange(r0, r0 + len(block)), [len(x) for x in block])
-        for rs, cs, words in ((rows, cols, vocab.words(d)), (mrows, mcols, vocab.words(d[:, MIRROR]))):
-            pairs = np.unique(owner.astype(np.int64) * vocab.size + words)
-            rs.append(pairs // vocab.size)
-            cs.append(pairs % vocab.size)
+    vocab = Vocabulary(sample, vocabulary_branch(len(ids)), pool=pool)
     n, v = len(ids), vocab.size
 
-    def matrix(rs, cs):
-        rs, cs = np.concatenate(rs), np.concatenate(cs)
-        return sparse.csr_matrix((np.ones(len(rs), np.float32), (rs, cs)), shape=(n, v))
+    def block_words(r0: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, word) keys of WORD_BLOCK images' descriptors, and of their mirrors."""
+        block = [spill.get(i) for i in ids[r0:r0 + WORD_BLOCK]]
+        d = np.concatenate(block)
+        owner = np.repeat(np.arange(r0, r0 + len(block), dtype=np.int64), [len(x) for x in block])
+        return np.unique(owner * v + vocab.words(d)), np.unique(owner * v + vocab.words(d[:, MIRROR]))
 
-    x, xm = matrix(rows, cols), matrix(mrows, mcols)
+    keys = list(pool.map(block_words, range(0, n, WORD_BLOCK)))
+
+    def matrix(parts):
+        k = np.concatenate(parts)
+        return sparse.csr_matrix((np.ones(len(k), np.float32), (k // v, k % v)), shape=(n, v))
+
+    x, xm = matrix([k for k, _ in keys]), matrix([k for _, k in keys])
     df = np.asarray((x > 0).sum(axis=0)).ravel()
     idf = np.log((n + 1) / (df + 1)).astype(np.float32)
     weight = sparse.diags(idf)
@@ -502,28 +533,38 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind) -> list[tuple[int, 
     def normalised(m):
         m = m @ weight
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
-        return sparse.diags(1 / np.maximum(norms, 1e-9)) @ m
+        return (sparse.diags(1 / np.maximum(norms, 1e-9)) @ m).tocsr()
 
-    return _shortlist(normalised(x), normalised(xm), ids, groups)
+    return _shortlist(normalised(x), normalised(xm), ids, groups, pool)
 
 
-def _shortlist(x, xm, ids: list[int], groups: UnionFind) -> list[tuple[int, int, bool]]:
+def _nearest_rows(q, xt, r0: int, want: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """For WORD_BLOCK rows of ``q`` from r0: (row, columns, scores) of its 4 x ``want`` best
+    columns other than itself, best first (a partial sort: a row is as long as the folder)."""
+    s = (q[r0:r0 + WORD_BLOCK] @ xt).toarray()
+    out = []
+    k = min(4 * want, s.shape[1] - 1)
+    for rr in range(s.shape[0]):
+        row = s[rr]
+        row[r0 + rr] = -1  # not itself
+        top = np.argpartition(-row, k)[:k] if k < len(row) else np.arange(len(row))
+        top = top[np.argsort(-row[top], kind="stable")]
+        out.append((r0 + rr, top, row[top]))
+    return out
+
+
+def _shortlist(x, xm, ids: list[int], groups: UnionFind, pool: ThreadPoolExecutor) -> list[tuple[int, int, bool]]:
     """Each image's nearest images by cosine of its (and its mirror's) normalised word vector,
     above MIN_WORD_SCORE, skipping those already in its group."""
-    n = len(ids)
     xt = x.T.tocsc()
     out: set[tuple[int, int, bool]] = set()
-    block = 256
     for mirrored, q, want in ((False, x, SHORTLIST[0]), (True, xm, SHORTLIST[1])):
-        for r0 in range(0, n, block):
-            s = (q[r0:r0 + block] @ xt).toarray()
-            for rr in range(s.shape[0]):
-                r = r0 + rr
-                s[rr, r] = -1  # not itself
-                i = ids[r]
-                taken = 0
-                for c in np.argsort(-s[rr])[:4 * want]:
-                    if s[rr, c] < MIN_WORD_SCORE or taken == want:
+        blocks = pool.map(lambda r0, q=q, want=want: _nearest_rows(q, xt, r0, want), range(0, len(ids), WORD_BLOCK))
+        for rows in blocks:
+            for r, cols, scores in rows:
+                i, taken = ids[r], 0
+                for c, score in zip(cols, scores, strict=True):
+                    if score < MIN_WORD_SCORE or taken == want:
                         break
                     j = ids[int(c)]
                     if groups.find(i) == groups.find(j):
@@ -538,29 +579,30 @@ def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None, 
     """Every confirmed copy pair among ``paths`` (indexes into the returned readable names)."""
     paths = [str(p) for p in paths]
     workers = workers or min(2, os.cpu_count() or 1)
-    feats, spill = extract_all(paths, workers, limits, errors, cache)
-    try:
-        return paths, link_features(feats, spill)
-    finally:
-        spill.close()
+    with threadpool_limits(1, user_api="blas"):  # our threads share the work out; BLAS's own would spin
+        feats, spill = extract_all(paths, workers, limits, errors, cache)
+        try:
+            return paths, link_features(feats, spill, workers)
+        finally:
+            spill.close()
 
 
-def link_features(feats: list[CopyFeatures | None], spill: _Spill) -> list[CopyLink]:
+def link_features(feats: list[CopyFeatures | None], spill: _Spill, workers: int = 2) -> list[CopyLink]:
     """The confirmed pairs among extracted features (the module's thresholds as they are now:
     bench/dedup_quality.py sweeps them on features extracted once)."""
-    links = global_links(feats)
+    links = global_links(feats, spill)
     groups = UnionFind(len(feats))
     for link in links:
         groups.union(link.a, link.b)
-    candidates = word_candidates(feats, spill, groups)
 
     def verify(pair):
         i, j, mirrored = pair
         return pair, verify_local(feats[i], feats[j], spill.get(i), spill.get(j), mirrored)
 
-    # OpenCV's matching, RANSAC and warping release the GIL: two threads verify side by side, a
+    # matching, RANSAC and warping release the GIL: ``workers`` threads verify side by side, a
     # batch at a time, so pairs already joined through another copy are skipped
-    with ThreadPoolExecutor(VERIFY_THREADS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
+        candidates = word_candidates(feats, spill, groups, pool)
         for b0 in range(0, len(candidates), VERIFY_BATCH):
             batch = [c for c in candidates[b0:b0 + VERIFY_BATCH] if groups.find(c[0]) != groups.find(c[1])]
             for (i, j, mirrored), m in pool.map(verify, batch):
