@@ -58,7 +58,7 @@ def picture_of(home: Path, run_id: str, row: dict) -> tuple[str | Path | None, b
     or None; whether it is the small thumbnail the run kept of a deleted rejection; what the card says of it)."""
     path = row.get("final_path", row.get("output_path"))
     if exists(path):
-        in_rejected = str(path).rstrip("/").rsplit("/", 2)[-2:-1] == [REJECTED_DIR]
+        in_rejected = f"/{REJECTED_DIR}/" in str(path) or str(path).startswith(f"{REJECTED_DIR}/")
         return path, False, ("kept under _rejected/" if in_rejected else "the accepted file")
     kept = rejected_thumbnail_path(home, run_id, row["variation_id"])
     if kept.is_file():

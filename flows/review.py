@@ -28,7 +28,7 @@ from varflow.errors import InputError
 from varflow.generation.cache import VariationCache
 from varflow.images.locations import is_url, shown
 from varflow.kinds import Verdict
-from varflow.processing.outnames import next_accepted_name, prefix_of
+from varflow.processing.outnames import names_on_disk, next_accepted_name, prefix_of
 from varflow.runtime.records import ReviewRecord, utcnow
 from varflow.safety.diskwrite import writing
 from varflow.safety.escaping import for_log
@@ -53,7 +53,7 @@ class ReviewOutcome:
 def reviewer_name(explicit: str | None = None) -> str:
     """``--reviewer``, else ``VARFLOW_REVIEWER``, else the login name; one line, bounded."""
     name = explicit or os.environ.get("VARFLOW_REVIEWER") or _login_name()
-    name = " ".join(str(name).split())[:REVIEWER_MAX_CHARS]
+    name = " ".join("".join(c for c in str(name) if c.isprintable() or c.isspace()).split())[:REVIEWER_MAX_CHARS]
     if not name:
         raise InputError("the reviewer's name is empty: pass --reviewer NAME or set VARFLOW_REVIEWER")
     return name
@@ -142,7 +142,7 @@ def _destination(store: Store, target: dict, verdict: Verdict, source: Path | No
         return None
     out = Path(target["output_dir"])
     rejected_dir = out / REJECTED_DIR
-    in_rejected = source.parent == rejected_dir
+    in_rejected = _inside(source, rejected_dir)  # _rejected/sub/...: a source in a subfolder
     if verdict is Verdict.REJECT:
         if in_rejected or not _inside(source, out):
             return source
@@ -158,23 +158,12 @@ def _destination(store: Store, target: dict, verdict: Verdict, source: Path | No
     if prefix is None:
         raise InputError(f"variation {target['variation_id'][:12]} was recorded by an older varflow without its "
                          "file name; copy the file into the output folder by hand")
-    taken = set(store.source_names_in(out, prefix)) | _names_on_disk(out, prefix)
+    taken = set(store.source_names_in(out, prefix)) | names_on_disk(out, prefix)
     return out / next_accepted_name(prefix, taken)
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return path.is_relative_to(folder)
-
-
-def _names_on_disk(out: Path, prefix: str) -> set[str]:
-    folder = (out / prefix).parent
-    stem = Path(prefix).name
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return set()
-    rel = folder.relative_to(out)
-    return {(rel / n).as_posix() if str(rel) != "." else n for n in names if n.startswith(stem)}
 
 
 def _free_path(folder: Path, name: str) -> Path:
@@ -196,18 +185,31 @@ def _move(source: Path, dest: Path, *, copy: bool) -> None:
                 os.unlink(source)
                 return
             except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP):
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
         fd, tmp = tempfile.mkstemp(prefix=".review-", suffix=".partial", dir=dest.parent)
         try:
             follow_umask(fd)
             os.close(fd)
             shutil.copyfile(source, tmp)
-            os.link(tmp, dest)
+            _claim(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)
         if not copy:
             source.unlink()
+
+
+def _claim(tmp: str, dest: Path) -> None:
+    """Put the finished ``tmp`` at ``dest`` only if nothing is there: a hard link where the file system has
+    them; else (exFAT, some SMB and FUSE mounts) an empty placeholder created exclusively, then replaced."""
+    try:
+        os.link(tmp, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # FileExistsError: taken meanwhile
+    os.replace(tmp, dest)
 
 
 def _still_at(record: ReviewRecord, source: Path, exc: OSError) -> ReviewRecord:

@@ -258,6 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                         "`varflow review serve` printed at start")
             self._route_get(url.path)
         except Refused as exc:
+            self.close_connection = True  # a refused request's body, if any, must not be read as the next one
             self._send(exc.status, (exc.line + "\n").encode(), "text/plain; charset=utf-8")
 
     def _route_get(self, path: str) -> None:

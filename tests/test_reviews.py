@@ -112,7 +112,7 @@ def test_mark_from_the_command_line(reviewed_run):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "keep recorded" in done.stdout, done.stderr
     latest = reviewed_run["store"].review_history(row["variation_id"], row["run_id"])[0]
-    assert latest["reviewer"] == "carla\x1b[2J" and latest["note"] == "fine"
+    assert latest["reviewer"] == "carla[2J" and latest["note"] == "fine"  # no control character is kept
     bad = subprocess.run([*cmd, "0123456789", "keep"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no variation 0123456789" in bad.stderr and bad.stderr.count("\n") == 1
 
@@ -163,3 +163,34 @@ def test_a_variation_made_by_two_runs_is_decided_per_run(prefect_api, tmp_path):
     assert Path(done.file_path).is_file() and not Path(first["output_path"]).exists()
     assert _status(store, first["variation_id"], first["run_id"])["final_accepted"] is False
     assert _status(store, first["variation_id"], second["run_id"])["verdict"] is None  # the other run's row
+
+
+def test_a_file_system_without_hard_links_still_moves_without_overwriting(tmp_path, monkeypatch):
+    """exFAT, some SMB and FUSE mounts refuse os.link: the name is claimed by an exclusive create instead."""
+    import errno
+
+    from varflow.flows import review
+
+    def no_links(*_):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(review.os, "link", no_links)
+    (tmp_path / "out").mkdir()
+    src, dest = tmp_path / "a.png", tmp_path / "out" / "a.png"
+    src.write_bytes(b"ours")
+    review._move(src, dest, copy=False)
+    assert dest.read_bytes() == b"ours" and not src.exists()
+    src.write_bytes(b"second")
+    with pytest.raises(FileExistsError):
+        review._move(src, dest, copy=False)
+    assert dest.read_bytes() == b"ours" and src.read_bytes() == b"second"  # neither lost nor overwritten
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".review-")]
+
+
+def test_a_source_in_a_subfolder_is_shown_and_kept_under_rejected(tmp_path):
+    from varflow.reports.gallery import review_facts
+
+    out = tmp_path / "out"
+    facts = review_facts({"final_path": str(out / "_rejected" / "sub" / "photo-abcdef12-a03-x.png"),
+                          "accepted": False}, str(out))
+    assert facts["place"].startswith("in _rejected/"), facts

@@ -130,7 +130,8 @@ def _place(row: dict, output_dir: str | None) -> tuple[str, str]:
         short = p.relative_to(output_dir).as_posix() if output_dir else p.name
     except ValueError:
         short = p.name
-    where = "in _rejected/" if p.parent.name == "_rejected" else "in the output folder"
+    where = "in _rejected/" if short.split("/", 1)[0] == "_rejected" or p.parent.name == "_rejected" \
+        else "in the output folder"
     return f"{where}: {Path(short).name}", str(path)
 
 
