@@ -1,4 +1,4 @@
-"""Redis and Dask are extras (varflow[redis], varflow[dask]): a plain install runs on one machine,
+"""Redis, Dask and S3 are extras (varflow[redis], varflow[dask], varflow[s3]): a plain install runs on one machine,
 and an option that needs one says which, in one line."""
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ def project() -> dict:
 def test_the_extras_are_optional_and_the_tests_install_both():
     names = lambda reqs: {r.split(">")[0].split("[")[0].strip() for r in reqs}
     required, extras = names(project()["dependencies"]), project()["optional-dependencies"]
-    assert not {"redis", "prefect-dask"} & required
+    assert not {"redis", "prefect-dask", "s3fs"} & required
     assert {"prefect", "google-genai", "duckdb", "pyarrow", "pillow"} <= required  # the design card's stay
     assert (names(extras["redis"]), names(extras["dask"])) == ({"redis"}, {"prefect-dask"})
-    assert "varflow[dask,redis]" in extras["test"]
+    assert names(extras["s3"]) == {"s3fs", "aiobotocore"}
+    assert "varflow[dask,redis,s3]" in extras["test"]
 
 
 @pytest.mark.parametrize("module, option, line", [

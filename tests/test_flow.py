@@ -109,8 +109,13 @@ def test_the_run_row_and_the_compacted_parquet(mixed_run):
 def test_variation_records_carry_scores_hashes_and_provenance(mixed_run):
     _, store, _ = mixed_run
     rows = store.query("SELECT * FROM variations WHERE accepted")
+    from varflow.settings import CalibratedThresholds, QualityThresholds
+
+    gates = {"calibrated": CalibratedThresholds(), "seed": QualityThresholds()}
     for r in rows:
-        assert 0.3 <= r["similarity"] <= 0.9 and r["object_integrity"] >= 0.7 and r["aesthetic"] >= 0.6
+        gate = gates[r["profile"]]  # an accepted variation passed its judging profile's gate
+        assert gate.similarity_min <= r["similarity"] <= gate.similarity_max, r
+        assert r["object_integrity"] >= gate.object_integrity_min and r["aesthetic"] >= gate.aesthetic_min, r
         assert len(r["ahash"]) == len(r["phash"]) == len(r["dhash"]) == 16
         assert (r["backend"], r["model"], r["quality_level"]) == ("local", "local-v1", "medium")
         assert len(r["variation_id"]) == 64
