@@ -2,7 +2,8 @@
 
 The variation's own row keeps the run's decision (``accepted``); the ``variation_status`` view gives
 the decision in force (storage/SCHEMA.md). Keep brings the file into the output folder under the
-source's next free name (from ``_rejected/``, or else from the generation cache); reject moves an
+source's next free name past the run's own numbers (from ``_rejected/``, or else from the generation
+cache); reject moves an
 accepted file to ``_rejected/``. Nothing is overwritten: a name is claimed with a hard link, which
 fails if the name exists. The decision is written (durably) before its file moves, and where the move
 fails a second row says where the file still is, so the record never claims a file that is not there
@@ -29,6 +30,7 @@ from varflow.generation.cache import VariationCache
 from varflow.images.locations import is_url, shown
 from varflow.kinds import Verdict
 from varflow.processing.outnames import names_on_disk, next_accepted_name, prefix_of
+from varflow.runtime.claims import ImageClaims
 from varflow.runtime.records import ReviewRecord, utcnow
 from varflow.safety.diskwrite import writing
 from varflow.safety.escaping import for_log
@@ -81,7 +83,7 @@ def apply_review(store: Store, variation_id: str, verdict: str, *, reviewer: str
                          f"({shown(target['output_dir'])}); keeping or rejecting objects is not built yet: "
                          "copy or move the object with your bucket's tools")
     note = note[:NOTE_MAX_CHARS] if note else None
-    with _locked(store.home):
+    with _locked(store.home), _image_claimed(store.home, target["image_id"]):
         target = _target(store, target["variation_id"], target["run_id"])  # as it stands under the lock
         source, from_cache = _locate(store, target, verdict)
         dest = _destination(store, target, verdict, source)
@@ -159,6 +161,9 @@ def _destination(store: Store, target: dict, verdict: Verdict, source: Path | No
         raise InputError(f"variation {target['variation_id'][:12]} was recorded by an older varflow without its "
                          "file name; copy the file into the output folder by hand")
     taken = set(store.source_names_in(out, prefix)) | names_on_disk(out, prefix)
+    # A later run that redoes the image (a call failed) numbers its files from v01 to its count again: a
+    # kept file takes a number past those, so the redo never writes over it.
+    taken |= {f"{prefix}-v{n:02d}.png" for n in range(1, (target.get("requested") or 0) + 1)}
     return out / next_accepted_name(prefix, taken)
 
 
@@ -225,6 +230,20 @@ def _said(record: ReviewRecord, source: Path | None, dest: Path | None) -> str:
     if source == dest:
         return f"{record.verdict} recorded for {vid}; its file stays at {dest}"
     return f"{record.verdict} recorded for {vid}; its file moved to {dest}"
+
+
+@contextmanager
+def _image_claimed(home: Path, image_id: str) -> Iterator[None]:
+    """Hold the source image's claim while its file moves, as a run does while it makes variations of it:
+    a run writing that image's files now would pick the same free name (or a redo write over a kept one)."""
+    claims = ImageClaims(home / "claims", f"review by pid {os.getpid()}")
+    if not claims.claim(image_id):
+        raise InputError(f"a run is making variations of this image now ({for_log(claims.holder(image_id))}); "
+                         "decide again when it has finished")
+    try:
+        yield
+    finally:
+        claims.release(image_id)
 
 
 @contextmanager

@@ -275,9 +275,11 @@ class StoreReader:
         return self.query(
             "SELECT s.variation_id, s.run_id, s.image_id, s.attempt, s.accepted, s.reject_reason, s.output_path, "
             "  s.cache_key, s.name_prefix, s.verdict, s.final_accepted, s.final_path, i.path AS source_path, "
+            "  i.requested, "
             "  r.output_dir, r.input_dir "
             "FROM variation_status s "
-            "LEFT JOIN (SELECT run_id, image_id, any_value(path) AS path FROM images GROUP BY ALL) i "
+            "LEFT JOIN (SELECT run_id, image_id, any_value(path) AS path, max(requested) AS requested FROM images "
+            "  GROUP BY ALL) i "
             "  USING (run_id, image_id) "
             "LEFT JOIN (SELECT run_id, any_value(output_dir) AS output_dir, any_value(input_dir) AS input_dir "
             "  FROM runs GROUP BY run_id) r USING (run_id) "

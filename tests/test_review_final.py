@@ -134,12 +134,12 @@ def test_the_next_run_tops_up_only_the_missing_one_with_new_ids(reviewed, topped
     assert store.query("SELECT status FROM images WHERE run_id = ? AND image_id = ?",
                        [second["run_id"], reviewed["b"]])[0]["status"] == "skipped"
     # the new file takes a name past every name A's variations were given: the kept one's stays its own
-    n = len(reviewed["accepted_a"])
+    k = max(len(reviewed["accepted_a"]), 2) + 1  # a kept file's number: past the run's own, v01 to its count (2)
     kept = Path(reviewed["kept"].file_path)
     prefix = Path(reviewed["kept_row"]["name_prefix"]).name
-    assert kept.name == f"{prefix}-v{n + 1:02d}.png" and kept.is_file()
+    assert kept.name == f"{prefix}-v{k:02d}.png" and kept.is_file()
     assert second["variations_accepted"] == 1, second  # the seed's attempt passes the open gate
-    assert Path(new[0]["output_path"]).name == f"{prefix}-v{n + 2:02d}.png" and Path(new[0]["output_path"]).is_file()
+    assert Path(new[0]["output_path"]).name == f"{prefix}-v{k + 1:02d}.png" and Path(new[0]["output_path"]).is_file()
     standing = store.query("SELECT count(DISTINCT variation_id) AS n FROM variation_status "
                            "WHERE image_id = ? AND final_accepted", [a])
     assert standing[0]["n"] == 2

@@ -76,7 +76,8 @@ def test_keep_of_a_deleted_rejection_takes_it_from_the_cache_under_the_next_free
 
     done = apply_review(store, row["variation_id"], "keep", reviewer="ana")
     kept = Path(done.file_path)
-    assert kept.parent == out and kept.name == f"{prefix}-v{len(siblings) + 2:02d}.png"
+    # past the squatter and past the numbers a redo of the image would use again (v01 to its count, 2)
+    assert kept.parent == out and kept.name == f"{prefix}-v{max(len(siblings) + 1, 2) + 1:02d}.png"
     assert squatter.read_bytes() == b"not ours"  # never overwritten
     assert kept.stat().st_size > 1000 and _status(store, row["variation_id"])["final_path"] == str(kept)
     # keeping it again moves nothing
@@ -194,3 +195,22 @@ def test_a_source_in_a_subfolder_is_shown_and_kept_under_rejected(tmp_path):
     facts = review_facts({"final_path": str(out / "_rejected" / "sub" / "photo-abcdef12-a03-x.png"),
                           "accepted": False}, str(out))
     assert facts["place"].startswith("in _rejected/"), facts
+
+
+def test_no_decision_moves_a_file_while_a_run_makes_variations_of_its_image(reviewed_run):
+    """A run holds the image's claim while it writes that image's files; a decision then would race it for
+    a name (or a redo would write over a kept file): it is refused in one line, nothing recorded or moved."""
+    from varflow.runtime.claims import ImageClaims
+
+    store = reviewed_run["store"]
+    row = next(r for r in reviewed_run["rows"] if r["accepted"])
+    before = len(store.review_history(row["variation_id"], row["run_id"]))
+    run = ImageClaims(store.home / "claims", "a-live-run")
+    assert run.claim(row["image_id"])
+    try:
+        with pytest.raises(InputError, match="a run is making variations of this image now"):
+            apply_review(store, row["variation_id"], "reject", reviewer="ana")
+    finally:
+        run.release(row["image_id"])
+    assert len(store.review_history(row["variation_id"], row["run_id"])) == before
+    apply_review(store, row["variation_id"], "keep", reviewer="ana")  # the run has ended: it goes through
