@@ -3,9 +3,8 @@
 The variation's own row keeps the run's decision (``accepted``); the ``variation_status`` view gives
 the decision in force (storage/SCHEMA.md). Keep brings the file into the output folder under the
 source's next free name past the run's own numbers (from ``_rejected/``, or else from the generation
-cache); reject moves an
-accepted file to ``_rejected/``. Nothing is overwritten: a name is claimed with a hard link, which
-fails if the name exists. The decision is written (durably) before its file moves, and where the move
+cache); reject moves an accepted file to ``_rejected/``. Nothing is overwritten: a name is claimed with
+a hard link, which fails if the name exists. The decision is written (durably) before its file moves, and where the move
 fails a second row says where the file still is, so the record never claims a file that is not there
 for longer than a crash; marking again finishes the move (every place the file was is looked at).
 """
