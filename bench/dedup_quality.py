@@ -195,11 +195,17 @@ def group_pairs(f: Features, groups: list[list[str]]) -> np.ndarray:
     return gi[f.i] == gi[f.j]
 
 
-def imagededup_pairs(f: Features, folder: Path) -> np.ndarray:
+def _phash_linked(names: list[str], folder: Path, *, stub_torch: bool = False) -> set[tuple[int, int]] | None:
+    """imagededup's PHash over ``folder``: the index pairs (into ``names``, file names) it calls duplicates;
+    None when imagededup is not installed (a comparison, not a varflow dependency)."""
     try:
+        if stub_torch:
+            from dedup_scale import _stub_torch_modules
+
+            _stub_torch_modules()
         from imagededup.methods import PHash
-    except ImportError as exc:  # a comparison, not a varflow dependency (it imports torch)
-        print(f"imagededup comparison skipped ({exc}): pip install imagededup (with torch) to run it")
+    except ImportError as exc:
+        print(f"imagededup comparison skipped ({exc}): pip install imagededup to run it")
         return None
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("imagededup"):
@@ -207,12 +213,14 @@ def imagededup_pairs(f: Features, folder: Path) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dups = PHash(verbose=False).find_duplicates(image_dir=str(folder))
-    index = {Path(p).name: k for k, (p, _, _) in enumerate(f.items)}
-    linked = set()
-    for name, others in dups.items():
-        for other in others:
-            a, b = index[name], index[other]
-            linked.add((min(a, b), max(a, b)))
+    index = {name: k for k, name in enumerate(names)}
+    return {(min(index[a], index[b]), max(index[a], index[b])) for a, others in dups.items() for b in others}
+
+
+def imagededup_pairs(f: Features, folder: Path) -> np.ndarray:
+    linked = _phash_linked([Path(p).name for p, _, _ in f.items], folder)
+    if linked is None:
+        return None
     return np.array([(int(a), int(b)) in linked for a, b in zip(f.i, f.j)])
 
 
@@ -416,21 +424,9 @@ def copies_section(root: Path) -> None:
 
 
 def _phash_pairs(paths, folder: Path):
-    try:
-        from dedup_scale import _stub_torch_modules
-
-        _stub_torch_modules()
-        from imagededup.methods import PHash
-    except ImportError:
+    linked = _phash_linked([Path(p).name for p in paths], folder, stub_torch=True)
+    if linked is None:
         return None
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("imagededup"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dups = PHash(verbose=False).find_duplicates(image_dir=str(folder))
-    idx = {Path(p).name: i for i, p in enumerate(paths)}
-    linked = {(min(idx[a], idx[b]), max(idx[a], idx[b])) for a, bs in dups.items() for b in bs}
     return _group_pairs(len(paths), [type("L", (), {"a": a, "b": b})() for a, b in linked])
 
 

@@ -455,7 +455,7 @@ class FolderRun:
         taken = set(self.store.source_names_in(self.output_dir, prefix)) | names_on_disk(self.output_dir, prefix)
         self.logger.info("%s: %d of %d variations stand after review: topping up %d", image.path, row["standing"],
                          self.params.count, row["missing"])
-        return TopUp(standing=row["standing"], missing=row["missing"], first_attempt=row["next_attempt"],
+        return TopUp(missing=row["missing"], first_attempt=row["next_attempt"],
                      first_number=next_accepted_number(prefix, taken))
 
     def wait_for(self, futures: list) -> list[tuple]:

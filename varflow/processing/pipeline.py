@@ -71,7 +71,6 @@ class TopUp:
     names them from ``v<first_number>`` on (above every name a variation of the source was given: a kept
     file keeps its name, a rejected one's is not reused)."""
 
-    standing: int  # its variations accepted as people left them
     missing: int
     first_attempt: int
     first_number: int

@@ -194,7 +194,7 @@ class LocalGenerator(Backend):
         if not found:
             raise objects.NoObject("no compact, free-standing region stands out from a calm surround")
         last = None
-        order = sorted(found, key=lambda r: -r.score)  # the same for every attempt: takes walk through it
+        order = objects.best_first(found)  # the same for every attempt: takes walk through it
         start = take % len(order)
         for region in (order[start:] + order[:start])[:4]:
             place = objects.where(region.box, src.shape)

@@ -226,14 +226,9 @@ def _distinct(img: np.ndarray, small: np.ndarray, scored: list, scale: float) ->
     return found
 
 
-def seeded_order(found: list[Region], rng: np.random.Generator) -> list[Region]:
-    """The regions in a seed-drawn order, better ones more likely first (seeds edit different
-    objects)."""
-    if not found:
-        return []
-    wts = np.sqrt(np.array([max(r.score, 1e-3) for r in found], np.float64))
-    order = rng.choice(len(found), size=len(found), replace=False, p=wts / wts.sum())
-    return [found[int(i)] for i in order]
+def best_first(found: list[Region]) -> list[Region]:
+    """The regions, most distinct first: the order attempts walk through (attempt k starts at the k-th)."""
+    return sorted(found, key=lambda r: -r.score)
 
 
 def _to_full(img, mask, origin, scale, score, frac) -> Region | None:
