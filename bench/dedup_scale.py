@@ -13,7 +13,7 @@ in the same run, --repeat times in turn (the best wall time is kept: the machine
 * phash: imagededup's ``PHash().find_duplicates`` with its defaults (Hamming <= 10; a pool of
   every core). It lives in a virtual environment of its own, never in varflow's (--phash-venv,
   default ~/.cache/varflow-bench/imagededup-venv; the bench creates it when missing with
-  ``python -m venv`` + ``pip install --no-deps imagededup`` + numpy Pillow PyWavelets scipy tqdm).
+  ``python -m venv`` + ``pip install --no-deps imagededup`` + PHASH_PACKAGES).
   Its CNN module needs torch, which PHash never uses, so the bench stands in an empty module for it;
 * inspect (only when asked with --methods): ``varflow.reports.inspect.find_duplicate_groups``,
   the rule before copy-finding (hashes + 20 px SSIM).
@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 JPEG_QUALITY = 90
 BASELINE = "1b5ebb7a586da5d570f2c0cbd517c9fb44a18897"  # main when the speed work began: copies.py as it was
 PHASH_VENV = Path.home() / ".cache" / "varflow-bench" / "imagededup-venv"
-PHASH_PACKAGES = ("numpy", "Pillow", "PyWavelets", "scipy", "tqdm")
+# its search imports scikit-learn and its utils matplotlib, even for PHash
+PHASH_PACKAGES = ("numpy", "Pillow", "PyWavelets", "scipy", "scikit-learn", "matplotlib", "tqdm")
 
 
 def _bench_imports() -> None:

@@ -44,6 +44,21 @@ def test_query_equals_brute_force(data, radius):
         assert got == index.scan(q, radius)
 
 
+@pytest.mark.parametrize("radius", [0, 4, 12, 19, 24])
+@pytest.mark.parametrize("size", [3000, 20000])  # scanned (under _MIN_INDEXED), probed at radius <= 12
+def test_query_many_equals_query(data, radius, size):
+    hashes, keys, queries = data
+    index = HashIndex()
+    index.add(keys[:size], hashes[:size])
+    index.add(keys[size:size + 300], hashes[size:size + 300])  # an unindexed tail
+    q = queries + hashes[size + 10:size + 20]
+    rows, found = index.query_many(np.array(q, np.uint64), radius, block=7)
+    got = sorted(zip(rows.tolist(), found.tolist(), strict=True))
+    assert len(got) == len(set(got))
+    want = sorted((r, k) for r, h in enumerate(q) for k, _ in index.query(h, radius))
+    assert got == want and want
+
+
 def test_incremental_adds_stay_exact(data):
     """Hashes added after the tables were built (the unsorted tail) are found too."""
     hashes, keys, queries = data

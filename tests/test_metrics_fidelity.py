@@ -237,3 +237,25 @@ def test_ssim_many_equals_pairwise_and_is_symmetric_for_equal_sizes():
     assert many == [metrics.ssim(og, g) for g in greys]
     same_size = [g for g in greys if g.shape == og.shape]
     assert [metrics.ssim(g, og) for g in same_size] == [metrics.ssim(og, g) for g in same_size]
+
+
+def test_ssim_stack_equals_skimage_on_thumbnails_and_refuses_bad_stacks():
+    """Copy-finding confirms tens of thousands of 20 px thumbnail pairs in one stack."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (40, 20, 20), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-50, 50, a.shape), 0, 255).astype(np.uint8)
+    b[:8] = rng.integers(0, 256, (8, 20, 20), dtype=np.uint8)  # unrelated pairs
+    a[8:10], b[8:10] = 0, 255  # flat against flat: the constants decide
+    a[10] = b[10] = 77
+    got = metrics.ssim_stack(a, b, chunk=16)  # across chunk boundaries too
+    want = [structural_similarity(x, y) for x, y in zip(a, b, strict=True)]
+    assert got == pytest.approx(want, abs=1e-9)
+    assert got[10] == pytest.approx(1.0) and got[:8].max() < 0.3 < got[11:].min()
+    with pytest.raises(TypeError, match="uint8"):
+        metrics.ssim_stack(a.astype(np.float32), b)
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.ssim_stack(a, b[:, :19])
+    with pytest.raises(ValueError, match="7x7"):
+        metrics.ssim_stack(a[:, :6, :6], b[:, :6, :6])

@@ -281,13 +281,6 @@ def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 # --- verification ---------------------------------------------------------------------------
 
-def ssim_small(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM of two equal-size thumbnails (varflow.quality.metrics' definition)."""
-    from varflow.quality.metrics import GreyImage, ssim
-
-    return float(ssim(GreyImage(a), GreyImage(b)))
-
-
 def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices (query, train) of descriptor matches passing Lowe's ratio test, by L2 distance
     (one small matrix product: OpenCV's brute-force matcher cost twice the CPU here)."""
@@ -462,25 +455,38 @@ def global_links(feats: list[CopyFeatures | None], spill: _Spill | None = None) 
     content thumbnails agree (SSIM at THUMB px); where both pictures have keypoints (and
     ``spill`` holds their descriptors), the keypoints must agree too (``verify_local``): among
     10,000 procedural pictures, 24 pairs of different gradients with a few shapes passed the
-    hashes and the 20 px SSIM, and merged groups (precision 0.967)."""
+    hashes and the 20 px SSIM, and merged groups (precision 0.967). Every hash candidate's SSIM
+    is taken in one stack (``ssim_stack``): there were ~60,000 of them among 10,000 pictures."""
+    from varflow.quality.metrics import ssim_stack
+
     ids = [i for i, f in enumerate(feats) if f is not None]
     index = {k: HashIndex() for k in range(2)}  # phash, dhash of the content
     for k in range(2):
         index[k].add(ids, np.array([feats[i].hashes[0, k] for i in ids], np.uint64))
+    found: dict[tuple[int, int, bool], list[int]] = {}  # the query images that found the pair
+    for mirrored in (False, True):
+        for k in range(2):
+            rows, keys = index[k].query_many(np.array([feats[i].hashes[int(mirrored), k] for i in ids], np.uint64),
+                                             MAX_HAMMING)
+            for r, j in zip(rows.tolist(), keys.tolist(), strict=True):
+                i = ids[r]
+                if j != i and i not in (seen := found.setdefault((min(i, j), max(i, j), mirrored), [])):
+                    seen.append(i)
+    if not found:
+        return []
+    # SSIM is unchanged by mirroring both thumbnails, so (i mirrored, j) scores as (j mirrored, i)
+    pairs = [(a, b) for a, b, _ in found]
+    flip = np.array([m for _, _, m in found], bool)
+    first = np.stack([feats[i].thumb for i, _ in pairs])
+    first[flip] = first[flip][:, :, ::-1]
+    similar = ssim_stack(first, np.stack([feats[j].thumb for _, j in pairs])) > SSIM_MIN
     links = []
     done: set[tuple[int, int]] = set()
-    for i in ids:
-        fi = feats[i]
-        for mirrored in (False, True):
-            for k in range(2):
-                for j, _ in index[k].query(int(fi.hashes[int(mirrored), k]), MAX_HAMMING):
-                    key = (min(i, j), max(i, j))
-                    if j == i or key in done:
-                        continue
-                    ti = np.ascontiguousarray(fi.thumb[:, ::-1]) if mirrored else fi.thumb
-                    if ssim_small(ti, feats[j].thumb) > SSIM_MIN and _keypoints_agree(feats, spill, i, j, mirrored):
-                        done.add(key)
-                        links.append(CopyLink(key[0], key[1], Route.HASHES_MIRROR if mirrored else Route.HASHES))
+    for ((a, b, mirrored), queries), ok in zip(found.items(), similar, strict=True):
+        # the keypoint check is not symmetric: each side that found the pair may confirm it
+        if ok and (a, b) not in done and any(_keypoints_agree(feats, spill, i, a + b - i, mirrored) for i in queries):
+            done.add((a, b))
+            links.append(CopyLink(a, b, Route.HASHES_MIRROR if mirrored else Route.HASHES))
     return links
 
 
