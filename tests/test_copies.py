@@ -12,13 +12,16 @@ from conftest import skimage_photo
 from PIL import Image, ImageOps
 
 from varflow.duplicates.copies import (
+    KEYPOINTS,
     MIRROR,
     RATIO,
+    SIFT_CONTRAST,
     Route,
     _nearest_rows,
     copies_in_folder,
     find_copy_groups,
     find_copy_links,
+    keypoints,
     ratio_matches,
     trim_borders,
 )
@@ -94,10 +97,10 @@ def test_the_pool_finds_what_one_process_finds(copy_folder):
 
 
 def test_a_mirrored_photos_sift_descriptors_are_the_permuted_originals():
+    """As copies.keypoints describes them: each on the image itself at its own scale."""
     grey = np.asarray(photo("astronaut.png").convert("L"))
-    sift = cv2.SIFT_create(nfeatures=200)
-    kp, d = sift.detectAndCompute(grey, None)
-    km, dm = sift.detectAndCompute(np.ascontiguousarray(grey[:, ::-1]), None)
+    kp, d = keypoints(grey)
+    km, dm = keypoints(np.ascontiguousarray(grey[:, ::-1]))
     pm = np.array([(grey.shape[1] - 1 - k.pt[0], k.pt[1]) for k in km])
     errors = []
     for k, desc in zip(kp, d):
@@ -105,6 +108,45 @@ def test_a_mirrored_photos_sift_descriptors_are_the_permuted_originals():
         if near.size:
             errors.append(min(np.linalg.norm(desc[MIRROR] - dm[j]) for j in near) / np.linalg.norm(desc))
     assert len(errors) > 15 and np.median(errors) < 0.1  # an unpermuted descriptor is ~0.8 away
+
+
+def test_keypoints_are_sifts_own_at_most_keypoints_and_none_on_a_blank():
+    grey = np.asarray(photo("astronaut.png").convert("L"))
+    sift = cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=SIFT_CONTRAST)
+    kp, d = keypoints(grey)
+    assert len(kp) == len(sift.detect(grey, None)) == KEYPOINTS and d.shape == (KEYPOINTS, 128)
+    assert sorted(k.pt for k in kp) == sorted(k.pt for k in sift.detect(grey, None))
+    assert keypoints(np.full((90, 120), 128, np.uint8)) == ([], None)
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)  # the finest scales only
+    assert keypoints(noise)[1].shape[1] == 128
+
+
+def test_copy_search_holds_opencv_to_one_thread_and_gives_the_setting_back(tmp_path, monkeypatch):
+    """OpenCV's own pool beside our two workers cost a quarter more time; the setting is the
+    process's, so it is restored after, as it was, even after a failure."""
+    import varflow.duplicates.copies as copies
+
+    for i, name in enumerate(("astronaut.png", "coffee.png")):
+        photo(name).save(tmp_path / f"{i}.png")
+    seen = []
+    real = copies.features_of_grey
+
+    def spy(grey):
+        seen.append(cv2.getNumThreads())
+        return real(grey)
+
+    monkeypatch.setattr(copies, "features_of_grey", spy)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        find_copy_groups(sorted(tmp_path.iterdir()), workers=2)
+        assert seen == [1, 1] and cv2.getNumThreads() == 3
+        monkeypatch.setattr(copies, "link_features", lambda *a: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            find_copy_groups(sorted(tmp_path.iterdir()), workers=2)
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_ratio_matches_are_opencvs_brute_force_ratio_test():

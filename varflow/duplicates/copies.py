@@ -47,12 +47,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from varflow.duplicates.hashindex import HashIndex
-from varflow.images.imageio import ImageReadError, load_rgb
+from varflow.images.imageio import ImageReadError, load_small_grey
 from varflow.settings import LoadLimits
 
 FEATURE_SIDE = 128  # long side of the grey image every feature is taken from
-KEYPOINTS = 160  # strongest SIFT keypoints kept per image
+KEYPOINTS = 100  # strongest SIFT keypoints kept per image (split A: 160 128 100 80 found 128 127 129 128 of 132)
 SIFT_CONTRAST = 0.02  # half OpenCV's default: low-contrast photos (cells, fundus) still get keypoints
+SIFT_LAYERS = 3  # OpenCV's default layers per octave
+SIFT_SIGMA = 1.6  # OpenCV's default base blur
 THUMB = 20  # SSIM thumbnail side (the older rule's 20 px)
 MAX_HAMMING = 12  # global hash shortlist radius (bits of 64)
 SSIM_MIN = 0.72  # thumbnail SSIM that confirms a global candidate (the older rule's)
@@ -91,8 +93,33 @@ _SIFT = None
 def _sift():
     global _SIFT
     if _SIFT is None:
-        _SIFT = cv2.SIFT_create(nfeatures=KEYPOINTS, contrastThreshold=SIFT_CONTRAST)
+        _SIFT = cv2.SIFT_create(nfeatures=KEYPOINTS, nOctaveLayers=SIFT_LAYERS, contrastThreshold=SIFT_CONTRAST,
+                                sigma=SIFT_SIGMA)
     return _SIFT
+
+
+def keypoints(grey: np.ndarray) -> tuple[list, np.ndarray | None]:
+    """SIFT keypoints as OpenCV finds them (on the image doubled), described on the image itself.
+
+    OpenCV's detectAndCompute describes the keypoints of its doubled first octave on the doubled
+    image, which holds nothing the image does not, at four times the pixels (most of its time).
+    Here each keypoint is described at the layer of its own scale in a pyramid that starts at
+    the image; the finest (under SIFT's base blur) at the base layer, over the window their size
+    gives."""
+    sift = _sift()
+    found = sift.detect(grey, None)
+    if not found:
+        return [], None
+    sizes = np.array([k.size for k in found], np.float64)
+    x = np.log2(sizes / (2 * SIFT_SIGMA))  # size = 2 sigma 2^(octave + layer / layers)
+    octave = np.floor(x).astype(int)
+    layer = np.rint((x - octave) * SIFT_LAYERS).astype(int)
+    octave, layer = np.where(layer == SIFT_LAYERS, octave + 1, octave), np.where(layer == SIFT_LAYERS, 0, layer)
+    fine = octave < 0
+    octave, layer = np.where(fine, 0, octave), np.where(fine, 0, layer)
+    for k, o, la in zip(found, octave.tolist(), layer.tolist(), strict=True):
+        k.octave = (o & 255) | (la << 8)
+    return sift.compute(grey, found)
 
 
 def _dct_hashes(grey: np.ndarray) -> tuple[int, int]:
@@ -142,7 +169,7 @@ def features_of_grey(grey: np.ndarray) -> CopyFeatures:
     trimmed = trim_borders(grey)
     hashes = np.array([_dct_hashes(x) for x in (trimmed, trimmed[:, ::-1])], dtype=np.uint64)
     thumb = cv2.resize(trimmed, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-    kp, desc = _sift().detectAndCompute(grey, None)
+    kp, desc = keypoints(grey)
     if desc is None or not kp:
         points, root = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
     else:
@@ -156,12 +183,11 @@ def features_of_grey(grey: np.ndarray) -> CopyFeatures:
 
 
 def features_of_file(path: str, limits: LoadLimits = LoadLimits()) -> CopyFeatures:
-    rgb = load_rgb(path, limits=limits, max_side=FEATURE_SIDE)
-    return features_of_grey(np.asarray(rgb.convert("L")))
+    return features_of_grey(load_small_grey(path, limits=limits, max_side=FEATURE_SIDE))
 
 
 CACHE_KEEP = 20_000  # cached feature files kept (~25 KB each); the least recently used go first
-CACHE_VERSION = f"v1-{FEATURE_SIDE}-{KEYPOINTS}-{SIFT_CONTRAST}"  # features change when these do
+CACHE_VERSION = f"v2-{FEATURE_SIDE}-{KEYPOINTS}-{SIFT_CONTRAST}"  # features change when these do
 
 
 class FeatureCache:
@@ -288,13 +314,13 @@ def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.
     if len(t) < 2:
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
     d = (q * q).sum(axis=1)[:, None] + (t * t).sum(axis=1)[None, :] - 2.0 * (q @ t.T)
-    two = np.argpartition(d, 1, axis=1)[:, :2]
-    d2 = np.maximum(np.take_along_axis(d, two, axis=1), 0.0)
-    first = np.argmin(d2, axis=1)
     rows = np.arange(len(q))
-    best, second = d2[rows, first], d2[rows, 1 - first]
+    nearest = np.argmin(d, axis=1)  # two argmin passes: argpartition cost 10x on rows this short
+    best = np.maximum(d[rows, nearest], 0.0)
+    d[rows, nearest] = np.inf
+    second = np.maximum(d.min(axis=1), 0.0)
     keep = best < (RATIO * RATIO) * second  # distances compared squared
-    return rows[keep], two[rows, first][keep]
+    return rows[keep], nearest[keep]
 
 
 @dataclass(frozen=True)
@@ -580,12 +606,44 @@ def _shortlist(x, xm, ids: list[int], groups: UnionFind, pool: ThreadPoolExecuto
     return sorted(out)
 
 
+class _OpenCVThreads:
+    """OpenCV's own thread pool held to one thread while any copy search runs (the setting is the
+    process's: the first search in saves it, the last out restores it). Our worker threads share
+    the work out; OpenCV's pool beside them cost a quarter more CPU and wall time in SIFT on
+    2 cores (bench/dedup_scale.py), as BLAS's spinning threads did in the matching."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.saved = 0
+
+    def __enter__(self):
+        with self.lock:
+            if self.inside == 0:
+                self.saved = cv2.getNumThreads()
+                cv2.setNumThreads(1)
+            self.inside += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.inside -= 1
+            if self.inside == 0:
+                cv2.setNumThreads(self.saved)
+
+
+_OPENCV_THREADS = _OpenCVThreads()
+
+
+def _opencv_single_threaded() -> _OpenCVThreads:
+    return _OPENCV_THREADS
+
+
 def find_copy_links(paths: Sequence[str | Path], *, workers: int | None = None, limits: LoadLimits = LoadLimits(),
                     errors: list | None = None, cache: FeatureCache | None = None) -> tuple[list[str], list[CopyLink]]:
     """Every confirmed copy pair among ``paths`` (indexes into the returned readable names)."""
     paths = [str(p) for p in paths]
     workers = workers or min(2, os.cpu_count() or 1)
-    with threadpool_limits(1, user_api="blas"):  # our threads share the work out; BLAS's own would spin
+    with threadpool_limits(1, user_api="blas"), _opencv_single_threaded():
         feats, spill = extract_all(paths, workers, limits, errors, cache)
         try:
             return paths, link_features(feats, spill, workers)

@@ -94,7 +94,19 @@ def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: i
     With ``max_side``, JPEGs are decoded at a reduced DCT scale no smaller than needed, which
     bounds the memory a large photo costs; the caller still resizes to the exact size.
     """
-    path = Path(path)
+    return _flatten_to_rgb(_decode(Path(path), limits, max_side, "RGB"))
+
+
+def load_small_grey(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: int) -> np.ndarray:
+    """Upright grey pixels (uint8), a JPEG decoded straight to its luma at a reduced DCT scale:
+    no colour conversion or chroma upsampling (copy-finding's features: 0.35 ms less a photo,
+    a quarter of its decode). Transparency is composited on white, as ``load_rgb`` does."""
+    im = _decode(Path(path), limits, max_side, "L")
+    return np.asarray(im if im.mode == "L" else _flatten_to_rgb(im).convert("L"))
+
+
+def _decode(path: Path, limits: LoadLimits, max_side: int | None, draft_mode: str) -> Image.Image:
+    """The upright decoded image, in the mode it decoded to (JPEGs drafted to ``draft_mode``)."""
     _check_file(path, limits)
     try:
         with warnings.catch_warnings():
@@ -120,7 +132,7 @@ def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: i
             )
         if max_side and im.format == "JPEG" and max(w, h) > max_side:
             scale = max_side / max(w, h)
-            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+            im.draft(draft_mode, (max(1, int(w * scale)), max(1, int(h * scale))))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -129,12 +141,15 @@ def load_rgb(path: str | Path, *, limits: LoadLimits = LoadLimits(), max_side: i
             raise ImageReadError(
                 path, f"is truncated or corrupt ({exc})", "re-export or re-download the file, or remove it"
             ) from None
-        rgb = _flatten_to_rgb(_upright(im))
-        if rgb.width < 7 or rgb.height < 7:
+        upright = _upright(im)
+        if upright is im:  # a broken EXIF block: the pixels as they are, kept past im.close()
+            upright = im.copy()
+        if upright.width < 7 or upright.height < 7:
             raise ImageReadError(
-                path, f"is only {rgb.width}x{rgb.height} px", "varflow needs at least 7x7 pixels to score an image"
+                path, f"is only {upright.width}x{upright.height} px",
+                "varflow needs at least 7x7 pixels to score an image"
             )
-        return rgb
+        return upright
     finally:
         im.close()
 
