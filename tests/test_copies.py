@@ -16,13 +16,16 @@ from varflow.duplicates.copies import (
     MIRROR,
     RATIO,
     SIFT_CONTRAST,
+    VOCAB_PARTS,
     Route,
+    Vocabulary,
     _nearest_rows,
     copies_in_folder,
     find_copy_groups,
     find_copy_links,
     keypoints,
     ratio_matches,
+    ratio_matches_many,
     trim_borders,
 )
 from varflow.images.imageio import load_rgb
@@ -160,6 +163,41 @@ def test_ratio_matches_are_opencvs_brute_force_ratio_test():
     q, t = ratio_matches(db, da)
     assert len(want) > 30 and set(zip(q.tolist(), t.tolist(), strict=True)) == want
     assert [len(x) for x in ratio_matches(db, da[:1])] == [0, 0]  # one descriptor: no second to compare with
+
+
+def test_ratio_matches_many_is_each_pairs_own_ratio_test_whatever_the_batch_holds():
+    """Padding to the batch's longest never adds or moves a match (a padded train column is nobody's
+    nearest, a padded query row is nobody's match), and a train of one descriptor matches nothing."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 120, (90, 128)).astype(np.uint8)
+    pairs = []
+    for nq, nt in ((90, 90), (30, 75), (90, 12), (7, 90), (0, 40), (40, 1), (55, 2)):
+        q = np.clip(base[:nq].astype(int) + rng.integers(-6, 7, (nq, 128)), 0, 255).astype(np.uint8)
+        t = np.concatenate([base[:nt // 2], rng.integers(0, 120, (nt - nt // 2, 128)).astype(np.uint8)])
+        pairs.append((q, t))
+    # one padded column beside 89 far descriptors: faint queries would all take it for their nearest
+    pairs.append((rng.integers(0, 3, (20, 128)).astype(np.uint8), rng.integers(60, 200, (89, 128)).astype(np.uint8)))
+    got = ratio_matches_many(pairs)
+    for (q, t), (gq, gt) in zip(pairs, got, strict=True):
+        knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(q, t, k=2) if len(q) and len(t) >= 2 else []
+        want = {(m[0].queryIdx, m[0].trainIdx) for m in knn if m[0].distance < RATIO * m[1].distance}
+        assert set(zip(gq.tolist(), gt.tolist(), strict=True)) == want
+    assert len(got[0][0]) > 40 and len(got[2][0]) > 0 and [len(x) for x in got[5]] == [0, 0]
+    assert ratio_matches_many([]) == []
+
+
+def test_vocabulary_words_are_the_nearest_centre_of_each_slice():
+    rng = np.random.default_rng(2)
+    sample = rng.integers(0, 200, (3000, 128)).astype(np.uint8)
+    vocab = Vocabulary(sample, centres=6)
+    assert vocab.k == 6 and vocab.size == 6 ** VOCAB_PARTS
+    x = rng.integers(0, 200, (50, 128)).astype(np.float32)
+    want = np.zeros(50, np.int64)
+    for part, centres in zip(vocab.parts, vocab.centres, strict=True):
+        d = np.linalg.norm(x[:, part][:, None, :] - centres[None, :, :], axis=2)
+        want = want * 6 + d.argmin(axis=1)
+    assert np.array_equal(vocab.words(x), want) and len(set(want.tolist())) > 10
+    assert Vocabulary(sample[:10], centres=6).k == 2  # too few descriptors for 6 centres a slice
 
 
 def test_nearest_rows_is_a_full_sort_cut_short():

@@ -67,11 +67,11 @@ MIN_NCC = 0.9  # correlation of the warped overlap that confirms a match (split 
 MAX_ROTATION = 30.0  # degrees: a picture turned further (sideways, upside down) is a deliberate re-orientation
 MIN_OVERLAP = 0.35  # share of the smaller image the overlap must cover
 BORDER_TOLERANCE = 10  # grey levels a uniform border may vary by
-VERIFY_BATCH = 64  # candidates verified between two looks at the groups
+VERIFY_BATCH = 512  # candidates verified between two looks at the groups (shared by the workers)
 WORD_BLOCK = 256  # images whose descriptors get their words (or whose shortlist is taken) in one step
-VOCAB_BRANCH = 40  # two-level vocabulary: up to 40 x 40 words (to 1,000 images)
-VOCAB_BRANCH_MAX = 64  # ... growing with the folder up to 64 x 64 (vocabulary_branch)
-VOCAB_SAMPLE = 20_000  # descriptors sampled to train the vocabulary
+VOCAB_PARTS = 4  # visual words: a descriptor's 128 dimensions quantised in 4 slices of 32 ...
+VOCAB_CENTRES = 32  # ... each the nearest of 32 k-means centres, 32^4 words (split A: 16 24 32: 129 128 129 of 132)
+VOCAB_PER_CENTRE = 40  # descriptors, each from another image where there are enough, trained on per centre
 ALL_PAIRS = 16  # a folder this small verifies every pair (both ways round) instead of a word shortlist
 
 
@@ -257,39 +257,36 @@ def _worker(args) -> tuple[int, CopyFeatures | None, str | None]:
 
 # --- visual words ---------------------------------------------------------------------------
 
-def vocabulary_branch(n_images: int) -> int:
-    """Branching of the vocabulary for a folder of ``n_images``: VOCAB_BRANCH up to 1,000 images,
-    then growing as n^(1/4) up to VOCAB_BRANCH_MAX. More words keep each word's list of images
-    short (the shortlist's cost grows with it) and tell more pictures apart."""
-    return int(round(min(VOCAB_BRANCH_MAX, VOCAB_BRANCH * max(1.0, n_images / 1000) ** 0.25)))
-
-
 class Vocabulary:
-    """A two-level k-means vocabulary over RootSIFT descriptors (assignment: 2 x branch distances)."""
+    """Product-quantised visual words over RootSIFT descriptors: each of VOCAB_PARTS slices of a
+    descriptor takes the nearest of ``centres`` k-means centres, and its word is the tuple.
 
-    def __init__(self, sample: np.ndarray, branch: int = VOCAB_BRANCH, seed: int = 0,
+    32^4 = 1,048,576 words for 128 distances in 32 dimensions a descriptor, where a two-level
+    k-means tree gave 3,600 words for 128 distances in 128: a word's list of images is short, so
+    the shortlist's sparse product (its cost is the sum over words of their images squared) is
+    cheap, and unrelated pictures rarely share enough words to be shortlisted (among 10,000
+    pictures: 5,800 candidates to verify instead of 34,000, the same copies found)."""
+
+    def __init__(self, sample: np.ndarray, centres: int = VOCAB_CENTRES, seed: int = 0,
                  pool: ThreadPoolExecutor | None = None):
         x = sample.astype(np.float32)
-        k1 = int(max(2, min(branch, len(x) // 40)))
-        self.top = _kmeans(x, k1, seed)
-        label = _nearest(x, self.top)
+        if len(x) > centres * VOCAB_PER_CENTRE:
+            x = x[np.random.default_rng(seed).permutation(len(x))[:centres * VOCAB_PER_CENTRE]]
+        self.k = int(max(2, min(centres, len(x) // 4)))
+        width = x.shape[1] // VOCAB_PARTS
+        self.parts = [slice(width * p, width * (p + 1)) for p in range(VOCAB_PARTS)]
 
-        def leaves(c: int) -> np.ndarray:
-            xc = x[label == c]
-            k2 = int(max(1, min(branch, len(xc) // 20)))
-            return _kmeans(xc, k2, seed) if len(xc) >= 2 * k2 and k2 > 1 else self.top[c:c + 1]
+        def train(part: slice) -> np.ndarray:
+            return _kmeans(np.ascontiguousarray(x[:, part]), self.k, seed)
 
-        self.leaves = list(pool.map(leaves, range(k1)) if pool is not None else map(leaves, range(k1)))
-        self.offsets = np.concatenate([[0], np.cumsum([len(c) for c in self.leaves])[:-1]]).astype(int).tolist()
-        self.size = int(sum(len(c) for c in self.leaves))
+        self.centres = list(pool.map(train, self.parts) if pool is not None else map(train, self.parts))
+        self.size = self.k ** VOCAB_PARTS
 
     def words(self, desc: np.ndarray) -> np.ndarray:
         x = desc.astype(np.float32)
-        out = np.empty(len(x), np.int32)
-        top = _nearest(x, self.top)
-        for c in np.unique(top):
-            sel = top == c
-            out[sel] = self.offsets[c] + _nearest(x[sel], self.leaves[c])
+        out = np.zeros(len(x), np.int64)
+        for part, centres in zip(self.parts, self.centres, strict=True):
+            out = out * self.k + _nearest(x[:, part], centres)
         return out
 
 
@@ -310,17 +307,41 @@ def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
 def ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices (query, train) of descriptor matches passing Lowe's ratio test, by L2 distance
     (one small matrix product: OpenCV's brute-force matcher cost twice the CPU here)."""
-    q, t = query.astype(np.float32), train.astype(np.float32)
-    if len(t) < 2:
-        return np.zeros(0, np.intp), np.zeros(0, np.intp)
-    d = (q * q).sum(axis=1)[:, None] + (t * t).sum(axis=1)[None, :] - 2.0 * (q @ t.T)
-    rows = np.arange(len(q))
-    nearest = np.argmin(d, axis=1)  # two argmin passes: argpartition cost 10x on rows this short
-    best = np.maximum(d[rows, nearest], 0.0)
-    d[rows, nearest] = np.inf
-    second = np.maximum(d.min(axis=1), 0.0)
-    keep = best < (RATIO * RATIO) * second  # distances compared squared
-    return rows[keep], nearest[keep]
+    return ratio_matches_many([(query, train)])[0]
+
+
+def ratio_matches_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``ratio_matches`` of each (query, train) pair, in one stacked product: a call per pair
+    cost more in overhead than in arithmetic, and two threads taking turns at small products
+    spent more CPU than one."""
+    if not pairs:
+        return []
+    kq, kt = max(len(q) for q, _ in pairs), max(len(t) for _, t in pairs)
+    q = np.zeros((len(pairs), max(kq, 1), 128), np.float32)
+    t = np.zeros((len(pairs), max(kt, 2), 128), np.float32)
+    for b, (qb, tb) in enumerate(pairs):
+        q[b, :len(qb)] = qb
+        t[b, :len(tb)] = tb
+    tn = (t * t).sum(axis=2)
+    for b, (_, tb) in enumerate(pairs):
+        tn[b, len(tb):] = np.inf  # padding is never anyone's nearest
+    d = np.matmul(q, t.transpose(0, 2, 1))  # squared distance less |q|^2, built in place
+    d *= -2.0
+    d += tn[:, None, :]
+    qn = (q * q).sum(axis=2)
+    nearest = np.argmin(d, axis=2)  # two argmin passes: argpartition cost 10x on rows this short
+    best = np.maximum(np.take_along_axis(d, nearest[:, :, None], axis=2)[:, :, 0] + qn, 0.0)
+    np.put_along_axis(d, nearest[:, :, None], np.inf, axis=2)
+    second = np.maximum(d.min(axis=2) + qn, 0.0)
+    keep = best < (RATIO * RATIO) * second
+    out = []
+    for b, (qb, tb) in enumerate(pairs):
+        if len(tb) < 2:
+            out.append((np.zeros(0, np.intp), np.zeros(0, np.intp)))
+            continue
+        rows = np.flatnonzero(keep[b, :len(qb)])
+        out.append((rows, nearest[b, rows]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -331,19 +352,16 @@ class LocalMatch:
     mirrored: bool
 
 
-def verify_local(a: CopyFeatures, b: CopyFeatures, da: np.ndarray, db: np.ndarray,
-                 mirrored: bool, overlap: bool = True) -> LocalMatch | None:
-    """Whether b (mirrored first if asked) shows a's picture under a similarity transform (and,
-    with ``overlap``, whether the two agree pixel by pixel where they overlap)."""
-    if len(da) < MIN_INLIERS or len(db) < MIN_INLIERS:
+def verify_matches(a: CopyFeatures, b: CopyFeatures, query: np.ndarray, train: np.ndarray,
+                   mirrored: bool, overlap: bool = True) -> LocalMatch | None:
+    """Whether b (mirrored where asked) shows a's picture under a similarity transform fitted to
+    b's keypoints ``query`` matched to a's ``train`` (and, with ``overlap``, whether the two agree
+    pixel by pixel where they overlap)."""
+    if len(query) < MIN_INLIERS:
         return None
     pb = b.points.copy()
     if mirrored:
-        db = db[:, MIRROR]
         pb[:, 0] = b.size[0] - pb[:, 0]
-    query, train = ratio_matches(db, da)
-    if len(query) < MIN_INLIERS:
-        return None
     src, dst = pb[query], a.points[train]
     model, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
                                              maxIters=2000, confidence=0.995)
@@ -479,7 +497,7 @@ def _keep(i, f, err, feats, spill, errors, paths) -> None:
 def global_links(feats: list[CopyFeatures | None], spill: _Spill | None = None) -> list[CopyLink]:
     """Pairs whose content hashes (plain or mirrored; borders trimmed) are close and whose
     content thumbnails agree (SSIM at THUMB px); where both pictures have keypoints (and
-    ``spill`` holds their descriptors), the keypoints must agree too (``verify_local``): among
+    ``spill`` holds their descriptors), the keypoints must agree too (``verify_matches``): among
     10,000 procedural pictures, 24 pairs of different gradients with a few shapes passed the
     hashes and the 20 px SSIM, and merged groups (precision 0.967). Every hash candidate's SSIM
     is taken in one stack (``ssim_stack``): there were ~60,000 of them among 10,000 pictures."""
@@ -506,11 +524,19 @@ def global_links(feats: list[CopyFeatures | None], spill: _Spill | None = None) 
     first = np.stack([feats[i].thumb for i, _ in pairs])
     first[flip] = first[flip][:, :, ::-1]
     similar = ssim_stack(first, np.stack([feats[j].thumb for _, j in pairs])) > SSIM_MIN
+    # the keypoint check is not symmetric: each side that found the pair may confirm it, the
+    # second asked only where the first did not
+    pending = [(pair, queries) for (pair, queries), ok in zip(found.items(), similar, strict=True) if ok]
+    agreed: set[tuple[int, int, bool]] = set()
+    for turn in range(2):
+        asked = [(pair, queries[turn]) for pair, queries in pending if len(queries) > turn and pair not in agreed]
+        checks = [(i, a + b - i, mirrored) for (a, b, mirrored), i in asked]
+        agreed.update(pair for (pair, _), ok in zip(asked, _keypoints_agree_many(feats, spill, checks), strict=True)
+                      if ok)
     links = []
     done: set[tuple[int, int]] = set()
-    for ((a, b, mirrored), queries), ok in zip(found.items(), similar, strict=True):
-        # the keypoint check is not symmetric: each side that found the pair may confirm it
-        if ok and (a, b) not in done and any(_keypoints_agree(feats, spill, i, a + b - i, mirrored) for i in queries):
+    for a, b, mirrored in found:
+        if (a, b, mirrored) in agreed and (a, b) not in done:
             done.add((a, b))
             links.append(CopyLink(a, b, Route.HASHES_MIRROR if mirrored else Route.HASHES))
     return links
@@ -522,9 +548,31 @@ def _keypoints_agree(feats, spill: _Spill | None, i: int, j: int, mirrored: bool
     inliers. Not the overlap correlation: the hashes and SSIM have judged the look, and letterboxed
     copies correlate at 0.73-0.89 (13-83 inliers), while the false hash pairs had at most 4
     ratio-test matches and no transform (bench/dedup_scale.py --n 10000)."""
-    if spill is None or min(len(feats[i].points), len(feats[j].points)) < MIN_INLIERS:
-        return True
-    return verify_local(feats[j], feats[i], spill.get(j), spill.get(i), mirrored, overlap=False) is not None
+    return _keypoints_agree_many(feats, spill, [(i, j, mirrored)])[0]
+
+
+def _keypoints_agree_many(feats, spill: _Spill | None, checks: list[tuple[int, int, bool]]) -> list[bool]:
+    """``_keypoints_agree`` of each (i, j, mirrored), matched a batch at a time."""
+    out = [True] * len(checks)
+    if spill is None:
+        return out
+    judged = [k for k, (i, j, _) in enumerate(checks) if min(len(feats[i].points), len(feats[j].points)) >= MIN_INLIERS]
+    for c0 in range(0, len(judged), VERIFY_BATCH):
+        part = judged[c0:c0 + VERIFY_BATCH]
+        found = _verify_many(feats, spill, [(checks[k][1], checks[k][0], checks[k][2]) for k in part], overlap=False)
+        for k, m in zip(part, found, strict=True):
+            out[k] = m is not None
+    return out
+
+
+def _verify_many(feats, spill: _Spill, pairs: Sequence[tuple[int, int, bool]],
+                 overlap: bool = True) -> list[LocalMatch | None]:
+    """``verify_matches`` of feats[i] and feats[j] for each (i, j, mirrored), their descriptors
+    matched in one stacked product (feats[j]'s mirrored where asked)."""
+    matches = ratio_matches_many([(spill.get(j)[:, MIRROR] if mirrored else spill.get(j), spill.get(i))
+                                  for i, j, mirrored in pairs])
+    return [verify_matches(feats[i], feats[j], query, train, mirrored, overlap)
+            for (i, j, mirrored), (query, train) in zip(pairs, matches, strict=True)]
 
 
 def word_candidates(feats, spill: _Spill, groups: UnionFind, pool: ThreadPoolExecutor) -> list[tuple[int, int, bool]]:
@@ -539,9 +587,11 @@ def word_candidates(feats, spill: _Spill, groups: UnionFind, pool: ThreadPoolExe
         return [(i, j, m) for i in ids for j in ids if i < j and groups.find(i) != groups.find(j)
                 for m in (False, True)]
     rng = np.random.default_rng(0)
-    per = max(8, VOCAB_SAMPLE // len(ids))
-    sample = np.concatenate([spill.get(i)[rng.permutation(spill.where[i][1])[:per]] for i in ids])
-    vocab = Vocabulary(sample, vocabulary_branch(len(ids)), pool=pool)
+    want = VOCAB_CENTRES * VOCAB_PER_CENTRE
+    per = -(-want // len(ids))
+    sample = np.concatenate([spill.get(i)[rng.permutation(spill.where[i][1])[:per]]
+                             for i in sorted(rng.permutation(ids)[:want].tolist())])
+    vocab = Vocabulary(sample, pool=pool)
     n, v = len(ids), vocab.size
 
     def block_words(r0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -659,21 +709,22 @@ def link_features(feats: list[CopyFeatures | None], spill: _Spill, workers: int 
     for link in links:
         groups.union(link.a, link.b)
 
-    def verify(pair):
-        i, j, mirrored = pair
-        return pair, verify_local(feats[i], feats[j], spill.get(i), spill.get(j), mirrored)
+    def verify(batch: list[tuple[int, int, bool]]) -> list[tuple[tuple[int, int, bool], LocalMatch | None]]:
+        return list(zip(batch, _verify_many(feats, spill, batch), strict=True))
 
-    # matching, RANSAC and warping release the GIL: ``workers`` threads verify side by side, a
-    # batch at a time, so pairs already joined through another copy are skipped
+    # products, RANSAC and warping release the GIL: ``workers`` threads verify a share of each
+    # batch side by side; pairs joined through another copy meanwhile are skipped
     with ThreadPoolExecutor(workers) as pool:
         candidates = word_candidates(feats, spill, groups, pool)
         for b0 in range(0, len(candidates), VERIFY_BATCH):
             batch = [c for c in candidates[b0:b0 + VERIFY_BATCH] if groups.find(c[0]) != groups.find(c[1])]
-            for (i, j, mirrored), m in pool.map(verify, batch):
-                if m is not None and groups.find(i) != groups.find(j):
-                    groups.union(i, j)
-                    links.append(CopyLink(i, j, Route.KEYPOINTS_MIRROR if mirrored else Route.KEYPOINTS,
-                                          m.inliers, m.ncc))
+            share = max(1, -(-len(batch) // workers))
+            for verified in pool.map(verify, [batch[k:k + share] for k in range(0, len(batch), share)]):
+                for (i, j, mirrored), m in verified:
+                    if m is not None and groups.find(i) != groups.find(j):
+                        groups.union(i, j)
+                        links.append(CopyLink(i, j, Route.KEYPOINTS_MIRROR if mirrored else Route.KEYPOINTS,
+                                              m.inliers, m.ncc))
     return links
 
 
