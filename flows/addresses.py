@@ -71,13 +71,6 @@ def allowed_addresses() -> set[str]:
     return {a.strip() for a in os.environ.get(ALLOW_ENV, "").replace("\n", ",").split(",") if a.strip()}
 
 
-def allow_addresses(addresses) -> None:
-    """Add ``addresses`` to this process's allowlist (``varflow serve``: what the operator typed,
-    for the runs it starts in child processes)."""
-    merged = allowed_addresses() | {a.strip() for a in addresses if a and a.strip()}
-    os.environ[ALLOW_ENV] = ",".join(sorted(merged))
-
-
 def deployment_pins() -> dict[str, set[str]] | None:
     """The addresses the current flow run's deployment pins, by field: its parameters' and its
     schedules' (both set by whoever made the deployment); None when the run is not a

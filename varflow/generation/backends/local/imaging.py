@@ -116,14 +116,6 @@ def saturation(img: np.ndarray, factor: float, *, vibrance: bool = False) -> np.
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
-def feather(mask: np.ndarray, radius: float) -> np.ndarray:
-    """uint8 0/255 (or float) mask -> float32 alpha in [0, 1] with a soft edge of ~``radius`` px."""
-    m = mask.astype(np.float32) / 255.0 if mask.dtype == np.uint8 else mask.astype(np.float32)
-    if radius >= 0.5:
-        m = cv2.GaussianBlur(m, (0, 0), radius)
-    return m
-
-
 def blend(dst: np.ndarray, src: np.ndarray, alpha) -> np.ndarray:
     """``dst`` + (``src`` - ``dst``) x ``alpha`` (a number or an H x W map), as uint8."""
     if np.isscalar(alpha):
