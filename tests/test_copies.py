@@ -177,6 +177,10 @@ def test_ratio_matches_many_is_each_pairs_own_ratio_test_whatever_the_batch_hold
         pairs.append((q, t))
     # one padded column beside 89 far descriptors: faint queries would all take it for their nearest
     pairs.append((rng.integers(0, 3, (20, 128)).astype(np.uint8), rng.integers(60, 200, (89, 128)).astype(np.uint8)))
+    # three queries beside a train holding a zero row: the batch's padded query rows would match it
+    far = rng.integers(150, 250, (30, 128)).astype(np.uint8)
+    zero_first = np.concatenate([np.zeros((1, 128), np.uint8), far])
+    pairs.append((rng.integers(100, 250, (3, 128)).astype(np.uint8), zero_first))
     got = ratio_matches_many(pairs)
     for (q, t), (gq, gt) in zip(pairs, got, strict=True):
         knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(q, t, k=2) if len(q) and len(t) >= 2 else []
@@ -188,9 +192,16 @@ def test_ratio_matches_many_is_each_pairs_own_ratio_test_whatever_the_batch_hold
 
 def test_vocabulary_words_are_the_nearest_centre_of_each_slice():
     rng = np.random.default_rng(2)
-    sample = rng.integers(0, 200, (3000, 128)).astype(np.uint8)
+    sample = rng.integers(0, 100, (3000, 128)).astype(np.float32)
+    width = 128 // VOCAB_PARTS
+    for p in range(VOCAB_PARTS):
+        sample[:, p * width:(p + 1) * width] += 40 * p  # each slice where it lies, so a centre says which it learnt
     vocab = Vocabulary(sample, centres=6)
     assert vocab.k == 6 and vocab.size == 6 ** VOCAB_PARTS
+    covered = np.concatenate([np.arange(128)[part] for part in vocab.parts])
+    assert sorted(covered.tolist()) == list(range(128))  # the slices tile the descriptor
+    for p, centres in enumerate(vocab.centres):
+        assert abs(float(centres.mean()) - (49.5 + 40 * p)) < 5
     x = rng.integers(0, 200, (50, 128)).astype(np.float32)
     want = np.zeros(50, np.int64)
     for part, centres in zip(vocab.parts, vocab.centres, strict=True):

@@ -11,10 +11,10 @@ than a few percent. Here each image gives, from one reduced decode (``FEATURE_SI
   either is confirmed by SSIM of 20 px content thumbnails, as before (whole frames are never
   compared: two photos letterboxed alike would look alike);
 * up to ``KEYPOINTS`` SIFT keypoints (RootSIFT descriptors, kept as uint8 in a spill file, so
-  memory holds only their visual words). Visual words (a two-level vocabulary trained on a
-  sample of the folder's own descriptors) index the images; each image's nearest ``SHORTLIST``
-  images by tf-idf cosine, of its words and of its mirrored descriptors' words, are
-  candidates, verified by matching descriptors (ratio test) and fitting a similarity
+  memory holds only their visual words). Visual words (product-quantised: k-means centres per
+  slice of the descriptor, trained on a sample of the folder's own descriptors) index the
+  images; each image's nearest ``SHORTLIST`` images by tf-idf cosine, of its words and of its
+  mirrored descriptors' words, are candidates, verified by matching descriptors (ratio test) and fitting a similarity
   transform with RANSAC: enough inliers, a plausible scale, a rotation within
   ``MAX_ROTATION``, and the overlap, warped into one
   frame, must agree pixel by pixel (normalised cross-correlation), so a shared texture or
@@ -322,13 +322,13 @@ def ratio_matches_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[t
     for b, (qb, tb) in enumerate(pairs):
         q[b, :len(qb)] = qb
         t[b, :len(tb)] = tb
-    tn = (t * t).sum(axis=2)
+    tn = np.einsum("bij,bij->bi", t, t)  # no squared copy of the batch (a 512-pair batch peaked ~100 MB)
     for b, (_, tb) in enumerate(pairs):
         tn[b, len(tb):] = np.inf  # padding is never anyone's nearest
     d = np.matmul(q, t.transpose(0, 2, 1))  # squared distance less |q|^2, built in place
     d *= -2.0
     d += tn[:, None, :]
-    qn = (q * q).sum(axis=2)
+    qn = np.einsum("bij,bij->bi", q, q)
     nearest = np.argmin(d, axis=2)  # two argmin passes: argpartition cost 10x on rows this short
     best = np.maximum(np.take_along_axis(d, nearest[:, :, None], axis=2)[:, :, 0] + qn, 0.0)
     np.put_along_axis(d, nearest[:, :, None], np.inf, axis=2)
@@ -356,7 +356,8 @@ def verify_matches(a: CopyFeatures, b: CopyFeatures, query: np.ndarray, train: n
                    mirrored: bool, overlap: bool = True) -> LocalMatch | None:
     """Whether b (mirrored where asked) shows a's picture under a similarity transform fitted to
     b's keypoints ``query`` matched to a's ``train`` (and, with ``overlap``, whether the two agree
-    pixel by pixel where they overlap)."""
+    pixel by pixel where they overlap). Callers pass pictures with MIN_INLIERS keypoints or more
+    (fewer cannot judge: the hash route decides for them)."""
     if len(query) < MIN_INLIERS:
         return None
     pb = b.points.copy()
@@ -638,7 +639,7 @@ def _nearest_rows(q, xt, r0: int, want: int) -> list[tuple[int, np.ndarray, np.n
 def _shortlist(x, xm, ids: list[int], groups: UnionFind, pool: ThreadPoolExecutor) -> list[tuple[int, int, bool]]:
     """Each image's nearest images by cosine of its (and its mirror's) normalised word vector,
     above MIN_WORD_SCORE, skipping those already in its group."""
-    xt = x.T.tocsc()
+    xt = x.T.tocsr()  # as CSC, scipy converted it again for every block: with 2^20 words, 3x the product
     out: set[tuple[int, int, bool]] = set()
     for mirrored, q, want in ((False, x, SHORTLIST[0]), (True, xm, SHORTLIST[1])):
         blocks = pool.map(lambda r0, q=q, want=want: _nearest_rows(q, xt, r0, want), range(0, len(ids), WORD_BLOCK))
