@@ -29,6 +29,7 @@ from varflow.processing.estimate import AttemptHistory
 from varflow.runtime.calls import CANCELLED, IN_FLIGHT
 
 MAX_QUARANTINE_PER_QUERY = 20  # damaged files one query may set aside before it gives up
+MAX_RELISTS = 20  # times the lens lists the files again when one it listed was compacted away meanwhile
 
 
 class StoreReader:
@@ -75,21 +76,30 @@ class StoreReader:
     # -- reading ----------------------------------------------------------------------------
     def lens(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with the same views: never blocked by a file lock. No
-        progress bar: it would print over a run's log and a command's output."""
-        con = duckdb.connect()
-        try:
-            con.execute("SET enable_progress_bar = false")
-        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses to touch the setting
-            pass
-        con.execute(self._views_script())
-        return con
+        progress bar: it would print over a run's log and a command's output. Making the views
+        reads every file's schema: one that another run compacted away between the listing and
+        the reading is listed again (it failed a run that shared the data directory)."""
+        for attempt in range(1, MAX_RELISTS + 1):
+            con = duckdb.connect()
+            try:
+                try:
+                    con.execute("SET enable_progress_bar = false")
+                except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses to touch the setting
+                    pass
+                con.execute(self._views_script())
+                return con
+            except BaseException as exc:
+                con.close()
+                if attempt == MAX_RELISTS or not _vanished(exc):
+                    raise
 
     def _read(self, read):
         """``read(connection)``, quarantining any damaged file a query trips over and retrying
         without it (a footer can be sound and a page broken)."""
         for _ in range(MAX_QUARANTINE_PER_QUERY):
-            con = self.lens()
+            con = None
             try:
+                con = self.lens()  # a damaged file met while the views are made is set aside too
                 return read(con)
             except duckdb.Error as exc:
                 if is_query_error(exc):
@@ -103,7 +113,8 @@ class StoreReader:
                 for path, reason in damaged:
                     quarantine(self.home, path, reason)
             finally:
-                con.close()
+                if con is not None:
+                    con.close()
         con = self.lens()
         try:
             return read(con)

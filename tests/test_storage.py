@@ -177,3 +177,31 @@ def test_earlier_accepted_variations_are_read_again_when_another_run_compacts_me
     got = store.accepted_variations(["i0", "i2"], except_run="rA")
     assert [r["variation_id"] for r in got["i0"]] == ["i0-v0"] and len(got["i2"]) == 1
     assert len(calls) == 2  # read once with the stale list, once again
+
+
+def test_a_lens_lists_the_files_again_when_one_vanished_while_its_views_were_made(tmp_path, monkeypatch):
+    """Two runs on one data directory: making the views reads every listed file's schema, and the
+    other run compacted a listed part away in between. It failed the run (IO Error: Cannot open
+    file ...); the lens lists the files again."""
+    store = Store(tmp_path).initialize()
+    store.write_image_result(image("rB", "i0"), [variation("rB", "i0", 0)])
+    from varflow.storage.reader import StoreReader
+    from varflow.storage.sqltext import sql_literal
+
+    gone = tmp_path / "tables" / "variations" / "run-rB" / "parts" / "gone.parquet"
+    real = StoreReader._views_script
+    calls = []
+
+    def stale_then_fresh(self, **kw):
+        calls.append(1)
+        if len(calls) == 1:  # a view over a file that was listed, then compacted away
+            return f"CREATE OR REPLACE VIEW variations AS SELECT * FROM read_parquet({sql_literal(str(gone))});"
+        return real(self, **kw)
+
+    monkeypatch.setattr(StoreReader, "_views_script", stale_then_fresh)
+    assert [r["variation_id"] for r in store.query("SELECT variation_id FROM variations")] == ["i0-v0"]
+    assert len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(StoreReader, "_views_script", lambda self, **kw: "SELECT * FROM no_such_table;")
+    with pytest.raises(duckdb.CatalogException):  # anything else is not listed again
+        store.lens()
