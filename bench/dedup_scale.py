@@ -21,9 +21,10 @@ in the same run, --repeat times in turn (the best wall time is kept: the machine
 Prints, per size: wall time, CPU time (the process and its pool), peak RSS (the process's, plus
 its largest worker's), recall (original-copy pairs found) and precision over every pair a
 detector links (two files of one group are a pair), ratios against PHash and the baseline, and
-pairs found per edit.
+pairs found per edit. With --stages, one more run of `varflow dedup` times each of its stages
+(features, hash route, words and shortlist, verification), wall and CPU.
 
-    .venv/bin/python bench/dedup_scale.py --n 1000 [--n 10000] [--copy-rate 0.2] [--workers 2] [--repeat 2]
+    .venv/bin/python bench/dedup_scale.py --n 1000 [--n 10000] [--copy-rate 0.2] [--workers 2] [--repeat 2] [--stages]
 """
 
 from __future__ import annotations
@@ -150,8 +151,45 @@ def _phash_groups(folder: str) -> list[list[str]]:
     return [[str(Path(folder) / a), *(str(Path(folder) / b) for b in bs)] for a, bs in dups.items() if bs]
 
 
+STAGES = (("features (decode, SIFT, hashes)", "extract_all"), ("hash route", "global_links"),
+          ("words and shortlist", "word_candidates"), ("linking in all", "link_features"))
+
+
+def stage_times(paths: list[str], workers: int) -> list[tuple[str, float, float]]:
+    """(stage, wall s, CPU s of every thread) of ``find_copy_groups``, its module's stage
+    functions wrapped with timers; verification is what linking spends besides the hash route
+    and the words."""
+    from varflow.duplicates import copies
+
+    spent: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        def run(*a, **kw):
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                w, c = spent.setdefault(name, [0.0, 0.0])
+                spent[name] = [w + time.perf_counter() - w0, c + time.process_time() - c0]
+        return run
+
+    for name, attr in STAGES:
+        setattr(copies, attr, timed(name, getattr(copies, attr)))
+    w0, c0 = time.perf_counter(), time.process_time()
+    copies.find_copy_groups(paths, workers=workers)
+    total = [time.perf_counter() - w0, time.process_time() - c0]
+    linking = spent.pop("linking in all")
+    verify = [linking[k] - spent["hash route"][k] - spent["words and shortlist"][k] for k in range(2)]
+    rows = [*((name, *spent[name]) for name, _ in STAGES[:3]), ("verification", *verify), ("all", *total)]
+    return [(name, round(w, 2), round(c, 2)) for name, w, c in rows]
+
+
 def child(method: str, folder: str, out: str, workers: int) -> None:
     paths = sorted(str(p) for p in Path(folder).iterdir())
+    if method == "stages":
+        _bench_imports()
+        Path(out).write_text(json.dumps({"stages": stage_times(paths, workers)}))
+        return
     t0 = time.perf_counter()
     if method == "phash":
         groups = _phash_groups(folder)
@@ -246,6 +284,11 @@ def measure(n: int, args, methods: list[str], pythons: dict[str, str]) -> None:
                 if m not in rows or r["wall"] < rows[m]["wall"]:
                     rows[m] = r
         report(n, items, rows, KINDS)
+        if args.stages:
+            print(f"where `varflow dedup` spends its time ({n} images, {args.workers} threads, one run)")
+            print(f"{'stage':<32} {'wall s':>7} {'CPU s':>7}")
+            for name, wall, cpu in run_child("stages", folder, args.workers, sys.executable)["stages"]:
+                print(f"{name:<32} {wall:>7.2f} {cpu:>7.2f}")
 
 
 def report(n: int, items, rows: dict[str, dict], kinds) -> None:
@@ -279,7 +322,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build the folders here and keep them (reused when there)")
     ap.add_argument("--methods", default="new,baseline,phash", help="of new, baseline, phash, inspect")
     ap.add_argument("--phash-venv", type=Path, default=PHASH_VENV, help="imagededup's own environment")
-    ap.add_argument("--child", choices=tuple(LABEL), help=argparse.SUPPRESS)
+    ap.add_argument("--stages", action="store_true", help="then time each stage of `varflow dedup` in one more run")
+    ap.add_argument("--child", choices=(*LABEL, "stages"), help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
