@@ -14,11 +14,11 @@ than a few percent. Here each image gives, from one reduced decode (``FEATURE_SI
   memory holds only their visual words). Visual words (product-quantised: k-means centres per
   slice of the descriptor, trained on a sample of the folder's own descriptors) index the
   images; each image's nearest ``SHORTLIST`` images by tf-idf cosine, of its words and of its
-  mirrored descriptors' words, are candidates, verified by matching descriptors (ratio test) and fitting a similarity
-  transform with RANSAC: enough inliers, a plausible scale, a rotation within
-  ``MAX_ROTATION``, and the overlap, warped into one
-  frame, must agree pixel by pixel (normalised cross-correlation), so a shared texture or
-  shared letters do not make two pictures one.
+  mirrored descriptors' words, are candidates, verified by matching descriptors (ratio test)
+  and fitting a similarity transform with RANSAC: enough inliers, a plausible scale, a rotation
+  within ``MAX_ROTATION``, and the overlap, warped into one frame, must agree pixel by pixel
+  (normalised cross-correlation), so a shared texture or shared letters do not make two
+  pictures one.
 
 Every stage runs in ``workers`` threads of the calling process: decoding and features, visual
 words, the shortlist and the verification (Pillow, OpenCV, numpy's BLAS and scipy's sparse products
@@ -71,7 +71,7 @@ VERIFY_BATCH = 512  # candidates verified between two looks at the groups (share
 WORD_BLOCK = 256  # images whose descriptors get their words (or whose shortlist is taken) in one step
 VOCAB_PARTS = 4  # visual words: a descriptor's 128 dimensions quantised in 4 slices of 32 ...
 VOCAB_CENTRES = 32  # ... each the nearest of 32 k-means centres, 32^4 words (split A: 16 24 32: 129 128 129 of 132)
-VOCAB_PER_CENTRE = 40  # descriptors, each from another image where there are enough, trained on per centre
+VOCAB_PER_CENTRE = 40  # descriptors sampled per centre to train on (one an image where the folder has enough)
 ALL_PAIRS = 16  # a folder this small verifies every pair (both ways round) instead of a word shortlist
 
 
@@ -271,7 +271,7 @@ class Vocabulary:
         x = sample.astype(np.float32)
         if len(x) > centres * VOCAB_PER_CENTRE:
             x = x[np.random.default_rng(seed).permutation(len(x))[:centres * VOCAB_PER_CENTRE]]
-        self.k = int(max(2, min(centres, len(x) // 4)))
+        self.k = int(max(2, min(centres, len(x) // 4)))  # a small sample: fewer centres, 4 descriptors each
         width = x.shape[1] // VOCAB_PARTS
         self.parts = [slice(width * p, width * (p + 1)) for p in range(VOCAB_PARTS)]
 
